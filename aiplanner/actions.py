@@ -1,0 +1,155 @@
+"""The action registry: every action declared once, as data.
+
+Every other view is derived from this declaration: the JSON Schemas used for constrained decoding
+(:mod:`aiplanner.schema`), the action docs in prompts (:mod:`aiplanner.prompts`), the compact plan
+codec (:mod:`aiplanner.codec`) and the validator (:mod:`aiplanner.validation`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from aiplanner.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "ActionRegistry",
+    "ActionSpec",
+    "ArgKind",
+    "ArgSpec",
+    "Plan",
+    "Step",
+]
+
+
+class ArgKind(enum.Enum):
+    """What an integer argument means, which decides how it is checked against a snapshot."""
+
+    X = "x"  # a map column: 0 <= x < width, and the cell must be walkable
+    Y = "y"  # a map row
+    ENEMY = "enemy"  # id of a visible, living enemy
+    ALLY = "ally"  # id of a visible, living ally (or the agent itself)
+    COUNT = "count"  # a plain bounded integer (ticks to wait...)
+
+
+@dataclass(frozen=True, slots=True)
+class ArgSpec:
+    name: str
+    kind: ArgKind
+    lo: int = 0
+    hi: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """One action: its name, a one-letter code for compact plans, its arguments and a short doc."""
+
+    name: str
+    code: str
+    args: tuple[ArgSpec, ...]
+    doc: str
+
+    def arg_index(self, name: str) -> int:
+        for i, a in enumerate(self.args):
+            if a.name == name:
+                return i
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a plan: an action name and its integer arguments, in declaration order."""
+
+    action: str
+    args: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    steps: tuple[Step, ...]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+class ActionRegistry:
+    """An immutable set of actions, looked up by name or compact code.
+
+    Raises :class:`ConfigError` for duplicate names or codes, or a bad declaration.
+    """
+
+    __slots__ = ("_by_code", "_by_name", "max_steps", "version")
+
+    def __init__(self, actions: Iterable[ActionSpec], *, max_steps: int = 4) -> None:
+        by_name: dict[str, ActionSpec] = {}
+        by_code: dict[str, ActionSpec] = {}
+        for spec in actions:
+            if not spec.name.isidentifier():
+                raise ConfigError(f"action name {spec.name!r} is not an identifier")
+            if len(spec.code) != 1 or not spec.code.isalpha():
+                raise ConfigError(f"action {spec.name}: code {spec.code!r} must be one letter")
+            if spec.name in by_name:
+                raise ConfigError(f"duplicate action name {spec.name!r}")
+            if spec.code in by_code:
+                raise ConfigError(f"duplicate action code {spec.code!r} ({spec.name})")
+            for a in spec.args:
+                if a.lo > a.hi:
+                    raise ConfigError(f"action {spec.name}: argument {a.name} has lo > hi")
+            by_name[spec.name] = spec
+            by_code[spec.code] = spec
+        if not by_name:
+            raise ConfigError("an action registry needs at least one action")
+        if max_steps <= 0:
+            raise ConfigError(f"max_steps must be positive, got {max_steps}")
+        self._by_name: Mapping[str, ActionSpec] = by_name
+        self._by_code: Mapping[str, ActionSpec] = by_code
+        self.max_steps = max_steps
+        digest = hashlib.sha256(repr((sorted(by_name.items()), max_steps)).encode()).hexdigest()
+        self.version: str = digest[:12]
+
+    @property
+    def actions(self) -> tuple[ActionSpec, ...]:
+        return tuple(self._by_name.values())
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._by_name)
+
+    def get(self, name: str) -> ActionSpec | None:
+        return self._by_name.get(name)
+
+    def by_code(self, code: str) -> ActionSpec | None:
+        return self._by_code.get(code)
+
+    def spec(self, name: str) -> ActionSpec:
+        """Return the spec of ``name``; raise :class:`ConfigError` if it is unknown."""
+        spec = self._by_name.get(name)
+        if spec is None:
+            raise ConfigError(f"unknown action {name!r}; known: {', '.join(self._by_name)}")
+        return spec
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __repr__(self) -> str:
+        return f"ActionRegistry({', '.join(self._by_name)}; v{self.version})"
+
+
+_X = ArgSpec("x", ArgKind.X)
+_Y = ArgSpec("y", ArgKind.Y)
+
+DEFAULT_REGISTRY = ActionRegistry(
+    [
+        ActionSpec("MoveTo", "M", (_X, _Y), "walk to cell x,y"),
+        ActionSpec("Attack", "A", (ArgSpec("target_id", ArgKind.ENEMY),), "shoot a visible enemy"),
+        ActionSpec("TakeCover", "C", (_X, _Y), "run to the cover point at x,y"),
+        ActionSpec("Reload", "R", (), "refill the magazine"),
+        ActionSpec("Heal", "H", (ArgSpec("target_id", ArgKind.ALLY),), "heal a visible ally"),
+        ActionSpec("Retreat", "T", (_X, _Y), "fall back to cell x,y"),
+        ActionSpec("Scan", "S", (), "look around for enemies"),
+        ActionSpec("Wait", "W", (ArgSpec("ticks", ArgKind.COUNT, 1, 120),), "hold position"),
+    ]
+)
