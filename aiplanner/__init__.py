@@ -1,0 +1,137 @@
+"""aiplanner: LLM planning for esper NPCs that never stalls the frame.
+
+Add :class:`PlannerPlugin` to an esper world; it installs a :class:`SnapshotSystem`, a
+:class:`PlanningSystem` and an :class:`ActionExecutionSystem`. Plans come from a :class:`Backend`
+(embedded llama.cpp by default, Ollama or any OpenAI-compatible server, or the
+:class:`ScriptedBackend` test double) through an async bridge, with cache and fallback tiers.
+"""
+
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec, Plan, Step
+from aiplanner.backends.base import (
+    Backend,
+    BackendInfo,
+    CompletionRequest,
+    Finished,
+    Message,
+    TextDelta,
+    Usage,
+)
+from aiplanner.backends.factory import BACKEND_NAMES, create_backend
+from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.cache import PlanCache
+from aiplanner.codec import PlanCodec
+from aiplanner.components import (
+    ROLES,
+    ActionQueue,
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    Perception,
+    PlanState,
+    PlanStatus,
+    Position,
+    Team,
+    Tier,
+    Weapon,
+)
+from aiplanner.config import STRATEGIES, PlannerConfig
+from aiplanner.errors import (
+    BackendError,
+    BackendHTTPError,
+    BackendTimeout,
+    BackendUnavailable,
+    CircuitOpen,
+    ConfigError,
+    ModelNotFoundError,
+    ParseError,
+    PlannerError,
+    PlanRejected,
+    ResponseTooLarge,
+)
+from aiplanner.execution_system import ActionExecutionSystem
+from aiplanner.heuristic import HeuristicPlanner
+from aiplanner.metrics import Metrics
+from aiplanner.planning_system import EVENT_PLAN_APPLIED, PlanningSystem
+from aiplanner.plugin import (
+    EXECUTION_PRIORITY,
+    PLANNING_PRIORITY,
+    SNAPSHOT_PRIORITY,
+    PlannerPlugin,
+)
+from aiplanner.prompts import PromptBuilder
+from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
+from aiplanner.snapshot_system import SnapshotSystem
+from aiplanner.stream_parser import JsonArrayStream
+from aiplanner.validation import RejectReason, validate_plan
+
+__all__ = [
+    "BACKEND_NAMES",
+    "DEFAULT_REGISTRY",
+    "EVENT_PLAN_APPLIED",
+    "EXECUTION_PRIORITY",
+    "PLANNING_PRIORITY",
+    "ROLES",
+    "SNAPSHOT_PRIORITY",
+    "STRATEGIES",
+    "ActionExecutionSystem",
+    "ActionQueue",
+    "ActionRegistry",
+    "ActionSpec",
+    "Agent",
+    "Ammo",
+    "ArgKind",
+    "ArgSpec",
+    "Backend",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendInfo",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Battlefield",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CompletionRequest",
+    "ConfigError",
+    "Finished",
+    "Health",
+    "HeuristicPlanner",
+    "JsonArrayStream",
+    "Message",
+    "Metrics",
+    "ModelNotFoundError",
+    "ParseError",
+    "Perception",
+    "Plan",
+    "PlanCache",
+    "PlanCodec",
+    "PlanOutcome",
+    "PlanRejected",
+    "PlanRequest",
+    "PlanState",
+    "PlanStatus",
+    "PlannerConfig",
+    "PlannerError",
+    "PlannerPlugin",
+    "PlanningSystem",
+    "Position",
+    "PromptBuilder",
+    "RejectReason",
+    "ResponseTooLarge",
+    "ScriptedBackend",
+    "ScriptedReply",
+    "SeenUnit",
+    "SelfView",
+    "SnapshotSystem",
+    "Step",
+    "Team",
+    "TextDelta",
+    "Tier",
+    "Usage",
+    "Weapon",
+    "WorldSnapshot",
+    "create_backend",
+    "validate_plan",
+]

@@ -1,0 +1,47 @@
+"""create_backend: a backend by name, for the CLI, the demo and users' configuration files.
+
+The embedded and HTTP backends are imported only when asked for, so a game that plans over HTTP
+does not need llama-cpp-python installed.
+"""
+
+from __future__ import annotations
+
+from aiplanner.backends.base import Backend
+from aiplanner.errors import ConfigError
+
+__all__ = ["BACKEND_NAMES", "create_backend"]
+
+BACKEND_NAMES: tuple[str, ...] = ("embedded", "openai", "ollama", "scripted", "heuristic")
+
+
+def create_backend(
+    name: str,
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    n_threads: int | None = None,
+) -> Backend | None:
+    """Build the backend called ``name``; ``heuristic`` gives None (plan with rules alone).
+
+    ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``.
+    Raises ConfigError for an unknown name, ModelNotFoundError for a missing model file.
+    """
+    if name == "embedded":
+        from aiplanner.backends.embedded import EmbeddedBackend
+
+        return EmbeddedBackend(model, n_threads=n_threads)
+    if name == "openai":
+        from aiplanner.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(base_url, model=model or "default")
+    if name == "ollama":
+        from aiplanner.backends.ollama import OllamaBackend
+
+        return OllamaBackend(base_url, model=model or "smollm2:135m")
+    if name == "scripted":
+        from aiplanner.backends.scripted import ScriptedBackend
+
+        return ScriptedBackend(latency_s=(0.05, 0.3), seed=0)
+    if name == "heuristic":
+        return None
+    raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")

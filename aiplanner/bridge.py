@@ -1,0 +1,212 @@
+"""AsyncBridge: an anyio event loop on a background thread, between the game and the backend.
+
+The game thread calls :meth:`submit` (non-blocking: the batch is handed to the loop with
+``call_soon_threadsafe`` underneath) and :meth:`drain` (non-blocking: whatever outcomes have arrived).
+Outcomes are pushed one agent at a time, as each completes, never only at the end of a batch.
+:meth:`close` cancels everything in flight, closes the backend and joins the loop thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import anyio
+from anyio import CancelScope
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from aiplanner.actions import ActionRegistry
+from aiplanner.backends.base import Backend
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.errors import PlannerError
+from aiplanner.metrics import Metrics
+from aiplanner.requests import PlanOutcome
+from aiplanner.strategies import Batch, PlanContext, run_batch
+
+__all__ = ["AsyncBridge"]
+
+
+class AsyncBridge:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        registry: ActionRegistry,
+        metrics: Metrics,
+        breaker: CircuitBreaker,
+        max_response_bytes: int = 65_536,
+        temperature: float = 0.0,
+        seed: int = 0,
+        serial: bool = False,
+    ) -> None:
+        self.backend = backend
+        self._serial = serial
+        self._serial_lock: anyio.Lock | None = None
+        self._outbox: queue.SimpleQueue[PlanOutcome] = queue.SimpleQueue()
+        self._metrics = metrics
+        self._ctx = PlanContext(
+            backend=backend,
+            registry=registry,
+            metrics=metrics,
+            breaker=breaker,
+            emit=self._emit,
+            wanted=self._wanted,
+            scope=self._scope,
+            max_response_bytes=max_response_bytes,
+            temperature=temperature,
+            seed=seed,
+        )
+        self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+        # Loop-thread state (touched only on the loop thread):
+        self._scopes: dict[int, tuple[CancelScope, frozenset[int]]] = {}
+        self._next_batch = 0
+        # Shared state, under the lock:
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._unwanted: set[int] = set()
+        self._active = 0
+        self._batch_first: dict[int, float] = {}
+
+    # -- lifecycle (game thread) ---------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._portal is not None
+
+    def start(self) -> None:
+        if self._portal is not None:
+            return
+        self._portal_cm = start_blocking_portal(backend="asyncio")
+        self._portal = self._portal_cm.__enter__()
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Cancel work in flight, close the backend and stop the loop thread. Idempotent."""
+        portal, cm = self._portal, self._portal_cm
+        if portal is None or cm is None:
+            return
+        self._portal = None
+        self._portal_cm = None
+        try:
+            portal.call(self._shutdown, timeout_s)
+        finally:
+            with contextlib.suppress(Exception):
+                portal.call(portal.stop, True)
+            cm.__exit__(None, None, None)
+
+    # -- game thread API -----------------------------------------------------------------------
+    def submit(self, batch: Batch) -> None:
+        """Hand a batch to the loop. Never blocks; raises RuntimeError if the bridge is closed."""
+        portal = self._portal
+        if portal is None:
+            raise RuntimeError("the bridge is not running")
+        with self._lock:
+            self._active += 1
+            for r in batch.requests:
+                self._unwanted.discard(r.entity)
+        portal.start_task_soon(self._run, batch)
+
+    def cancel(self, entities: set[int]) -> None:
+        """The game no longer needs plans for these entities; stop their calls where possible."""
+        if not entities:
+            return
+        with self._lock:
+            self._unwanted |= entities
+        portal = self._portal
+        if portal is not None:
+            portal.start_task_soon(self._cancel_scopes)
+
+    def drain(self) -> list[PlanOutcome]:
+        out: list[PlanOutcome] = []
+        while True:
+            try:
+                out.append(self._outbox.get_nowait())
+            except queue.Empty:
+                return out
+
+    @property
+    def active_batches(self) -> int:
+        with self._lock:
+            return self._active
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no batch is running (lockstep mode only). Returns False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._active == 0, timeout=timeout_s)
+
+    # -- loop thread -------------------------------------------------------------------------
+    def _wanted(self, entity: int) -> bool:
+        with self._lock:
+            return entity not in self._unwanted
+
+    def _emit(self, outcome: PlanOutcome) -> None:
+        self._outbox.put(outcome)
+
+    async def _run(self, batch: Batch) -> None:
+        batch_id = self._next_batch
+        self._next_batch += 1
+        entities = frozenset(r.entity for r in batch.requests)
+        submitted = time.monotonic()
+        first = True
+        emit = self._ctx.emit
+
+        def emit_first(outcome: PlanOutcome) -> None:
+            nonlocal first
+            if first and outcome.ok:
+                first = False
+                self._metrics.record_first_plan(time.monotonic() - submitted)
+            emit(outcome)
+
+        ctx = dataclasses.replace(self._ctx, emit=emit_first)  # prompt/codec caches stay shared
+        try:
+            with anyio.CancelScope() as scope:
+                self._scopes[batch_id] = (scope, entities)
+                try:
+                    if self._serial:
+                        # One batch at a time, in submission order: breaker and retry decisions
+                        # then do not depend on how threads happened to interleave.
+                        if self._serial_lock is None:
+                            self._serial_lock = anyio.Lock()
+                        async with self._serial_lock:
+                            await run_batch(ctx, batch)
+                    else:
+                        await run_batch(ctx, batch)
+                except PlannerError as exc:  # pragma: no cover - strategies turn these into outcomes
+                    for r in batch.requests:
+                        emit(PlanOutcome(r.entity, r.plan_id, None, None, exc))
+        finally:
+            self._scopes.pop(batch_id, None)
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    @contextlib.contextmanager
+    def _scope(self, entities: frozenset[int]) -> Iterator[CancelScope]:
+        """A cancel scope for one call, cancelled once none of ``entities`` is wanted any more."""
+        key = self._next_batch = self._next_batch + 1
+        with anyio.CancelScope() as scope:
+            self._scopes[key] = (scope, entities)
+            try:
+                yield scope
+            finally:
+                self._scopes.pop(key, None)
+
+    async def _cancel_scopes(self) -> None:
+        with self._lock:
+            unwanted = set(self._unwanted)
+        for scope, entities in list(self._scopes.values()):
+            if entities <= unwanted:
+                scope.cancel()
+
+    async def _shutdown(self, timeout_s: float) -> None:
+        for scope, _ in list(self._scopes.values()):
+            scope.cancel()
+        with anyio.move_on_after(timeout_s):
+            while self._scopes:
+                await anyio.sleep(0.005)
+            await self.backend.aclose()
+
+

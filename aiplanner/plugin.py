@@ -1,0 +1,199 @@
+"""PlannerPlugin: one object that installs LLM planning into the current esper world.
+
+::
+
+    plugin = PlannerPlugin(PlannerConfig(max_batch_size=8), backend)
+    plugin.install()          # SnapshotSystem, PlanningSystem, ActionExecutionSystem
+    ...
+    esper.process(dt)         # never waits on the backend
+    ...
+    plugin.close()            # or: with PlannerPlugin(...) as plugin:
+
+Install only registers things; it refuses to run twice; ``uninstall`` removes them again.
+Processor priorities are published as constants so a game can order its own processors around them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import esper
+
+from aiplanner.backends.base import Backend
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.bridge import AsyncBridge
+from aiplanner.cache import PlanCache
+from aiplanner.components import Agent
+from aiplanner.config import PlannerConfig
+from aiplanner.errors import ConfigError
+from aiplanner.execution_system import ActionExecutionSystem
+from aiplanner.metrics import Metrics
+from aiplanner.planning_system import PlanningSystem, ReplayLog
+from aiplanner.snapshot_system import SnapshotSystem
+
+__all__ = ["EXECUTION_PRIORITY", "PLANNING_PRIORITY", "SNAPSHOT_PRIORITY", "PlannerPlugin"]
+
+SNAPSHOT_PRIORITY = 300
+PLANNING_PRIORITY = 200
+EXECUTION_PRIORITY = 100
+
+_TUNABLE = frozenset({"max_batch_size", "max_wait_ms", "strategy", "cache_enabled", "mode",
+                      "prompt_tier", "plan_deadline_s", "simplified_retry"})
+
+
+class PlannerPlugin:
+    """Installs planning into the current esper world.
+
+    ``backend=None`` plans with the heuristic alone. ``clock`` (seconds) drives deadlines and
+    batching waits; pass a tick-driven clock for reproducible runs. ``replay`` applies recorded
+    plans at their recorded ticks instead of planning (see ``PlanningSystem``).
+    """
+
+    def __init__(
+        self,
+        config: PlannerConfig | None = None,
+        backend: Backend | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        replay: ReplayLog | None = None,
+    ) -> None:
+        self._config = config if config is not None else PlannerConfig()
+        self.backend = backend
+        self._clock = clock if clock is not None else time.monotonic
+        self._replay = replay
+        self.metrics = Metrics(self._clock)
+        self.breaker = CircuitBreaker(
+            self._config.breaker_failures, self._config.breaker_cooldown_s, self._clock
+        )
+        self.cache = PlanCache(self._config.cache_size)
+        self.snapshot_system: SnapshotSystem | None = None
+        self.planning_system: PlanningSystem | None = None
+        self.execution_system: ActionExecutionSystem | None = None
+        self._bridge: AsyncBridge | None = None
+        self._world: str | None = None
+
+    # -- configuration --------------------------------------------------------------------------
+    @property
+    def config(self) -> PlannerConfig:
+        return self._config
+
+    def tune(self, **changes: Any) -> PlannerConfig:
+        """Change live settings (batch size, max wait, strategy, cache on/off, mode...).
+
+        The next batch uses them. Raises ConfigError for an unknown name or a bad value; the
+        current config is then left as it was.
+        """
+        unknown = set(changes) - _TUNABLE
+        if unknown:
+            raise ConfigError(f"cannot tune {sorted(unknown)} while running; tunable: {sorted(_TUNABLE)}")
+        self._config = dataclasses.replace(self._config, **changes)
+        return self._config
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def installed(self) -> bool:
+        return self.planning_system is not None
+
+    def install(self) -> PlannerPlugin:
+        """Register the processors into the current esper world and start the bridge.
+
+        Raises ConfigError if already installed, or if an existing agent has an unknown role.
+        """
+        if self.installed:
+            raise ConfigError("this PlannerPlugin is already installed; uninstall() it first")
+        cfg = self._config
+        for ent, agent in esper.get_component(Agent):
+            if agent.role not in cfg.roles:
+                raise ConfigError(f"entity {ent} has unknown role {agent.role!r}; known: {cfg.roles}")
+        if self.backend is not None and self._replay is None:
+            self._bridge = AsyncBridge(
+                self.backend,
+                registry=cfg.registry,
+                metrics=self.metrics,
+                breaker=self.breaker,
+                max_response_bytes=cfg.max_response_bytes,
+                temperature=cfg.temperature,
+                seed=cfg.seed,
+                serial=cfg.lockstep,
+            )
+            self._bridge.start()
+        self.snapshot_system = SnapshotSystem()
+        self.planning_system = PlanningSystem(
+            lambda: self._config,
+            self.snapshot_system,
+            bridge=self._bridge,
+            breaker=self.breaker,
+            cache=self.cache,
+            metrics=self.metrics,
+            clock=self._clock,
+            replay=self._replay,
+        )
+        self.execution_system = ActionExecutionSystem(cfg.registry, delete_dead=cfg.delete_dead)
+        esper.add_processor(self.snapshot_system, priority=SNAPSHOT_PRIORITY)
+        esper.add_processor(self.planning_system, priority=PLANNING_PRIORITY)
+        esper.add_processor(self.execution_system, priority=EXECUTION_PRIORITY)
+        self._world = esper.current_world
+        return self
+
+    def uninstall(self) -> None:
+        """Remove the processors (from the world they were installed in) and stop the bridge."""
+        if not self.installed:
+            return
+        if self.planning_system is not None:
+            self.planning_system.abandon_all()
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
+        current = esper.current_world
+        if self._world is not None and self._world != current and self._world in esper.list_worlds():
+            esper.switch_world(self._world)
+        try:
+            for proc in (self.snapshot_system, self.planning_system, self.execution_system):
+                if proc is not None:
+                    esper.remove_processor(type(proc))
+        finally:
+            if esper.current_world != current:
+                esper.switch_world(current)
+        self.snapshot_system = self.planning_system = None
+        self.execution_system = None
+        self._world = None
+
+    def close(self) -> None:
+        """Stop planning: cancel requests in flight, close the backend, remove the processors."""
+        self.uninstall()
+
+    def __enter__(self) -> PlannerPlugin:
+        if not self.installed:
+            self.install()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------------
+    def stats(self) -> dict[str, object]:
+        """Metrics plus live state: cache, breaker, queue sizes and the settings in force."""
+        out = self.metrics.stats()
+        ps = self.planning_system
+        cfg = self._config
+        out.update(
+            cache_hit_rate=self.cache.hit_rate,
+            cache_hits=self.cache.hits,
+            cache_misses=self.cache.misses,
+            cache_size=len(self.cache),
+            breaker=self.breaker.state,
+            in_flight=ps.in_flight if ps else 0,
+            pending=ps.pending if ps else 0,
+            max_batch_size=cfg.max_batch_size,
+            max_wait_ms=cfg.max_wait_ms,
+            strategy=cfg.strategy,
+            cache_enabled=cfg.cache_enabled,
+            backend=self.backend.info.name if self.backend is not None else "heuristic",
+        )
+        return out

@@ -1,0 +1,174 @@
+"""JSON Schemas for model output, derived from the :class:`~aiplanner.actions.ActionRegistry`.
+
+Nothing here is written by hand per action: every view is built from the registry, so adding an
+action changes the prompt docs, the schemas and the codec together.
+
+Shapes (examples with the default registry):
+
+* verbose (the baseline): ``{"steps":[{"act":"MoveTo","x":3,"y":4},{"act":"Reload"}]}``
+* compact (free mode): ``{"s":[["M",3,4],["A",91]]}``
+* choice (guided mode): ``{"c":1}``
+* packed (several agents): ``[{"id":12,"c":0},{"id":15,"c":2}]``
+
+Arrays of fixed length use ``prefixItems`` with ``minItems``/``maxItems`` rather than
+``"items": false``, which llama.cpp's schema-to-grammar converter rejects. Every object is closed
+(``additionalProperties: false``) and requires all of its properties, so a grammar built from the
+schema has exactly one key order and no optional parts for a small model to wander into.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec
+from aiplanner.errors import ConfigError
+
+__all__ = [
+    "choice_schema",
+    "compact_plan_schema",
+    "packed_schema",
+    "verbose_plan_schema",
+    "with_agent_id",
+]
+
+Schema = dict[str, Any]
+
+
+def verbose_plan_schema(registry: ActionRegistry) -> Schema:
+    """The verbose plan form, ``{"steps":[{"act":"MoveTo","x":3,"y":4}]}``: the token-hungry
+    baseline that the compact form is measured against."""
+    return _closed_object(
+        {
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": registry.max_steps,
+                "items": {"anyOf": [_verbose_step(spec) for spec in registry.actions]},
+            }
+        }
+    )
+
+
+def compact_plan_schema(
+    registry: ActionRegistry,
+    *,
+    ids: Sequence[int] | None = None,
+    enemy_ids: Sequence[int] | None = None,
+    ally_ids: Sequence[int] | None = None,
+) -> Schema:
+    """The compact free-mode form, ``{"s":[["M",3,4],["A",91]]}``: a one-letter code, then the
+    integer arguments in declaration order.
+
+    ``ids`` narrows every enemy and ally id argument to those ids; ``enemy_ids`` / ``ally_ids``
+    narrow one kind each and take precedence over ``ids``. An action whose id argument has no
+    allowed value is left out, so the grammar cannot name a target that is not there.
+
+    Raises :class:`ConfigError` when the narrowing leaves no action at all.
+    """
+    allowed: dict[ArgKind, tuple[int, ...] | None] = {
+        ArgKind.ENEMY: _ids(enemy_ids if enemy_ids is not None else ids),
+        ArgKind.ALLY: _ids(ally_ids if ally_ids is not None else ids),
+    }
+    steps = [
+        _compact_step(spec, allowed)
+        for spec in registry.actions
+        if all(_allowed_ids(a, allowed) != () for a in spec.args)
+    ]
+    if not steps:
+        raise ConfigError("no action of the registry is possible with the given target ids")
+    return _closed_object(
+        {
+            "s": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": registry.max_steps,
+                "items": {"anyOf": steps},
+            }
+        }
+    )
+
+
+def choice_schema(n: int) -> Schema:
+    """Guided mode: ``{"c": i}`` with ``0 <= i < n``.
+
+    Raises :class:`ConfigError` when ``n`` is not at least 1 (there is nothing to choose from).
+    """
+    if n < 1:
+        raise ConfigError(f"a choice needs at least one candidate, got {n}")
+    return _closed_object({"c": {"enum": list(range(n))}})
+
+
+def with_agent_id(entity: int, element: Mapping[str, Any]) -> Schema:
+    """``element`` (a closed object schema) with a leading ``"id": entity`` property.
+
+    Raises :class:`ConfigError` when ``element`` is not an object schema with ``properties``, or
+    already has an ``id`` property.
+    """
+    props = element.get("properties")
+    if element.get("type") != "object" or not isinstance(props, Mapping):
+        raise ConfigError("a packed element schema must be an object schema with properties")
+    if "id" in props:
+        raise ConfigError("a packed element schema already has an 'id' property")
+    # "id" first: the grammar then makes the model name the agent before planning for it.
+    return _closed_object({"id": {"const": entity}, **props})
+
+
+def packed_schema(element_schema_by_id: Mapping[int, Mapping[str, Any]]) -> Schema:
+    """One JSON array with one element per agent, in the mapping's order; each element is that
+    agent's schema with its id added (``[{"id":12,"c":0},{"id":15,"c":2}]``).
+
+    Raises :class:`ConfigError` for an empty mapping or an element that is not an object schema.
+    """
+    if not element_schema_by_id:
+        raise ConfigError("a packed schema needs at least one agent")
+    items = [with_agent_id(ent, schema) for ent, schema in element_schema_by_id.items()]
+    return {
+        "type": "array",
+        "prefixItems": items,
+        "minItems": len(items),
+        "maxItems": len(items),
+    }
+
+
+def _closed_object(props: Mapping[str, Any]) -> Schema:
+    return {
+        "type": "object",
+        "properties": dict(props),
+        "required": list(props),
+        "additionalProperties": False,
+    }
+
+
+def _allowed_ids(
+    arg: ArgSpec, allowed: Mapping[ArgKind, tuple[int, ...] | None]
+) -> tuple[int, ...] | None:
+    ids = allowed.get(arg.kind)
+    if ids is None:
+        return None
+    # The declared bounds hold here too: the codec rejects ids outside them.
+    return tuple(i for i in ids if arg.lo <= i <= arg.hi)
+
+
+def _int_arg(arg: ArgSpec, allowed: Mapping[ArgKind, tuple[int, ...] | None]) -> Schema:
+    ids = _allowed_ids(arg, allowed)
+    if ids is not None:
+        return {"enum": list(ids)}
+    return {"type": "integer", "minimum": arg.lo, "maximum": arg.hi}
+
+
+def _verbose_step(spec: ActionSpec) -> Schema:
+    props: dict[str, Any] = {"act": {"const": spec.name}}
+    for a in spec.args:
+        props[a.name] = _int_arg(a, {})
+    return _closed_object(props)
+
+
+def _compact_step(spec: ActionSpec, allowed: Mapping[ArgKind, tuple[int, ...] | None]) -> Schema:
+    items = [{"const": spec.code}, *(_int_arg(a, allowed) for a in spec.args)]
+    return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
+
+
+def _ids(ids: Iterable[int] | None) -> tuple[int, ...] | None:
+    # Sorted and deduplicated: one set of ids, one schema (and one grammar cache entry).
+    return None if ids is None else tuple(sorted(set(ids)))

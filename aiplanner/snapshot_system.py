@@ -1,0 +1,276 @@
+"""SnapshotSystem: rebuilds the spatial index each tick and builds agents' snapshots on demand.
+
+The per-tick work is O(n): one pass over living agents into a :class:`UniformGrid`. A
+:class:`WorldSnapshot` is built only for an agent someone asks about (usually one that needs a
+plan), from a radius query, so it costs O(k) in what that agent can see, and is memoised until
+the next tick.
+
+What a snapshot shows:
+
+* positions are those of the last :meth:`SnapshotSystem.process` (the grid), rounded to map cells
+  by :func:`aiplanner.spatial.to_cell` (half away from zero); distances use the exact positions
+  and are rounded to 0.1 cell;
+* health, ammo, weapon and perception are read from the components when the snapshot is built,
+  and units that died or were deleted since ``process`` are left out. Run this processor right
+  before the one that asks for snapshots so both views agree;
+* missing optional components read as their dataclass defaults: no :class:`Perception` sees
+  ``Perception().radius`` cells, no :class:`Weapon` has ``Weapon().range``, and no :class:`Ammo`
+  shows a full magazine of ``Ammo`` 's default capacity (the execution system never runs an
+  agent without an ``Ammo`` component dry).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+import esper
+
+from aiplanner.components import (
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    Perception,
+    Position,
+    Team,
+    Weapon,
+)
+from aiplanner.errors import ConfigError
+from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
+from aiplanner.spatial import UniformGrid, to_cell
+
+__all__ = ["COVER_RADIUS", "OCCUPIED_RADIUS", "SnapshotSystem"]
+
+COVER_RADIUS: Final = 0.75
+"""An agent this close (cells) to a cover point is in cover."""
+OCCUPIED_RADIUS: Final = 0.5
+"""A cover point with another agent this close is taken and not offered."""
+
+_DEFAULT_RADIUS: Final = Perception().radius
+_DEFAULT_RANGE: Final = Weapon().range
+_DEFAULT_CAPACITY: Final = Ammo(rounds=0).capacity
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldIndex:
+    """Static lookups derived from one Battlefield, rebuilt only when the map object changes."""
+
+    field: Battlefield
+    cover: tuple[tuple[int, int], ...]  # sorted by (x, y): grid ids index into it
+    cover_set: frozenset[tuple[int, int]]
+    cover_grid: UniformGrid
+    blocked: tuple[tuple[int, int], ...]  # sorted by (x, y)
+    blocked_grid: UniformGrid
+
+    @classmethod
+    def build(cls, field: Battlefield, cell_size: float) -> _FieldIndex:
+        cover = tuple(sorted(set(field.cover)))
+        blocked = tuple(sorted(field.blocked))
+        cover_grid = UniformGrid(cell_size)
+        for i, (x, y) in enumerate(cover):
+            cover_grid.insert(i, x, y)
+        blocked_grid = UniformGrid(cell_size)
+        for i, (x, y) in enumerate(blocked):
+            blocked_grid.insert(i, x, y)
+        return cls(field, cover, frozenset(cover), cover_grid, blocked, blocked_grid)
+
+    def in_cover(self, x: float, y: float) -> bool:
+        # Cover points sit on integer cells: only those within COVER_RADIUS per axis can qualify.
+        r = COVER_RADIUS
+        r2 = r * r
+        for cx in range(math.ceil(x - r), math.floor(x + r) + 1):
+            for cy in range(math.ceil(y - r), math.floor(y + r) + 1):
+                if (cx, cy) in self.cover_set and (cx - x) ** 2 + (cy - y) ** 2 <= r2:
+                    return True
+        return False
+
+
+class SnapshotSystem(esper.Processor):
+    """Keeps the spatial index of living agents and builds per-agent :class:`WorldSnapshot` s.
+
+    An agent is an entity with (Agent, Position, Team, Health) and ``hp > 0``; entities whose
+    position is not finite are left out of the index (they cannot be placed on the map).
+    ``max_units`` caps each of the enemy and ally lists, ``max_cover`` and ``max_obstacles`` the
+    other two. Raises :class:`ConfigError` for a non-positive ``cell_size`` or a negative cap.
+    """
+
+    def __init__(
+        self,
+        *,
+        cell_size: float = 4.0,
+        max_units: int = 8,
+        max_cover: int = 4,
+        max_obstacles: int = 8,
+    ) -> None:
+        for name, value in (
+            ("max_units", max_units),
+            ("max_cover", max_cover),
+            ("max_obstacles", max_obstacles),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative int, got {value!r}")
+        self.tick: int = 0
+        self.max_units = max_units
+        self.max_cover = max_cover
+        self.max_obstacles = max_obstacles
+        self._cell_size = cell_size
+        self._grid = UniformGrid(cell_size)  # raises ConfigError for a bad cell_size
+        self._field: Battlefield | None = None
+        self._index: _FieldIndex | None = None
+        # Component objects are changed in place, so holding them gives live values later.
+        self._agents: dict[int, tuple[Agent, Team, Health]] = {}
+        self._memo: dict[int, WorldSnapshot | None] = {}
+
+    @property
+    def field(self) -> Battlefield | None:
+        """The map seen by the last :meth:`process`, or None if no entity holds a Battlefield."""
+        return self._field
+
+    @property
+    def grid(self) -> UniformGrid:
+        """The index of living agents as of the last :meth:`process` (read it, don't change it)."""
+        return self._grid
+
+    def process(self, dt: float) -> None:
+        """Advance the tick, read the map, rebuild the agent index and forget memoised snapshots."""
+        self.tick += 1
+        fields = esper.get_component(Battlefield)
+        # Several holders would be a game bug; the lowest id wins so the choice is stable.
+        field = min(fields, key=lambda pair: pair[0])[1] if fields else None
+        self._field = field
+        if field is None:
+            self._index = None
+        elif self._index is None or self._index.field is not field:
+            self._index = _FieldIndex.build(field, self._cell_size)
+        grid = self._grid
+        grid.clear()
+        agents = self._agents
+        agents.clear()
+        self._memo.clear()
+        isfinite = math.isfinite
+        for ent, (agent, pos, team, health) in esper.get_components(Agent, Position, Team, Health):
+            if health.hp > 0 and isfinite(pos.x) and isfinite(pos.y):
+                grid.insert(ent, pos.x, pos.y)
+                agents[ent] = (agent, team, health)
+
+    def _alive(self, entity: int) -> bool:
+        rec = self._agents.get(entity)
+        return rec is not None and rec[2].hp > 0 and esper.entity_exists(entity)
+
+    def neighbours(self, entity: int, radius: float) -> list[int]:
+        """Other living agents within ``radius`` of ``entity``, nearest first, ties by id.
+
+        Empty if ``entity`` is not a living agent of the last :meth:`process`.
+        """
+        pos = self._grid.position(entity)
+        if pos is None:
+            return []
+        return [
+            e for e in self._grid.query(pos[0], pos[1], radius) if e != entity and self._alive(e)
+        ]
+
+    def snapshot(self, entity: int) -> WorldSnapshot | None:
+        """The snapshot of ``entity`` for this tick, built on first request and memoised.
+
+        None before the first :meth:`process`, when there is no Battlefield, or when the entity
+        is gone, dead, or lacks one of (Agent, Position, Team, Health).
+        """
+        if entity in self._memo:
+            return self._memo[entity]
+        if entity not in self._agents:
+            return None  # not memoised: the memo stays bounded by the number of agents
+        snap = self._build(entity)
+        self._memo[entity] = snap
+        return snap
+
+    def _build(self, entity: int) -> WorldSnapshot | None:
+        index = self._index
+        pos = self._grid.position(entity)
+        if index is None or pos is None or not self._alive(entity):
+            return None
+        live = esper.try_components(entity, Agent, Position, Team, Health)
+        if live is None:
+            return None
+        agent, _, team, health = live
+        ammo = esper.try_component(entity, Ammo)
+        perception = esper.try_component(entity, Perception)
+        weapon = esper.try_component(entity, Weapon)
+        radius = perception.radius if perception is not None else _DEFAULT_RADIUS
+        x, y = pos
+        mx, my = to_cell(x, y)
+        me = SelfView(
+            id=entity,
+            role=agent.role,
+            team=team.team,
+            x=mx,
+            y=my,
+            hp=health.hp,
+            max_hp=health.max_hp,
+            ammo=ammo.rounds if ammo is not None else _DEFAULT_CAPACITY,
+            ammo_capacity=ammo.capacity if ammo is not None else _DEFAULT_CAPACITY,
+            in_cover=index.in_cover(x, y),
+            weapon_range=weapon.range if weapon is not None else _DEFAULT_RANGE,
+        )
+        enemies, allies = self._units(entity, team.team, x, y, radius)
+        return WorldSnapshot(
+            tick=self.tick,
+            me=me,
+            enemies=enemies,
+            allies=allies,
+            cover=self._cover(index, entity, x, y, radius),
+            obstacles=tuple(
+                index.blocked[i]
+                for i in index.blocked_grid.query(x, y, radius)[: self.max_obstacles]
+            ),
+            objective=index.field.objective,
+            field=index.field,
+        )
+
+    def _units(
+        self, entity: int, team: int, x: float, y: float, radius: float
+    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...]]:
+        """(enemies, allies) within ``radius``, nearest first, ties by id, each capped."""
+        cap = self.max_units
+        grid = self._grid
+        index = self._index
+        assert index is not None  # _build checked it
+        enemies: list[SeenUnit] = []
+        allies: list[SeenUnit] = []
+        if cap == 0:
+            return (), ()
+        for dist, other in grid.query_dist(x, y, radius):
+            if other == entity or not self._alive(other):
+                continue
+            _, other_team, health = self._agents[other]
+            bucket = allies if other_team.team == team else enemies
+            if len(bucket) >= cap:
+                if len(enemies) >= cap and len(allies) >= cap:
+                    break
+                continue
+            ox, oy = grid.position(other) or (x, y)
+            cx, cy = to_cell(ox, oy)
+            bucket.append(
+                SeenUnit(other, cx, cy, health.hp, index.in_cover(ox, oy), round(dist, 1))
+            )
+        return tuple(enemies), tuple(allies)
+
+    def _cover(
+        self, index: _FieldIndex, entity: int, x: float, y: float, radius: float
+    ) -> tuple[tuple[int, int], ...]:
+        cap = self.max_cover
+        free: list[tuple[int, int]] = []
+        if cap == 0:
+            return ()
+        for i in index.cover_grid.query(x, y, radius):
+            cx, cy = index.cover[i]
+            taken = any(
+                other != entity and self._alive(other)
+                for other in self._grid.query(cx, cy, OCCUPIED_RADIUS)
+            )
+            if not taken:
+                free.append((cx, cy))
+                if len(free) >= cap:
+                    break
+        return tuple(free)

@@ -1,0 +1,130 @@
+"""The plan validator: every plan, whoever wrote it, is checked here before an agent runs it.
+
+Checks are derived from the action registry (each argument's :class:`ArgKind` says how it is
+checked) and the agent's snapshot (what it can see). A plan is all or nothing: the first bad
+step rejects it with a :class:`~aiplanner.errors.PlanRejected` whose ``reason`` is one of
+:class:`RejectReason` 's values, so metrics can count rejections by kind.
+
+Model output is untrusted: argument values are checked to be real ints (``bool`` is refused even
+though it subclasses ``int``) before they are compared with anything.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Plan, Step
+from aiplanner.errors import PlanRejected
+from aiplanner.snapshot import WorldSnapshot
+
+__all__ = ["RejectReason", "validate_plan", "validate_step"]
+
+
+class RejectReason(enum.StrEnum):
+    """Why a plan was rejected; the value is ``PlanRejected.reason``.
+
+    A ``str`` enum (``StrEnum``: ``str(member)`` is the value), so members compare equal to
+    the reason strings carried by :class:`PlanRejected`.
+    """
+
+    UNKNOWN_ACTION = "unknown_action"
+    BAD_ARGUMENTS = "bad_arguments"  # wrong count, or an argument that is not an int (or is a bool)
+    OUT_OF_RANGE = "out_of_range"  # a COUNT argument outside its lo..hi
+    OUT_OF_BOUNDS = "out_of_bounds"  # a cell outside the map (or its declared lo..hi)
+    BLOCKED = "blocked_cell"
+    BAD_TARGET = "bad_target"  # Attack target not a visible living enemy
+    BAD_HEAL_TARGET = "bad_heal_target"  # not a visible living ally, nor the agent itself
+    TOO_MANY_STEPS = "too_many_steps"
+    EMPTY_PLAN = "empty_plan"
+    BAD_PLAN = "bad_plan"  # not a Plan of Steps at all
+
+
+def _reject(reason: RejectReason, detail: str) -> PlanRejected:
+    return PlanRejected(reason.value, detail)
+
+
+def validate_step(
+    step: Step, snapshot: WorldSnapshot, registry: ActionRegistry = DEFAULT_REGISTRY
+) -> None:
+    """Check one step against the registry and what the agent can see.
+
+    Raises :class:`PlanRejected` (reason from :class:`RejectReason`) on the first problem.
+    """
+    if not isinstance(step, Step):
+        raise _reject(RejectReason.BAD_PLAN, f"not a step: {type(step).__name__}")
+    name = step.action
+    spec = registry.get(name) if isinstance(name, str) else None
+    if spec is None:
+        raise _reject(RejectReason.UNKNOWN_ACTION, f"unknown action {str(name)[:40]!r}")
+    args = step.args
+    if not isinstance(args, tuple) or len(args) != len(spec.args):
+        count = len(args) if isinstance(args, tuple) else "?"
+        raise _reject(
+            RejectReason.BAD_ARGUMENTS, f"{name} takes {len(spec.args)} arguments, got {count}"
+        )
+    for value, arg in zip(args, spec.args, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _reject(
+                RejectReason.BAD_ARGUMENTS, f"{name}.{arg.name} must be an int, got {value!r:.40}"
+            )
+    field = snapshot.field
+    x: int | None = None
+    y: int | None = None
+    for value, arg in zip(args, spec.args, strict=True):
+        kind = arg.kind
+        if kind is ArgKind.COUNT:
+            if not arg.lo <= value <= arg.hi:
+                raise _reject(
+                    RejectReason.OUT_OF_RANGE,
+                    f"{name}.{arg.name}={value} outside {arg.lo}..{arg.hi}",
+                )
+        elif kind is ArgKind.X or kind is ArgKind.Y:
+            size = field.width if kind is ArgKind.X else field.height
+            if not (arg.lo <= value <= arg.hi and 0 <= value < size):
+                raise _reject(
+                    RejectReason.OUT_OF_BOUNDS,
+                    f"{name}.{arg.name}={value} outside the map (0..{size - 1})",
+                )
+            if kind is ArgKind.X:
+                x = value
+            else:
+                y = value
+        elif kind is ArgKind.ENEMY:
+            enemy = snapshot.enemy(value)
+            if enemy is None or enemy.hp <= 0:
+                raise _reject(
+                    RejectReason.BAD_TARGET, f"{name}.{arg.name}={value} is not a visible enemy"
+                )
+        elif kind is ArgKind.ALLY and value != snapshot.me.id:
+            ally = snapshot.ally(value)
+            if ally is None or ally.hp <= 0:
+                raise _reject(
+                    RejectReason.BAD_HEAL_TARGET, f"{name}.{arg.name}={value} is not a visible ally"
+                )
+    if x is not None and y is not None and (x, y) in field.blocked:
+        raise _reject(RejectReason.BLOCKED, f"{name} to ({x}, {y}): the cell is blocked")
+
+
+def validate_plan(
+    plan: Plan, snapshot: WorldSnapshot, registry: ActionRegistry = DEFAULT_REGISTRY
+) -> Plan:
+    """Return ``plan`` unchanged if every step is legal for this snapshot.
+
+    Raises :class:`PlanRejected` (reason from :class:`RejectReason`): ``empty_plan``,
+    ``too_many_steps`` (more than ``registry.max_steps``), or the first bad step's reason.
+    """
+    if not isinstance(plan, Plan) or not isinstance(plan.steps, tuple):
+        raise _reject(RejectReason.BAD_PLAN, f"not a plan: {type(plan).__name__}")
+    if not plan.steps:
+        raise _reject(RejectReason.EMPTY_PLAN, "the plan has no steps")
+    if len(plan.steps) > registry.max_steps:
+        raise _reject(
+            RejectReason.TOO_MANY_STEPS,
+            f"{len(plan.steps)} steps, at most {registry.max_steps} allowed",
+        )
+    for i, step in enumerate(plan.steps):
+        try:
+            validate_step(step, snapshot, registry)
+        except PlanRejected as exc:
+            raise PlanRejected(exc.reason, f"step {i}: {exc.detail}") from None
+    return plan

@@ -1,0 +1,326 @@
+"""SnapshotSystem: tick, map, liveness, ordering, caps, cover, obstacles, memo, defaults."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import esper
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiplanner.components import (
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    Perception,
+    Position,
+    Team,
+    Weapon,
+)
+from aiplanner.errors import ConfigError
+from aiplanner.snapshot_system import SnapshotSystem
+
+_worlds = itertools.count()
+
+
+@contextmanager
+def fresh_world() -> Iterator[str]:
+    name = f"test-snapshot-system-{next(_worlds)}"
+    esper.switch_world(name)
+    try:
+        yield name
+    finally:
+        esper.switch_world("default")
+        esper.delete_world(name)
+
+
+@pytest.fixture
+def world() -> Iterator[str]:
+    with fresh_world() as name:
+        yield name
+
+
+def agent(
+    x: float,
+    y: float,
+    team: int = 1,
+    hp: int = 100,
+    role: str = "tactical",
+    radius: float | None = None,
+    *extra: object,
+) -> int:
+    comps: list[object] = [Agent(role), Position(x, y), Team(team), Health(hp)]
+    if radius is not None:
+        comps.append(Perception(radius))
+    comps.extend(extra)
+    return esper.create_entity(*comps)
+
+
+FIELD = Battlefield(40, 40)
+
+
+def test_tick_counts_and_nothing_before_first_process(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(1, 1)
+    system = SnapshotSystem()
+    assert system.tick == 0
+    assert system.snapshot(me) is None
+    assert system.field is None
+    system.process(0.016)
+    assert system.tick == 1
+    assert system.field is FIELD
+    snap = system.snapshot(me)
+    assert snap is not None and snap.tick == 1
+    system.process(0.016)
+    assert system.tick == 2
+
+
+def test_no_battlefield_means_no_snapshot(world: str) -> None:
+    me = agent(1, 1)
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert system.field is None
+    assert system.snapshot(me) is None
+
+
+def test_self_view_reads_components_and_defaults(world: str) -> None:
+    esper.create_entity(FIELD)
+    full = agent(2.5, 3.49, 2, 70, "stealth", None, Ammo(3, 8), Weapon(range=9.5))
+    bare = agent(10, 10)
+    system = SnapshotSystem()
+    system.process(0.016)
+    snap = system.snapshot(full)
+    assert snap is not None
+    me = snap.me
+    assert (me.id, me.role, me.team, me.hp, me.max_hp) == (full, "stealth", 2, 70, 100)
+    assert (me.x, me.y) == (3, 3)  # 2.5 rounds half away from zero
+    assert (me.ammo, me.ammo_capacity, me.weapon_range) == (3, 8, 9.5)
+    bare_snap = system.snapshot(bare)
+    assert bare_snap is not None
+    assert (bare_snap.me.ammo, bare_snap.me.ammo_capacity) == (6, 6)  # no Ammo: a full magazine
+    assert bare_snap.me.weapon_range == Weapon().range
+    assert bare_snap.objective is None and bare_snap.field is FIELD
+
+
+def test_enemies_and_allies_sorted_nearest_first_ties_by_id(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(10, 10, 1)
+    e_far = agent(13, 10, 2)
+    e_tie_b = agent(10, 12, 2)
+    e_tie_a = agent(12, 10, 2)  # same distance as e_tie_b, created later: a higher id
+    a_near = agent(11, 10, 1)
+    agent(30, 30, 2)  # beyond the default radius of 8
+    system = SnapshotSystem()
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert [u.id for u in snap.enemies] == [e_tie_b, e_tie_a, e_far]
+    assert [u.id for u in snap.allies] == [a_near]
+    assert [u.dist for u in snap.enemies] == [2.0, 2.0, 3.0]
+    assert snap.enemy(e_far) is not None and snap.ally(e_far) is None
+
+
+def test_units_capped_and_distance_rounded(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(0, 0, 1)
+    foes = [agent(0.33 * i, 0.1, 2) for i in range(1, 10)]
+    friends = [agent(0.1, 0.4 * i, 1) for i in range(1, 6)]
+    system = SnapshotSystem(max_units=3)
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert [u.id for u in snap.enemies] == foes[:3]
+    assert [u.id for u in snap.allies] == friends[:3]
+    assert snap.enemies[0].dist == round(math.hypot(0.33, 0.1), 1)
+
+
+def test_perception_radius_limits_what_is_seen(world: str) -> None:
+    esper.create_entity(FIELD)
+    short = agent(10, 10, 1, 100, "tactical", 2.0)
+    near = agent(12, 10, 2)  # exactly at the radius: seen
+    far = agent(10, 12.01, 2)
+    system = SnapshotSystem()
+    system.process(0.016)
+    snap = system.snapshot(short)
+    assert snap is not None
+    assert [u.id for u in snap.enemies] == [near]
+    assert far not in [u.id for u in snap.enemies]
+
+
+def test_dead_deleted_and_incomplete_entities(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(5, 5)
+    dead = agent(6, 5, 2, 0)
+    dies_later = agent(7, 5, 2)
+    deleted_later = agent(8, 5, 2)
+    no_team = esper.create_entity(Agent(), Position(5, 6), Health(100))
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert system.snapshot(dead) is None
+    assert system.snapshot(no_team) is None
+    assert system.snapshot(123456) is None
+    esper.component_for_entity(dies_later, Health).hp = 0
+    esper.delete_entity(deleted_later)  # deferred, but already gone for us
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert snap.enemies == ()
+    assert system.snapshot(dies_later) is None
+    assert system.snapshot(deleted_later) is None
+    assert system.neighbours(me, 10) == []
+
+
+def test_snapshot_is_memoised_per_tick(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(5, 5)
+    system = SnapshotSystem()
+    system.process(0.016)
+    first = system.snapshot(me)
+    assert first is not None and system.snapshot(me) is first
+    esper.component_for_entity(me, Health).hp = 50
+    assert system.snapshot(me) is first  # same tick: the memo answers
+    system.process(0.016)
+    second = system.snapshot(me)
+    assert second is not None and second is not first
+    assert second.me.hp == 50 and second.tick == 2
+
+
+def test_positions_follow_process(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(5, 5)
+    other = agent(20, 20, 2)
+    system = SnapshotSystem()
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None and snap.enemies == ()
+    esper.component_for_entity(other, Position).x = 6.0
+    esper.component_for_entity(other, Position).y = 5.0
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert [(u.id, u.x, u.y, u.dist) for u in snap.enemies] == [(other, 6, 5, 1.0)]
+
+
+def test_cover_free_nearest_first_capped_and_in_cover(world: str) -> None:
+    cover = ((12, 10), (8, 10), (10, 13), (10, 7), (10, 10), (30, 30), (14, 10))
+    field = Battlefield(40, 40, cover=cover)
+    esper.create_entity(field)
+    me = agent(10.5, 10)  # 0.5 from (10, 10): in cover, and that point stays offered to me
+    agent(12.3, 10.2, 2)  # takes (12, 10)
+    agent(8, 10.6, 1)  # 0.6 from (8, 10): not taking it
+    system = SnapshotSystem(max_cover=3)
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert snap.me.in_cover
+    # distances from (10.5, 10): (10,10)=0.5, (8,10)=2.5, (10,7)=(10,13)=~3.04 tie by (x, y)
+    assert snap.cover == ((10, 10), (8, 10), (10, 7))
+    assert [u.in_cover for u in snap.enemies] == [True]  # 0.36 from (12, 10)
+    assert [u.in_cover for u in snap.allies] == [True]  # 0.6 from (8, 10)
+
+
+def test_in_cover_threshold(world: str) -> None:
+    esper.create_entity(Battlefield(20, 20, cover=((5, 5),)))
+    inside = agent(5.75, 5)
+    outside = agent(5, 5.76)
+    system = SnapshotSystem()
+    system.process(0.016)
+    a, b = system.snapshot(inside), system.snapshot(outside)
+    assert a is not None and b is not None
+    assert a.me.in_cover and not b.me.in_cover
+
+
+def test_obstacles_nearest_first_ties_by_coordinates_capped(world: str) -> None:
+    blocked = frozenset({(5, 7), (7, 5), (3, 5), (5, 3), (5, 6), (20, 20)})
+    esper.create_entity(Battlefield(30, 30, blocked=blocked))
+    me = agent(5, 5)
+    system = SnapshotSystem(max_obstacles=4)
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert snap.obstacles == ((5, 6), (3, 5), (5, 3), (5, 7))
+
+
+def test_lowest_entity_battlefield_wins_and_new_map_is_picked_up(world: str) -> None:
+    first = esper.create_entity(Battlefield(10, 10))
+    esper.create_entity(Battlefield(50, 50))
+    me = agent(1, 1)
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert system.field == Battlefield(10, 10)
+    replacement = Battlefield(10, 10, blocked=frozenset({(1, 2)}))
+    esper.add_component(first, replacement)
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None and snap.obstacles == ((1, 2),) and snap.field is replacement
+
+
+def test_neighbours(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(0, 0)
+    b = agent(1, 1, 2)
+    a = agent(1, 0, 1)
+    agent(5, 5, 2)
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert system.neighbours(me, 2.0) == [a, b]
+    assert system.neighbours(999, 2.0) == []
+
+
+def test_non_finite_positions_are_left_out(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(0, 0)
+    lost = agent(math.nan, 0, 2)
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert system.snapshot(lost) is None
+    snap = system.snapshot(me)
+    assert snap is not None and snap.enemies == ()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"cell_size": 0.0}, {"max_units": -1}, {"max_cover": -2}, {"max_obstacles": 1.5}],
+)
+def test_bad_settings_raise(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        SnapshotSystem(**kwargs)  # type: ignore[arg-type]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    people=st.lists(
+        st.tuples(
+            st.floats(0, 30, allow_nan=False),
+            st.floats(0, 30, allow_nan=False),
+            st.integers(1, 3),
+            st.integers(-5, 100),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    cap=st.integers(0, 6),
+)
+def test_units_match_brute_force(people: list[tuple[float, float, int, int]], cap: int) -> None:
+    with fresh_world():
+        esper.create_entity(Battlefield(31, 31))
+        ids = [agent(x, y, t, hp) for x, y, t, hp in people]
+        system = SnapshotSystem(max_units=cap, cell_size=3.0)
+        system.process(0.016)
+        for ent, (x, y, team, hp) in zip(ids, people, strict=True):
+            snap = system.snapshot(ent)
+            if hp <= 0:
+                assert snap is None
+                continue
+            assert snap is not None
+            near = sorted(
+                (math.sqrt((ox - x) ** 2 + (oy - y) ** 2), other, ot)
+                for other, (ox, oy, ot, ohp) in zip(ids, people, strict=True)
+                if other != ent and ohp > 0 and (ox - x) ** 2 + (oy - y) ** 2 <= 64.0
+            )
+            assert [u.id for u in snap.enemies] == [o for _, o, t in near if t != team][:cap]
+            assert [u.id for u in snap.allies] == [o for _, o, t in near if t == team][:cap]

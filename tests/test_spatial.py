@@ -1,0 +1,149 @@
+"""UniformGrid against a brute-force reference, and the shared cell rounding rule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiplanner.errors import ConfigError
+from aiplanner.spatial import UniformGrid, to_cell
+
+coord = st.floats(min_value=-50, max_value=150, allow_nan=False, allow_infinity=False)
+points = st.dictionaries(st.integers(0, 10_000), st.tuples(coord, coord), max_size=60)
+
+
+def brute(pts: dict[int, tuple[float, float]], x: float, y: float, r: float) -> list[int]:
+    found = []
+    for ent, (px, py) in pts.items():
+        d = math.sqrt((px - x) ** 2 + (py - y) ** 2)
+        if d <= r:
+            found.append((d, ent))
+    return [ent for _, ent in sorted(found)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pts=points,
+    x=coord,
+    y=coord,
+    r=st.floats(min_value=0, max_value=80),
+    cell=st.sampled_from([0.5, 1.0, 3.0, 4.0, 17.0]),
+)
+def test_query_matches_brute_force(
+    pts: dict[int, tuple[float, float]], x: float, y: float, r: float, cell: float
+) -> None:
+    grid = UniformGrid(cell)
+    for ent, (px, py) in pts.items():
+        grid.insert(ent, px, py)
+    assert grid.query(x, y, r) == brute(pts, x, y, r)
+    assert len(grid) == len(pts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pts=points, moves=points, x=coord, y=coord, r=st.floats(min_value=0, max_value=60))
+def test_reinsert_moves_and_remove(
+    pts: dict[int, tuple[float, float]],
+    moves: dict[int, tuple[float, float]],
+    x: float,
+    y: float,
+    r: float,
+) -> None:
+    grid = UniformGrid(4.0)
+    for ent, (px, py) in pts.items():
+        grid.insert(ent, px, py)
+    for ent, (px, py) in moves.items():
+        grid.insert(ent, px, py)
+    merged = {**pts, **moves}
+    assert grid.query(x, y, r) == brute(merged, x, y, r)
+    gone = sorted(merged)[: len(merged) // 2]
+    for ent in gone:
+        assert grid.remove(ent)
+        assert not grid.remove(ent)
+    left = {e: p for e, p in merged.items() if e not in gone}
+    assert grid.query(x, y, r) == brute(left, x, y, r)
+
+
+def test_ties_sorted_by_id_and_radius_inclusive() -> None:
+    grid = UniformGrid(1.0)
+    for ent in (9, 3, 7):
+        grid.insert(ent, 2.0, 0.0)
+    grid.insert(1, 0.0, 2.0)  # same distance from the origin as the others
+    grid.insert(2, 0.0, 2.0001)  # just outside
+    assert grid.query(0.0, 0.0, 2.0) == [1, 3, 7, 9]
+
+
+def test_query_dist_returns_distances() -> None:
+    grid = UniformGrid(2.0)
+    grid.insert(5, 3.0, 4.0)
+    grid.insert(6, 1.0, 0.0)
+    assert grid.query_dist(0.0, 0.0, 10.0) == [(1.0, 6), (5.0, 5)]
+
+
+def test_clear_empties_and_huge_radius_finds_everything() -> None:
+    grid = UniformGrid(4.0)
+    grid.insert(1, -1000.0, 5.0)
+    grid.insert(2, 1e6, -1e6)
+    assert grid.query(0.0, 0.0, math.inf) == [1, 2]
+    assert grid.query(0.0, 0.0, 1e9) == [1, 2]
+    grid.clear()
+    assert len(grid) == 0
+    assert grid.query(0.0, 0.0, math.inf) == []
+    assert grid.position(1) is None
+
+
+def test_negative_or_nan_radius_finds_nothing() -> None:
+    grid = UniformGrid()
+    grid.insert(1, 0.0, 0.0)
+    assert grid.query(0.0, 0.0, -1.0) == []
+    assert grid.query(0.0, 0.0, math.nan) == []
+
+
+def test_bad_inputs_raise() -> None:
+    with pytest.raises(ConfigError):
+        UniformGrid(0.0)
+    with pytest.raises(ConfigError):
+        UniformGrid(math.nan)
+    grid = UniformGrid()
+    with pytest.raises(ValueError):
+        grid.insert(1, math.nan, 0.0)
+    with pytest.raises(ValueError):
+        grid.insert(1, 0.0, math.inf)
+    with pytest.raises(ValueError):
+        grid.query(math.nan, 0.0, 1.0)
+    assert 1 not in grid
+
+
+def test_query_visits_only_nearby_buckets() -> None:
+    # Structural check that no all-pairs scan happens: a far-away crowd is never looked at.
+    grid = UniformGrid(4.0)
+    for i in range(1000):
+        grid.insert(i, 1000.0 + (i % 30), 1000.0 + (i // 30))
+    grid.insert(5000, 1.0, 1.0)
+    looked: list[tuple[int, int]] = []
+    cells = grid._cells  # white box: record which buckets the query reads
+
+    class Spy(dict[tuple[int, int], list[tuple[int, float, float]]]):
+        def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
+            looked.append(key)
+            return super().get(key, default)
+
+    grid._cells = Spy(cells)
+    assert grid.query(0.0, 0.0, 3.0) == [5000]
+    assert looked and all(abs(cx) <= 1 and abs(cy) <= 1 for cx, cy in looked)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "cell"),
+    [
+        (0.49, 0.5, (0, 1)),
+        (1.5, 2.5, (2, 3)),
+        (-0.5, -1.5, (-1, -2)),
+        (-0.49, 3.0, (0, 3)),
+        (7.0, 7.999, (7, 8)),
+    ],
+)
+def test_to_cell_rounds_half_away_from_zero(x: float, y: float, cell: tuple[int, int]) -> None:
+    assert to_cell(x, y) == cell
