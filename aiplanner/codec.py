@@ -117,7 +117,8 @@ class PlanCodec:
         """The JSON Schema of one agent's answer.
 
         Guided: a choice over ``req.candidates``. Free: the compact plan form with enemy ids
-        narrowed to the visible enemies and ally ids to the visible allies and the agent itself.
+        narrowed to the visible enemies, ally ids to the visible allies and the agent itself, and
+        cells to the map.
         Raises :class:`ConfigError` in guided mode when ``req`` has no candidates, and in free
         mode when no action of the registry is possible for this snapshot.
         """
@@ -128,6 +129,7 @@ class PlanCodec:
             self.registry,
             enemy_ids=[u.id for u in snap.enemies],
             ally_ids=[snap.me.id, *(u.id for u in snap.allies)],
+            size=(snap.field.width, snap.field.height),
         )
 
     def packed_schema(self, reqs: Sequence[PlanRequest]) -> dict[str, Any]:
@@ -275,7 +277,8 @@ class PlanCodec:
         """A safe output-token budget for an answer covering ``n_agents`` agents.
 
         Bounded by the characters of the longest valid answer (every token of this ASCII output
-        is at least one character), plus slack for the whitespace a schema grammar allows.
+        is at least one character), plus slack for the whitespace a schema grammar allows. For one
+        agent it covers both a single answer and a packed array of one.
         Raises :class:`ConfigError` when ``n_agents`` is below 1.
         """
         if n_agents < 1:
@@ -285,11 +288,10 @@ class PlanCodec:
             body = {"c": 99}
         else:
             body = {"s": [_longest_step(self.registry)] * self.registry.max_steps}
-        if n_agents == 1:
-            chars = len(orjson.dumps(body))
-        else:
-            element = len(orjson.dumps({"id": _LARGE_ID, **body}))
-            chars = 2 + n_agents * element + (n_agents - 1)
+        element = len(orjson.dumps({"id": _LARGE_ID, **body}))
+        chars = 2 + n_agents * element + (n_agents - 1)
+        # n_agents == 1 may be a single answer or a packed array of one: cover both.
+        chars = max(chars, len(orjson.dumps(body)))
         return chars + chars // 4 + 8
 
 

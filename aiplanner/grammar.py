@@ -25,6 +25,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -34,7 +35,7 @@ from aiplanner.errors import ConfigError
 if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar
 
-__all__ = ["GrammarCache", "schema_key", "schema_to_gbnf", "verify_gbnf"]
+__all__ = ["CompiledGrammar", "GrammarCache", "schema_key", "schema_to_gbnf", "verify_gbnf"]
 
 # Keywords that never change which values are valid.
 _ANNOTATIONS = frozenset(
@@ -111,12 +112,23 @@ def verify_gbnf(gbnf: str, vocab: Any) -> None:
     llama_cpp.llama_sampler_free(sampler)
 
 
-class GrammarCache:
-    """A bounded, thread-safe LRU cache: schema → compiled ``llama_cpp.LlamaGrammar``.
+@dataclass(frozen=True, slots=True, weakref_slot=True, eq=False)
+class CompiledGrammar:
+    """A schema's GBNF text and the ``llama_cpp.LlamaGrammar`` built from it.
 
-    The same schema (by :func:`schema_key`) always gives back the same grammar object, so the
-    engine can remember which grammars it has already checked. ``llama_cpp`` is imported on first
-    use only: the rest of aiplanner works without the ``embedded`` extra.
+    Compared by identity: an engine can remember (weakly) which grammars it has checked.
+    """
+
+    gbnf: str
+    grammar: LlamaGrammar
+
+
+class GrammarCache:
+    """A bounded, thread-safe LRU cache: schema → :class:`CompiledGrammar`.
+
+    The same schema (by :func:`schema_key`) always gives back the same object, holding the same
+    ``LlamaGrammar``. ``llama_cpp`` is imported on first conversion only: the rest of aiplanner
+    works without the ``embedded`` extra.
     """
 
     __slots__ = ("_entries", "_lock", "hits", "maxsize", "misses")
@@ -127,10 +139,10 @@ class GrammarCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[bytes, LlamaGrammar] = OrderedDict()
+        self._entries: OrderedDict[bytes, CompiledGrammar] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, schema: Mapping[str, Any]) -> LlamaGrammar:
+    def get(self, schema: Mapping[str, Any]) -> CompiledGrammar:
         """Return the grammar of ``schema``, converting it on first sight.
 
         Raises :class:`ConfigError` for an unsupported schema (see :func:`schema_to_gbnf`).
@@ -145,7 +157,8 @@ class GrammarCache:
         # Convert outside the lock: a large schema must not stall other callers.
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        compiled = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+        gbnf = schema_to_gbnf(schema)
+        compiled = CompiledGrammar(gbnf, LlamaGrammar.from_string(gbnf, verbose=False))
         with self._lock:
             grammar = self._entries.setdefault(key, compiled)
             self._entries.move_to_end(key)

@@ -56,13 +56,15 @@ def compact_plan_schema(
     ids: Sequence[int] | None = None,
     enemy_ids: Sequence[int] | None = None,
     ally_ids: Sequence[int] | None = None,
+    size: tuple[int, int] | None = None,
 ) -> Schema:
     """The compact free-mode form, ``{"s":[["M",3,4],["A",91]]}``: a one-letter code, then the
     integer arguments in declaration order.
 
     ``ids`` narrows every enemy and ally id argument to those ids; ``enemy_ids`` / ``ally_ids``
     narrow one kind each and take precedence over ``ids``. An action whose id argument has no
-    allowed value is left out, so the grammar cannot name a target that is not there.
+    allowed value is left out, so the grammar cannot name a target that is not there. ``size``
+    (map width, height) narrows x and y arguments to the map.
 
     Raises :class:`ConfigError` when the narrowing leaves no action at all.
     """
@@ -70,13 +72,16 @@ def compact_plan_schema(
         ArgKind.ENEMY: _ids(enemy_ids if enemy_ids is not None else ids),
         ArgKind.ALLY: _ids(ally_ids if ally_ids is not None else ids),
     }
+    bounds: dict[ArgKind, tuple[int, int]] = {}
+    if size is not None:
+        bounds = {ArgKind.X: (0, size[0] - 1), ArgKind.Y: (0, size[1] - 1)}
     steps = [
-        _compact_step(spec, allowed)
+        _compact_step(spec, allowed, bounds)
         for spec in registry.actions
-        if all(_allowed_ids(a, allowed) != () for a in spec.args)
+        if all(_allowed_ids(a, allowed) != () and _range(a, bounds) is not None for a in spec.args)
     ]
     if not steps:
-        raise ConfigError("no action of the registry is possible with the given target ids")
+        raise ConfigError("no action of the registry is possible with the given ids and size")
     return _closed_object(
         {
             "s": {
@@ -150,22 +155,37 @@ def _allowed_ids(
     return tuple(i for i in ids if arg.lo <= i <= arg.hi)
 
 
-def _int_arg(arg: ArgSpec, allowed: Mapping[ArgKind, tuple[int, ...] | None]) -> Schema:
+def _range(arg: ArgSpec, bounds: Mapping[ArgKind, tuple[int, int]]) -> tuple[int, int] | None:
+    lo, hi = bounds.get(arg.kind, (arg.lo, arg.hi))
+    lo, hi = max(lo, arg.lo), min(hi, arg.hi)
+    return (lo, hi) if lo <= hi else None
+
+
+def _int_arg(
+    arg: ArgSpec,
+    allowed: Mapping[ArgKind, tuple[int, ...] | None],
+    bounds: Mapping[ArgKind, tuple[int, int]],
+) -> Schema:
     ids = _allowed_ids(arg, allowed)
     if ids is not None:
         return {"enum": list(ids)}
-    return {"type": "integer", "minimum": arg.lo, "maximum": arg.hi}
+    lo, hi = _range(arg, bounds) or (arg.lo, arg.hi)
+    return {"type": "integer", "minimum": lo, "maximum": hi}
 
 
 def _verbose_step(spec: ActionSpec) -> Schema:
     props: dict[str, Any] = {"act": {"const": spec.name}}
     for a in spec.args:
-        props[a.name] = _int_arg(a, {})
+        props[a.name] = _int_arg(a, {}, {})
     return _closed_object(props)
 
 
-def _compact_step(spec: ActionSpec, allowed: Mapping[ArgKind, tuple[int, ...] | None]) -> Schema:
-    items = [{"const": spec.code}, *(_int_arg(a, allowed) for a in spec.args)]
+def _compact_step(
+    spec: ActionSpec,
+    allowed: Mapping[ArgKind, tuple[int, ...] | None],
+    bounds: Mapping[ArgKind, tuple[int, int]],
+) -> Schema:
+    items = [{"const": spec.code}, *(_int_arg(a, allowed, bounds) for a in spec.args)]
     return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
 
 

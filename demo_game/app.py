@@ -34,12 +34,28 @@ from aiplanner.errors import ConfigError, ModelNotFoundError
 from aiplanner.model_path import resolve_model_path
 from demo_game.game import DT, MAX_SQUAD_SIZE, Game, GameSettings
 from demo_game.maps import MapError, available_maps, load_map
-from demo_game.recording import PlanRecorder, Recording, RecordingError, load_recording, save_recording
+from demo_game.recording import (
+    PlanRecorder,
+    Recording,
+    RecordingError,
+    load_recording,
+    save_recording,
+)
 
 if TYPE_CHECKING:
     from demo_game.render import View
 
-__all__ = ["BACKENDS", "DemoError", "Options", "RunResult", "build_backend", "main", "parse_args", "run"]
+__all__ = [
+    "BACKENDS",
+    "WORLD_NAME",
+    "DemoError",
+    "Options",
+    "RunResult",
+    "build_backend",
+    "main",
+    "parse_args",
+    "run",
+]
 
 BACKENDS = ("embedded", "openai", "ollama", "heuristic", "scripted")
 _LOCAL_OPENAI_URL = "http://127.0.0.1:8080"  # llama.cpp's llama-server default
@@ -101,31 +117,59 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         description="Two NPC squads planned live by aiplanner; tune batching while it runs "
         "(press H in the window for the keys).",
     )
-    p.add_argument("--backend", choices=BACKENDS, default="embedded",
-                   help="where plans come from (default: embedded SmolLM2 in-process)")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="embedded",
+        help="where plans come from (default: embedded SmolLM2 in-process)",
+    )
     p.add_argument("--model", help="GGUF path for embedded; model name for openai/ollama")
-    p.add_argument("--base-url", help="server URL for openai (default $OPENAI_BASE_URL or "
-                   f"{_LOCAL_OPENAI_URL}) or ollama (default $OLLAMA_HOST or 127.0.0.1:11434)")
-    p.add_argument("--map", default="crossroads",
-                   help=f"map name ({', '.join(available_maps()) or 'none found'}) or a .json path")
+    p.add_argument(
+        "--base-url",
+        help="server URL for openai (default $OPENAI_BASE_URL or "
+        f"{_LOCAL_OPENAI_URL}) or ollama (default $OLLAMA_HOST or 127.0.0.1:11434)",
+    )
+    p.add_argument(
+        "--map",
+        default="crossroads",
+        help=f"map name ({', '.join(available_maps()) or 'none found'}) or a .json path",
+    )
     p.add_argument("--squad-size", type=int, default=5, help=f"NPCs per team, 1..{MAX_SQUAD_SIZE}")
     p.add_argument("--seed", type=int, default=0, help="seed of spawns and of the planner")
     p.add_argument("--batch-size", type=int, default=8, help="initial max batch size")
-    p.add_argument("--strategy", choices=tuple(aiplanner.STRATEGIES), default="auto",
-                   help="initial batching strategy")
-    p.add_argument("--threads", type=int, default=1,
-                   help="embedded engine threads (default 1: rendering keeps a core)")
+    p.add_argument(
+        "--strategy",
+        choices=tuple(aiplanner.STRATEGIES),
+        default="auto",
+        help="initial batching strategy",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="embedded engine threads (default 1: rendering keeps a core)",
+    )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
-    p.add_argument("--frames", type=int, default=None,
-                   help="stop after N frames (default: run until closed; a replay's own count)")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="stop after N frames (default: run until closed; a replay's own count)",
+    )
     p.add_argument("--fps", type=int, default=30, help="frame-rate cap, 0 for none (default 30)")
     p.add_argument("--screenshot", metavar="PATH", help="save the final frame as PNG")
     p.add_argument("--record", metavar="FILE", help="write every applied plan to FILE (JSON)")
-    p.add_argument("--replay", metavar="FILE",
-                   help="apply the plans recorded in FILE at their ticks (no backend)")
+    p.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="apply the plans recorded in FILE at their ticks (no backend)",
+    )
     p.add_argument("--no-labels", action="store_true", help="start with step labels hidden")
-    p.add_argument("--lockstep", action="store_true",
-                   help="deterministic planning: every frame waits for the backend (tests only)")
+    p.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="deterministic planning: every frame waits for the backend (tests only)",
+    )
     a = p.parse_args(argv)
     if not 1 <= a.squad_size <= MAX_SQUAD_SIZE:
         p.error(f"--squad-size must be 1..{MAX_SQUAD_SIZE}, got {a.squad_size}")
@@ -174,6 +218,12 @@ def build_backend(opts: Options, warnings: list[str]) -> Backend | None:
                 "run without a model: --backend heuristic"
             ) from exc
         return aiplanner.create_backend("embedded", model=model, n_threads=opts.threads)
+    if opts.backend == "scripted":
+        # The public test double, answering like a sensible model after 50..300 ms; with
+        # --lockstep that latency is virtual (plugin clock), so runs are reproducible and fast.
+        return aiplanner.ScriptedBackend(
+            latency_s=(0.05, 0.3), seed=opts.seed, virtual_time=opts.lockstep
+        )
     base_url = opts.base_url
     if opts.backend == "openai" and base_url is None and not os.environ.get("OPENAI_BASE_URL"):
         base_url = _LOCAL_OPENAI_URL
@@ -243,10 +293,13 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
     if opts.headless:
         # Must be set before pygame initialises the display.
         os.environ["SDL_VIDEODRIVER"] = "dummy"
-    from demo_game import render  # pygame is imported only once we know we draw
+    # pygame is imported only now: the video driver choice above must come first.
+    import pygame
 
-    render.pygame.display.init()
-    render.pygame.font.init()
+    from demo_game import render
+
+    pygame.display.init()
+    pygame.font.init()
     previous_world = esper.current_world
     esper.switch_world(WORLD_NAME)
     game: Game | None = None
@@ -261,16 +314,16 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
             spec=spec,
         )
         size = render.View.window_size(spec.width, spec.height)
-        screen = render.pygame.display.set_mode(size)
-        render.pygame.display.set_caption(f"aiplanner demo - {spec.title}")
+        screen = pygame.display.set_mode(size)
+        pygame.display.set_caption(f"aiplanner demo - {spec.title}")
         name = "replay" if replay is not None else opts.backend
         view = render.View(game, screen, backend_name=name, show_labels=opts.labels)
         view.install()
         _loop(game, view, frames, opts.fps, result)
         if opts.screenshot:
             try:
-                render.pygame.image.save(screen, opts.screenshot)
-            except (render.pygame.error, OSError) as exc:
+                pygame.image.save(screen, opts.screenshot)
+            except (pygame.error, OSError) as exc:
                 raise DemoError(f"cannot save screenshot {opts.screenshot}: {exc}") from exc
         result.digest = game.digest()
         result.stats = game.stats()
@@ -278,22 +331,29 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         result.rounds = game.round.number
         result.scores = (game.round.scores[0], game.round.scores[1])
         if recorder is not None and opts.record:
-            rec = recorder.finish(map_name=settings.map_name, seed=settings.seed,
-                                  squad_size=settings.squad_size, frames=result.frames)
+            rec = recorder.finish(
+                map_name=settings.map_name,
+                seed=settings.seed,
+                squad_size=settings.squad_size,
+                frames=result.frames,
+            )
             try:
                 save_recording(opts.record, rec)
             except OSError as exc:
                 raise DemoError(f"cannot write recording {opts.record}: {exc}") from exc
             result.recording = rec
             if recorder.dropped and log:
-                print(f"demo_game: warning: recording kept the first {len(rec.plans)} plans, "
-                      f"{recorder.dropped} more were not recorded", file=sys.stderr)
+                print(
+                    f"demo_game: warning: recording kept the first {len(rec.plans)} plans, "
+                    f"{recorder.dropped} more were not recorded",
+                    file=sys.stderr,
+                )
     finally:
         if game is not None:
             game.close()
         esper.switch_world(previous_world)
         esper.delete_world(WORLD_NAME)
-        render.pygame.display.quit()
+        pygame.display.quit()
     return result
 
 

@@ -76,6 +76,7 @@ DT: Final = 1.0 / 30.0
 """The fixed simulation step (seconds): runs are reproducible whatever the real frame rate."""
 
 MAX_SQUAD_SIZE: Final = 64
+_EPS: Final = 1e-9  # N frames of DT add up to a hair less than N * DT
 TEAM_NAMES: Final = ("A", "B")
 
 INPUT_PRIORITY: Final[int] = aiplanner.SNAPSHOT_PRIORITY + 10
@@ -104,14 +105,46 @@ class RoleStats:
 
 ROLE_STATS: Final[Mapping[str, RoleStats]] = MappingProxyType(
     {
-        "tactical": RoleStats(hp=100, speed=3.0, perception=8.0, range=6.0, damage=20,
-                              cooldown=0.5, magazine=6, heal=15),
-        "stealth": RoleStats(hp=80, speed=3.6, perception=9.0, range=7.0, damage=28,
-                             cooldown=0.8, magazine=4, heal=10),
-        "support": RoleStats(hp=90, speed=3.0, perception=8.0, range=5.0, damage=12,
-                             cooldown=0.4, magazine=8, heal=30),
-        "exploration": RoleStats(hp=80, speed=4.0, perception=10.0, range=5.5, damage=15,
-                                 cooldown=0.5, magazine=6, heal=15),
+        "tactical": RoleStats(
+            hp=100,
+            speed=3.0,
+            perception=8.0,
+            range=6.0,
+            damage=20,
+            cooldown=0.5,
+            magazine=6,
+            heal=15,
+        ),
+        "stealth": RoleStats(
+            hp=80,
+            speed=3.6,
+            perception=9.0,
+            range=7.0,
+            damage=28,
+            cooldown=0.8,
+            magazine=4,
+            heal=10,
+        ),
+        "support": RoleStats(
+            hp=90,
+            speed=3.0,
+            perception=8.0,
+            range=5.0,
+            damage=12,
+            cooldown=0.4,
+            magazine=8,
+            heal=30,
+        ),
+        "exploration": RoleStats(
+            hp=80,
+            speed=4.0,
+            perception=10.0,
+            range=5.5,
+            damage=15,
+            cooldown=0.5,
+            magazine=6,
+            heal=15,
+        ),
     }
 )
 _DEFAULT_STATS: Final = ROLE_STATS["tactical"]
@@ -162,7 +195,7 @@ class RoundState:
     restart_requested: bool = False
 
 
-class RoundProcessor(esper.Processor):  # type: ignore[misc]
+class RoundProcessor(esper.Processor):
     """Decides the round: a squad eliminated, or the objective held alone long enough.
 
     A team holds the objective while it has living agents within ``objective_radius`` cells and
@@ -203,7 +236,7 @@ class RoundProcessor(esper.Processor):  # type: ignore[misc]
         if st.winner is not None:
             if dt > 0:
                 st.over_s += dt
-                if st.over_s >= self._intermission:
+                if st.over_s >= self._intermission - _EPS:
                     self._restart()
             return
         if alive[0] == 0 or alive[1] == 0:
@@ -213,14 +246,17 @@ class RoundProcessor(esper.Processor):  # type: ignore[misc]
                 winner = 0 if alive[0] else 1
                 self._finish(winner, f"team {TEAM_NAMES[1 - winner]} eliminated")
             return
-        holder = 0 if present[0] and not present[1] else 1 if present[1] and not present[0] else None
+        holder: int | None = None
+        if present[0] and not present[1]:
+            holder = 0
+        elif present[1] and not present[0]:
+            holder = 1
         if holder != st.hold_team:
             st.hold_team = holder
             st.hold_s = 0.0
-        elif holder is not None and dt > 0:
+        if holder is not None and dt > 0:
             st.hold_s += dt
-            # Compare with a tolerance: N frames of dt add up to slightly less than N*dt.
-            if st.hold_s >= self._hold_needed - 1e-9:
+            if st.hold_s >= self._hold_needed - _EPS:
                 self._finish(holder, f"held the objective for {self._hold_needed:g}s")
 
     def _finish(self, winner: int, reason: str) -> None:
@@ -285,7 +321,7 @@ class Game:
         )
         self.add_ui_processor(self.round_processor, ROUND_PRIORITY)
 
-    # -- the frame ----------------------------------------------------------------------------------
+    # -- the frame -------------------------------------------------------------------------------
     def process(self, dt: float = DT) -> bool:
         """Run one frame: ``esper.process(dt)`` with every processor in priority order.
 
@@ -340,7 +376,8 @@ class Game:
             return f"max wait {wait:g} ms"
         if command is Command.NEXT_STRATEGY:
             names = tuple(aiplanner.STRATEGIES)
-            nxt = names[(names.index(cfg.strategy) + 1) % len(names)] if cfg.strategy in names else names[0]
+            at = names.index(cfg.strategy) if cfg.strategy in names else -1
+            nxt = names[(at + 1) % len(names)]
             self.plugin.tune(strategy=nxt)
             return f"strategy {nxt}"
         if command is Command.TOGGLE_CACHE:
@@ -390,14 +427,15 @@ class Game:
 
         Two runs that end in the same state have the same digest (floats are serialised exactly).
         """
-        agents = []
-        for ent, (agent, team, pos, health, ammo, queue) in esper.get_components(
-            Agent, Team, Position, Health, Ammo, ActionQueue
-        ):
-            if not esper.entity_exists(ent):
+        agents: list[tuple[object, ...]] = []
+        for ent, (agent, team, pos, health) in esper.get_components(Agent, Team, Position, Health):
+            rest = esper.try_components(ent, Ammo, ActionQueue)
+            if rest is None or not esper.entity_exists(ent):
                 continue
+            ammo, queue = rest
+            steps = [[s.action, list(s.args)] for s in queue.steps]
             agents.append(
-                [
+                (
                     ent,
                     team.team,
                     agent.role,
@@ -405,11 +443,10 @@ class Game:
                     pos.y,
                     health.hp,
                     ammo.rounds,
-                    queue.plan_id,
                     queue.index,
                     queue.progress,
-                    [[s.action, list(s.args)] for s in queue.steps],
-                ]
+                    steps,
+                )
             )
         agents.sort(key=lambda a: a[0])  # type: ignore[arg-type, return-value]
         st = self.round

@@ -50,7 +50,7 @@ Cell = tuple[int, int]
 
 
 class MapError(ValueError):
-    """A map file that is missing, is not JSON, or breaks a rule; the message names file and field."""
+    """A map file that is missing, not JSON, or breaks a rule; the message names file and field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,8 +224,8 @@ def _reachable(start: Cell, width: int, height: int, blocked: Iterable[Cell]) ->
     while todo:
         x, y = todo.popleft()
         for nx, ny in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)):
-            if 0 <= nx < width and 0 <= ny < height and (nx, ny) not in walls:
-                if (nx, ny) not in seen:
-                    seen.add((nx, ny))
-                    todo.append((nx, ny))
+            inside = 0 <= nx < width and 0 <= ny < height
+            if inside and (nx, ny) not in walls and (nx, ny) not in seen:
+                seen.add((nx, ny))
+                todo.append((nx, ny))
     return seen

@@ -117,9 +117,7 @@ def save_recording(path: str | Path, recording: Recording) -> None:
     Path(path).write_bytes(recording.to_json())
 
 
-def load_recording(
-    path: str | Path, registry: ActionRegistry = DEFAULT_REGISTRY
-) -> Recording:
+def load_recording(path: str | Path, registry: ActionRegistry = DEFAULT_REGISTRY) -> Recording:
     """Read a recording written by :func:`save_recording`.
 
     Raises :class:`RecordingError` naming the file and entry for anything malformed, and
@@ -189,7 +187,9 @@ def _step(raw: object, where: str, registry: ActionRegistry) -> Step:
         raise RecordingError(f"{where}: unknown action {raw[0][:40]!r}")
     args: Sequence[object] = raw[1:]
     if len(args) != len(spec.args):
-        raise RecordingError(f"{where}: {spec.name} takes {len(spec.args)} arguments, got {len(args)}")
+        raise RecordingError(
+            f"{where}: {spec.name} takes {len(spec.args)} arguments, got {len(args)}"
+        )
     out: list[int] = []
     for a, arg_spec in zip(args, spec.args, strict=True):
         if isinstance(a, bool) or not isinstance(a, int) or not -(2**31) <= a < 2**40:

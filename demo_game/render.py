@@ -18,13 +18,12 @@ from typing import Final
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-import esper  # noqa: E402
-import pygame  # noqa: E402
+import esper
+import pygame
 
-from aiplanner.actions import ActionRegistry, ArgKind, Step  # noqa: E402
-from aiplanner.components import (  # noqa: E402
+from aiplanner.actions import ActionRegistry, ArgKind, Step
+from aiplanner.components import (
     ActionQueue,
-    Agent,
     Health,
     PlanState,
     PlanStatus,
@@ -32,7 +31,7 @@ from aiplanner.components import (  # noqa: E402
     Team,
     Tier,
 )
-from demo_game.game import (  # noqa: E402
+from demo_game.game import (
     HUD_PRIORITY,
     INPUT_PRIORITY,
     RENDER_PRIORITY,
@@ -123,8 +122,9 @@ class KeyBinding:
 
 
 KEY_BINDINGS: Final[tuple[KeyBinding, ...]] = (
-    KeyBinding((pygame.K_EQUALS, pygame.K_PLUS, pygame.K_KP_PLUS), "+", Command.BATCH_UP,
-               "batch size up"),
+    KeyBinding(
+        (pygame.K_EQUALS, pygame.K_PLUS, pygame.K_KP_PLUS), "+", Command.BATCH_UP, "batch size up"
+    ),
     KeyBinding((pygame.K_MINUS, pygame.K_KP_MINUS), "-", Command.BATCH_DOWN, "batch size down"),
     KeyBinding((pygame.K_RIGHTBRACKET,), "]", Command.WAIT_UP, "max wait up"),
     KeyBinding((pygame.K_LEFTBRACKET,), "[", Command.WAIT_DOWN, "max wait down"),
@@ -167,8 +167,9 @@ class View:
     ``frame_ms`` / ``fps`` are set by the main loop (they measure whole frames, drawing included).
     """
 
-    def __init__(self, game: Game, screen: pygame.Surface, *, backend_name: str,
-                 show_labels: bool = True) -> None:
+    def __init__(
+        self, game: Game, screen: pygame.Surface, *, backend_name: str, show_labels: bool = True
+    ) -> None:
         self.game = game
         self.screen = screen
         self.backend_name = backend_name
@@ -248,13 +249,15 @@ class View:
             color = _WATER if (x, y) in spec.water else _WALL
             surf.fill(color, pygame.Rect(x * cs, y * cs, cs, cs))
         for x, y in spec.cover:
-            r = pygame.Rect(x * cs + cs // 5, y * cs + cs // 5, cs - 2 * (cs // 5), cs - 2 * (cs // 5))
+            m = cs // 5
+            r = pygame.Rect(x * cs + m, y * cs + m, cs - 2 * m, cs - 2 * m)
             pygame.draw.rect(surf, _COVER, r)
             pygame.draw.rect(surf, (120, 170, 110), r, 1)
         ox, oy = self.to_screen(*spec.objective)
         pygame.draw.circle(surf, _OBJECTIVE, (ox, oy), int((spec.objective_radius + 0.5) * cs), 1)
         d = cs // 3
-        pygame.draw.polygon(surf, _OBJECTIVE, [(ox, oy - d), (ox + d, oy), (ox, oy + d), (ox - d, oy)])
+        diamond = [(ox, oy - d), (ox + d, oy), (ox, oy + d), (ox - d, oy)]
+        pygame.draw.polygon(surf, _OBJECTIVE, diamond)
         return surf
 
 
@@ -264,7 +267,7 @@ def cell_size(width: int, height: int) -> int:
     return max(8, min(32, fit))
 
 
-class InputProcessor(esper.Processor):  # type: ignore[misc]
+class InputProcessor(esper.Processor):
     """Turns this frame's key presses into game commands and view toggles.
 
     Only one-off KEYDOWN events are used; no key acts while held.
@@ -297,7 +300,7 @@ class InputProcessor(esper.Processor):  # type: ignore[misc]
             view.say(view.game.apply(action))
 
 
-class RenderProcessor(esper.Processor):  # type: ignore[misc]
+class RenderProcessor(esper.Processor):
     """Draws the map and every living agent: body in team colour, ring in the colour of the tier
     that produced its plan, a dot while its plan is requested (hollow) or in flight (filled),
     a health bar, its current step, and a line to the target it is attacking."""
@@ -313,14 +316,15 @@ class RenderProcessor(esper.Processor):  # type: ignore[misc]
         screen.blit(view.background, (0, 0))
         self._draw_hold(view)
         registry = view.game.plugin.config.registry
-        agents = [
-            (ent, comps)
-            for ent, comps in esper.get_components(Agent, Team, Position, Health, PlanState,
-                                                   ActionQueue)
-            if esper.entity_exists(ent)
-        ]
-        where = {ent: view.to_screen(c[2].x, c[2].y) for ent, c in agents}
-        for ent, (_, team, _, _, _, queue) in agents:
+        agents: list[tuple[int, Team, Position, Health, PlanState, ActionQueue]] = []
+        for ent, (team, pos, health, plan) in esper.get_components(
+            Team, Position, Health, PlanState
+        ):
+            queue = esper.try_component(ent, ActionQueue)
+            if queue is not None and esper.entity_exists(ent):
+                agents.append((ent, team, pos, health, plan, queue))
+        where = {a[0]: view.to_screen(a[2].x, a[2].y) for a in agents}
+        for ent, team, _, _, _, queue in agents:
             step = queue.current
             if step is not None and step.action == "Attack" and step.args:
                 target = where.get(step.args[0])
@@ -329,7 +333,7 @@ class RenderProcessor(esper.Processor):  # type: ignore[misc]
         body = max(3, int(cs * 0.34))
         ring = max(body + 2, int(cs * 0.47))
         labels = view.show_labels
-        for ent, (_, team, _, health, plan, queue) in agents:
+        for ent, team, _, health, plan, queue in agents:
             x, y = where[ent]
             pygame.draw.circle(screen, TIER_COLORS.get(plan.tier, TIER_COLORS[None]), (x, y), ring)
             pygame.draw.circle(screen, (0, 0, 0), (x, y), body + 1)
@@ -357,11 +361,12 @@ class RenderProcessor(esper.Processor):  # type: ignore[misc]
         r = int((spec.objective_radius + 0.5) * view.cell)
         rect = pygame.Rect(x - r, y - r, 2 * r, 2 * r)
         start = math.pi / 2
-        pygame.draw.arc(view.screen, TEAM_COLORS[st.hold_team], rect, start,
-                        start + 2 * math.pi * frac, 4)
+        pygame.draw.arc(
+            view.screen, TEAM_COLORS[st.hold_team], rect, start, start + 2 * math.pi * frac, 4
+        )
 
 
-class HudProcessor(esper.Processor):  # type: ignore[misc]
+class HudProcessor(esper.Processor):
     """The side panel (planner settings, live metrics from ``plugin.stats()``, frame time and
     FPS, tier legend), the round banner, a paused marker, the last command and the help overlay."""
 
@@ -415,7 +420,11 @@ class HudProcessor(esper.Processor):  # type: ignore[misc]
                 f"{_num(s.get('out_tokens_per_plan'), 1)}",
                 _TEXT,
             ),
-            ("in flight", f"{_num(s.get('in_flight'))}   requests {_num(s.get('requests'))}", _TEXT),
+            (
+                "in flight",
+                f"{_num(s.get('in_flight'))}   requests {_num(s.get('requests'))}",
+                _TEXT,
+            ),
             ("breaker", str(s.get("breaker", "-")), _TEXT),
             ("invalid", _invalid(s.get("invalid")), _TEXT),
             None,
@@ -453,18 +462,16 @@ class HudProcessor(esper.Processor):  # type: ignore[misc]
         st = view.game.round
         if st.winner is None:
             return
-        if st.winner < 0:
-            title = "Draw"
-        else:
-            title = f"Team {TEAM_NAMES[st.winner]} wins"
+        title = "Draw" if st.winner < 0 else f"Team {TEAM_NAMES[st.winner]} wins"
         mid = view.map_size[1] // 2
         color = TEAM_COLORS[st.winner] if st.winner >= 0 else _TEXT
         self._centre(view, title, view.large, mid - 30, color)
         left = max(0.0, view.game.settings.intermission_s - st.over_s)
         self._centre(view, f"{st.reason} - next round in {left:.1f}s", view.medium, mid + 12)
 
-    def _centre(self, view: View, text: str, font: pygame.font.Font, y: int,
-                color: Color = _TEXT) -> None:
+    def _centre(
+        self, view: View, text: str, font: pygame.font.Font, y: int, color: Color = _TEXT
+    ) -> None:
         surf = view.text(text, color, font)
         x = (view.map_size[0] - surf.get_width()) // 2
         box = pygame.Rect(x - 8, y - 4, surf.get_width() + 16, surf.get_height() + 8)
@@ -480,8 +487,9 @@ class HudProcessor(esper.Processor):  # type: ignore[misc]
         overlay.fill((0, 0, 0, 215))
         view.screen.blit(overlay, box.topleft)
         y = box.y + 10
-        view.screen.blit(view.text("Keys (changes apply to the next batch)", _TEXT, view.medium),
-                         (box.x + 14, y))
+        view.screen.blit(
+            view.text("Keys (changes apply to the next batch)", _TEXT, view.medium), (box.x + 14, y)
+        )
         y += line_h + 4
         for label, text in rows:
             view.screen.blit(view.text(label, _OBJECTIVE, view.medium), (box.x + 14, y))

@@ -405,6 +405,15 @@ class FakeServer:
                 self._state.active += 1
                 self._state.max_active = max(self._state.max_active, self._state.active)
                 self._cond.notify_all()
+            released = False
+
+            def release() -> None:
+                nonlocal released
+                if not released:
+                    released = True
+                    with self._cond:
+                        self._state.active -= 1
+
             try:
                 try:
                     reply = self._reply_for(request, index)
@@ -412,10 +421,9 @@ class FakeServer:
                     with self._cond:
                         self._state.handler_errors.append(exc)
                     reply = status_reply(500, b"fake server handler raised")
-                self._answer(conn, reply)
+                self._answer(conn, reply, release)
             finally:
-                with self._cond:
-                    self._state.active -= 1
+                release()
         except _Stopped:
             pass
         finally:
@@ -501,7 +509,9 @@ class FakeServer:
                     self._note_gone()
                     raise _Stopped
 
-    def _answer(self, conn: socket.socket, reply: Reply) -> None:
+    def _answer(self, conn: socket.socket, reply: Reply, release: Callable[[], None]) -> None:
+        """Send ``reply``. ``release`` runs just before the bytes that complete the answer, so
+        that a client that saw its answer end is never counted as still being served."""
         if reply.reset:
             # SO_LINGER with a zero timeout turns close() into a TCP RST.
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -517,23 +527,22 @@ class FakeServer:
         else:
             head.append(f"Content-Length: {sum(len(c) for c in reply.chunks)}")
         head += [f"{k}: {v}" for k, v in reply.headers]
-        self._send(conn, ("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        for i, chunk in enumerate(reply.chunks):
-            if i and reply.delay_s > 0:
+        pieces = [("\r\n".join(head) + "\r\n\r\n").encode("latin-1")]
+        if reply.chunked:
+            pieces += [f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in reply.chunks if c]
+        else:
+            pieces += [c for c in reply.chunks if c]
+        complete = not (reply.abort or reply.stall)
+        if complete and reply.chunked:
+            pieces[-1] += b"0\r\n\r\n"
+        for i, piece in enumerate(pieces):
+            if i >= 2 and reply.delay_s > 0:
                 self._pause(conn, reply.delay_s)
-            if reply.chunked:
-                if chunk:
-                    self._send(conn, f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
-            else:
-                self._send(conn, chunk)
-        if reply.abort:
-            return
+            if complete and i == len(pieces) - 1:
+                release()
+            self._send(conn, piece)
         if reply.stall:
             self._pause(conn, -1.0)
-            return
-        if reply.chunked:
-            self._send(conn, b"0\r\n\r\n")
-
 
 
 async def collect(

@@ -126,7 +126,7 @@ def test_query_visits_only_nearby_buckets() -> None:
     cells = grid._cells  # white box: record which buckets the query reads
 
     class Spy(dict[tuple[int, int], list[tuple[int, float, float]]]):
-        def get(self, key, default=None):  # type: ignore[no-untyped-def, override]
+        def get(self, key, default=None):  # type: ignore[no-untyped-def]
             looked.append(key)
             return super().get(key, default)
 

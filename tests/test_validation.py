@@ -56,7 +56,7 @@ def test_accepts(plan: Plan) -> None:
 
 
 def test_unknown_action() -> None:
-    assert reason_of(one("Fly", 1, 2)) == RejectReason.UNKNOWN_ACTION == "unknown_action"
+    assert reason_of(one("Fly", 1, 2)) == RejectReason.UNKNOWN_ACTION.value == "unknown_action"
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_out_of_bounds(cell: tuple[int, int]) -> None:
 
 
 def test_blocked_cell() -> None:
-    assert reason_of(one("MoveTo", 4, 4)) == RejectReason.BLOCKED == "blocked_cell"
+    assert reason_of(one("MoveTo", 4, 4)) == RejectReason.BLOCKED.value == "blocked_cell"
     assert reason_of(one("TakeCover", 4, 4)) == RejectReason.BLOCKED
 
 

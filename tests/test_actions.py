@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec
+from aiplanner.errors import ConfigError
+
+
+def test_default_registry_declares_the_required_actions() -> None:
+    assert set(DEFAULT_REGISTRY.names) >= {
+        "MoveTo", "Attack", "TakeCover", "Reload", "Heal", "Retreat", "Scan", "Wait"
+    }
+    assert DEFAULT_REGISTRY.spec("Attack").args[0].kind is ArgKind.ENEMY
+    assert DEFAULT_REGISTRY.by_code("M") is DEFAULT_REGISTRY.spec("MoveTo")
+    assert "Fly" not in DEFAULT_REGISTRY
+
+
+def test_unknown_action_and_bad_declarations_fail_clearly() -> None:
+    with pytest.raises(ConfigError, match="unknown action 'Fly'"):
+        DEFAULT_REGISTRY.spec("Fly")
+    with pytest.raises(ConfigError, match="duplicate action code"):
+        ActionRegistry([ActionSpec("A1", "A", (), ""), ActionSpec("A2", "A", (), "")])
+    with pytest.raises(ConfigError, match="duplicate action name"):
+        ActionRegistry([ActionSpec("A1", "A", (), ""), ActionSpec("A1", "B", (), "")])
+    with pytest.raises(ConfigError, match="one letter"):
+        ActionRegistry([ActionSpec("A1", "AB", (), "")])
+    with pytest.raises(ConfigError, match="lo > hi"):
+        ActionRegistry([ActionSpec("W", "W", (ArgSpec("t", ArgKind.COUNT, 5, 1),), "")])
+    with pytest.raises(ConfigError):
+        ActionRegistry([])
+
+
+def test_version_changes_with_the_declaration() -> None:
+    a = ActionRegistry([ActionSpec("Scan", "S", (), "look")])
+    b = ActionRegistry([ActionSpec("Scan", "S", (), "look around")])
+    assert a.version != b.version
+    assert a.version == ActionRegistry([ActionSpec("Scan", "S", (), "look")]).version

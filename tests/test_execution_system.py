@@ -1,0 +1,432 @@
+"""ActionExecutionSystem: every action, impossible steps, early invalidation, deaths, order."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import esper
+import pytest
+
+import aiplanner.execution_system as execution_module
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, Step
+from aiplanner.components import (
+    ActionQueue,
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    PlanState,
+    PlanStatus,
+    Position,
+    Team,
+    Weapon,
+)
+from aiplanner.errors import ConfigError
+from aiplanner.execution_system import ActionExecutionSystem
+from aiplanner.pathfinding import find_path
+from aiplanner.spatial import to_cell
+
+_worlds = itertools.count()
+DT = 0.1
+
+
+@pytest.fixture
+def world() -> Iterator[str]:
+    name = f"test-execution-system-{next(_worlds)}"
+    esper.switch_world(name)
+    yield name
+    esper.switch_world("default")
+    esper.delete_world(name)
+
+
+def field(blocked: frozenset[tuple[int, int]] = frozenset()) -> int:
+    return esper.create_entity(Battlefield(20, 20, blocked=blocked))
+
+
+def actor(
+    x: float,
+    y: float,
+    *steps: Step,
+    speed: float = 2.0,
+    team: int = 1,
+    hp: int = 100,
+    weapon: Weapon | None = None,
+    ammo: Ammo | None = None,
+    status: PlanStatus = PlanStatus.EXECUTING,
+) -> int:
+    comps: list[object] = [
+        Agent("tactical", speed),
+        Position(x, y),
+        Team(team),
+        Health(hp),
+        ActionQueue(list(steps)),
+        PlanState(status),
+    ]
+    if weapon is not None:
+        comps.append(weapon)
+    if ammo is not None:
+        comps.append(ammo)
+    return esper.create_entity(*comps)
+
+
+def target(x: float, y: float, hp: int = 100) -> int:
+    return esper.create_entity(Agent(), Position(x, y), Team(2), Health(hp))
+
+
+def state(ent: int) -> PlanState:
+    return esper.component_for_entity(ent, PlanState)
+
+
+def queue(ent: int) -> ActionQueue:
+    return esper.component_for_entity(ent, ActionQueue)
+
+
+def pos(ent: int) -> tuple[float, float]:
+    p = esper.component_for_entity(ent, Position)
+    return p.x, p.y
+
+
+def run(system: ActionExecutionSystem, ticks: int, dt: float = DT) -> None:
+    for _ in range(ticks):
+        system.process(dt)
+
+
+# --- movement -------------------------------------------------------------------------------
+
+
+def test_move_walks_at_speed_and_finishes(world: str) -> None:
+    field()
+    me = actor(0, 0, Step("MoveTo", (4, 0)), speed=2.0)
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert pos(me) == pytest.approx((0.2, 0.0))
+    assert queue(me).path[-1] == (4, 0)
+    run(system, 18)
+    assert state(me).status is PlanStatus.EXECUTING
+    run(system, 1)  # 20 ticks * 0.2 cells = 4 cells
+    assert pos(me) == (4.0, 0.0)
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == ""
+    assert queue(me).done
+
+
+def test_move_paths_once_per_step(world: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    field()
+    calls: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def counting(f: Battlefield, a: tuple[int, int], b: tuple[int, int], n: int = 4000) -> object:
+        calls.append((a, b))
+        return find_path(f, a, b, n)
+
+    monkeypatch.setattr(execution_module, "find_path", counting)
+    me = actor(0, 0, Step("MoveTo", (3, 3)), Step("Retreat", (0, 3)), speed=5.0)
+    system = ActionExecutionSystem()
+    run(system, 30)
+    assert calls == [((0, 0), (3, 3)), ((3, 3), (0, 3))]
+    assert pos(me) == (0.0, 3.0)
+    assert state(me).status is PlanStatus.IDLE
+
+
+def test_move_goes_around_walls_without_entering_them(world: str) -> None:
+    wall = frozenset((5, y) for y in range(0, 15))
+    field(wall)
+    me = actor(2, 2, Step("TakeCover", (8, 2)), speed=3.0)
+    system = ActionExecutionSystem()
+    for _ in range(200):
+        system.process(DT)
+        assert to_cell(*pos(me)) not in wall
+        if state(me).status is PlanStatus.IDLE:
+            break
+    assert pos(me) == (8.0, 2.0)
+    assert state(me).invalid_reason == ""
+
+
+def test_unreachable_move_is_impossible(world: str) -> None:
+    ring = frozenset({(9, 10), (11, 10), (10, 9), (10, 11), (9, 9), (11, 11), (9, 11), (11, 9)})
+    field(ring)
+    me = actor(0, 0, Step("MoveTo", (10, 10)), Step("Scan"))
+    ActionExecutionSystem().process(DT)
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == "unreachable"
+    assert pos(me) == (0.0, 0.0)
+
+
+def test_move_without_a_map_is_impossible(world: str) -> None:
+    me = actor(0, 0, Step("MoveTo", (1, 1)))
+    ActionExecutionSystem().process(DT)
+    assert state(me).invalid_reason == "no_map"
+
+
+# --- attack ---------------------------------------------------------------------------------
+
+
+def test_attack_fires_on_cooldown_until_target_dies(world: str) -> None:
+    field()
+    foe = target(3, 0, hp=50)
+    me = actor(
+        0,
+        0,
+        Step("Attack", (foe,)),
+        Step("Scan"),
+        weapon=Weapon(range=5, damage=20, cooldown=0.25),
+        ammo=Ammo(6),
+    )
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert esper.component_for_entity(foe, Health).hp == 30
+    assert esper.component_for_entity(me, Ammo).rounds == 5
+    run(system, 2)  # cooldown 0.25 s: no shot at 0.1 s or 0.2 s
+    assert esper.component_for_entity(foe, Health).hp == 30
+    run(system, 1)
+    assert esper.component_for_entity(foe, Health).hp == 10
+    assert queue(me).index == 0
+    run(system, 3)
+    assert esper.component_for_entity(foe, Health).hp == -10
+    assert queue(me).index == 1  # killed: on to Scan
+    assert not esper.entity_exists(foe)  # deleted (deferred) after the loop
+    assert esper.component_for_entity(me, Ammo).rounds == 3
+
+
+def test_attack_ends_when_magazine_is_empty(world: str) -> None:
+    field()
+    foe = target(1, 0, hp=1000)
+    me = actor(
+        0, 0, Step("Attack", (foe,)), Step("Reload"), weapon=Weapon(cooldown=0), ammo=Ammo(2)
+    )
+    system = ActionExecutionSystem()
+    run(system, 2)
+    assert esper.component_for_entity(me, Ammo).rounds == 0
+    assert queue(me).current == Step("Reload")
+    assert esper.component_for_entity(foe, Health).hp == 1000 - 2 * Weapon().damage
+
+
+def test_attack_with_empty_magazine_ends_at_once(world: str) -> None:
+    field()
+    foe = target(1, 0)
+    me = actor(0, 0, Step("Attack", (foe,)), Step("Scan"), ammo=Ammo(0))
+    ActionExecutionSystem().process(DT)
+    assert esper.component_for_entity(foe, Health).hp == 100
+    assert queue(me).current == Step("Scan")
+
+
+def test_attack_out_of_range_approaches_then_fires(world: str) -> None:
+    field()
+    foe = target(10, 0)
+    me = actor(0, 0, Step("Attack", (foe,)), speed=4.0, weapon=Weapon(range=3.0, cooldown=0))
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert pos(me) == pytest.approx((0.4, 0.0))
+    assert esper.component_for_entity(foe, Health).hp == 100
+    ticks = 1
+    while esper.component_for_entity(foe, Health).hp == 100 and ticks < 100:
+        system.process(DT)
+        ticks += 1
+    assert math.dist(pos(me), (10, 0)) <= 3.0
+    assert ticks == 19  # 7 cells at 0.4 per tick, then the first shot
+
+
+def test_attack_follows_a_moving_target(world: str) -> None:
+    field()
+    foe = target(10, 0)
+    me = actor(0, 0, Step("Attack", (foe,)), speed=2.0, weapon=Weapon(range=2.0))
+    system = ActionExecutionSystem()
+    run(system, 3)
+    esper.component_for_entity(foe, Position).y = 8.0  # moves to another cell
+    run(system, 5)
+    assert queue(me).path and queue(me).path[-1] == (10, 8)
+
+
+def test_attack_on_a_gone_target_is_impossible(world: str) -> None:
+    field()
+    foe = target(1, 0)
+    me = actor(0, 0, Step("Attack", (foe,)))
+    esper.delete_entity(foe)
+    ActionExecutionSystem().process(DT)
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == "target_gone"
+
+
+def test_lower_id_acts_first(world: str) -> None:
+    field()
+    foe = target(1, 0, hp=10)
+    first = actor(0, 0, Step("Attack", (foe,)), ammo=Ammo(6))
+    second = actor(2, 0, Step("Attack", (foe,)), ammo=Ammo(6))
+    ActionExecutionSystem().process(DT)
+    assert esper.component_for_entity(first, Ammo).rounds == 5
+    assert esper.component_for_entity(second, Ammo).rounds == 6
+    assert state(first).invalid_reason == ""
+    assert state(second).invalid_reason == "target_gone"
+
+
+def test_remaining_steps_are_invalidated_early(world: str) -> None:
+    field()
+    foe = target(15, 15)
+    me = actor(0, 0, Step("MoveTo", (5, 0)), Step("Attack", (foe,)))
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert state(me).status is PlanStatus.EXECUTING
+    esper.component_for_entity(foe, Health).hp = 0
+    before = pos(me)
+    system.process(DT)
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == "target_gone"
+    assert pos(me) == before  # dropped before walking on
+
+
+# --- reload, heal, scan, wait ---------------------------------------------------------------
+
+
+def test_reload_takes_reload_time(world: str) -> None:
+    field()
+    me = actor(0, 0, Step("Reload"), weapon=Weapon(reload_time=0.3), ammo=Ammo(0, capacity=9))
+    system = ActionExecutionSystem()
+    run(system, 2)
+    assert esper.component_for_entity(me, Ammo).rounds == 0
+    system.process(DT)
+    assert esper.component_for_entity(me, Ammo).rounds == 9
+    assert state(me).status is PlanStatus.IDLE
+
+
+def test_heal_approaches_then_heals_capped(world: str) -> None:
+    field()
+    friend = esper.create_entity(Agent(), Position(4, 0), Team(1), Health(90, 100))
+    me = actor(0, 0, Step("Heal", (friend,)), speed=10.0, weapon=Weapon(heal_amount=25))
+    system = ActionExecutionSystem()
+    system.process(DT)  # 1 cell closer, 3 away: still walking
+    assert esper.component_for_entity(friend, Health).hp == 90
+    run(system, 2)
+    assert math.dist(pos(me), (4, 0)) <= 1.5
+    assert esper.component_for_entity(friend, Health).hp == 90  # arriving takes the tick
+    system.process(DT)
+    assert esper.component_for_entity(friend, Health).hp == 100
+    assert state(me).status is PlanStatus.IDLE
+
+
+def test_heal_self(world: str) -> None:
+    field()
+    me = actor(0, 0, weapon=Weapon(heal_amount=25))
+    queue(me).replace([Step("Heal", (me,))], 1)
+    esper.component_for_entity(me, Health).hp = 40
+    ActionExecutionSystem().process(DT)
+    assert esper.component_for_entity(me, Health).hp == 65
+
+
+def test_scan_takes_half_a_second(world: str) -> None:
+    field()
+    me = actor(0, 0, Step("Scan"))
+    system = ActionExecutionSystem()
+    run(system, 29, dt=1 / 60)
+    assert state(me).status is PlanStatus.EXECUTING
+    run(system, 1, dt=1 / 60)  # 30 summed float dts land a hair under 0.5
+    assert state(me).status is PlanStatus.IDLE
+
+
+def test_wait_counts_process_calls(world: str) -> None:
+    field()
+    me = actor(0, 0, Step("Wait", (3,)))
+    system = ActionExecutionSystem()
+    run(system, 2, dt=100.0)
+    assert state(me).status is PlanStatus.EXECUTING
+    run(system, 1, dt=0.0)
+    assert state(me).status is PlanStatus.IDLE
+
+
+# --- bookkeeping ----------------------------------------------------------------------------
+
+
+def test_cooldowns_tick_for_everyone(world: str) -> None:
+    idle = actor(0, 0, status=PlanStatus.IDLE, weapon=Weapon(cooldown_left=0.25))
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert esper.component_for_entity(idle, Weapon).cooldown_left == pytest.approx(0.15)
+    run(system, 5)
+    assert esper.component_for_entity(idle, Weapon).cooldown_left == 0.0
+
+
+def test_only_executing_agents_act(world: str) -> None:
+    field()
+    ids = [
+        actor(0, 0, Step("MoveTo", (5, 0)), status=s)
+        for s in (PlanStatus.IDLE, PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
+    ]
+    ActionExecutionSystem().process(DT)
+    assert all(pos(e) == (0.0, 0.0) for e in ids)
+    assert [state(e).status for e in ids] == [
+        PlanStatus.IDLE,
+        PlanStatus.REQUESTED,
+        PlanStatus.IN_FLIGHT,
+    ]
+
+
+def test_empty_queue_goes_idle(world: str) -> None:
+    me = actor(0, 0)
+    ActionExecutionSystem().process(DT)
+    assert state(me).status is PlanStatus.IDLE and state(me).invalid_reason == ""
+
+
+@pytest.mark.parametrize(
+    ("step", "reason"),
+    [
+        (Step("Fly", (1,)), "unknown_action"),
+        (Step("MoveTo", (1,)), "bad_arguments"),
+        (Step("Dance"), "unsupported_action"),
+    ],
+)
+def test_impossible_steps(world: str, step: Step, reason: str) -> None:
+    field()
+    registry = ActionRegistry([*DEFAULT_REGISTRY.actions, ActionSpec("Dance", "D", (), "")])
+    me = actor(0, 0, step)
+    ActionExecutionSystem(registry).process(DT)
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == reason
+
+
+def test_missing_weapon_gets_a_default_one(world: str) -> None:
+    field()
+    foe = target(1, 0)
+    me = actor(0, 0, Step("Attack", (foe,)))
+    ActionExecutionSystem().process(DT)
+    assert esper.has_component(me, Weapon)
+    assert esper.component_for_entity(foe, Health).hp == 100 - Weapon().damage
+
+
+def test_dead_are_deleted_only_when_asked(world: str) -> None:
+    corpse = target(0, 0, hp=0)
+    dead_actor = actor(1, 1, Step("Scan"), hp=-3)
+    ActionExecutionSystem(delete_dead=False).process(DT)
+    assert esper.entity_exists(corpse) and esper.entity_exists(dead_actor)
+    assert queue(dead_actor).progress == 0.0  # the dead do nothing
+    ActionExecutionSystem().process(DT)
+    assert not esper.entity_exists(corpse) and not esper.entity_exists(dead_actor)
+
+
+def test_bad_settings_raise() -> None:
+    with pytest.raises(ConfigError):
+        ActionExecutionSystem(max_path_nodes=0)
+
+
+def test_runs_are_deterministic() -> None:
+    def play() -> list[tuple[float, float, int]]:
+        name = f"test-execution-system-{next(_worlds)}"
+        esper.switch_world(name)
+        try:
+            field(frozenset({(5, y) for y in range(3, 12)}))
+            foes = [target(9 + i % 3, 4 + i, hp=60) for i in range(5)]
+            mine = [
+                actor(1, 2 * i, Step("Attack", (foes[i],)), Step("Scan"), ammo=Ammo(4))
+                for i in range(5)
+            ]
+            system = ActionExecutionSystem()
+            run(system, 60)
+            out = []
+            for e in mine:
+                x, y = pos(e)
+                out.append((x, y, esper.component_for_entity(e, Ammo).rounds))
+            return out
+        finally:
+            esper.switch_world("default")
+            esper.delete_world(name)
+
+    assert play() == play()

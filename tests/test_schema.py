@@ -1,0 +1,250 @@
+"""JSON Schemas derived from the action registry: pinned shapes, narrowing, and what they accept."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec
+from aiplanner.errors import ConfigError
+from aiplanner.schema import (
+    choice_schema,
+    compact_plan_schema,
+    packed_schema,
+    verbose_plan_schema,
+    with_agent_id,
+)
+
+INT = {"type": "integer", "minimum": 0, "maximum": 10000}
+
+
+def step(code: str, *args: dict[str, Any]) -> dict[str, Any]:
+    n = 1 + len(args)
+    return {"type": "array", "prefixItems": [{"const": code}, *args], "minItems": n, "maxItems": n}
+
+
+# Pinned on purpose: a change here changes every grammar the engines build. Update it knowingly.
+COMPACT_DEFAULT = {
+    "type": "object",
+    "properties": {
+        "s": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "anyOf": [
+                    step("M", INT, INT),
+                    step("A", INT),
+                    step("C", INT, INT),
+                    step("R"),
+                    step("H", INT),
+                    step("T", INT, INT),
+                    step("S"),
+                    step("W", {"type": "integer", "minimum": 1, "maximum": 120}),
+                ]
+            },
+        }
+    },
+    "required": ["s"],
+    "additionalProperties": False,
+}
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    # jsonschema is a dev dependency: only the tests that check instances need it.
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def valid(schema: dict[str, Any], instance: object) -> bool:
+    return bool(validator(schema).is_valid(instance))
+
+
+def walk(node: object) -> list[dict[str, Any]]:
+    """Every dict inside a schema, depth first."""
+    out: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        out.append(node)
+        for v in node.values():
+            out += walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            out += walk(v)
+    return out
+
+
+def test_compact_schema_of_default_registry_is_pinned() -> None:
+    assert compact_plan_schema(DEFAULT_REGISTRY) == COMPACT_DEFAULT
+
+
+def test_verbose_schema_of_default_registry_is_pinned() -> None:
+    items = verbose_plan_schema(DEFAULT_REGISTRY)["properties"]["steps"]["items"]["anyOf"]
+    assert items[0] == {
+        "type": "object",
+        "properties": {"act": {"const": "MoveTo"}, "x": INT, "y": INT},
+        "required": ["act", "x", "y"],
+        "additionalProperties": False,
+    }
+    assert [i["properties"]["act"]["const"] for i in items] == list(DEFAULT_REGISTRY.names)
+    assert items[3]["required"] == ["act"]  # Reload takes no arguments
+
+
+def test_choice_schema_is_pinned() -> None:
+    assert choice_schema(3) == {
+        "type": "object",
+        "properties": {"c": {"enum": [0, 1, 2]}},
+        "required": ["c"],
+        "additionalProperties": False,
+    }
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_choice_schema_needs_a_candidate(n: int) -> None:
+    with pytest.raises(ConfigError):
+        choice_schema(n)
+
+
+def test_packed_schema_is_pinned_and_ordered() -> None:
+    schema = packed_schema({15: choice_schema(2), 12: choice_schema(1)})
+    assert schema == {
+        "type": "array",
+        "prefixItems": [
+            {
+                "type": "object",
+                "properties": {"id": {"const": 15}, "c": {"enum": [0, 1]}},
+                "required": ["id", "c"],
+                "additionalProperties": False,
+            },
+            {
+                "type": "object",
+                "properties": {"id": {"const": 12}, "c": {"enum": [0]}},
+                "required": ["id", "c"],
+                "additionalProperties": False,
+            },
+        ],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+
+
+def test_no_schema_uses_items_false_and_every_object_is_closed() -> None:
+    schemas = [
+        verbose_plan_schema(DEFAULT_REGISTRY),
+        compact_plan_schema(DEFAULT_REGISTRY, ids=[3]),
+        packed_schema({1: compact_plan_schema(DEFAULT_REGISTRY), 2: choice_schema(4)}),
+    ]
+    for schema in schemas:
+        for node in walk(schema):
+            assert node.get("items") is not False
+            if node.get("type") == "object":
+                assert node["additionalProperties"] is False
+                assert node["required"] == list(node["properties"])
+            if "prefixItems" in node:
+                assert node["minItems"] == node["maxItems"] == len(node["prefixItems"])
+
+
+def test_compact_schema_accepts_and_rejects() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY)
+    assert valid(schema, {"s": [["M", 3, 4], ["A", 91]]})
+    assert valid(schema, {"s": [["R"], ["S"], ["W", 5], ["H", 2]]})
+    assert not valid(schema, {"s": []})  # empty plan
+    assert not valid(schema, {"s": [["R"]] * 5})  # over max_steps
+    assert not valid(schema, {"s": [["M", 3]]})  # missing argument
+    assert not valid(schema, {"s": [["M", 3, 4, 5]]})  # extra argument
+    assert not valid(schema, {"s": [["X", 1]]})  # unknown code
+    assert not valid(schema, {"s": [["W", 0]]})  # below the declared lo
+    assert not valid(schema, {"s": [["R"]], "why": "x"})  # extra key
+
+
+def test_ids_narrow_enemy_and_ally_arguments() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[92, 91, 91], ally_ids=[12])
+    assert valid(schema, {"s": [["A", 91], ["H", 12]]})
+    assert not valid(schema, {"s": [["A", 12]]})  # an ally is not a target
+    assert not valid(schema, {"s": [["H", 91]]})
+    attack = next(a for a in walk(schema) if a.get("prefixItems", [{}])[0] == {"const": "A"})
+    assert attack["prefixItems"][1] == {"enum": [91, 92]}  # sorted, deduplicated
+
+
+def test_ids_applies_to_both_kinds_unless_overridden() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, ids=[7], ally_ids=[8])
+    assert valid(schema, {"s": [["A", 7], ["H", 8]]})
+    assert not valid(schema, {"s": [["H", 7]]})
+
+
+def test_actions_without_a_possible_target_are_left_out() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[], ally_ids=[4])
+    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["s"]["items"]["anyOf"]]
+    assert codes == ["M", "C", "R", "H", "T", "S", "W"]
+    assert not valid(schema, {"s": [["A", 1]]})
+
+
+def test_ids_outside_the_declared_range_are_not_allowed() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[5, 20_000])
+    assert not valid(schema, {"s": [["A", 20_000]]})
+    assert valid(schema, {"s": [["A", 5]]})
+
+
+def test_size_narrows_cells_to_the_map() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, size=(32, 24))
+    assert valid(schema, {"s": [["M", 31, 23]]})
+    assert not valid(schema, {"s": [["M", 32, 0]]})
+    assert not valid(schema, {"s": [["T", 0, 24]]})
+
+
+def test_no_possible_action_is_a_config_error() -> None:
+    only_attack = ActionRegistry(
+        [ActionSpec("Attack", "A", (ArgSpec("target", ArgKind.ENEMY),), "shoot")]
+    )
+    with pytest.raises(ConfigError):
+        compact_plan_schema(only_attack, ids=[])
+
+
+def test_schema_follows_the_registry() -> None:
+    registry = ActionRegistry(
+        [
+            ActionSpec("Dig", "D", (ArgSpec("depth", ArgKind.COUNT, 2, 9),), "dig a hole"),
+            ActionSpec("Hide", "H", (), "hide"),
+        ],
+        max_steps=2,
+    )
+    schema = compact_plan_schema(registry)
+    assert valid(schema, {"s": [["D", 9], ["H"]]})
+    assert not valid(schema, {"s": [["D", 10]]})
+    assert not valid(schema, {"s": [["M", 1, 1]]})  # not in this registry
+    assert not valid(schema, {"s": [["H"], ["H"], ["H"]]})  # max_steps=2
+    verbose = verbose_plan_schema(registry)
+    assert valid(verbose, {"steps": [{"act": "Dig", "depth": 3}]})
+    assert not valid(verbose, {"steps": [{"act": "Dig"}]})
+
+
+def test_packed_schema_checks_ids_order_and_count() -> None:
+    schema = packed_schema({12: choice_schema(2), 15: compact_plan_schema(DEFAULT_REGISTRY)})
+    assert valid(schema, [{"id": 12, "c": 1}, {"id": 15, "s": [["R"]]}])
+    assert not valid(schema, [{"id": 15, "s": [["R"]]}, {"id": 12, "c": 1}])  # order
+    assert not valid(schema, [{"id": 12, "c": 1}])  # one agent missing
+    assert not valid(schema, [{"id": 12, "c": 1}, {"id": 15, "s": [["R"]]}, {"id": 15, "c": 0}])
+    assert not valid(schema, [{"c": 1}, {"id": 15, "s": [["R"]]}])  # id is required
+
+
+def test_packed_schema_rejects_bad_elements() -> None:
+    with pytest.raises(ConfigError):
+        packed_schema({})
+    with pytest.raises(ConfigError):
+        packed_schema({1: {"anyOf": [choice_schema(1)]}})
+    with pytest.raises(ConfigError):
+        with_agent_id(1, with_agent_id(2, choice_schema(1)))
+
+
+def test_llama_cpp_converter_accepts_the_schemas() -> None:
+    grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    schema = packed_schema(
+        {
+            12: compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91], ally_ids=[12], size=(8, 8)),
+            15: choice_schema(3),
+        }
+    )
+    gbnf = grammar.json_schema_to_gbnf(json.dumps(schema))
+    assert '"\\"M\\""' in gbnf and '"91"' in gbnf and '"12"' in gbnf
