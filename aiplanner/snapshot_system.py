@@ -51,6 +51,7 @@ OCCUPIED_RADIUS: Final = 0.5
 _DEFAULT_RADIUS: Final = Perception().radius
 _DEFAULT_RANGE: Final = Weapon().range
 _DEFAULT_CAPACITY: Final = Ammo(rounds=0).capacity
+_CROWD_SCAN: Final = 48  # above this many neighbours, check cover occupancy through the grid
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +78,20 @@ class _FieldIndex:
         return cls(field, cover, frozenset(cover), cover_grid, blocked, blocked_grid)
 
     def in_cover(self, x: float, y: float) -> bool:
-        # Cover points sit on integer cells: only those within COVER_RADIUS per axis can qualify.
-        r = COVER_RADIUS
-        r2 = r * r
-        for cx in range(math.ceil(x - r), math.floor(x + r) + 1):
-            for cy in range(math.ceil(y - r), math.floor(y + r) + 1):
-                if (cx, cy) in self.cover_set and (cx - x) ** 2 + (cy - y) ** 2 <= r2:
+        cover = self.cover_set
+        if not cover:
+            return False
+        # Cover points sit on integer cells, and COVER_RADIUS < 1: only the four cells around
+        # (x, y) can be close enough.
+        r2 = COVER_RADIUS * COVER_RADIUS
+        fx = math.floor(x)
+        fy = math.floor(y)
+        for cx in (fx, fx + 1):
+            dx2 = (cx - x) * (cx - x)
+            if dx2 > r2:
+                continue
+            for cy in (fy, fy + 1):
+                if dx2 + (cy - y) * (cy - y) <= r2 and (cx, cy) in cover:
                     return True
         return False
 
@@ -213,13 +222,13 @@ class SnapshotSystem(esper.Processor):
             in_cover=index.in_cover(x, y),
             weapon_range=weapon.range if weapon is not None else _DEFAULT_RANGE,
         )
-        enemies, allies = self._units(entity, team.team, x, y, radius)
+        enemies, allies, crowd = self._units(entity, team.team, x, y, radius)
         return WorldSnapshot(
             tick=self.tick,
             me=me,
             enemies=enemies,
             allies=allies,
-            cover=self._cover(index, entity, x, y, radius),
+            cover=self._cover(index, entity, x, y, radius, crowd),
             obstacles=tuple(
                 index.blocked[i]
                 for i in index.blocked_grid.query(x, y, radius)[: self.max_obstacles]
@@ -230,45 +239,66 @@ class SnapshotSystem(esper.Processor):
 
     def _units(
         self, entity: int, team: int, x: float, y: float, radius: float
-    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...]]:
-        """(enemies, allies) within ``radius``, nearest first, ties by id, each capped."""
+    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...], list[tuple[float, float]] | None]:
+        """(enemies, allies) within ``radius``, nearest first, ties by id, each capped; and the
+        positions of the living others within ``radius + OCCUPIED_RADIUS`` (for cover
+        occupancy), or None when there are too many for a linear scan to beat the grid."""
         cap = self.max_units
         grid = self._grid
         index = self._index
         assert index is not None  # _build checked it
+        agents = self._agents
+        exists = esper.entity_exists
+        where = grid.position
         enemies: list[SeenUnit] = []
         allies: list[SeenUnit] = []
-        if cap == 0:
-            return (), ()
-        for dist, other in grid.query_dist(x, y, radius):
-            if other == entity or not self._alive(other):
+        near = grid.query_dist(x, y, radius + OCCUPIED_RADIUS)
+        crowd: list[tuple[float, float]] | None = [] if len(near) <= _CROWD_SCAN else None
+        for dist, other in near:
+            if other == entity:
                 continue
-            _, other_team, health = self._agents[other]
+            _, other_team, health = agents[other]
+            if health.hp <= 0 or not exists(other):
+                continue
+            ox, oy = where(other) or (x, y)
+            if crowd is not None:
+                crowd.append((ox, oy))
+            if dist > radius:
+                continue
             bucket = allies if other_team.team == team else enemies
             if len(bucket) >= cap:
-                if len(enemies) >= cap and len(allies) >= cap:
+                if crowd is None and len(enemies) >= cap and len(allies) >= cap:
                     break
                 continue
-            ox, oy = grid.position(other) or (x, y)
             cx, cy = to_cell(ox, oy)
             bucket.append(
                 SeenUnit(other, cx, cy, health.hp, index.in_cover(ox, oy), round(dist, 1))
             )
-        return tuple(enemies), tuple(allies)
+        return tuple(enemies), tuple(allies), crowd
 
     def _cover(
-        self, index: _FieldIndex, entity: int, x: float, y: float, radius: float
+        self,
+        index: _FieldIndex,
+        entity: int,
+        x: float,
+        y: float,
+        radius: float,
+        crowd: list[tuple[float, float]] | None,
     ) -> tuple[tuple[int, int], ...]:
         cap = self.max_cover
         free: list[tuple[int, int]] = []
         if cap == 0:
             return ()
+        r2 = OCCUPIED_RADIUS * OCCUPIED_RADIUS
         for i in index.cover_grid.query(x, y, radius):
             cx, cy = index.cover[i]
-            taken = any(
-                other != entity and self._alive(other)
-                for other in self._grid.query(cx, cy, OCCUPIED_RADIUS)
-            )
+            if crowd is not None:
+                taken = any((ox - cx) ** 2 + (oy - cy) ** 2 <= r2 for ox, oy in crowd)
+            else:
+                taken = any(
+                    other != entity and self._alive(other)
+                    for other in self._grid.query(cx, cy, OCCUPIED_RADIUS)
+                )
             if not taken:
                 free.append((cx, cy))
                 if len(free) >= cap:

@@ -36,16 +36,19 @@ class UniformGrid:
 
     Raises :class:`ConfigError` if ``cell_size`` is not a positive finite number.
     Inserting an id that is already present moves it. Queries are inclusive of the radius and
-    return ids sorted by (distance, id), so results never depend on insertion order.
+    return ids sorted by (distance, id), so results never depend on insertion order. Distance is
+    ``sqrt(dx*dx + dy*dy)`` in floats.
     """
 
-    __slots__ = ("_cell", "_cells", "_max_cx", "_max_cy", "_min_cx", "_min_cy", "_where")
+    __slots__ = ("_cell", "_inv", "_max_cx", "_max_cy", "_min_cx", "_min_cy", "_rows", "_where")
 
     def __init__(self, cell_size: float = 4.0) -> None:
         if not (math.isfinite(cell_size) and cell_size > 0):
             raise ConfigError(f"cell_size must be a positive number, got {cell_size!r}")
         self._cell = float(cell_size)
-        self._cells: dict[tuple[int, int], list[tuple[int, float, float]]] = {}
+        self._inv = 1.0 / self._cell
+        # Buckets as rows of columns: looking one up needs no tuple key built per probe.
+        self._rows: dict[int, dict[int, list[tuple[int, float, float]]]] = {}
         self._where: dict[int, tuple[float, float]] = {}
         # Bounds of the occupied buckets: an enormous radius then visits only real buckets.
         self._min_cx = self._min_cy = 0
@@ -62,14 +65,11 @@ class UniformGrid:
         return entity in self._where
 
     def clear(self) -> None:
-        """Forget every point (the buckets' memory is released too)."""
-        self._cells.clear()
+        """Forget every point."""
+        self._rows.clear()
         self._where.clear()
         self._min_cx = self._min_cy = 0
         self._max_cx = self._max_cy = -1
-
-    def _key(self, x: float, y: float) -> tuple[int, int]:
-        return math.floor(x / self._cell), math.floor(y / self._cell)
 
     def insert(self, entity: int, x: float, y: float) -> None:
         """Add ``entity`` at ``(x, y)``, or move it there if present.
@@ -80,36 +80,49 @@ class UniformGrid:
             raise ValueError(f"entity {entity}: position ({x!r}, {y!r}) is not finite")
         if entity in self._where:
             self.remove(entity)
-        key = self._key(x, y)
-        bucket = self._cells.get(key)
-        if bucket is None:
-            self._cells[key] = [(entity, x, y)]
+        inv = self._inv
+        cx = math.floor(x * inv)
+        cy = math.floor(y * inv)
+        row = self._rows.get(cx)
+        if row is None:
+            self._rows[cx] = {cy: [(entity, x, y)]}
         else:
-            bucket.append((entity, x, y))
+            bucket = row.get(cy)
+            if bucket is None:
+                row[cy] = [(entity, x, y)]
+            else:
+                bucket.append((entity, x, y))
         self._where[entity] = (x, y)
-        cx, cy = key
         if self._max_cx < self._min_cx:  # first point
             self._min_cx = self._max_cx = cx
             self._min_cy = self._max_cy = cy
         else:
-            self._min_cx = min(self._min_cx, cx)
-            self._max_cx = max(self._max_cx, cx)
-            self._min_cy = min(self._min_cy, cy)
-            self._max_cy = max(self._max_cy, cy)
+            if cx < self._min_cx:
+                self._min_cx = cx
+            elif cx > self._max_cx:
+                self._max_cx = cx
+            if cy < self._min_cy:
+                self._min_cy = cy
+            elif cy > self._max_cy:
+                self._max_cy = cy
 
     def remove(self, entity: int) -> bool:
         """Remove ``entity``; return whether it was present."""
         pos = self._where.pop(entity, None)
         if pos is None:
             return False
-        key = self._key(*pos)
-        bucket = self._cells[key]
+        cx = math.floor(pos[0] * self._inv)
+        cy = math.floor(pos[1] * self._inv)
+        row = self._rows[cx]
+        bucket = row[cy]
         for i, item in enumerate(bucket):
             if item[0] == entity:
                 del bucket[i]
                 break
         if not bucket:
-            del self._cells[key]
+            del row[cy]
+            if not row:
+                del self._rows[cx]
         return True
 
     def position(self, entity: int) -> tuple[float, float] | None:
@@ -126,40 +139,38 @@ class UniformGrid:
             raise ValueError(f"query position ({x!r}, {y!r}) is not finite")
         if not radius >= 0 or not self._where:
             return []
-        r2 = radius * radius
-        cells = self._cells
-        buckets: list[list[tuple[int, float, float]]]
         if math.isfinite(radius):
             # A hair of slack so points whose rounded distance is within the radius are never
             # in a bucket we skip (rounding can make a point just outside count as inside).
             reach = radius + 1e-9 * (1.0 + radius + abs(x) + abs(y))
-            lo_x, lo_y = self._key(x - reach, y - reach)
-            hi_x, hi_y = self._key(x + reach, y + reach)
-            lo_x, hi_x = max(lo_x, self._min_cx), min(hi_x, self._max_cx)
-            lo_y, hi_y = max(lo_y, self._min_cy), min(hi_y, self._max_cy)
-            if lo_x > hi_x or lo_y > hi_y:
-                return []
-            span = (hi_x - lo_x + 1) * (hi_y - lo_y + 1)
+            inv = self._inv
+            lo_x = max(math.floor((x - reach) * inv), self._min_cx)
+            hi_x = min(math.floor((x + reach) * inv), self._max_cx)
+            lo_y = max(math.floor((y - reach) * inv), self._min_cy)
+            hi_y = min(math.floor((y + reach) * inv), self._max_cy)
         else:
-            span = len(cells) + 1
-        if span <= len(cells):
-            buckets = [
-                b
-                for cx in range(lo_x, hi_x + 1)
-                for cy in range(lo_y, hi_y + 1)
-                if (b := cells.get((cx, cy))) is not None
-            ]
-        else:
-            # Fewer occupied buckets than the circle overlaps: scanning them all is cheaper.
-            buckets = list(cells.values())
+            lo_x, hi_x, lo_y, hi_y = self._min_cx, self._max_cx, self._min_cy, self._max_cy
+        r2 = radius * radius
+        sqrt = math.sqrt
         found: list[tuple[float, int]] = []
-        for bucket in buckets:
-            for ent, px, py in bucket:
-                dx = px - x
-                dy = py - y
-                d2 = dx * dx + dy * dy
-                if d2 <= r2:
-                    found.append((math.sqrt(d2), ent))
+        append = found.append
+        rows = self._rows
+        for cx in range(lo_x, hi_x + 1):
+            row = rows.get(cx)
+            if row is None:
+                continue
+            if hi_y - lo_y >= len(row):
+                # Fewer occupied buckets in this row than the circle spans: visit those.
+                buckets = [b for cy, b in row.items() if lo_y <= cy <= hi_y]
+            else:
+                buckets = [b for cy in range(lo_y, hi_y + 1) if (b := row.get(cy)) is not None]
+            for bucket in buckets:
+                for ent, px, py in bucket:
+                    dx = px - x
+                    dy = py - y
+                    d2 = dx * dx + dy * dy
+                    if d2 <= r2:
+                        append((sqrt(d2), ent))
         found.sort()
         return found
 

@@ -74,7 +74,8 @@ class _RemoteBackend(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Parsed command line. ``frames=0`` runs until the window is closed."""
+    """Parsed command line. ``frames=None`` runs until the window is closed (a replay: for the
+    recorded number of frames)."""
 
     backend: str = "embedded"
     model: str | None = None
@@ -86,7 +87,7 @@ class Options:
     strategy: str = "auto"
     threads: int = 1
     headless: bool = False
-    frames: int = 0
+    frames: int | None = None
     fps: int = 30
     screenshot: str | None = None
     record: str | None = None
@@ -192,7 +193,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         strategy=a.strategy,
         threads=a.threads,
         headless=a.headless,
-        frames=a.frames if a.frames is not None else -1,
+        frames=a.frames,
         fps=a.fps,
         screenshot=a.screenshot,
         record=a.record,
@@ -269,7 +270,7 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
             raise DemoError(f"cannot replay: {exc}") from exc
         replay = rec.schedule()
         settings = GameSettings(map_name=rec.map_name, squad_size=rec.squad_size, seed=rec.seed)
-        if frames < 0:
+        if frames is None:
             frames = rec.frames
     try:
         spec = load_map(settings.map_name)
@@ -357,12 +358,12 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
     return result
 
 
-def _loop(game: Game, view: View, frames: int, fps: int, result: RunResult) -> None:
+def _loop(game: Game, view: View, frames: int | None, fps: int, result: RunResult) -> None:
     import pygame
 
     clock = pygame.time.Clock()
     frame_ms = result.frame_ms
-    while frames < 0 or result.frames < frames:
+    while frames is None or result.frames < frames:
         start = time.perf_counter()
         # 1. events: queued for the InputProcessor, the first processor of the frame
         view.feed(pygame.event.get())
@@ -389,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as exc:
         print(f"demo_game: error: {exc}", file=sys.stderr)
         return 2
-    if opts.headless or opts.frames >= 0:
+    if opts.headless or opts.frames is not None:
         print(
             f"frames {result.frames}  rounds {result.rounds}  score A {result.scores[0]} : "
             f"{result.scores[1]} B  plans {result.plans_applied}  digest {result.digest[:16]}"

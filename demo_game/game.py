@@ -300,6 +300,8 @@ class Game:
         self.paused = False
         self.plans_applied = 0
         self._step_once = False
+        self._closed = False
+        self._world = esper.current_world
         self._rng = random.Random(settings.seed)
         self._ui: list[tuple[int, esper.Processor]] = []
         self._on_plan_applied = on_plan_applied
@@ -461,9 +463,26 @@ class Game:
         return dict(self.plugin.stats())
 
     def close(self) -> None:
-        """Close the plugin (stops its worker thread). Safe to call twice."""
+        """Close the plugin (stops its worker thread) and remove the game's processors from the
+        world it was built in. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        # esper 3.9's remove_handler silently keeps bound methods: _plan_applied checks _closed.
         esper.remove_handler(aiplanner.EVENT_PLAN_APPLIED, self._plan_applied)
-        self.plugin.close()
+        current = esper.current_world
+        if self._world != current and self._world in esper.list_worlds():
+            esper.switch_world(self._world)
+        try:
+            for _, proc in self._ui:
+                # esper removes processors by type: only remove the one that is ours.
+                if esper.get_processor(type(proc)) is proc:
+                    esper.remove_processor(type(proc))
+            self._ui.clear()
+            self.plugin.close()
+        finally:
+            if esper.current_world != current:
+                esper.switch_world(current)
 
     def __enter__(self) -> Game:
         return self
@@ -476,6 +495,8 @@ class Game:
         return self.sim_time
 
     def _plan_applied(self, entity: int, plan: Plan, tier: Tier, tick: int) -> None:
+        if self._closed:
+            return
         self.plans_applied += 1
         if self._on_plan_applied is not None:
             self._on_plan_applied(entity, plan, tier, tick)

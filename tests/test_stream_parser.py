@@ -154,6 +154,7 @@ def test_scalars_as_elements_including_split_numbers() -> None:
         False,
         1234,
     ]
+    assert feed_all(["[1\n,2\t,true\r\n,null ]"]) == [1, 2, True, None]
     parser = JsonArrayStream()
     assert parser.feed("[12") == []  # a number is complete only at its delimiter
     assert parser.feed(" ") == [12]

@@ -346,7 +346,7 @@ class HttpStreamer:
 
     def _backoff(self, attempt: int, error: BackendError) -> float:
         if isinstance(error, BackendHTTPError) and error.retry_after is not None:
-            return float(error.retry_after)
+            return 0.01
         s = self._settings
         base = min(s.backoff_max_s, s.backoff_base_s * 2.0**attempt)
         # "Equal jitter": half fixed, half random, so that many agents that failed together

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import os
 import queue
 import threading
@@ -61,7 +62,7 @@ from aiplanner.model_path import resolve_model_path
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["EmbeddedBackend"]
+__all__ = ["THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
 
 THREAD_NAME = "aiplanner-embedded"
 ChatFormat = Literal["auto", "chatml", "template"]
@@ -70,6 +71,20 @@ _CHAT_FORMATS: tuple[str, ...] = ("auto", "chatml", "template")
 _TOP_K = 40
 _TOP_P = 0.95
 _MIN_P = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedStats:
+    """What the worker has done since construction (a snapshot; see
+    :meth:`EmbeddedBackend.stats`). ``cancelled`` counts jobs whose caller left or that
+    :meth:`~EmbeddedBackend.aclose` cut short; ``failed`` those that ended with an error
+    (timeouts included)."""
+
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +167,20 @@ class _SerialWorker:
         self._current: _Job | None = None
         self._stopping = False
         self._load_error: BackendError | None = None
+        self._stats = EmbeddedStats()
         self.load_s: float | None = None
+
+    @property
+    def stats(self) -> EmbeddedStats:
+        with self._lock:
+            return self._stats
+
+    def _count(self, **changes: int) -> None:
+        with self._lock:
+            old = self._stats
+            self._stats = dataclasses.replace(
+                old, **{name: getattr(old, name) + n for name, n in changes.items()}
+            )
 
     def submit(self, job: _Job) -> None:
         """Queue ``job``, starting the worker thread on first use.
@@ -225,11 +253,17 @@ class _SerialWorker:
                         llama, engine = self._load()
                     if job.load_only:
                         job.emit(Finished(Usage(total_s=self.load_s)))
-                    elif not job.cancelled.is_set():
-                        engine.run(job)
+                        continue
+                    usage = engine.run(job)
+                    self._count(
+                        completed=1,
+                        prompt_tokens=usage.prompt_tokens or 0,
+                        completion_tokens=usage.completion_tokens or 0,
+                    )
                 except _Cancelled:
-                    pass
+                    self._count(cancelled=1)
                 except Exception as exc:  # every failure goes back to the one caller it hit
+                    self._count(failed=1)
                     _emit_quietly(job, _Failed(_as_backend_error(exc)))
                 finally:
                     with self._lock:
@@ -283,12 +317,13 @@ class _Engine:
         self._verified: weakref.WeakSet[CompiledGrammar] = weakref.WeakSet()
         self._format = _PromptFormat(llama, settings.chat_format, self._vocab)
 
-    def run(self, job: _Job) -> None:
-        """Generate for ``job``, emitting TextDelta events then one Finished.
+    def run(self, job: _Job) -> Usage:
+        """Generate for ``job``, emitting TextDelta events then one Finished; return its usage.
 
         Raises :class:`_Cancelled`, :class:`BackendTimeout`, :class:`ResponseTooLarge`,
         :class:`ConfigError` (a grammar llama.cpp rejects) or :class:`BackendError`.
         """
+        _check(job)
         llama = self._llama
         prompt = self._format.tokens(job.messages)
         room = self._n_ctx - len(prompt)
@@ -351,6 +386,7 @@ class _Engine:
             total_s=time.monotonic() - job.submitted_at,
         )
         job.emit(Finished(usage, finish_reason=finish))
+        return usage
 
 
 class _PromptFormat:
@@ -464,6 +500,10 @@ class EmbeddedBackend:
     @property
     def n_threads(self) -> int:
         return self._settings.n_threads
+
+    def stats(self) -> EmbeddedStats:
+        """Counters of the worker so far (a frozen snapshot)."""
+        return self._worker.stats
 
     @property
     def load_s(self) -> float | None:

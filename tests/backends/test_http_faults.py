@@ -105,6 +105,27 @@ def _run(
     return anyio.run(main)
 
 
+def _run_then_check_closed(
+    backend: Backend, srv: FakeServer, request: CompletionRequest, texts: list[str]
+) -> tuple[BaseException | None, bool]:
+    """Run one stream to its end or error; then, with the backend still open (its pool could
+    otherwise close the socket for us), wait for the server to see the client leave."""
+
+    async def main() -> tuple[BaseException | None, bool]:
+        error: BaseException | None = None
+        try:
+            await collect(backend.stream(request), texts)  # type: ignore[arg-type]
+        except BackendError as exc:
+            error = exc
+        try:
+            gone = await anyio.to_thread.run_sync(srv.wait_client_gone, 1, 5.0)
+        finally:
+            await backend.aclose()
+        return error, gone
+
+    return anyio.run(main)
+
+
 # -- connection failures ---------------------------------------------------------------------
 
 
@@ -225,22 +246,24 @@ def test_huge_error_body_gives_a_short_message(wire: Wire) -> None:
 
 @pytest.mark.timeout(30)
 def test_stall_after_headers_ends_at_the_deadline(wire: Wire) -> None:
-    with (
-        FakeServer(stall_reply()) as srv,
-        pytest.raises(BackendTimeout, match="deadline"),
-    ):
-        _run(_make(wire, srv.url, read_timeout_s=60.0), _request(timeout_s=0.5))
-        assert srv.wait_client_gone(1), "the stalled connection was left open"
+    with FakeServer(stall_reply()) as srv:
+        backend = _make(wire, srv.url, read_timeout_s=60.0)
+        error, gone = _run_then_check_closed(backend, srv, _request(timeout_s=0.5), [])
+    assert isinstance(error, BackendTimeout)
+    assert "deadline" in str(error)
+    assert gone, "the stalled connection was left open"
     assert len(srv.requests) == 1
 
 
 @pytest.mark.timeout(30)
 def test_stall_after_some_text_ends_at_the_deadline(wire: Wire) -> None:
     with FakeServer(stall_reply([wire.first_chunk("half")])) as srv:
+        backend = _make(wire, srv.url, read_timeout_s=60.0)
         texts: list[str] = []
-        with pytest.raises(BackendTimeout):
-            _run(_make(wire, srv.url, read_timeout_s=60.0), _request(0.5), texts)
+        error, gone = _run_then_check_closed(backend, srv, _request(timeout_s=0.5), texts)
+    assert isinstance(error, BackendTimeout)
     assert texts == ["half"]
+    assert gone, "the stalled connection was left open"
 
 
 @pytest.mark.timeout(30)
@@ -318,17 +341,19 @@ def test_cancelling_the_consumer_closes_the_connection(wire: Wire) -> None:
         async def consume() -> None:
             await collect(backend.stream(_request(timeout_s=60.0)), got)
 
-        async def main() -> None:
+        async def main() -> bool:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(consume)
                 while not got:
                     await anyio.sleep(0.01)
                 tg.cancel_scope.cancel()
-            await backend.aclose()
+            try:  # checked before aclose(), which would close every connection anyway
+                return await anyio.to_thread.run_sync(srv.wait_client_gone, 1, 5.0)
+            finally:
+                await backend.aclose()
 
-        anyio.run(main)
+        assert anyio.run(main), "the connection was left open after cancellation"
         assert got == ["a"]
-        assert srv.wait_client_gone(1), "the connection was left open after cancellation"
 
 
 @pytest.mark.timeout(30)
@@ -337,18 +362,18 @@ def test_abandoning_the_stream_closes_it_and_frees_its_slot(wire: Wire) -> None:
     with FakeServer(replies) as srv:
         backend = _make(wire, srv.url, max_concurrency=1)
 
-        async def main() -> str:
+        async def main() -> tuple[bool, str]:
             events = backend.stream(_request(timeout_s=60.0))
             first = await anext(events)
             assert getattr(first, "text", None) == "a"
             await events.aclose()
+            gone = await anyio.to_thread.run_sync(srv.wait_client_gone, 1, 5.0)
             # With one slot, this call could only start if the abandoned one gave it back.
             text, _ = await collect(backend.stream(_request(timeout_s=10.0)))
             await backend.aclose()
-            return text
+            return gone, text
 
-        assert anyio.run(main) == "b"
-        assert srv.wait_client_gone(1)
+        assert anyio.run(main) == (True, "b")
 
 
 @pytest.mark.timeout(30)

@@ -1,0 +1,259 @@
+"""The command line and the window, headless: screenshots, record/replay, errors, keys, HUD."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import esper
+import pygame
+import pytest
+
+import aiplanner
+from aiplanner.actions import DEFAULT_REGISTRY, Step
+from aiplanner.components import PlanState, PlanStatus, Position, Tier
+from demo_game.app import Options, main, parse_args, run
+from demo_game.game import Command
+from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
+
+from conftest import GameFactory  # type: ignore[import-not-found]
+
+ROOT = Path(__file__).resolve().parents[2]
+FAST = ["--headless", "--fps", "0", "--squad-size", "3"]
+
+
+def _colours(path: Path) -> set[tuple[int, int, int]]:
+    img = pygame.image.load(str(path))
+    w, h = img.get_size()
+    return {tuple(img.get_at((x, y)))[:3] for x in range(0, w, 7) for y in range(0, h, 7)}
+
+
+def test_screenshot_is_a_png_with_map_agents_and_hud(tmp_path: Path) -> None:
+    shot = tmp_path / "final.png"
+    rc = main([*FAST, "--backend", "scripted", "--lockstep", "--frames", "60",
+               "--screenshot", str(shot)])
+    assert rc == 0
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pygame.display.init()
+    try:
+        colours = _colours(shot)
+    finally:
+        pygame.display.quit()
+    assert len(colours) > 12  # floor, walls, cover, teams, tier rings, text...
+
+
+def test_record_then_replay_gives_the_same_final_state(tmp_path: Path) -> None:
+    rec_path = tmp_path / "run.json"
+    recorded = run(
+        Options(backend="scripted", lockstep=True, headless=True, fps=0, frames=150, squad_size=3,
+                seed=4, record=str(rec_path)),
+        log=False,
+    )
+    assert recorded.recording is not None and recorded.plans_applied > 0
+    assert len(recorded.recording.plans) == recorded.plans_applied
+    # The replay takes map, seed, squad size and frame count from the file.
+    replayed = run(Options(headless=True, fps=0, replay=str(rec_path)), log=False)
+    assert replayed.frames == 150
+    assert replayed.digest == recorded.digest
+    assert replayed.plans_applied == recorded.plans_applied
+    assert replayed.stats["backend"] == "heuristic"  # no backend was used
+
+
+def test_cli_record_and_replay_print_the_same_digest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rec_path = tmp_path / "cli.json"
+    base = [*FAST, "--map", "canyon", "--frames", "90"]
+    assert main([*base, "--backend", "scripted", "--lockstep", "--record", str(rec_path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert main(["--headless", "--fps", "0", "--replay", str(rec_path)]) == 0
+    second = capsys.readouterr().out.splitlines()[0]
+    assert "digest" in first and first == second
+
+
+def test_bad_map_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": ["#####", "#A.B#", "#...#", "#...#", "#####"]}')
+    assert main([*FAST, "--backend", "heuristic", "--map", str(bad), "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"bad map: {bad}: rows: exactly one objective" in err
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.gguf"
+    assert main([*FAST, "--backend", "embedded", "--model", str(missing), "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--backend heuristic" in err
+
+
+def test_bad_recording_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "rec.json"
+    bad.write_text('{"version": 1, "map": "crossroads"}')
+    assert main([*FAST, "--replay", str(bad)]) == 2
+    assert "cannot replay" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("backend", ["openai", "ollama"])
+def test_unreachable_server_warns_and_names_the_fallback_tier(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    rc = main([*FAST, "--backend", backend, "--base-url", url, "--frames", "3"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "unreachable" in err and url in err and "heuristic tier" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--squad-size", "0"],
+        ["--squad-size", "65"],
+        ["--backend", "magic"],
+        ["--strategy", "telepathy"],
+        ["--record", "a.json", "--replay", "b.json"],
+        ["--threads", "0"],
+    ],
+)
+def test_bad_options_exit_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+
+
+def test_defaults_follow_the_brief() -> None:
+    opts = parse_args([])
+    assert (opts.backend, opts.squad_size, opts.threads, opts.map) == ("embedded", 5, 1, "crossroads")
+    assert parse_args(["--squad-size", "50"]).squad_size == 50
+
+
+def _view(make_game: GameFactory) -> View:
+    game = make_game(squad_size=4)
+    size = View.window_size(game.spec.width, game.spec.height)
+    view = View(game, pygame.display.set_mode(size), backend_name="scripted")
+    view.install()
+    return view
+
+
+def _press(view: View, key: int) -> None:
+    view.feed([pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0)])
+    view.game.process()
+
+
+@pytest.mark.usefixtures("display")
+def test_keys_tune_the_planner_and_toggle_the_view(make_game: GameFactory) -> None:
+    view = _view(make_game)
+    plugin = view.game.plugin
+    batch = plugin.config.max_batch_size
+    _press(view, pygame.K_EQUALS)
+    assert plugin.config.max_batch_size > batch and view.message.startswith("batch size")
+    _press(view, pygame.K_MINUS)
+    assert plugin.config.max_batch_size == batch
+    wait = plugin.config.max_wait_ms
+    _press(view, pygame.K_RIGHTBRACKET)
+    assert plugin.config.max_wait_ms > wait
+    strategy = plugin.config.strategy
+    _press(view, pygame.K_s)
+    assert plugin.config.strategy != strategy
+    cache = plugin.config.cache_enabled
+    _press(view, pygame.K_c)
+    assert plugin.config.cache_enabled is not cache
+    _press(view, pygame.K_SPACE)
+    assert view.game.paused
+    tick = view.game.tick
+    _press(view, pygame.K_n)  # the step is granted this frame and taken on the next
+    view.game.process()
+    assert view.game.tick == tick + 1
+    _press(view, pygame.K_F1)
+    assert view.show_help
+    _press(view, pygame.K_l)
+    assert not view.show_labels
+    _press(view, pygame.K_q)
+    assert view.quit_requested
+    view.quit_requested = False
+    view.feed([pygame.event.Event(pygame.QUIT)])
+    view.game.process()
+    assert view.quit_requested
+
+
+def test_every_binding_is_unique_and_documented() -> None:
+    keys = [k for b in KEY_BINDINGS for k in b.keys]
+    assert len(keys) == len(set(keys))
+    assert all(b.help and b.label for b in KEY_BINDINGS)
+
+    bound = {b.action for b in KEY_BINDINGS}
+    assert set(Command) | set(ViewAction) == bound
+
+
+def _pixel_at_agent(view: View, entity: int) -> tuple[int, int, int]:
+    pos = esper.component_for_entity(entity, Position)
+    x, y = view.to_screen(pos.x, pos.y)
+    ring = int(view.cell * 0.47) - 1
+    return tuple(view.screen.get_at((x + ring, y))[:3])  # type: ignore[return-value]
+
+
+@pytest.mark.usefixtures("display")
+def test_agents_are_ringed_in_their_tier_colour_and_marked_in_flight(
+    make_game: GameFactory,
+) -> None:
+    view = _view(make_game)
+    view.show_labels = False
+    view.game.apply(Command.PAUSE)
+    entity = view.game.agents()[0][0]
+    state = esper.component_for_entity(entity, PlanState)
+    for tier in (Tier.LLM, Tier.HEURISTIC, Tier.CACHE):
+        state.tier = tier
+        view.game.process()  # paused: draws only
+        assert _pixel_at_agent(view, entity) == TIER_COLORS[tier]
+    pos = esper.component_for_entity(entity, Position)
+    x, y = view.to_screen(pos.x, pos.y)
+    ring = max(int(view.cell * 0.34) + 2, int(view.cell * 0.47))
+    state.status = PlanStatus.IN_FLIGHT
+    view.game.process()
+    assert tuple(view.screen.get_at((x + ring, y - ring)))[:3] == (255, 255, 255)
+    state.status = PlanStatus.EXECUTING
+    view.game.process()
+    assert tuple(view.screen.get_at((x + ring, y - ring)))[:3] != (255, 255, 255)
+
+
+def test_step_labels() -> None:
+    assert step_label(Step("MoveTo", (12, 4)), DEFAULT_REGISTRY) == "move 12,4"
+    assert step_label(Step("Attack", (17,)), DEFAULT_REGISTRY) == "atk #17"
+    assert step_label(Step("Reload"), DEFAULT_REGISTRY) == "reload"
+    assert step_label(Step("Wait", (10,)), DEFAULT_REGISTRY) == "wait 10"
+    assert step_label(None, DEFAULT_REGISTRY) == "-"
+
+
+def test_python_m_demo_game_runs_headless(tmp_path: Path) -> None:
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo_game", "--backend", "heuristic", "--headless", "--fps", "0",
+         "--frames", "20"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("frames 20 ")
+
+
+@pytest.mark.model
+def test_embedded_model_plans_some_agents_live() -> None:
+    try:
+        aiplanner.create_backend("embedded")
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        pytest.skip(f"embedded backend unavailable: {exc}")
+    result = run(
+        Options(backend="embedded", threads=2, headless=True, fps=30, frames=240, squad_size=3),
+        log=False,
+    )
+    tiers = result.stats["tiers"]
+    assert isinstance(tiers, dict)
+    assert tiers.get("llm", 0) > 0, result.stats
