@@ -6,7 +6,15 @@ Add :class:`PlannerPlugin` to an esper world; it installs a :class:`SnapshotSyst
 :class:`ScriptedBackend` test double) through an async bridge, with cache and fallback tiers.
 """
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec, Plan, Step
+from aiplanner.actions import (
+    DEFAULT_REGISTRY,
+    ActionRegistry,
+    ActionSpec,
+    ArgKind,
+    ArgSpec,
+    Plan,
+    Step,
+)
 from aiplanner.backends.base import (
     Backend,
     BackendInfo,

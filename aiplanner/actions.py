@@ -139,15 +139,23 @@ class ActionRegistry:
 
 
 _X = ArgSpec("x", ArgKind.X)
+_MAX_ID = 2**31 - 1  # esper ids only grow: a long game passes any small bound
 _Y = ArgSpec("y", ArgKind.Y)
 
 DEFAULT_REGISTRY = ActionRegistry(
     [
         ActionSpec("MoveTo", "M", (_X, _Y), "walk to cell x,y"),
-        ActionSpec("Attack", "A", (ArgSpec("target_id", ArgKind.ENEMY),), "shoot a visible enemy"),
+        ActionSpec(
+            "Attack",
+            "A",
+            (ArgSpec("target_id", ArgKind.ENEMY, 0, _MAX_ID),),
+            "shoot a visible enemy",
+        ),
         ActionSpec("TakeCover", "C", (_X, _Y), "run to the cover point at x,y"),
         ActionSpec("Reload", "R", (), "refill the magazine"),
-        ActionSpec("Heal", "H", (ArgSpec("target_id", ArgKind.ALLY),), "heal a visible ally"),
+        ActionSpec(
+            "Heal", "H", (ArgSpec("target_id", ArgKind.ALLY, 0, _MAX_ID),), "heal a visible ally"
+        ),
         ActionSpec("Retreat", "T", (_X, _Y), "fall back to cell x,y"),
         ActionSpec("Scan", "S", (), "look around for enemies"),
         ActionSpec("Wait", "W", (ArgSpec("ticks", ArgKind.COUNT, 1, 120),), "hold position"),

@@ -1,7 +1,8 @@
 """AsyncBridge: an anyio event loop on a background thread, between the game and the backend.
 
 The game thread calls :meth:`submit` (non-blocking: the batch is handed to the loop with
-``call_soon_threadsafe`` underneath) and :meth:`drain` (non-blocking: whatever outcomes have arrived).
+``call_soon_threadsafe`` underneath) and :meth:`drain` (non-blocking: whatever outcomes have
+arrived).
 Outcomes are pushed one agent at a time, as each completes, never only at the end of a batch.
 :meth:`close` cancels everything in flight, closes the backend and joins the loop thread.
 """
@@ -174,7 +175,9 @@ class AsyncBridge:
                             await run_batch(ctx, batch)
                     else:
                         await run_batch(ctx, batch)
-                except PlannerError as exc:  # pragma: no cover - strategies turn these into outcomes
+                except (
+                    PlannerError
+                ) as exc:  # pragma: no cover - strategies turn these into outcomes
                     for r in batch.requests:
                         emit(PlanOutcome(r.entity, r.plan_id, None, None, exc))
         finally:
@@ -208,5 +211,3 @@ class AsyncBridge:
             while self._scopes:
                 await anyio.sleep(0.005)
             await self.backend.aclose()
-
-

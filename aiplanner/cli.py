@@ -113,10 +113,13 @@ async def _run_one(
         with anyio.CancelScope() as s:
             yield s
 
-    ctx = PlanContext(backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(), out.append,
-                      lambda _e: True, scope)
+    ctx = PlanContext(
+        backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(), out.append, lambda _e: True, scope
+    )
     try:
-        await run_batch(ctx, Batch((req,), "sequential", mode, prompt_tier, True, req.requested_tick))
+        await run_batch(
+            ctx, Batch((req,), "sequential", mode, prompt_tier, True, req.requested_tick)
+        )
     finally:
         await backend.aclose()
     return out[0], metrics
@@ -169,8 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aiplanner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print one plan for a sample or given snapshot, with timings")
-    p.add_argument("--backend", default="embedded",
-                   choices=("embedded", "openai", "ollama", "scripted", "heuristic"))
+    p.add_argument(
+        "--backend",
+        default="embedded",
+        choices=("embedded", "openai", "ollama", "scripted", "heuristic"),
+    )
     p.add_argument("--snapshot", help="a JSON file as written by WorldSnapshot.to_json()")
     p.add_argument("--model", help="GGUF path (embedded) or model name (openai/ollama)")
     p.add_argument("--base-url", help="server URL for openai/ollama")

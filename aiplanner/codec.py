@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -55,7 +55,9 @@ class ElementError(PlanRejected):
     ``bad_shape``.
     """
 
-    def __init__(self, reason: str, detail: str, raw: str = "", *, entity: int | None = None):
+    def __init__(
+        self, reason: str, detail: str, raw: str = "", *, entity: int | None = None
+    ) -> None:
         super().__init__(reason, detail, raw)
         self.entity = entity
 
@@ -181,7 +183,6 @@ class PlanCodec:
         entity = value.get("id")
         if not _is_int(entity):
             raise ElementError("missing_id", "the element has no integer 'id'", raw)
-        assert isinstance(entity, int)
         req = reqs_by_id.get(entity)
         if req is None:
             raise ElementError("unknown_id", f"no agent {entity} in this batch", raw, entity=entity)
@@ -306,7 +307,6 @@ def _choose(c: object, req: PlanRequest, raw: str) -> Plan:
     n = len(req.candidates)
     if not _is_int(c):
         raise PlanRejected("bad_choice", f"choice {_short(c)} is not an integer", raw)
-    assert isinstance(c, int)
     if not 0 <= c < n:
         raise PlanRejected("bad_choice", f"choice {c} is not in 0..{n - 1}", raw)
     return req.candidates[c]
@@ -321,7 +321,6 @@ def _check_args(spec: ActionSpec, n: int, args: Sequence[object], raw: str) -> t
         if not _is_int(v):
             detail = f"step {n}: {a.name}={_short(v)} is not an integer"
             raise PlanRejected("bad_arguments", detail, raw)
-        assert isinstance(v, int)
         if not a.lo <= v <= a.hi:
             detail = f"step {n}: {a.name}={v} is outside {a.lo}..{a.hi}"
             raise PlanRejected("bad_arguments", detail, raw)
@@ -329,7 +328,7 @@ def _check_args(spec: ActionSpec, n: int, args: Sequence[object], raw: str) -> t
     return tuple(out)
 
 
-def _is_int(v: object) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     # bool is an int subclass; JSON true is not an argument.
     return isinstance(v, int) and not isinstance(v, bool)
 

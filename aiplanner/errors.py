@@ -7,7 +7,7 @@
     ├── PlanRejected (ValueError)          a plan failed validation; carries ``reason`` and ``raw``
     ├── ParseError (ValueError)            model text that is not the expected JSON; carries ``raw``
     ├── ModelNotFoundError (FileNotFoundError)   a GGUF path that is missing or not a GGUF
-    └── BackendError                       a backend call failed; carries ``retryable`` and the cause
+    └── BackendError                       a backend call failed; has ``retryable`` and the cause
         ├── BackendUnavailable (ConnectionError)  refused / reset / DNS: retryable
         ├── BackendHTTPError                 non-2xx answer; 429 and 5xx are retryable
         ├── BackendTimeout (TimeoutError)    deadline or read timeout passed

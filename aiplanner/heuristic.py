@@ -128,8 +128,8 @@ class HeuristicPlanner:
     @staticmethod
     def _plan(*steps: Step | None) -> Plan | None:
         kept = tuple(s for s in steps if s is not None)
-        # A leading step that is missing makes the rest meaningless (Attack after no TakeCover
-        # is fine, TakeCover's follow-up without the TakeCover is a different plan).
+        # A missing follow-up is dropped (TakeCover alone is still a plan), but a follow-up is
+        # never promoted to first step: Attack without its TakeCover is a different plan.
         if not kept or steps[0] is None:
             return None
         return Plan(kept)
@@ -157,23 +157,24 @@ class HeuristicPlanner:
         reload = make("Reload")
         heal = make("Heal", target=heal_id) if heal_id is not None else None
 
-        if me.ammo <= 0:
+        armed = me.ammo > 0
+        if not armed:
             if role == "stealth" and enemies:
                 yield plan(take_cover, reload)
             yield plan(reload, attack)
             yield plan(reload)
+            if enemies:
+                yield plan(take_cover, reload)
         if role == "support":
             yield plan(heal)
-        if target is not None:
+        if target is not None and armed:
             if role == "stealth":
                 yield plan(take_cover, attack)
             yield plan(attack)
             yield plan(take_cover, attack)
-        if nearest is not None:
+        if nearest is not None and armed:
             yield plan(take_cover, make("Attack", target=nearest.id))
-        if role == "support":
-            yield plan(heal)
-        if nearest is not None and target is None:
+        if nearest is not None and target is None and armed:
             approach = self._approach(field, here, nearest, me.weapon_range)
             step = make("MoveTo", cell=approach) if approach else None
             yield plan(step, make("Attack", target=nearest.id))

@@ -1,4 +1,4 @@
-"""Metrics: counters and bounded histograms, and the ``stats()`` snapshot the HUD and benchmarks read.
+"""Metrics: counters, bounded histograms, and the ``stats()`` snapshot the HUD and benchmarks read.
 
 Everything is bounded: histograms keep the most recent ``window`` samples, counters are integers.
 Thread-safe: the game thread and the event loop both record.
@@ -45,7 +45,9 @@ class Histogram:
 class Metrics:
     """What the planner did. Read it with :meth:`stats`."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, rate_window_s: float = 5.0) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, rate_window_s: float = 5.0
+    ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._rate_window_s = rate_window_s

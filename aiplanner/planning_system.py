@@ -46,7 +46,7 @@ ReplayLog = Mapping[int, Sequence[tuple[int, Plan, Tier]]]
 """tick -> [(entity, plan, tier)]: the plans to apply at each tick, instead of planning."""
 
 
-class PlanningSystem(esper.Processor):  # type: ignore[misc]
+class PlanningSystem(esper.Processor):
     def __init__(
         self,
         config: Callable[[], PlannerConfig],
@@ -115,17 +115,20 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
     def _state(self, ent: int) -> PlanState | None:
         if not esper.entity_exists(ent):
             return None
-        return esper.try_component(ent, PlanState)  # type: ignore[no-any-return]
+        return esper.try_component(ent, PlanState)
 
     # 1. outcomes -------------------------------------------------------------------------------
     def _apply_outcomes(self, cfg: PlannerConfig, tick: int, now: float) -> None:
         if self._bridge is None:
             return
-        if cfg.lockstep and self._in_flight:
-            if not self._bridge.wait_idle(cfg.lockstep_timeout_s):
-                raise PlannerError(
-                    f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
-                )
+        if (
+            cfg.lockstep
+            and self._in_flight
+            and not self._bridge.wait_idle(cfg.lockstep_timeout_s)
+        ):
+            raise PlannerError(
+                f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
+            )
         ready: list[PlanOutcome] = []
         for outcome in self._bridge.drain():
             if cfg.lockstep and outcome.ready_at is not None and outcome.ready_at > now:
@@ -137,7 +140,9 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
         for outcome in sorted(ready, key=lambda o: o.entity):
             self._apply_outcome(cfg, outcome, tick, now)
 
-    def _apply_outcome(self, cfg: PlannerConfig, outcome: PlanOutcome, tick: int, now: float) -> None:
+    def _apply_outcome(
+        self, cfg: PlannerConfig, outcome: PlanOutcome, tick: int, now: float
+    ) -> None:
         ent = outcome.entity
         req = self._in_flight.get(ent)
         st = self._state(ent)
@@ -216,7 +221,9 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
                         self._apply(ent, st, plan, Tier.CACHE, tick, now)
                         continue
             if not llm_ok:
-                self._fallback(ent, st, tick, now, "no_backend" if self._bridge is None else "breaker")
+                self._fallback(
+                    ent, st, tick, now, "no_backend" if self._bridge is None else "breaker"
+                )
                 continue
             st.status = PlanStatus.REQUESTED
             self._pending.append(ent)
@@ -264,8 +271,14 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
                 requests.append(req)
             if requests:
                 self._bridge.submit(
-                    Batch(tuple(requests), cfg.strategy, cfg.mode, cfg.prompt_tier,
-                          cfg.simplified_retry, tick)
+                    Batch(
+                        tuple(requests),
+                        cfg.strategy,
+                        cfg.mode,
+                        cfg.prompt_tier,
+                        cfg.simplified_retry,
+                        tick,
+                    )
                 )
 
     # -- applying ---------------------------------------------------------------------------------
@@ -285,7 +298,9 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
         except PlanRejected:
             return self._heuristic.emergency(snap), Tier.EMERGENCY
 
-    def _apply(self, ent: int, st: PlanState, plan: Plan, tier: Tier, tick: int, now: float) -> None:
+    def _apply(
+        self, ent: int, st: PlanState, plan: Plan, tier: Tier, tick: int, now: float
+    ) -> None:
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
             return
@@ -317,4 +332,3 @@ class PlanningSystem(esper.Processor):  # type: ignore[misc]
         self._pending.clear()
         self._in_flight.clear()
         self._held.clear()
-

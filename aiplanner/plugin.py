@@ -41,8 +41,18 @@ SNAPSHOT_PRIORITY = 300
 PLANNING_PRIORITY = 200
 EXECUTION_PRIORITY = 100
 
-_TUNABLE = frozenset({"max_batch_size", "max_wait_ms", "strategy", "cache_enabled", "mode",
-                      "prompt_tier", "plan_deadline_s", "simplified_retry"})
+_TUNABLE = frozenset(
+    {
+        "max_batch_size",
+        "max_wait_ms",
+        "strategy",
+        "cache_enabled",
+        "mode",
+        "prompt_tier",
+        "plan_deadline_s",
+        "simplified_retry",
+    }
+)
 
 
 class PlannerPlugin:
@@ -89,7 +99,9 @@ class PlannerPlugin:
         """
         unknown = set(changes) - _TUNABLE
         if unknown:
-            raise ConfigError(f"cannot tune {sorted(unknown)} while running; tunable: {sorted(_TUNABLE)}")
+            raise ConfigError(
+                f"cannot tune {sorted(unknown)} while running; tunable: {sorted(_TUNABLE)}"
+            )
         self._config = dataclasses.replace(self._config, **changes)
         return self._config
 
@@ -108,7 +120,9 @@ class PlannerPlugin:
         cfg = self._config
         for ent, agent in esper.get_component(Agent):
             if agent.role not in cfg.roles:
-                raise ConfigError(f"entity {ent} has unknown role {agent.role!r}; known: {cfg.roles}")
+                raise ConfigError(
+                    f"entity {ent} has unknown role {agent.role!r}; known: {cfg.roles}"
+                )
         if self.backend is not None and self._replay is None:
             self._bridge = AsyncBridge(
                 self.backend,
@@ -149,7 +163,11 @@ class PlannerPlugin:
             self._bridge.close()
             self._bridge = None
         current = esper.current_world
-        if self._world is not None and self._world != current and self._world in esper.list_worlds():
+        if (
+            self._world is not None
+            and self._world != current
+            and self._world in esper.list_worlds()
+        ):
             esper.switch_world(self._world)
         try:
             for proc in (self.snapshot_system, self.planning_system, self.execution_system):
@@ -172,7 +190,10 @@ class PlannerPlugin:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -6,7 +6,7 @@ Both are frozen: the game thread and the event loop never share mutable state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiplanner.actions import Plan
 from aiplanner.backends.base import Usage
@@ -54,7 +54,7 @@ class PlanOutcome:
     tier: Tier | None
     error: PlannerError | None = None
     raw: str = ""
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     ready_at: float | None = None
     strategy: str = ""
 

@@ -153,16 +153,18 @@ class SnapshotSystem(esper.Processor):
             self._index = None
         elif self._index is None or self._index.field is not field:
             self._index = _FieldIndex.build(field, self._cell_size)
-        grid = self._grid
-        grid.clear()
         agents = self._agents
         agents.clear()
         self._memo.clear()
         isfinite = math.isfinite
+        points: list[tuple[int, float, float]] = []
         for ent, (agent, pos, team, health) in esper.get_components(Agent, Position, Team, Health):
-            if health.hp > 0 and isfinite(pos.x) and isfinite(pos.y):
-                grid.insert(ent, pos.x, pos.y)
+            x = pos.x
+            y = pos.y
+            if health.hp > 0 and isfinite(x) and isfinite(y):
+                points.append((ent, x, y))
                 agents[ent] = (agent, team, health)
+        self._grid.rebuild(points)
 
     def _alive(self, entity: int) -> bool:
         rec = self._agents.get(entity)
@@ -249,18 +251,17 @@ class SnapshotSystem(esper.Processor):
         assert index is not None  # _build checked it
         agents = self._agents
         exists = esper.entity_exists
-        where = grid.position
+        in_cover = index.in_cover
         enemies: list[SeenUnit] = []
         allies: list[SeenUnit] = []
-        near = grid.query_dist(x, y, radius + OCCUPIED_RADIUS)
+        near = grid.query_points(x, y, radius + OCCUPIED_RADIUS)
         crowd: list[tuple[float, float]] | None = [] if len(near) <= _CROWD_SCAN else None
-        for dist, other in near:
+        for dist, other, ox, oy in near:
             if other == entity:
                 continue
             _, other_team, health = agents[other]
             if health.hp <= 0 or not exists(other):
                 continue
-            ox, oy = where(other) or (x, y)
             if crowd is not None:
                 crowd.append((ox, oy))
             if dist > radius:
@@ -271,9 +272,7 @@ class SnapshotSystem(esper.Processor):
                     break
                 continue
             cx, cy = to_cell(ox, oy)
-            bucket.append(
-                SeenUnit(other, cx, cy, health.hp, index.in_cover(ox, oy), round(dist, 1))
-            )
+            bucket.append(SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1)))
         return tuple(enemies), tuple(allies), crowd
 
     def _cover(

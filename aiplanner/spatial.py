@@ -11,6 +11,7 @@ snapshots, the validator's callers and the execution system all share.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from aiplanner.errors import ConfigError
 
@@ -106,6 +107,43 @@ class UniformGrid:
             elif cy > self._max_cy:
                 self._max_cy = cy
 
+    def rebuild(self, points: Iterable[tuple[int, float, float]]) -> None:
+        """Replace the contents with ``points`` (``(id, x, y)``): the per-tick rebuild.
+
+        Same result as :meth:`clear` then :meth:`insert` for each point, in one tight loop.
+        Raises ``ValueError`` (keeping the points before it) for a non-finite coordinate.
+        """
+        self.clear()
+        inv = self._inv
+        floor = math.floor
+        isfinite = math.isfinite
+        rows = self._rows
+        where = self._where
+        try:
+            for entity, x, y in points:
+                if entity in where or not (isfinite(x) and isfinite(y)):
+                    self.insert(entity, x, y)  # the slow path moves, or raises
+                    continue
+                cx = floor(x * inv)
+                cy = floor(y * inv)
+                row = rows.get(cx)
+                if row is None:
+                    rows[cx] = {cy: [(entity, x, y)]}
+                else:
+                    bucket = row.get(cy)
+                    if bucket is None:
+                        row[cy] = [(entity, x, y)]
+                    else:
+                        bucket.append((entity, x, y))
+                where[entity] = (x, y)
+        finally:
+            # Bounds once at the end: cheaper than per point, as there are fewer buckets.
+            if rows:
+                self._min_cx = min(rows)
+                self._max_cx = max(rows)
+                self._min_cy = min(min(row) for row in rows.values())
+                self._max_cy = max(max(row) for row in rows.values())
+
     def remove(self, entity: int) -> bool:
         """Remove ``entity``; return whether it was present."""
         pos = self._where.pop(entity, None)
@@ -129,8 +167,11 @@ class UniformGrid:
         """Where ``entity`` was inserted, or None."""
         return self._where.get(entity)
 
-    def query_dist(self, x: float, y: float, radius: float) -> list[tuple[float, int]]:
-        """``(distance, id)`` of every point within ``radius`` of ``(x, y)``, sorted.
+    def query_points(
+        self, x: float, y: float, radius: float
+    ) -> list[tuple[float, int, float, float]]:
+        """``(distance, id, px, py)`` of every point within ``radius`` of ``(x, y)``, sorted by
+        (distance, id).
 
         A negative or NaN radius finds nothing. Raises ``ValueError`` if ``x`` or ``y`` is not
         finite.
@@ -152,31 +193,44 @@ class UniformGrid:
             lo_x, hi_x, lo_y, hi_y = self._min_cx, self._max_cx, self._min_cy, self._max_cy
         r2 = radius * radius
         sqrt = math.sqrt
-        found: list[tuple[float, int]] = []
+        found: list[tuple[float, int, float, float]] = []
         append = found.append
         rows = self._rows
+        span = hi_y - lo_y
         for cx in range(lo_x, hi_x + 1):
             row = rows.get(cx)
             if row is None:
                 continue
-            if hi_y - lo_y >= len(row):
-                # Fewer occupied buckets in this row than the circle spans: visit those.
-                buckets = [b for cy, b in row.items() if lo_y <= cy <= hi_y]
+            if span < len(row):
+                for cy in range(lo_y, hi_y + 1):
+                    bucket = row.get(cy)
+                    if bucket is None:
+                        continue
+                    for ent, px, py in bucket:
+                        d2 = (px - x) * (px - x) + (py - y) * (py - y)
+                        if d2 <= r2:
+                            append((sqrt(d2), ent, px, py))
             else:
-                buckets = [b for cy in range(lo_y, hi_y + 1) if (b := row.get(cy)) is not None]
-            for bucket in buckets:
-                for ent, px, py in bucket:
-                    dx = px - x
-                    dy = py - y
-                    d2 = dx * dx + dy * dy
-                    if d2 <= r2:
-                        append((sqrt(d2), ent))
+                # Fewer occupied buckets in this row than the circle spans: visit only those.
+                for cy, bucket in row.items():
+                    if lo_y <= cy <= hi_y:
+                        for ent, px, py in bucket:
+                            d2 = (px - x) * (px - x) + (py - y) * (py - y)
+                            if d2 <= r2:
+                                append((sqrt(d2), ent, px, py))
         found.sort()
         return found
+
+    def query_dist(self, x: float, y: float, radius: float) -> list[tuple[float, int]]:
+        """``(distance, id)`` of every point within ``radius`` of ``(x, y)``, sorted.
+
+        Raises ``ValueError`` if ``x`` or ``y`` is not finite.
+        """
+        return [(d, ent) for d, ent, _, _ in self.query_points(x, y, radius)]
 
     def query(self, x: float, y: float, radius: float) -> list[int]:
         """Ids of every point within ``radius`` of ``(x, y)``, sorted by (distance, id).
 
         Raises ``ValueError`` if ``x`` or ``y`` is not finite.
         """
-        return [ent for _, ent in self.query_dist(x, y, radius)]
+        return [ent for _, ent, _, _ in self.query_points(x, y, radius)]

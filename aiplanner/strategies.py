@@ -121,10 +121,14 @@ async def run_batch(ctx: PlanContext, batch: Batch) -> None:
                 tg.start_soon(one, req)
     else:
         for req in reqs:
-            await _single_with_retry(ctx, batch, req, "sequential" if strategy != "packed" else strategy)
+            await _single_with_retry(
+                ctx, batch, req, "sequential" if strategy != "packed" else strategy
+            )
 
 
-async def _single_with_retry(ctx: PlanContext, batch: Batch, req: PlanRequest, strategy: str) -> None:
+async def _single_with_retry(
+    ctx: PlanContext, batch: Batch, req: PlanRequest, strategy: str
+) -> None:
     if not ctx.wanted(req.entity):
         return
     started = time.monotonic()
@@ -142,27 +146,40 @@ async def _single_with_retry(ctx: PlanContext, batch: Batch, req: PlanRequest, s
 
 
 async def _single(
-    ctx: PlanContext, req: PlanRequest, tier: Tier, prompt_tier: str, mode: str, strategy: str,
+    ctx: PlanContext,
+    req: PlanRequest,
+    tier: Tier,
+    prompt_tier: str,
+    mode: str,
+    strategy: str,
     tick: int,
 ) -> PlanOutcome:
     """One call for one agent at one tier. Returns an outcome; never raises PlannerError."""
     if mode == "guided" and len(req.candidates) == 1:
         # Nothing to choose: the rules' only legal plan is the answer, and no call is made.
-        return PlanOutcome(req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy=strategy)
+        return PlanOutcome(
+            req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy=strategy
+        )
     codec = ctx.codec(mode)
-    call = CompletionRequest(
-        messages=ctx.builder(prompt_tier, mode).messages(req),
-        schema=codec.schema(req),
-        max_tokens=codec.max_tokens(1),
-        temperature=ctx.temperature,
-        seed=ctx.seed,
-        timeout_s=req.budget_s,
-        agents=(req.entity,),
-        tag={"shape": "single", "mode": mode, "requests": (req,), "tick": tick,
-             "requested_at": req.requested_at, "tier": tier.value},
-    )
     text = ""
     try:
+        call = CompletionRequest(
+            messages=ctx.builder(prompt_tier, mode).messages(req),
+            schema=codec.schema(req),  # ConfigError for a guided request without candidates
+            max_tokens=codec.max_tokens(1),
+            temperature=ctx.temperature,
+            seed=ctx.seed,
+            timeout_s=req.budget_s,
+            agents=(req.entity,),
+            tag={
+                "shape": "single",
+                "mode": mode,
+                "requests": (req,),
+                "tick": tick,
+                "requested_at": req.requested_at,
+                "tier": tier.value,
+            },
+        )
         with ctx.scope(frozenset(call.agents)) as scope:
             text, usage, ready_at = await _call(ctx, call, None)
         if scope.cancelled_caught:
@@ -171,7 +188,9 @@ async def _single(
     except PlannerError as exc:
         _count_failure(ctx, exc)
         return PlanOutcome(req.entity, req.plan_id, None, None, exc, raw=text, strategy=strategy)
-    return PlanOutcome(req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, strategy)
+    return PlanOutcome(
+        req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, strategy
+    )
 
 
 async def _packed(ctx: PlanContext, batch: Batch, reqs: list[PlanRequest]) -> None:
@@ -190,8 +209,14 @@ async def _packed(ctx: PlanContext, batch: Batch, reqs: list[PlanRequest]) -> No
         seed=ctx.seed,
         timeout_s=min(r.budget_s for r in reqs),
         agents=tuple(by_id),
-        tag={"shape": "packed", "mode": batch.mode, "requests": tuple(reqs), "tick": batch.tick,
-             "requested_at": min(r.requested_at for r in reqs), "tier": Tier.LLM.value},
+        tag={
+            "shape": "packed",
+            "mode": batch.mode,
+            "requests": tuple(reqs),
+            "tick": batch.tick,
+            "requested_at": min(r.requested_at for r in reqs),
+            "tier": Tier.LLM.value,
+        },
     )
 
     def on_element(value: object) -> None:
@@ -244,12 +269,21 @@ async def _packed(ctx: PlanContext, batch: Batch, reqs: list[PlanRequest]) -> No
 async def _retry_simple(ctx: PlanContext, batch: Batch, req: PlanRequest) -> None:
     """A packed batch failed this agent alone: retry it on its own with the simplified prompt."""
     if not batch.simplified_retry or not ctx.wanted(req.entity):
-        ctx.emit(PlanOutcome(req.entity, req.plan_id, None, None,
-                             PlanRejected("missing_id", "no valid element for this agent"),
-                             strategy="packed"))
+        ctx.emit(
+            PlanOutcome(
+                req.entity,
+                req.plan_id,
+                None,
+                None,
+                PlanRejected("missing_id", "no valid element for this agent"),
+                strategy="packed",
+            )
+        )
         return
     simple = dataclasses.replace(req, candidates=req.candidates[:_SIMPLE_CANDIDATES])
-    ctx.emit(await _single(ctx, simple, Tier.LLM_SIMPLE, "compressed", "guided", "packed", batch.tick))
+    ctx.emit(
+        await _single(ctx, simple, Tier.LLM_SIMPLE, "compressed", "guided", "packed", batch.tick)
+    )
 
 
 def _count_failure(ctx: PlanContext, exc: PlannerError) -> None:
@@ -314,4 +348,3 @@ async def _call(
     ctx.metrics.record_call(usage.total_s, usage.ttft_s)
     ctx.metrics.record_tokens(usage.prompt_tokens, usage.completion_tokens, len(call.agents))
     return "".join(parts), usage, ready_at
-

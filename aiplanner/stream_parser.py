@@ -9,6 +9,11 @@ orjson, which also does the full validation of its contents.
 
 Bounds: one element may take at most ``max_element_bytes``; the whole answer (prose before the
 array included) at most ``max_buffer_bytes``, so a runaway stream is cut off.
+
+The array starts at the first ``[`` that an element (or ``]``) follows, so a code fence or prose
+before it is skipped; a ``{`` before any ``[`` means the model wrote an object instead of an
+array and is an error at once. Prose holding something like ``[1]`` before the real array would be
+taken for it: with a schema-constrained engine there is no prose at all.
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ class JsonArrayStream:
             except UnicodeEncodeError as exc:
                 self._fail(f"text chunk is not encodable as UTF-8: {exc.reason}", b"", 0)
         else:
-            data = bytes(chunk)
+            data = chunk
         room = self._max_buffer - self._offset
         out: list[object] = []
         self._scan(data[:room] if len(data) > room else data, out)

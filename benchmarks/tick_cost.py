@@ -19,9 +19,9 @@ import esper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from scenario import make_field, spawn_battle  # noqa: E402
+from scenario import make_field, spawn_battle
 
-from aiplanner import (  # noqa: E402
+from aiplanner import (
     ActionExecutionSystem,
     PlannerConfig,
     PlannerPlugin,
@@ -85,7 +85,9 @@ def main() -> None:
     args = parser.parse_args()
     for n in args.agents:
         r = measure(n, args.ticks)
-        print("  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+        print(
+            "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
+        )
 
 
 if __name__ == "__main__":

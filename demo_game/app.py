@@ -295,6 +295,7 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         # Must be set before pygame initialises the display.
         os.environ["SDL_VIDEODRIVER"] = "dummy"
     # pygame is imported only now: the video driver choice above must come first.
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame
 
     from demo_game import render

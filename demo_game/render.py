@@ -323,7 +323,7 @@ class RenderProcessor(esper.Processor):
             queue = esper.try_component(ent, ActionQueue)
             if queue is not None and esper.entity_exists(ent):
                 agents.append((ent, team, pos, health, plan, queue))
-        where = {a[0]: view.to_screen(a[2].x, a[2].y) for a in agents}
+        where = _spread({a[0]: view.to_screen(a[2].x, a[2].y) for a in agents}, cs // 4)
         for ent, team, _, _, _, queue in agents:
             step = queue.current
             if step is not None and step.action == "Attack" and step.args:
@@ -333,6 +333,7 @@ class RenderProcessor(esper.Processor):
         body = max(3, int(cs * 0.34))
         ring = max(body + 2, int(cs * 0.47))
         labels = view.show_labels
+        drawn: list[pygame.Rect] = []
         for ent, team, _, health, plan, queue in agents:
             x, y = where[ent]
             pygame.draw.circle(screen, TIER_COLORS.get(plan.tier, TIER_COLORS[None]), (x, y), ring)
@@ -349,7 +350,11 @@ class RenderProcessor(esper.Processor):
             screen.fill((80, 220, 90), pygame.Rect(bar.x, bar.y, int(bar.w * frac), bar.h))
             if labels:
                 surf = view.text(step_label(queue.current, registry), _TEXT, view.small)
-                screen.blit(surf, (x - surf.get_width() // 2, bar.y - surf.get_height()))
+                rect = surf.get_rect(midbottom=(x, bar.y))
+                # In a crowd, labels would print over each other: the first one drawn wins.
+                if rect.collidelist(drawn) < 0:
+                    screen.blit(surf, rect)
+                    drawn.append(rect)
 
     def _draw_hold(self, view: View) -> None:
         st = view.game.round
@@ -495,6 +500,21 @@ class HudProcessor(esper.Processor):
             view.screen.blit(view.text(label, _OBJECTIVE, view.medium), (box.x + 14, y))
             view.screen.blit(view.text(text, _TEXT, view.medium), (box.x + 130, y))
             y += line_h
+
+
+def _spread(where: dict[int, tuple[int, int]], radius: int) -> dict[int, tuple[int, int]]:
+    """Fan out agents drawn on the same pixel, so a stack of them stays visible (drawing only)."""
+    stacks: dict[tuple[int, int], list[int]] = {}
+    for ent, xy in where.items():
+        stacks.setdefault(xy, []).append(ent)
+    out = dict(where)
+    for (x, y), ents in stacks.items():
+        if len(ents) < 2:
+            continue
+        for k, ent in enumerate(sorted(ents)):
+            angle = 2 * math.pi * k / len(ents)
+            out[ent] = (x + int(radius * math.cos(angle)), y + int(radius * math.sin(angle)))
+    return out
 
 
 def _num(value: object, digits: int = 0) -> str:

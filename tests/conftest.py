@@ -9,8 +9,8 @@ from collections.abc import Iterator
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
-import esper  # noqa: E402
-import pytest  # noqa: E402
+import esper
+import pytest
 
 _worlds = itertools.count()
 

@@ -71,9 +71,18 @@ def world_digest() -> str:
         st = esper.try_component(ent, PlanState)
         q = esper.try_component(ent, ActionQueue)
         h.update(
-            repr((ent, round(pos.x, 6), round(pos.y, 6), hp.hp,
-                  st.status.value if st else None, st.tier if st else None,
-                  tuple(q.steps) if q else None, q.index if q else None)).encode()
+            repr(
+                (
+                    ent,
+                    round(pos.x, 6),
+                    round(pos.y, 6),
+                    hp.hp,
+                    st.status.value if st else None,
+                    st.tier if st else None,
+                    tuple(q.steps) if q else None,
+                    q.index if q else None,
+                )
+            ).encode()
         )
     return h.hexdigest()
 
@@ -89,10 +98,14 @@ def make_snapshot(entity: int = 1, *, enemies: int = 2, tick: int = 0, ammo: int
         for i in range(enemies)
     )
     allies = (SeenUnit(entity + 500, 2, 3, 40, False, 1.0),)
-    return WorldSnapshot(tick, me, foes, allies, ((4, 4), (8, 2)), ((5, 5), (5, 6)), (10, 10), field)
+    return WorldSnapshot(
+        tick, me, foes, allies, ((4, 4), (8, 2)), ((5, 5), (5, 6)), (10, 10), field
+    )
 
 
-def make_request(entity: int = 1, *, plan_id: int = 1, budget_s: float = 5.0, enemies: int = 2) -> object:
+def make_request(
+    entity: int = 1, *, plan_id: int = 1, budget_s: float = 5.0, enemies: int = 2
+) -> object:
     from aiplanner.heuristic import HeuristicPlanner
     from aiplanner.requests import PlanRequest
     from aiplanner.snapshot import WorldSnapshot

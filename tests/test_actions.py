@@ -8,7 +8,14 @@ from aiplanner.errors import ConfigError
 
 def test_default_registry_declares_the_required_actions() -> None:
     assert set(DEFAULT_REGISTRY.names) >= {
-        "MoveTo", "Attack", "TakeCover", "Reload", "Heal", "Retreat", "Scan", "Wait"
+        "MoveTo",
+        "Attack",
+        "TakeCover",
+        "Reload",
+        "Heal",
+        "Retreat",
+        "Scan",
+        "Wait",
     }
     assert DEFAULT_REGISTRY.spec("Attack").args[0].kind is ArgKind.ENEMY
     assert DEFAULT_REGISTRY.by_code("M") is DEFAULT_REGISTRY.spec("MoveTo")

@@ -7,7 +7,9 @@ from aiplanner.cli import main, sample_snapshot
 from aiplanner.snapshot import WorldSnapshot
 
 
-def test_plan_with_scripted_backend_prints_plan_and_timings(capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_with_scripted_backend_prints_plan_and_timings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["plan", "--backend", "scripted"]) == 0
     report = orjson.loads(capsys.readouterr().out)
     assert report["tier"] == "llm"
@@ -27,8 +29,9 @@ def test_plan_reads_a_snapshot_file(tmp_path: object, capsys: pytest.CaptureFixt
     assert orjson.loads(capsys.readouterr().out)["tier"] == "heuristic"
 
 
-def test_plan_bad_snapshot_and_missing_model_are_clear(tmp_path: object,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_bad_snapshot_and_missing_model_are_clear(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     from pathlib import Path
 
     bad = Path(str(tmp_path)) / "bad.json"
@@ -39,8 +42,9 @@ def test_plan_bad_snapshot_and_missing_model_are_clear(tmp_path: object,
     assert "/nonexistent/m.gguf" in capsys.readouterr().err
 
 
-def test_doctor_reports_each_backend(monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_reports_each_backend(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")  # discard port: nothing listens
     assert main(["doctor"]) == 0

@@ -11,6 +11,18 @@ from collections.abc import Callable
 
 import esper
 import pytest
+from fakeservers import (
+    FakeServer,
+    Reply,
+    ndjson_reply,
+    ollama_chat_objects,
+    openai_chat_chunks,
+    refused_url,
+    sse_reply,
+    stall_reply,
+    status_reply,
+)
+from scenario import spawn_battle
 
 from aiplanner import (
     EVENT_PLAN_APPLIED,
@@ -24,18 +36,6 @@ from aiplanner import (
 )
 from aiplanner.backends.ollama import OllamaBackend
 from aiplanner.backends.openai import OpenAIBackend
-from fakeservers import (
-    FakeServer,
-    Reply,
-    ndjson_reply,
-    ollama_chat_objects,
-    openai_chat_chunks,
-    refused_url,
-    sse_reply,
-    stall_reply,
-    status_reply,
-)
-from scenario import spawn_battle
 
 DEADLINE_S = 1.5
 _KEEP: list[object] = []  # esper holds event handlers weakly
@@ -74,8 +74,9 @@ def _play(backend: Backend) -> tuple[Applied, list[int], PlannerPlugin, float]:
     _KEEP.append(applied)
     esper.set_handler(EVENT_PLAN_APPLIED, applied.on_plan)
     ents = spawn_battle(2)
-    cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=DEADLINE_S, cache_enabled=False,
-                        strategy="sequential")
+    cfg = PlannerConfig(
+        max_wait_ms=0, plan_deadline_s=DEADLINE_S, cache_enabled=False, strategy="sequential"
+    )
     plugin = PlannerPlugin(cfg, backend).install()
     errors: list[BaseException] = []
     started = time.monotonic()
@@ -86,7 +87,7 @@ def _play(backend: Backend) -> tuple[Applied, list[int], PlannerPlugin, float]:
             while time.monotonic() < end and len(applied.at) < len(ents):
                 esper.process(1 / 60)
                 time.sleep(1 / 120)  # a frame's worth of other work
-        except BaseException as exc:  # noqa: BLE001 - the test reports it
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=loop, daemon=True)

@@ -62,6 +62,9 @@ def test_out_of_ammo_reloads_first() -> None:
     assert plan.steps[0] == Step("Reload")
     in_range = P.plan(snap(ammo=0, enemies=(unit(7, 13, 10),)))
     assert in_range == Plan((Step("Reload"), Step("Attack", (7,))))
+    # With an empty magazine no option starts by shooting.
+    s = snap(ammo=0, enemies=(unit(7, 13, 10),), cover=((9, 9),))
+    assert all(p.steps[0].action != "Attack" for p in P.candidates(s, 9))
 
 
 def test_attacks_nearest_in_range_ties_weakest_then_id() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import esper
+from scenario import spawn_battle
 
 from aiplanner import (
     ActionQueue,
@@ -17,7 +18,6 @@ from aiplanner import (
     Tier,
 )
 from aiplanner.backends.base import CompletionRequest
-from scenario import spawn_battle
 
 DT = 1 / 30
 
@@ -89,8 +89,14 @@ def test_dead_backend_opens_the_breaker_then_is_tried_after_cooldown(world: str)
         return None if alive[0] else ScriptedReply(error=BackendUnavailable("connection refused"))
 
     backend = ScriptedBackend(responder, virtual_time=True, max_concurrency=1, parallel=False)
-    cfg = PlannerConfig(max_wait_ms=0, lockstep=True, breaker_failures=3, breaker_cooldown_s=2.0,
-                        cache_enabled=False, simplified_retry=False)
+    cfg = PlannerConfig(
+        max_wait_ms=0,
+        lockstep=True,
+        breaker_failures=3,
+        breaker_cooldown_s=2.0,
+        cache_enabled=False,
+        simplified_retry=False,
+    )
     ents = spawn_battle(4)
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
         _tick(clock, 3)
@@ -117,8 +123,13 @@ def test_dead_backend_opens_the_breaker_then_is_tried_after_cooldown(world: str)
 def test_deadline_passes_then_fallback_and_late_answer_is_dropped(world: str) -> None:
     clock = Clock()
     backend = ScriptedBackend(latency_s=5.0, virtual_time=True)  # answers "arrive" after 5 s
-    cfg = PlannerConfig(max_wait_ms=0, lockstep=True, plan_deadline_s=1.0, cache_enabled=False,
-                        simplified_retry=False)
+    cfg = PlannerConfig(
+        max_wait_ms=0,
+        lockstep=True,
+        plan_deadline_s=1.0,
+        cache_enabled=False,
+        simplified_retry=False,
+    )
     ents = spawn_battle(2)
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
         _tick(clock, int(1.0 / DT) + 3)
@@ -134,8 +145,9 @@ def test_deadline_passes_then_fallback_and_late_answer_is_dropped(world: str) ->
 def test_tuning_applies_to_the_next_batch(world: str) -> None:
     clock = Clock()
     backend = ScriptedBackend(virtual_time=True)
-    cfg = PlannerConfig(max_batch_size=4, max_wait_ms=0, lockstep=True, strategy="packed",
-                        cache_enabled=False)
+    cfg = PlannerConfig(
+        max_batch_size=4, max_wait_ms=0, lockstep=True, strategy="packed", cache_enabled=False
+    )
     ents = spawn_battle(8)
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
         _tick(clock, 2)

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import esper
 import pytest
+from scenario import spawn_battle, world_digest
 
 from aiplanner import (
     EVENT_PLAN_APPLIED,
@@ -20,7 +21,6 @@ from aiplanner import (
     ScriptedBackend,
     Tier,
 )
-from scenario import spawn_battle, world_digest
 
 DT = 1 / 30
 _RECORDERS: list[object] = []
@@ -33,7 +33,7 @@ def _run_in_thread(fn: object, timeout_s: float) -> None:
     def target() -> None:
         try:
             fn()  # type: ignore[operator]
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=target, daemon=True)
@@ -96,7 +96,10 @@ class Observer(esper.Processor):  # type: ignore[misc]
         for ent, (st,) in esper.get_components(PlanState):
             if st.status is PlanStatus.IDLE:
                 self.violations.append(f"t={self.clock.now:.2f}: entity {ent} left idle")
-            if st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT) and self.clock.now > st.deadline:
+            if (
+                st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
+                and self.clock.now > st.deadline
+            ):
                 self.violations.append(f"t={self.clock.now:.2f}: entity {ent} past its deadline")
 
 
@@ -108,11 +111,16 @@ class Clock:
         return self.now
 
 
-def _simulate(seed: int, ticks: int = 600, n: int = 100) -> tuple[str, Recorder, PlannerPlugin, set[int]]:
+def _simulate(
+    seed: int, ticks: int = 600, n: int = 100
+) -> tuple[str, Recorder, PlannerPlugin, set[int]]:
     clock = Clock()
-    backend = ScriptedBackend(latency_s=(0.05, 1.6), failure_rate=0.15, seed=seed, virtual_time=True)
-    cfg = PlannerConfig(max_batch_size=8, max_wait_ms=50, plan_deadline_s=1.0, lockstep=True,
-                        seed=seed)
+    backend = ScriptedBackend(
+        latency_s=(0.05, 1.6), failure_rate=0.15, seed=seed, virtual_time=True
+    )
+    cfg = PlannerConfig(
+        max_batch_size=8, max_wait_ms=50, plan_deadline_s=1.0, lockstep=True, seed=seed
+    )
     ents = spawn_battle(n, seed=seed)
     rec = Recorder()
     _RECORDERS.append(rec)

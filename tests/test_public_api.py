@@ -5,17 +5,72 @@ from __future__ import annotations
 import aiplanner
 
 EXPECTED = [
-    "BACKEND_NAMES", "DEFAULT_REGISTRY", "EVENT_PLAN_APPLIED", "EXECUTION_PRIORITY",
-    "PLANNING_PRIORITY", "ROLES", "SNAPSHOT_PRIORITY", "STRATEGIES", "ActionExecutionSystem",
-    "ActionQueue", "ActionRegistry", "ActionSpec", "Agent", "Ammo", "ArgKind", "ArgSpec", "Backend",
-    "BackendError", "BackendHTTPError", "BackendInfo", "BackendTimeout", "BackendUnavailable",
-    "Battlefield", "CircuitBreaker", "CircuitOpen", "CompletionRequest", "ConfigError", "Finished",
-    "Health", "HeuristicPlanner", "JsonArrayStream", "Message", "Metrics", "ModelNotFoundError",
-    "ParseError", "Perception", "Plan", "PlanCache", "PlanCodec", "PlanOutcome", "PlanRejected",
-    "PlanRequest", "PlanState", "PlanStatus", "PlannerConfig", "PlannerError", "PlannerPlugin",
-    "PlanningSystem", "Position", "PromptBuilder", "RejectReason", "ResponseTooLarge",
-    "ScriptedBackend", "ScriptedReply", "SeenUnit", "SelfView", "SnapshotSystem", "Step", "Team",
-    "TextDelta", "Tier", "Usage", "Weapon", "WorldSnapshot", "create_backend", "validate_plan",
+    "BACKEND_NAMES",
+    "DEFAULT_REGISTRY",
+    "EVENT_PLAN_APPLIED",
+    "EXECUTION_PRIORITY",
+    "PLANNING_PRIORITY",
+    "ROLES",
+    "SNAPSHOT_PRIORITY",
+    "STRATEGIES",
+    "ActionExecutionSystem",
+    "ActionQueue",
+    "ActionRegistry",
+    "ActionSpec",
+    "Agent",
+    "Ammo",
+    "ArgKind",
+    "ArgSpec",
+    "Backend",
+    "BackendError",
+    "BackendHTTPError",
+    "BackendInfo",
+    "BackendTimeout",
+    "BackendUnavailable",
+    "Battlefield",
+    "CircuitBreaker",
+    "CircuitOpen",
+    "CompletionRequest",
+    "ConfigError",
+    "Finished",
+    "Health",
+    "HeuristicPlanner",
+    "JsonArrayStream",
+    "Message",
+    "Metrics",
+    "ModelNotFoundError",
+    "ParseError",
+    "Perception",
+    "Plan",
+    "PlanCache",
+    "PlanCodec",
+    "PlanOutcome",
+    "PlanRejected",
+    "PlanRequest",
+    "PlanState",
+    "PlanStatus",
+    "PlannerConfig",
+    "PlannerError",
+    "PlannerPlugin",
+    "PlanningSystem",
+    "Position",
+    "PromptBuilder",
+    "RejectReason",
+    "ResponseTooLarge",
+    "ScriptedBackend",
+    "ScriptedReply",
+    "SeenUnit",
+    "SelfView",
+    "SnapshotSystem",
+    "Step",
+    "Team",
+    "TextDelta",
+    "Tier",
+    "Usage",
+    "Weapon",
+    "WorldSnapshot",
+    "create_backend",
+    "validate_plan",
 ]
 
 
@@ -27,9 +82,11 @@ def test_all_is_the_agreed_sorted_surface() -> None:
 
 
 def test_every_error_is_a_planner_error() -> None:
-    errors = [getattr(aiplanner, n) for n in aiplanner.__all__ if n.endswith(("Error", "Rejected",
-                                                                              "Unavailable", "Timeout",
-                                                                              "Open", "Large"))]
+    errors = [
+        getattr(aiplanner, n)
+        for n in aiplanner.__all__
+        if n.endswith(("Error", "Rejected", "Unavailable", "Timeout", "Open", "Large"))
+    ]
     assert len(errors) == 11
     for exc in errors:
         assert issubclass(exc, aiplanner.PlannerError)
@@ -47,15 +104,22 @@ def test_the_game_layer_never_imports_http_and_the_library_never_imports_pygame(
     from pathlib import Path
 
     root = Path(aiplanner.__file__).parent
-    game_layer = ["components.py", "snapshot_system.py", "planning_system.py",
-                  "execution_system.py", "plugin.py"]
+    game_layer = [
+        "components.py",
+        "snapshot_system.py",
+        "planning_system.py",
+        "execution_system.py",
+        "plugin.py",
+    ]
     for path in root.rglob("*.py"):
         tree = ast.parse(path.read_text())
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not any(m.startswith(("pygame", "demo_game")) for m in names), path
         if path.name in game_layer:
-            assert not any(m.startswith(("httpx", "aiplanner.backends.openai",
-                                         "aiplanner.backends.ollama")) for m in names), path
+            assert not any(
+                m.startswith(("httpx", "aiplanner.backends.openai", "aiplanner.backends.ollama"))
+                for m in names
+            ), path
         if path.parent.name == "backends":
             assert "esper" not in names, path

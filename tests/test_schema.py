@@ -18,6 +18,7 @@ from aiplanner.schema import (
 )
 
 INT = {"type": "integer", "minimum": 0, "maximum": 10000}
+ID = {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
 
 
 def step(code: str, *args: dict[str, Any]) -> dict[str, Any]:
@@ -36,10 +37,10 @@ COMPACT_DEFAULT = {
             "items": {
                 "anyOf": [
                     step("M", INT, INT),
-                    step("A", INT),
+                    step("A", ID),
                     step("C", INT, INT),
                     step("R"),
-                    step("H", INT),
+                    step("H", ID),
                     step("T", INT, INT),
                     step("S"),
                     step("W", {"type": "integer", "minimum": 1, "maximum": 120}),
@@ -182,8 +183,8 @@ def test_actions_without_a_possible_target_are_left_out() -> None:
 
 
 def test_ids_outside_the_declared_range_are_not_allowed() -> None:
-    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[5, 20_000])
-    assert not valid(schema, {"s": [["A", 20_000]]})
+    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[5, 2**31])
+    assert not valid(schema, {"s": [["A", 2**31]]})
     assert valid(schema, {"s": [["A", 5]]})
 
 

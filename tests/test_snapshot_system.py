@@ -324,3 +324,40 @@ def test_units_match_brute_force(people: list[tuple[float, float, int, int]], ca
             )
             assert [u.id for u in snap.enemies] == [o for _, o, t in near if t != team][:cap]
             assert [u.id for u in snap.allies] == [o for _, o, t in near if t == team][:cap]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    people=st.lists(
+        st.tuples(st.integers(0, 40), st.integers(0, 40), st.integers(-1, 100)),
+        min_size=1,
+        max_size=90,
+    ),
+    cover=st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=30),
+    cap=st.integers(0, 6),
+)
+def test_cover_matches_brute_force(
+    people: list[tuple[int, int, int]], cover: list[tuple[int, int]], cap: int
+) -> None:
+    # Up to 90 agents on a 10x10 map: crowds both below and above the linear-scan threshold.
+    with fresh_world():
+        esper.create_entity(Battlefield(10, 10, cover=tuple(cover)))
+        spots = [(x / 4, y / 4, hp) for x, y, hp in people]
+        ids = [agent(x, y, 1, hp) for x, y, hp in spots]
+        system = SnapshotSystem(max_cover=cap)
+        system.process(0.016)
+        for ent, (x, y, hp) in zip(ids, spots, strict=True):
+            snap = system.snapshot(ent)
+            if hp <= 0:
+                continue
+            assert snap is not None
+            free = sorted(
+                (math.sqrt((cx - x) ** 2 + (cy - y) ** 2), cx, cy)
+                for cx, cy in set(cover)
+                if (cx - x) ** 2 + (cy - y) ** 2 <= 64.0
+                and not any(
+                    o != ent and ohp > 0 and (ox - cx) ** 2 + (oy - cy) ** 2 <= 0.25
+                    for o, (ox, oy, ohp) in zip(ids, spots, strict=True)
+                )
+            )
+            assert snap.cover == tuple((cx, cy) for _, cx, cy in free[:cap])

@@ -66,6 +66,38 @@ def test_reinsert_moves_and_remove(
     assert grid.query(x, y, r) == brute(left, x, y, r)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    old=points,
+    new=st.lists(st.tuples(st.integers(0, 50), coord, coord), max_size=60),
+    x=coord,
+    y=coord,
+    r=st.floats(min_value=0, max_value=80),
+)
+def test_rebuild_equals_clear_and_insert(
+    old: dict[int, tuple[float, float]],
+    new: list[tuple[int, float, float]],
+    x: float,
+    y: float,
+    r: float,
+) -> None:
+    rebuilt = UniformGrid(3.0)
+    for ent, (px, py) in old.items():
+        rebuilt.insert(ent, px, py)
+    rebuilt.rebuild(new)  # repeated ids: the last position wins, as with insert
+    expected = {ent: (px, py) for ent, px, py in new}
+    assert rebuilt.query(x, y, r) == brute(expected, x, y, r)
+    assert rebuilt.query(x, y, math.inf) == brute(expected, x, y, math.inf)
+    assert len(rebuilt) == len(expected)
+
+
+def test_rebuild_rejects_non_finite_points() -> None:
+    grid = UniformGrid()
+    with pytest.raises(ValueError):
+        grid.rebuild([(1, 0.0, 0.0), (2, math.nan, 1.0)])
+    assert grid.query(0.0, 0.0, 1.0) == [1]
+
+
 def test_ties_sorted_by_id_and_radius_inclusive() -> None:
     grid = UniformGrid(1.0)
     for ent in (9, 3, 7):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
+from scenario import make_request
 
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, StreamEvent, TextDelta
@@ -17,9 +19,6 @@ from aiplanner.errors import BackendUnavailable
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch, PlanContext, resolve_strategy, run_batch
-from scenario import make_request
-
-import contextlib
 
 
 def _ctx(backend: Any, out: list[PlanOutcome], metrics: Metrics | None = None) -> PlanContext:
@@ -156,6 +155,10 @@ def test_backend_failure_becomes_error_outcomes_and_feeds_the_breaker() -> None:
 
 
 def test_auto_picks_by_what_the_backend_declares() -> None:
-    assert resolve_strategy("auto", ScriptedBackend(parallel=True, max_concurrency=4)) == "concurrent"
-    assert resolve_strategy("auto", ScriptedBackend(parallel=False, max_concurrency=1)) == "sequential"
+    assert (
+        resolve_strategy("auto", ScriptedBackend(parallel=True, max_concurrency=4)) == "concurrent"
+    )
+    assert (
+        resolve_strategy("auto", ScriptedBackend(parallel=False, max_concurrency=1)) == "sequential"
+    )
     assert resolve_strategy("packed", ScriptedBackend()) == "packed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from aiplanner.errors import ConfigError, ParseError, ResponseTooLarge
 from aiplanner.stream_parser import MAX_DEPTH, JsonArrayStream
 
 
-def feed_all(chunks: list[str] | list[bytes], **bounds: int) -> list[object]:
+def feed_all(chunks: Sequence[str | bytes], **bounds: int) -> list[object]:
     parser = JsonArrayStream(**bounds)
     out: list[object] = []
     for chunk in chunks:
@@ -25,7 +26,7 @@ def feed_all(chunks: list[str] | list[bytes], **bounds: int) -> list[object]:
     return out
 
 
-def bytewise(text: str) -> list[bytes]:
+def bytewise(text: str) -> list[str | bytes]:
     data = text.encode()
     return [data[i : i + 1] for i in range(len(data))]
 
@@ -88,7 +89,7 @@ def test_any_array_under_any_chunking(
     text = prefix + body + suffix
     raw = text.encode()
     how = data.draw(st.sampled_from(["bytes", "single-bytes", "str"]))
-    chunks: list[str] | list[bytes]
+    chunks: list[str | bytes]
     if how == "single-bytes":
         chunks = [raw[i : i + 1] for i in range(len(raw))]
     else:
@@ -96,7 +97,7 @@ def test_any_array_under_any_chunking(
         cuts = sorted(set(data.draw(st.lists(st.integers(0, size), max_size=12))))
         bounds = [0, *cuts, size]
         source: str | bytes = raw if how == "bytes" else text
-        chunks = [source[a:b] for a, b in itertools.pairwise(bounds)]  # type: ignore[misc]
+        chunks = [source[a:b] for a, b in itertools.pairwise(bounds)]
     assert feed_all(chunks) == expected
 
 
@@ -106,7 +107,7 @@ PACKED = '[{"id":12,"s":[["M",3,4],["A",91]]},{"id":15,"c":2}]'
 
 
 @pytest.mark.parametrize("chunks", [[PACKED], bytewise(PACKED), list(PACKED)])
-def test_packed_answer(chunks: list[str] | list[bytes]) -> None:
+def test_packed_answer(chunks: Sequence[str | bytes]) -> None:
     assert feed_all(chunks) == [{"id": 12, "s": [["M", 3, 4], ["A", 91]]}, {"id": 15, "c": 2}]
 
 

@@ -341,12 +341,15 @@ class HttpStreamer:
     async def aclose(self) -> None:
         """Close the client and its connections. Streams still open then fail."""
         client, self._client = self._client, None
+        # A fresh semaphore too, so the backend can be used again from another event loop;
+        # streams still running release the old one they hold.
+        self._slots = None
         if client is not None:
             await client.aclose()
 
     def _backoff(self, attempt: int, error: BackendError) -> float:
         if isinstance(error, BackendHTTPError) and error.retry_after is not None:
-            return 0.01
+            return float(error.retry_after)
         s = self._settings
         base = min(s.backoff_max_s, s.backoff_base_s * 2.0**attempt)
         # "Equal jitter": half fixed, half random, so that many agents that failed together

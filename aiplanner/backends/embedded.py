@@ -166,7 +166,7 @@ class _SerialWorker:
         self._thread: threading.Thread | None = None
         self._current: _Job | None = None
         self._stopping = False
-        self._load_error: BackendError | None = None
+        self._load_error: tuple[str, Exception] | None = None
         self._stats = EmbeddedStats()
         self.load_s: float | None = None
 
@@ -254,12 +254,14 @@ class _SerialWorker:
                     if job.load_only:
                         job.emit(Finished(Usage(total_s=self.load_s)))
                         continue
-                    usage = engine.run(job)
+                    finished = engine.run(job)
+                    # Counted before the caller hears of it: stats() never lags an answer.
                     self._count(
                         completed=1,
-                        prompt_tokens=usage.prompt_tokens or 0,
-                        completion_tokens=usage.completion_tokens or 0,
+                        prompt_tokens=finished.usage.prompt_tokens or 0,
+                        completion_tokens=finished.usage.completion_tokens or 0,
                     )
+                    job.emit(finished)
                 except _Cancelled:
                     self._count(cancelled=1)
                 except Exception as exc:  # every failure goes back to the one caller it hit
@@ -274,9 +276,11 @@ class _SerialWorker:
 
     def _load(self) -> tuple[Llama, _Engine]:
         if self._load_error is not None:
-            raise self._load_error
+            message, cause = self._load_error
+            raise BackendError(message, retryable=False) from cause
         s = self._settings
         started = time.perf_counter()
+        llama: Llama | None = None
         try:
             from llama_cpp import Llama
 
@@ -288,19 +292,21 @@ class _SerialWorker:
                 seed=s.seed,
                 verbose=s.verbose,
             )
-        except ImportError as exc:
-            self._load_error = BackendError(
-                "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'",
-                retryable=False,
-            )
-            raise self._load_error from exc
-        except Exception as exc:  # llama.cpp says only "Failed to load model from file"
-            self._load_error = BackendError(
-                f"llama.cpp could not load the model {s.path}: {exc}", retryable=False
-            )
-            raise self._load_error from exc
+            engine = _Engine(llama, s)
+        except Exception as exc:
+            if llama is not None:
+                llama.close()
+            if isinstance(exc, ImportError):
+                message = (
+                    "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'"
+                )
+            else:  # llama.cpp itself says only "Failed to load model from file"
+                message = f"could not load the model {s.path}: {exc}"
+            # Remembered: loading again for every request would fail the same way, slowly.
+            self._load_error = (message, exc)
+            raise BackendError(message, retryable=False) from exc
         self.load_s = time.perf_counter() - started
-        return llama, _Engine(llama, s)
+        return llama, engine
 
 
 class _Engine:
@@ -317,8 +323,8 @@ class _Engine:
         self._verified: weakref.WeakSet[CompiledGrammar] = weakref.WeakSet()
         self._format = _PromptFormat(llama, settings.chat_format, self._vocab)
 
-    def run(self, job: _Job) -> Usage:
-        """Generate for ``job``, emitting TextDelta events then one Finished; return its usage.
+    def run(self, job: _Job) -> Finished:
+        """Generate for ``job``, emitting TextDelta events; return the Finished event to send.
 
         Raises :class:`_Cancelled`, :class:`BackendTimeout`, :class:`ResponseTooLarge`,
         :class:`ConfigError` (a grammar llama.cpp rejects) or :class:`BackendError`.
@@ -385,8 +391,7 @@ class _Engine:
             ttft_s=ttft,
             total_s=time.monotonic() - job.submitted_at,
         )
-        job.emit(Finished(usage, finish_reason=finish))
-        return usage
+        return Finished(usage, finish_reason=finish)
 
 
 class _PromptFormat:

@@ -1,11 +1,11 @@
 """ScriptedBackend: a programmable test double that speaks the text-level backend protocol.
 
-Public API, like httpx's ``MockTransport``: our tests, the demo's offline mode and users' own tests use
-it. By default it answers like a sensible model would (the top-ranked candidate in guided mode, the
-best candidate as a compact plan in free mode, one element per agent for packed calls), streamed in
-small chunks. Everything else is programmable: a ``responder`` that returns any text or error per
-request, latency (real or virtual), seeded random failures, stalls, and a ``gate`` that holds every
-answer until the test opens it.
+Public API, like httpx's ``MockTransport``: our tests, the demo's offline mode and users' own
+tests use it. By default it answers like a sensible model would (the top-ranked candidate in
+guided mode, the best candidate as a compact plan in free mode, one element per agent for packed
+calls), streamed in small chunks. Everything else is programmable: a ``responder`` that returns
+any text or error per request, latency (real or virtual), seeded random failures, stalls, and a
+``gate`` that holds every answer until the test opens it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import anyio
 
-from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, StreamEvent, TextDelta, Usage
+from aiplanner.backends.base import (
+    BackendInfo,
+    CompletionRequest,
+    Finished,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from aiplanner.codec import PlanCodec
 from aiplanner.errors import BackendError, BackendTimeout, BackendUnavailable
 
@@ -43,11 +50,12 @@ Responder = Callable[[CompletionRequest], ScriptedReply | str | None]
 class ScriptedBackend:
     """A backend whose answers are scripted.
 
-    * ``responder(request)`` returns a :class:`ScriptedReply`, a text, or None for the default answer.
+    * ``responder(request)`` returns a :class:`ScriptedReply`, a text, or None for the default
+      answer.
     * ``latency_s``: a fixed delay or a ``(low, high)`` range drawn per call from a seeded RNG.
     * ``failure_rate``: probability (seeded, per call) of a :class:`BackendUnavailable` error.
-    * ``virtual_time``: do not sleep; stamp ``Finished.ready_at = requested_at + latency`` instead, for
-      ``PlannerConfig(lockstep=True)`` runs that must be reproducible.
+    * ``virtual_time``: do not sleep; stamp ``Finished.ready_at = requested_at + latency``
+      instead, for ``PlannerConfig(lockstep=True)`` runs that must be reproducible.
     * ``gate``: every call waits until this event is set (tests of "the frame never waits").
     """
 
@@ -111,9 +119,7 @@ class ScriptedBackend:
         self.calls.append(request)
         started = time.monotonic()
         rng = random.Random(f"{self._seed}:{request.agents}:{request.tag.get('tick', 0)}")
-        latency = (
-            rng.uniform(*self._latency) if isinstance(self._latency, tuple) else self._latency
-        )
+        latency = rng.uniform(*self._latency) if isinstance(self._latency, tuple) else self._latency
         failed = rng.random() < self._failure_rate
         raw = self._responder(request) if self._responder is not None else None
         reply = raw if isinstance(raw, ScriptedReply) else ScriptedReply(text=raw)
@@ -128,7 +134,9 @@ class ScriptedBackend:
                 if reply.stall:
                     await anyio.sleep_forever()
             except TimeoutError as exc:
-                raise BackendTimeout(f"scripted call passed its {request.timeout_s:.2f}s budget") from exc
+                raise BackendTimeout(
+                    f"scripted call passed its {request.timeout_s:.2f}s budget"
+                ) from exc
         if reply.error is not None:
             raise reply.error
         if failed:

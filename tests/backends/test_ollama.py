@@ -32,7 +32,7 @@ def _request(**kw: Any) -> CompletionRequest:
     return CompletionRequest(**kw)
 
 
-def _backend(url: str, **kw: Any) -> OllamaBackend:
+def _backend(url: str | None, **kw: Any) -> OllamaBackend:
     kw.setdefault("backoff_base_s", 0.01)
     return OllamaBackend(url, **kw)
 
@@ -191,7 +191,7 @@ def test_hostile_fields_are_ignored_not_trusted() -> None:
 
 
 def test_lines_after_done_are_not_read() -> None:
-    objs = [*ollama_chat_objects(["a"]), b"this would be malformed"]
+    objs: list[dict[str, Any] | bytes] = [*ollama_chat_objects(["a"]), b"not json"]
     with FakeServer(ndjson_reply(objs)) as srv:
         text, _ = _run(_backend(srv.url), _request())
     assert text == "a"
@@ -252,3 +252,12 @@ def test_bad_hosts_are_config_errors(host: str) -> None:
 def test_bad_numbers_are_config_errors(kw: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         OllamaBackend("127.0.0.1", **kw)
+
+
+def test_usable_again_after_aclose_from_a_new_event_loop() -> None:
+    with FakeServer(ndjson_reply(ollama_chat_objects(["again"]))) as srv:
+        backend = _backend(srv.url)
+        first, _ = _run(backend, _request())  # _run closes the backend at the end
+        second, _ = _run(backend, _request())
+    assert first == second == "again"
+    assert len(srv.requests) == 2

@@ -13,14 +13,14 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ["SDL_AUDIODRIVER"] = "dummy"
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-from collections.abc import Callable, Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import pygame  # noqa: E402
-import pytest  # noqa: E402
+import pygame
+import pytest
 
-import aiplanner  # noqa: E402
-from demo_game.game import Game, GameSettings  # noqa: E402
+import aiplanner
+from demo_game.game import Game, GameSettings
 
 GameFactory = Callable[..., Game]
 
@@ -29,8 +29,8 @@ GameFactory = Callable[..., Game]
 def make_game(world: str) -> Iterator[GameFactory]:
     """Build games in the test's own esper world; all of them are closed afterwards.
 
-    Defaults: the scripted backend (``scripted=False``: none, the heuristic plans) on virtual time with a lockstep planner and a tick-driven
-    clock, so every run with the same seed is identical.
+    Defaults: the scripted backend on virtual time (``scripted=False``: no backend, the heuristic
+    plans), a lockstep planner and a tick-driven clock, so runs with the same seed are identical.
     """
     games: list[Game] = []
 

@@ -6,26 +6,27 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import esper
 import pygame
 import pytest
 
-import aiplanner
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.components import PlanState, PlanStatus, Position, Tier
 from demo_game.app import Options, main, parse_args, run
-from demo_game.game import Command
+from demo_game.game import Command, Game
 from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
 
-from conftest import GameFactory  # type: ignore[import-not-found]
+GameFactory = Callable[..., Game]
+
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--headless", "--fps", "0", "--squad-size", "3"]
 
 
-def _colours(path: Path) -> set[tuple[int, int, int]]:
+def _colours(path: Path) -> set[tuple[int, ...]]:
     img = pygame.image.load(str(path))
     w, h = img.get_size()
     return {tuple(img.get_at((x, y)))[:3] for x in range(0, w, 7) for y in range(0, h, 7)}
@@ -33,8 +34,9 @@ def _colours(path: Path) -> set[tuple[int, int, int]]:
 
 def test_screenshot_is_a_png_with_map_agents_and_hud(tmp_path: Path) -> None:
     shot = tmp_path / "final.png"
-    rc = main([*FAST, "--backend", "scripted", "--lockstep", "--frames", "60",
-               "--screenshot", str(shot)])
+    rc = main(
+        [*FAST, "--backend", "scripted", "--lockstep", "--frames", "60", "--screenshot", str(shot)]
+    )
     assert rc == 0
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pygame.display.init()
@@ -48,8 +50,16 @@ def test_screenshot_is_a_png_with_map_agents_and_hud(tmp_path: Path) -> None:
 def test_record_then_replay_gives_the_same_final_state(tmp_path: Path) -> None:
     rec_path = tmp_path / "run.json"
     recorded = run(
-        Options(backend="scripted", lockstep=True, headless=True, fps=0, frames=150, squad_size=3,
-                seed=4, record=str(rec_path)),
+        Options(
+            backend="scripted",
+            lockstep=True,
+            headless=True,
+            fps=0,
+            frames=150,
+            squad_size=3,
+            seed=4,
+            record=str(rec_path),
+        ),
         log=False,
     )
     assert recorded.recording is not None and recorded.plans_applied > 0
@@ -132,7 +142,12 @@ def test_bad_options_exit_2(argv: list[str]) -> None:
 
 def test_defaults_follow_the_brief() -> None:
     opts = parse_args([])
-    assert (opts.backend, opts.squad_size, opts.threads, opts.map) == ("embedded", 5, 1, "crossroads")
+    assert (opts.backend, opts.squad_size, opts.threads, opts.map) == (
+        "embedded",
+        5,
+        1,
+        "crossroads",
+    )
     assert parse_args(["--squad-size", "50"]).squad_size == 50
 
 
@@ -236,9 +251,24 @@ def test_step_labels() -> None:
 def test_python_m_demo_game_runs_headless(tmp_path: Path) -> None:
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "demo_game", "--backend", "heuristic", "--headless", "--fps", "0",
-         "--frames", "20"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "demo_game",
+            "--backend",
+            "heuristic",
+            "--headless",
+            "--fps",
+            "0",
+            "--frames",
+            "20",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("frames 20 ")
@@ -246,12 +276,11 @@ def test_python_m_demo_game_runs_headless(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_embedded_model_plans_some_agents_live() -> None:
-    try:
-        aiplanner.create_backend("embedded")
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        pytest.skip(f"embedded backend unavailable: {exc}")
+    pytest.importorskip("llama_cpp")
+    # One engine thread, as the demo defaults to: on two cores, two engine threads competing
+    # with the render loop made every call miss its deadline (see the frame-time benchmark).
     result = run(
-        Options(backend="embedded", threads=2, headless=True, fps=30, frames=240, squad_size=3),
+        Options(backend="embedded", threads=1, headless=True, fps=30, frames=300, squad_size=3),
         log=False,
     )
     tiers = result.stats["tiers"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import esper
 import pytest
@@ -15,13 +16,14 @@ from demo_game.game import (
     ROUND_PRIORITY,
     WAIT_STEPS_MS,
     Command,
+    Game,
     GameSettings,
     RoundProcessor,
     RoundState,
 )
 from demo_game.maps import load_map
 
-from conftest import GameFactory  # type: ignore[import-not-found]
+GameFactory = Callable[..., Game]
 
 
 def _positions() -> dict[int, tuple[float, float]]:

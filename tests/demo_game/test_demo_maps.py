@@ -62,9 +62,15 @@ def test_load_by_path(map_file: Callable[[str], Path]) -> None:
         (_doc(rows=[1, 2, 3, 4, 5]), "rows: expected a list of strings"),
         (_doc(rows=[*SMALL[:2], "#..O.#", *SMALL[3:]]), "rows[2]: expected 7 cells"),
         (_doc(rows=[*SMALL[:3], "#.cx..#", SMALL[4]]), "rows[3][3]: unknown cell 'x'"),
-        (_doc(rows=[SMALL[0], "#AO..B#", *SMALL[2:]]), "exactly one objective 'O' is needed, found 2"),
+        (
+            _doc(rows=[SMALL[0], "#AO..B#", *SMALL[2:]]),
+            "exactly one objective 'O' is needed, found 2",
+        ),
         (_doc(rows=[SMALL[0], "#A....#", *SMALL[2:]]), "no spawn cell 'B' for team 1"),
-        (_doc(rows=[SMALL[0], "#A..#B#", "#..O#.#", "#.c.###", SMALL[4]]), "rows[1][5]: spawn cell 'B'"),
+        (
+            _doc(rows=[SMALL[0], "#A..#B#", "#..O#.#", "#.c.###", SMALL[4]]),
+            "rows[1][5]: spawn cell 'B'",
+        ),
         (_doc(objective_radius=0), "objective_radius: expected an integer 1..8"),
         (_doc(objective_radius=True), "objective_radius"),
         (_doc(hold_seconds=-1), "hold_seconds"),

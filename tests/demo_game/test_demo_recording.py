@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import esper
@@ -10,6 +11,7 @@ import pytest
 
 from aiplanner.actions import Plan, Step
 from aiplanner.components import Tier
+from demo_game.game import Game
 from demo_game.recording import (
     PlanRecorder,
     RecordedPlan,
@@ -19,7 +21,8 @@ from demo_game.recording import (
     save_recording,
 )
 
-from conftest import GameFactory  # type: ignore[import-not-found]
+GameFactory = Callable[..., Game]
+
 
 PLAN = Plan((Step("MoveTo", (3, 4)), Step("Attack", (7,))))
 

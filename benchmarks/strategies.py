@@ -1,0 +1,120 @@
+"""Batching strategies side by side: the same agents' snapshots planned by each strategy.
+
+Run: python benchmarks/strategies.py [--backend embedded|openai|ollama] [--agents 10]
+                                     [--mode guided|free] [--base-url URL] [--threads N]
+
+For each strategy prints: wall time for the whole batch, time to the first plan, plans that passed
+validation at the LLM tier (vs. retried at the simplified tier or failed), backend calls, and mean
+prompt / completion tokens per agent. The snapshots come from the test scenario's ECS world, so they
+are real SnapshotSystem output. One warm-up call runs first (model load, system prompt cached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import esper
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from scenario import spawn_battle
+
+from aiplanner import DEFAULT_REGISTRY, HeuristicPlanner, SnapshotSystem, create_backend
+from aiplanner.backends.base import Backend
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.components import Tier
+from aiplanner.metrics import Metrics
+from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.strategies import Batch, PlanContext, run_batch
+
+
+def real_requests(n: int, seed: int = 3) -> list[PlanRequest]:
+    """``n`` agents' snapshots, taken from a battle after the squads have closed in."""
+    esper.switch_world("bench-strategies")
+    ents = spawn_battle(max(2 * n, 20), seed=seed)
+    snaps = SnapshotSystem()
+    snaps.process(0.0)
+    planner = HeuristicPlanner()
+    reqs = []
+    for i, e in enumerate(ents[:n]):
+        snap = snaps.snapshot(e)
+        assert snap is not None
+        reqs.append(PlanRequest(e, i + 1, snap, planner.candidates(snap, 4), 0, 0.0, 120.0, 120.0))
+    esper.switch_world("default")
+    esper.delete_world("bench-strategies")
+    return reqs
+
+
+async def run(
+    backend: Backend, reqs: list[PlanRequest], strategy: str, mode: str
+) -> tuple[float, float | None, list[PlanOutcome], Metrics]:
+    out: list[PlanOutcome] = []
+    first: list[float] = []
+    metrics = Metrics()
+    started = time.monotonic()
+
+    def emit(o: PlanOutcome) -> None:
+        if not first:
+            first.append(time.monotonic() - started)
+        out.append(o)
+
+    @contextlib.contextmanager
+    def scope(_: frozenset[int]) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as s:
+            yield s
+
+    ctx = PlanContext(
+        backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(100), emit, lambda _e: True, scope
+    )
+    await run_batch(ctx, Batch(tuple(reqs), strategy, mode, "compressed", True, 0))
+    return time.monotonic() - started, first[0] if first else None, out, metrics
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    backend = create_backend(
+        args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
+    )
+    assert backend is not None
+    reqs = real_requests(args.agents)
+    try:
+        await run(backend, reqs[:1], "sequential", args.mode)  # warm-up
+        print(
+            f"backend={backend.info.name} model={backend.info.model} agents={len(reqs)} "
+            f"mode={args.mode}"
+        )
+        for strategy in args.strategies:
+            wall, ttfp, out, metrics = await run(backend, reqs, strategy, args.mode)
+            s = metrics.stats()
+            llm = sum(1 for o in out if o.tier is Tier.LLM)
+            simple = sum(1 for o in out if o.tier is Tier.LLM_SIMPLE)
+            failed = sum(1 for o in out if not o.ok)
+            print(
+                f"{strategy:<11} wall={wall:6.2f}s first_plan={ttfp or 0:5.2f}s "
+                f"llm={llm:2d} simple={simple:2d} failed={failed:2d} calls={s['requests']:2d} "
+                f"in_tok/agent={s['in_tokens_per_plan'] or 0:6.1f} "
+                f"out_tok/agent={s['out_tokens_per_plan'] or 0:5.1f} invalid={s['invalid']}"
+            )
+    finally:
+        await backend.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", default="embedded")
+    parser.add_argument("--base-url")
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument("--mode", default="guided", choices=("guided", "free"))
+    parser.add_argument("--strategies", nargs="*", default=["sequential", "packed", "concurrent"])
+    anyio.run(main_async, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""EmbeddedBackend: llama.cpp in-process, SmolLM2-135M (tests marked ``model`` load it).
+
+Waits are bounded (``anyio.fail_after``) only to turn a hang into a failure; nothing here asserts
+how fast anything is (see benchmarks/embedded_speed.py for that).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from aiplanner.actions import DEFAULT_REGISTRY
+from aiplanner.backends.base import Backend, CompletionRequest, Finished, Message, TextDelta
+from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.components import Battlefield
+from aiplanner.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    ModelNotFoundError,
+    ResponseTooLarge,
+)
+from aiplanner.schema import choice_schema, compact_plan_schema
+from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
+
+SYSTEM = (
+    "You command one soldier on a grid. Reply with JSON only: "
+    '{"s":[[code,args...],...]}, one to four steps. Codes: M x y move, A id attack, '
+    "C x y take cover, R reload, H id heal, T x y retreat, S scan, W ticks wait."
+)
+# Needs several hundred tokens and cannot end early: a request that is still running when the
+# test cancels it, closes the backend, or lets its deadline pass.
+LONG_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": 9},
+    "minItems": 400,
+    "maxItems": 400,
+}
+HANG_GUARD_S = 120.0
+
+
+def _snapshot() -> WorldSnapshot:
+    field = Battlefield(16, 16, frozenset({(5, 5), (5, 6)}), ((4, 7), (9, 2)), (14, 14))
+    return WorldSnapshot(
+        tick=120,
+        me=SelfView(7, "tactical", 0, 3, 4, 60, 100, 0, 6, False, 6.0),
+        enemies=(SeenUnit(91, 6, 4, 80, False, 3.0), SeenUnit(93, 9, 9, 100, True, 7.8)),
+        allies=(SeenUnit(8, 2, 4, 30, False, 1.0),),
+        cover=((4, 7), (9, 2)),
+        obstacles=((5, 5), (5, 6)),
+        objective=(14, 14),
+        field=field,
+    )
+
+
+def _plan_request(snap: WorldSnapshot, **kw: Any) -> CompletionRequest:
+    schema = compact_plan_schema(
+        DEFAULT_REGISTRY,
+        enemy_ids=[u.id for u in snap.enemies],
+        ally_ids=[snap.me.id, *(u.id for u in snap.allies)],
+    )
+    kw.setdefault("max_tokens", 48)
+    kw.setdefault("timeout_s", HANG_GUARD_S)
+    return CompletionRequest(
+        messages=(Message("system", SYSTEM), Message("user", snap.to_json().decode())),
+        schema=schema,
+        temperature=0.0,
+        seed=0,
+        **kw,
+    )
+
+
+def _choice_request(n: int = 3, **kw: Any) -> CompletionRequest:
+    kw.setdefault("timeout_s", HANG_GUARD_S)
+    return CompletionRequest(
+        messages=(
+            Message("system", SYSTEM),
+            Message("user", f'Pick one of {n} options. Answer {{"c":index}}.'),
+        ),
+        schema=choice_schema(n),
+        max_tokens=12,
+        **kw,
+    )
+
+
+def _long_request(**kw: Any) -> CompletionRequest:
+    kw.setdefault("timeout_s", HANG_GUARD_S)
+    kw.setdefault("max_tokens", 1500)
+    return CompletionRequest(
+        messages=(Message("system", SYSTEM), Message("user", "List 400 digits.")),
+        schema=LONG_SCHEMA,
+        **kw,
+    )
+
+
+async def _collect(
+    backend: EmbeddedBackend, request: CompletionRequest
+) -> tuple[list[str], Finished]:
+    deltas: list[str] = []
+    finished: Finished | None = None
+    with anyio.fail_after(HANG_GUARD_S):
+        async for event in backend.stream(request):
+            assert finished is None, "nothing may follow Finished"
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+            else:
+                finished = event
+    assert finished is not None, "every successful stream ends with Finished"
+    return deltas, finished
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
+
+
+@pytest.fixture
+def fake_gguf(tmp_path: Path) -> Path:
+    """Passes the path check (GGUF magic) but is no model: llama.cpp cannot load it."""
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"GGUF" + bytes(64))
+    return path
+
+
+@pytest.fixture
+def backend() -> Iterator[EmbeddedBackend]:
+    # One thread: on a small shared machine it is the steadier choice, and tests only need
+    # correct answers.
+    b = EmbeddedBackend(n_threads=1)
+    try:
+        yield b
+    finally:
+        b.close()
+    assert not _worker_threads()
+
+
+# --- without the model ----------------------------------------------------------------------------
+
+
+def test_missing_model_path_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    with pytest.raises(ModelNotFoundError) as info:
+        EmbeddedBackend(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_non_gguf_file_is_refused_at_construction(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    path.write_text("this is not a model")
+    with pytest.raises(ModelNotFoundError, match="not a GGUF"):
+        EmbeddedBackend(path)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"n_threads": 0},
+        {"n_ctx": 8},
+        {"chat_format": "alpaca"},
+        {"max_response_bytes": 0},
+        {"max_queue": 0},
+        {"grammar_cache_size": 0},
+    ],
+)
+def test_bad_settings_raise_config_error(fake_gguf: Path, kw: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        EmbeddedBackend(fake_gguf, **kw)
+
+
+def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> None:
+    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+    assert isinstance(backend, Backend)
+    assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
+    assert (backend.info.max_concurrency, backend.info.parallel) == (1, False)
+    assert backend.info.structured
+    assert backend.load_s is None
+    assert not _worker_threads()
+    backend.close()
+
+
+def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
+    backend = EmbeddedBackend(fake_gguf)
+    request = CompletionRequest((Message("user", "hi"),), schema={"type": "number"})
+
+    async def main() -> None:
+        with pytest.raises(ConfigError, match="'number'"):
+            async for _ in backend.stream(request):
+                pass
+        with pytest.raises(ConfigError, match="max_tokens"):
+            async for _ in backend.stream(
+                CompletionRequest((Message("user", "hi"),), max_tokens=0)
+            ):
+                pass
+
+    anyio.run(main)
+    assert not _worker_threads()
+    assert backend.stats().completed == 0
+
+
+def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+
+    async def main() -> list[BackendError]:
+        errors: list[BackendError] = []
+        for _ in range(2):
+            with pytest.raises(BackendError) as info:
+                await _collect(backend, _choice_request())
+            errors.append(info.value)
+        await backend.aclose()
+        return errors
+
+    errors = anyio.run(main)
+    assert all("fake.gguf" in str(e) and not e.retryable for e in errors)
+    assert errors[0] is not errors[1]
+    assert not isinstance(errors[0], BackendTimeout)
+    assert not _worker_threads()
+
+
+# --- with the model -------------------------------------------------------------------------------
+
+
+def _check_plan(value: Any, snap: WorldSnapshot) -> None:
+    """The answer fits the schema built from ``snap``: codes, arity, bounds, visible ids."""
+    assert isinstance(value, dict) and list(value) == ["s"]
+    steps = value["s"]
+    assert isinstance(steps, list) and 1 <= len(steps) <= DEFAULT_REGISTRY.max_steps
+    enemies = {u.id for u in snap.enemies}
+    allies = {snap.me.id, *(u.id for u in snap.allies)}
+    for step in steps:
+        spec = DEFAULT_REGISTRY.by_code(step[0])
+        assert spec is not None, step
+        args = step[1:]
+        assert len(args) == len(spec.args), step
+        for arg, value_ in zip(spec.args, args, strict=True):
+            assert isinstance(value_, int) and arg.lo <= value_ <= arg.hi, step
+            if arg.kind.value == "enemy":
+                assert value_ in enemies, step
+            if arg.kind.value == "ally":
+                assert value_ in allies, step
+
+
+@pytest.mark.model
+def test_plan_for_a_snapshot_streams_json_that_matches_the_schema(
+    backend: EmbeddedBackend,
+) -> None:
+    snap = _snapshot()
+    request = _plan_request(snap)
+    deltas, finished = anyio.run(_collect, backend, request)
+    text = "".join(deltas)
+    value = orjson.loads(text)
+    _check_plan(value, snap)
+    assert text == orjson.dumps(value).decode(), "no whitespace: the compact spelling only"
+    try:
+        import jsonschema
+    except ImportError:
+        pass
+    else:
+        assert request.schema is not None
+        jsonschema.Draft202012Validator(request.schema).validate(value)
+    assert len(deltas) > 1, "the answer arrives token by token"
+    usage = finished.usage
+    assert finished.finish_reason == "stop"
+    assert usage.prompt_tokens is not None and usage.prompt_tokens > 20
+    assert usage.completion_tokens is not None and usage.completion_tokens >= len(deltas)
+    assert usage.ttft_s is not None and usage.total_s is not None
+    assert 0 < usage.ttft_s <= usage.total_s
+    assert backend.load_s is not None
+    stats = backend.stats()
+    assert (stats.completed, stats.completion_tokens) == (1, usage.completion_tokens)
+
+
+@pytest.mark.model
+def test_same_request_twice_gives_the_same_text(backend: EmbeddedBackend) -> None:
+    backend.load_sync()
+    request = _plan_request(_snapshot())
+
+    async def main() -> tuple[str, str]:
+        first, _ = await _collect(backend, request)
+        # Something else in between, so the second call starts from another cache state.
+        await _collect(backend, _choice_request())
+        second, _ = await _collect(backend, request)
+        return "".join(first), "".join(second)
+
+    first, second = anyio.run(main)
+    assert first == second
+    assert backend.stats().completed == 3
+
+
+@pytest.mark.model
+def test_concurrent_callers_queue_and_each_gets_its_own_answer(
+    backend: EmbeddedBackend,
+) -> None:
+    sizes = [2, 3, 5]
+    results: dict[int, str] = {}
+
+    async def ask(n: int) -> None:
+        deltas, _ = await _collect(backend, _choice_request(n))
+        results[n] = "".join(deltas)
+
+    async def main() -> None:
+        await backend.load()
+        async with anyio.create_task_group() as tg:
+            for n in sizes:
+                tg.start_soon(ask, n)
+
+    anyio.run(main)
+    for n in sizes:
+        value = orjson.loads(results[n])
+        assert set(value) == {"c"} and value["c"] in range(n)
+    assert backend.stats().completed == len(sizes)
+
+
+@pytest.mark.model
+def test_max_tokens_bounds_the_answer(backend: EmbeddedBackend) -> None:
+    deltas, finished = anyio.run(_collect, backend, _long_request(max_tokens=5))
+    assert finished.finish_reason == "length"
+    assert finished.usage.completion_tokens == 5
+    assert "".join(deltas).startswith("[")
+
+
+@pytest.mark.model
+def test_cancelling_mid_stream_frees_the_worker(backend: EmbeddedBackend) -> None:
+    async def main() -> None:
+        started = anyio.Event()
+
+        async def consume() -> None:
+            async for event in backend.stream(_long_request()):
+                if isinstance(event, TextDelta):
+                    started.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            with anyio.fail_after(HANG_GUARD_S):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        deltas, finished = await _collect(backend, _choice_request())
+        assert finished.finish_reason == "stop" and orjson.loads("".join(deltas))
+
+    anyio.run(main)
+    stats = backend.stats()
+    # The long request was cut short, not run to its end before the next one.
+    assert (stats.cancelled, stats.completed) == (1, 1)
+
+
+@pytest.mark.model
+def test_deadline_raises_backend_timeout_and_frees_the_worker(
+    backend: EmbeddedBackend,
+) -> None:
+    async def main() -> None:
+        await backend.load()
+        with pytest.raises(BackendTimeout):
+            await _collect(backend, _long_request(timeout_s=1.0))
+        await _collect(backend, _choice_request())
+
+    anyio.run(main)
+    stats = backend.stats()
+    # The consumer or the worker noticed first; either way the long job never completed.
+    assert stats.completed == 1
+    assert stats.cancelled + stats.failed == 1
+
+
+@pytest.mark.model
+def test_answer_past_the_byte_bound_raises_response_too_large() -> None:
+    backend = EmbeddedBackend(n_threads=1, max_response_bytes=40)
+    try:
+        with pytest.raises(ResponseTooLarge):
+            anyio.run(_collect, backend, _long_request())
+        assert backend.stats().failed == 1
+    finally:
+        backend.close()
+
+
+@pytest.mark.model
+def test_aclose_with_requests_in_flight_returns_and_leaves_no_thread() -> None:
+    backend = EmbeddedBackend(n_threads=1)
+    errors: list[BaseException] = []
+
+    async def consume(request: CompletionRequest, started: anyio.Event | None) -> None:
+        try:
+            async for _ in backend.stream(request):
+                if started is not None:
+                    started.set()
+        except BackendUnavailable as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        started = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, _long_request(), started)
+            with anyio.fail_after(HANG_GUARD_S):
+                await started.wait()
+            tg.start_soon(consume, _choice_request(), None)  # queued behind the long one
+            await anyio.sleep(0)
+            with anyio.fail_after(HANG_GUARD_S):
+                await backend.aclose()
+        with pytest.raises(BackendUnavailable):
+            await _collect(backend, _choice_request())
+
+    anyio.run(main)
+    assert len(errors) == 2, "the running and the queued request both hear of the close"
+    assert not _worker_threads()
+    assert backend.stats().completed == 0
