@@ -34,6 +34,8 @@ class PlannerConfig:
     * ``prompt_tier``: the first LLM tier's prompt; the simplified retry always uses ``compressed``
       in guided mode.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
+    * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
+      nobody stands still; the model's plan replaces it when it arrives.
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
       ``lockstep_timeout_s``) until all submitted work has answered, and applies answers by their
       ``ready_at``. Never use it for live play: it makes the frame wait on the backend.
@@ -45,6 +47,7 @@ class PlannerConfig:
     mode: Literal["guided", "free"] = "guided"
     prompt_tier: Literal["compressed", "full"] = "compressed"
     plan_deadline_s: float = 4.0
+    provisional: bool = True
     max_candidates: int = 4
     simplified_retry: bool = True
     cache_enabled: bool = True

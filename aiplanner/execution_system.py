@@ -62,6 +62,10 @@ class _Impossible(Exception):
     """The current step cannot be carried out; ``args[0]`` is the reason."""
 
 
+# Agents waiting for a plan carry out their provisional plan (see PlannerConfig.provisional).
+_RUNNING = frozenset({PlanStatus.EXECUTING, PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT})
+
+
 class ActionExecutionSystem(esper.Processor):
     """Runs the current step of every executing agent (see the module docstring).
 
@@ -104,8 +108,10 @@ class ActionExecutionSystem(esper.Processor):
             esper.get_components(Agent, Position, ActionQueue, PlanState), key=lambda r: r[0]
         )
         for ent, (agent, pos, queue, state) in rows:
-            if state.status is not PlanStatus.EXECUTING or not esper.entity_exists(ent):
+            if state.status not in _RUNNING or not esper.entity_exists(ent):
                 continue
+            if queue.done and state.status is not PlanStatus.EXECUTING:
+                continue  # waiting for a plan, provisional plan finished: stand by
             health = esper.try_component(ent, Health)
             if health is not None and health.hp <= 0:
                 continue  # the dead do nothing; they are deleted below
@@ -152,7 +158,11 @@ class ActionExecutionSystem(esper.Processor):
     @staticmethod
     def _stop(queue: ActionQueue, state: PlanState, reason: str) -> None:
         queue.path = []
-        state.status = PlanStatus.IDLE
+        if state.status is PlanStatus.EXECUTING:
+            state.status = PlanStatus.IDLE
+        else:  # a provisional plan ran out while the real one is on its way: just stand by
+            queue.steps = []
+            queue.index = 0
         state.invalid_reason = reason
 
     def _check_targets(self, queue: ActionQueue) -> None:

@@ -57,6 +57,7 @@ class Metrics:
         self.tiers: Counter[str] = Counter()
         self.invalid: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.provisional = 0  # stop-gap heuristic plans run while waiting for the model
         self.dropped = 0  # outcomes for deleted entities or superseded requests
         self.deadline_misses = 0
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
@@ -108,6 +109,10 @@ class Metrics:
         with self._lock:
             self.errors[kind] += 1
 
+    def record_provisional(self) -> None:
+        with self._lock:
+            self.provisional += 1
+
     def record_dropped(self) -> None:
         with self._lock:
             self.dropped += 1
@@ -130,6 +135,7 @@ class Metrics:
                 "invalid": dict(self.invalid),
                 "errors": dict(self.errors),
                 "dropped": self.dropped,
+                "provisional": self.provisional,
                 "deadline_misses": self.deadline_misses,
                 "latency_p50_ms": _ms(self.latency_s.percentile(50)),
                 "latency_p95_ms": _ms(self.latency_s.percentile(95)),

@@ -43,7 +43,10 @@ EVENT_PLAN_APPLIED = "aiplanner_plan_applied"
 """esper event dispatched as ``(entity, plan, tier, tick)`` whenever a plan is applied."""
 
 ReplayLog = Mapping[int, Sequence[tuple[int, Plan, Tier]]]
-"""tick -> [(entity, plan, tier)]: the plans to apply at each tick, instead of planning."""
+"""tick -> [(entity, plan, tier)]: the plans to apply at each tick, instead of planning.
+
+A replay applies exactly these plans at these ticks and asks no backend; agents between plans wait
+(busy with their provisional plan) as they did in the recorded run, so the run repeats exactly."""
 
 
 class PlanningSystem(esper.Processor):
@@ -91,6 +94,7 @@ class PlanningSystem(esper.Processor):
         self._adopt_new_agents(cfg)
         if self._replay is not None:
             self._apply_replay(tick, now)
+            self._collect_needs(cfg, tick, now, replaying=True)
             return
         self._apply_outcomes(cfg, tick, now)
         self._expire(cfg, tick, now)
@@ -121,11 +125,7 @@ class PlanningSystem(esper.Processor):
     def _apply_outcomes(self, cfg: PlannerConfig, tick: int, now: float) -> None:
         if self._bridge is None:
             return
-        if (
-            cfg.lockstep
-            and self._in_flight
-            and not self._bridge.wait_idle(cfg.lockstep_timeout_s)
-        ):
+        if cfg.lockstep and self._in_flight and not self._bridge.wait_idle(cfg.lockstep_timeout_s):
             raise PlannerError(
                 f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
             )
@@ -195,7 +195,9 @@ class PlanningSystem(esper.Processor):
             self._bridge.cancel(gone)
 
     # 3. who needs a plan -------------------------------------------------------------------------
-    def _collect_needs(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+    def _collect_needs(
+        self, cfg: PlannerConfig, tick: int, now: float, *, replaying: bool = False
+    ) -> None:
         deleted = [e for e in self._known if not esper.entity_exists(e)]
         if deleted:
             self._forget(set(deleted))
@@ -209,6 +211,11 @@ class PlanningSystem(esper.Processor):
             st.requested_tick = tick
             st.requested_at = now
             st.deadline = now + cfg.plan_deadline_s
+            if replaying:  # wait (busy with the provisional plan) for the recorded plan
+                st.status = PlanStatus.REQUESTED
+                if cfg.provisional:
+                    self._provisional(ent, snap)
+                continue
             if cfg.cache_enabled:
                 key = self._cache_key(cfg, snap)
                 cached = self.cache.get(key)
@@ -227,6 +234,18 @@ class PlanningSystem(esper.Processor):
                 continue
             st.status = PlanStatus.REQUESTED
             self._pending.append(ent)
+            if cfg.provisional:
+                self._provisional(ent, snap)
+
+    def _provisional(self, ent: int, snap: WorldSnapshot) -> None:
+        """Keep the agent busy with the rules' plan until the model's plan arrives."""
+        queue = esper.try_component(ent, ActionQueue)
+        if queue is None:
+            return
+        plan, _tier = self._heuristic_plan(snap)
+        self._next_plan_id += 1
+        queue.replace(list(plan.steps), self._next_plan_id)
+        self._metrics.record_provisional()
 
     def _forget(self, deleted: set[int]) -> None:
         self._known -= deleted

@@ -51,6 +51,7 @@ _TUNABLE = frozenset(
         "prompt_tier",
         "plan_deadline_s",
         "simplified_retry",
+        "provisional",
     }
 )
 

@@ -182,8 +182,16 @@ async def _single(
         )
         with ctx.scope(frozenset(call.agents)) as scope:
             text, usage, ready_at = await _call(ctx, call, None)
-        if scope.cancelled_caught:
-            raise BackendError("cancelled: the plan is no longer needed")
+        if scope.cancelled_caught:  # nobody waits for this plan: not a backend failure
+            ctx.metrics.record_error("cancelled")
+            return PlanOutcome(
+                req.entity,
+                req.plan_id,
+                None,
+                None,
+                BackendError("cancelled: the plan is no longer needed"),
+                strategy=strategy,
+            )
         plan = validate_plan(codec.decode(text, req), req.snapshot, ctx.registry)
     except PlannerError as exc:
         _count_failure(ctx, exc)

@@ -300,10 +300,14 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
 
     from demo_game import render
 
-    pygame.display.init()
+    try:
+        pygame.display.init()
+    except pygame.error as exc:
+        raise DemoError(f"cannot open a window ({exc}); run with --headless") from exc
     pygame.font.init()
     previous_world = esper.current_world
-    esper.switch_world(WORLD_NAME)
+    world = _fresh_world_name()
+    esper.switch_world(world)
     game: Game | None = None
     try:
         game = Game(
@@ -316,7 +320,10 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
             spec=spec,
         )
         size = render.View.window_size(spec.width, spec.height)
-        screen = pygame.display.set_mode(size)
+        try:
+            screen = pygame.display.set_mode(size)
+        except pygame.error as exc:
+            raise DemoError(f"cannot open a window ({exc}); run with --headless") from exc
         pygame.display.set_caption(f"aiplanner demo - {spec.title}")
         name = "replay" if replay is not None else opts.backend
         view = render.View(game, screen, backend_name=name, show_labels=opts.labels)
@@ -354,9 +361,20 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         if game is not None:
             game.close()
         esper.switch_world(previous_world)
-        esper.delete_world(WORLD_NAME)
+        esper.delete_world(world)
         pygame.display.quit()
     return result
+
+
+def _fresh_world_name() -> str:
+    """WORLD_NAME, or WORLD_NAME-N when a world of that name exists (run() deletes its own)."""
+    taken = set(esper.list_worlds())
+    name = WORLD_NAME
+    n = 1
+    while name in taken:
+        n += 1
+        name = f"{WORLD_NAME}-{n}"
+    return name
 
 
 def _loop(game: Game, view: View, frames: int | None, fps: int, result: RunResult) -> None:

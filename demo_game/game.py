@@ -316,7 +316,7 @@ class Game:
             replay=replay,
         )
         self.plugin.install()
-        # Registered after install: the handler must be a bound method that this object keeps.
+        # esper holds handlers weakly: a bound method of this game lives exactly as long as it.
         esper.set_handler(aiplanner.EVENT_PLAN_APPLIED, self._plan_applied)
         self.round_processor = RoundProcessor(
             self.round, self.spec, self.restart_round, settings.intermission_s

@@ -61,6 +61,7 @@ _MAX_WINDOW: Final = (1280, 800)
 _STATS_EVERY_FRAMES: Final = 8  # plugin.stats() sorts latency windows: not every frame
 _MESSAGE_FRAMES: Final = 75
 _TEXT_CACHE_MAX: Final = 4096
+_VALUE_CHARS: Final = 34  # what fits the panel's value column
 
 TEAM_COLORS: Final[tuple[Color, Color]] = ((70, 130, 240), (225, 85, 70))
 TIER_COLORS: Final[Mapping[Tier | None, Color]] = MappingProxyType(
@@ -460,7 +461,7 @@ class HudProcessor(esper.Processor):
                 lx = x0 + 16
             view.screen.blit(view.text(label, color if value == "" else _DIM, view.small), (lx, y))
             if value:
-                view.screen.blit(view.text(value, color, view.small), (x1, y))
+                view.screen.blit(view.text(value[:_VALUE_CHARS], color, view.small), (x1, y))
             y += line_h
 
     def _banner(self, view: View) -> None:

@@ -345,19 +345,22 @@ def test_cooldowns_tick_for_everyone(world: str) -> None:
     assert esper.component_for_entity(idle, Weapon).cooldown_left == 0.0
 
 
-def test_only_executing_agents_act(world: str) -> None:
+def test_idle_agents_stand_still_and_waiting_agents_run_their_provisional_plan(world: str) -> None:
     field()
     ids = [
         actor(0, 0, Step("MoveTo", (5, 0)), status=s)
         for s in (PlanStatus.IDLE, PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
     ]
     ActionExecutionSystem().process(DT)
-    assert all(pos(e) == (0.0, 0.0) for e in ids)
+    assert pos(ids[0]) == (0.0, 0.0)
+    assert all(pos(e)[0] > 0.0 for e in ids[1:])
+    run(ActionExecutionSystem(), 200)  # the provisional plan ends: they wait, still not idle
     assert [state(e).status for e in ids] == [
         PlanStatus.IDLE,
         PlanStatus.REQUESTED,
         PlanStatus.IN_FLIGHT,
     ]
+    assert all(queue(e).done and pos(e) == (5.0, 0.0) for e in ids[1:])
 
 
 def test_empty_queue_goes_idle(world: str) -> None:

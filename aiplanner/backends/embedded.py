@@ -329,7 +329,6 @@ class _Engine:
         Raises :class:`_Cancelled`, :class:`BackendTimeout`, :class:`ResponseTooLarge`,
         :class:`ConfigError` (a grammar llama.cpp rejects) or :class:`BackendError`.
         """
-        _check(job)
         llama = self._llama
         prompt = self._format.tokens(job.messages)
         room = self._n_ctx - len(prompt)
