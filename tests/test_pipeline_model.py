@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import esper
 import pytest
+from scenario import spawn_battle
 
 from aiplanner import DEFAULT_REGISTRY, HeuristicPlanner, SnapshotSystem, Tier
 from aiplanner.backends.base import BackendInfo, CompletionRequest, StreamEvent, TextDelta
@@ -17,7 +18,6 @@ from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch, PlanContext, run_batch
 from aiplanner.validation import validate_plan
-from scenario import spawn_battle
 
 pytestmark = pytest.mark.model
 
@@ -57,7 +57,7 @@ def _real_requests(world: str, n: int) -> list[PlanRequest]:
 
 
 @pytest.mark.parametrize("mode", ["guided", "free"])
-def test_packed_batch_of_five_real_snapshots_streams_five_valid_plans(world: str, mode: str) -> None:
+def test_packed_batch_of_five_real_snapshots_streams_valid_plans(world: str, mode: str) -> None:
     reqs = _real_requests(world, 5)
     backend = CountingBackend(EmbeddedBackend(n_threads=2))
     out: list[PlanOutcome] = []
