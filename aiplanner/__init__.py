@@ -24,11 +24,14 @@ from aiplanner.backends.base import (
     TextDelta,
     Usage,
 )
+from aiplanner.backends.embedded import EmbeddedBackend, EmbeddedStats
 from aiplanner.backends.factory import BACKEND_NAMES, create_backend
+from aiplanner.backends.ollama import OllamaBackend
+from aiplanner.backends.openai import OpenAIBackend
 from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.cache import PlanCache
-from aiplanner.codec import PlanCodec
+from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import (
     ROLES,
     ActionQueue,
@@ -103,6 +106,9 @@ __all__ = [
     "CircuitOpen",
     "CompletionRequest",
     "ConfigError",
+    "ElementError",
+    "EmbeddedBackend",
+    "EmbeddedStats",
     "Finished",
     "Health",
     "HeuristicPlanner",
@@ -110,6 +116,8 @@ __all__ = [
     "Message",
     "Metrics",
     "ModelNotFoundError",
+    "OllamaBackend",
+    "OpenAIBackend",
     "ParseError",
     "Perception",
     "Plan",

@@ -32,6 +32,9 @@ EXPECTED = [
     "CircuitOpen",
     "CompletionRequest",
     "ConfigError",
+    "ElementError",
+    "EmbeddedBackend",
+    "EmbeddedStats",
     "Finished",
     "Health",
     "HeuristicPlanner",
@@ -39,6 +42,8 @@ EXPECTED = [
     "Message",
     "Metrics",
     "ModelNotFoundError",
+    "OllamaBackend",
+    "OpenAIBackend",
     "ParseError",
     "Perception",
     "Plan",
@@ -87,7 +92,7 @@ def test_every_error_is_a_planner_error() -> None:
         for n in aiplanner.__all__
         if n.endswith(("Error", "Rejected", "Unavailable", "Timeout", "Open", "Large"))
     ]
-    assert len(errors) == 11
+    assert len(errors) == 12
     for exc in errors:
         assert issubclass(exc, aiplanner.PlannerError)
     assert issubclass(aiplanner.ConfigError, ValueError)

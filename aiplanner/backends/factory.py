@@ -6,6 +6,8 @@ does not need llama-cpp-python installed.
 
 from __future__ import annotations
 
+import os
+
 from aiplanner.backends.base import Backend
 from aiplanner.errors import ConfigError
 
@@ -33,7 +35,17 @@ def create_backend(
     if name == "openai":
         from aiplanner.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(base_url, model=model or "default")
+        # llama-cpp-python's own server only understands {"type": "json_object", "schema": ...}.
+        style = os.environ.get("AIPLANNER_RESPONSE_FORMAT", "json_schema")
+        if style not in ("json_schema", "json_object"):
+            raise ConfigError(
+                f"AIPLANNER_RESPONSE_FORMAT must be json_schema or json_object, not {style!r}"
+            )
+        return OpenAIBackend(
+            base_url,
+            model=model or "default",
+            response_format_style="json_object" if style == "json_object" else "json_schema",
+        )
     if name == "ollama":
         from aiplanner.backends.ollama import OllamaBackend
 

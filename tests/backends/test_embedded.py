@@ -6,6 +6,7 @@ how fast anything is (see benchmarks/embedded_speed.py for that).
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,6 +222,18 @@ def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path
     assert errors[0] is not errors[1]
     assert not isinstance(errors[0], BackendTimeout)
     assert not _worker_threads()
+
+
+def test_backend_dropped_without_close_stops_its_thread(fake_gguf: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+    with pytest.raises(BackendError):
+        backend.load_sync()  # starts the worker thread, which then waits for work
+    (thread,) = _worker_threads()
+    del backend
+    gc.collect()
+    thread.join(HANG_GUARD_S)
+    assert not thread.is_alive()
 
 
 # --- with the model -------------------------------------------------------------------------------
