@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -107,15 +106,7 @@ async def _run_one(
 ) -> tuple[PlanOutcome, Metrics]:
     out: list[PlanOutcome] = []
     metrics = Metrics()
-
-    @contextlib.contextmanager
-    def scope(_: frozenset[int]) -> Iterator[anyio.CancelScope]:
-        with anyio.CancelScope() as s:
-            yield s
-
-    ctx = PlanContext(
-        backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(), out.append, lambda _e: True, scope
-    )
+    ctx = PlanContext(backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(), out.append)
     try:
         await run_batch(
             ctx, Batch((req,), "sequential", mode, prompt_tier, True, req.requested_tick)

@@ -63,15 +63,22 @@ class Batch:
 
 @dataclass(slots=True)
 class PlanContext:
-    """What the strategies need; lives on the event loop thread."""
+    """What the strategies need; lives on the event loop thread.
+
+    ``wanted(entity)`` says whether a plan is still needed; ``scope(entities)`` gives the cancel
+    scope of one call (the bridge cancels it once none of them is wanted). The defaults suit a
+    caller outside the bridge (CLI, benchmarks): everything wanted, nothing cancelled from outside.
+    """
 
     backend: Backend
     registry: ActionRegistry
     metrics: Metrics
     breaker: CircuitBreaker
     emit: Callable[[PlanOutcome], None]
-    wanted: Callable[[int], bool]
-    scope: Callable[[frozenset[int]], AbstractContextManager[CancelScope]]
+    wanted: Callable[[int], bool] = lambda _entity: True
+    scope: Callable[[frozenset[int]], AbstractContextManager[CancelScope]] = lambda _entities: (
+        CancelScope()
+    )
     max_response_bytes: int = 65_536
     temperature: float = 0.0
     seed: int = 0

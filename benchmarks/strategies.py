@@ -12,20 +12,14 @@ are real SnapshotSystem output. One warm-up call runs first (model load, system 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import esper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from scenario import spawn_battle
-
-from aiplanner import DEFAULT_REGISTRY, HeuristicPlanner, SnapshotSystem, create_backend
+from aiplanner import DEFAULT_REGISTRY, create_backend
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Tier
@@ -33,22 +27,18 @@ from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch, PlanContext, run_batch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from scenario import real_requests
 
-def real_requests(n: int, seed: int = 3) -> list[PlanRequest]:
-    """``n`` agents' snapshots, taken from a battle after the squads have closed in."""
+
+def bench_requests(n: int) -> list[PlanRequest]:
+    """``n`` agents' requests from a fresh world of their own."""
     esper.switch_world("bench-strategies")
-    ents = spawn_battle(max(2 * n, 20), seed=seed)
-    snaps = SnapshotSystem()
-    snaps.process(0.0)
-    planner = HeuristicPlanner()
-    reqs = []
-    for i, e in enumerate(ents[:n]):
-        snap = snaps.snapshot(e)
-        assert snap is not None
-        reqs.append(PlanRequest(e, i + 1, snap, planner.candidates(snap, 4), 0, 0.0, 120.0, 120.0))
-    esper.switch_world("default")
-    esper.delete_world("bench-strategies")
-    return reqs
+    try:
+        return real_requests(n, seed=3)  # type: ignore[return-value]
+    finally:
+        esper.switch_world("default")
+        esper.delete_world("bench-strategies")
 
 
 async def run(
@@ -64,14 +54,7 @@ async def run(
             first.append(time.monotonic() - started)
         out.append(o)
 
-    @contextlib.contextmanager
-    def scope(_: frozenset[int]) -> Iterator[anyio.CancelScope]:
-        with anyio.CancelScope() as s:
-            yield s
-
-    ctx = PlanContext(
-        backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(100), emit, lambda _e: True, scope
-    )
+    ctx = PlanContext(backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(100), emit)
     await run_batch(ctx, Batch(tuple(reqs), strategy, mode, "compressed", True, 0))
     return time.monotonic() - started, first[0] if first else None, out, metrics
 
@@ -81,7 +64,7 @@ async def main_async(args: argparse.Namespace) -> None:
         args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
     )
     assert backend is not None
-    reqs = real_requests(args.agents)
+    reqs = bench_requests(args.agents)
     try:
         await run(backend, reqs[:1], "sequential", args.mode)  # warm-up
         print(

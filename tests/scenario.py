@@ -122,3 +122,25 @@ def make_request(
         deadline=budget_s,
         budget_s=budget_s,
     )
+
+
+def real_requests(n: int, seed: int = 5) -> list[object]:
+    """``n`` PlanRequests from real SnapshotSystem output, in the current esper world.
+
+    Spawns a battle of ``2n`` agents (at least 20) and takes the first ``n`` agents' snapshots,
+    with the heuristic's ranked candidates; 120 s budgets, so nothing expires while measuring.
+    """
+    from aiplanner.heuristic import HeuristicPlanner
+    from aiplanner.requests import PlanRequest
+    from aiplanner.snapshot_system import SnapshotSystem
+
+    ents = spawn_battle(max(2 * n, 20), seed=seed)
+    snaps = SnapshotSystem()
+    snaps.process(0.0)
+    planner = HeuristicPlanner()
+    out: list[object] = []
+    for i, e in enumerate(ents[:n]):
+        snap = snaps.snapshot(e)
+        assert snap is not None
+        out.append(PlanRequest(e, i + 1, snap, planner.candidates(snap, 4), 0, 0.0, 120.0, 120.0))
+    return out

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import esper
 import pytest
-from scenario import spawn_battle
+from scenario import real_requests
 
-from aiplanner import DEFAULT_REGISTRY, HeuristicPlanner, SnapshotSystem, Tier
+from aiplanner import DEFAULT_REGISTRY, Tier
 from aiplanner.backends.base import BackendInfo, CompletionRequest, StreamEvent, TextDelta
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.breaker import CircuitBreaker
@@ -43,22 +42,9 @@ class CountingBackend:
         await self.inner.aclose()
 
 
-def _real_requests(world: str, n: int) -> list[PlanRequest]:
-    ents = spawn_battle(2 * n, seed=5)
-    snaps = SnapshotSystem()
-    snaps.process(0.0)
-    planner = HeuristicPlanner()
-    out = []
-    for i, e in enumerate(ents[:n]):
-        snap = snaps.snapshot(e)
-        assert snap is not None
-        out.append(PlanRequest(e, i + 1, snap, planner.candidates(snap, 4), 0, 0.0, 120.0, 120.0))
-    return out
-
-
 @pytest.mark.parametrize("mode", ["guided", "free"])
 def test_packed_batch_of_five_real_snapshots_streams_valid_plans(world: str, mode: str) -> None:
-    reqs = _real_requests(world, 5)
+    reqs: list[PlanRequest] = real_requests(5)  # type: ignore[assignment]
     backend = CountingBackend(EmbeddedBackend(n_threads=2))
     out: list[PlanOutcome] = []
     chunks_at_emit: list[int] = []
@@ -67,15 +53,8 @@ def test_packed_batch_of_five_real_snapshots_streams_valid_plans(world: str, mod
         out.append(o)
         chunks_at_emit.append(backend.chunks)
 
-    @contextlib.contextmanager
-    def scope(_: frozenset[int]) -> Iterator[anyio.CancelScope]:
-        with anyio.CancelScope() as s:
-            yield s
-
     async def main() -> None:
-        ctx = PlanContext(
-            backend, DEFAULT_REGISTRY, Metrics(), CircuitBreaker(), emit, lambda _e: True, scope
-        )
+        ctx = PlanContext(backend, DEFAULT_REGISTRY, Metrics(), CircuitBreaker(), emit)
         try:
             await run_batch(ctx, Batch(tuple(reqs), "packed", mode, "compressed", False, 0))
         finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,19 +21,12 @@ from aiplanner.strategies import Batch, PlanContext, resolve_strategy, run_batch
 
 
 def _ctx(backend: Any, out: list[PlanOutcome], metrics: Metrics | None = None) -> PlanContext:
-    @contextlib.contextmanager
-    def scope(_: frozenset[int]) -> Any:
-        with anyio.CancelScope() as s:
-            yield s
-
     return PlanContext(
         backend=backend,
         registry=DEFAULT_REGISTRY,
         metrics=metrics or Metrics(),
         breaker=CircuitBreaker(100, 1.0),
         emit=out.append,
-        wanted=lambda _e: True,
-        scope=scope,
     )
 
 
