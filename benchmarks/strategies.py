@@ -2,10 +2,11 @@
 
 Run: python benchmarks/strategies.py [--backend embedded|openai|ollama] [--agents 10]
                                      [--mode guided|free] [--base-url URL] [--threads N]
+                                     [--baseline]
 
-For each strategy prints: wall time for the whole batch, time to the first plan, plans that passed
-validation at the LLM tier (vs. retried at the simplified tier or failed), backend calls, and mean
-prompt / completion tokens per agent. The snapshots come from the test scenario's ECS world, so they
+For each strategy prints: wall time for the whole batch (and its speed-up over the first row),
+time to the first plan, plans that passed validation at the LLM tier (vs. retried at the
+simplified tier or failed), backend calls, and mean prompt / completion tokens per agent. The snapshots come from the test scenario's ECS world, so they
 are real SnapshotSystem output. One warm-up call runs first (model load, system prompt cached).
 """
 
@@ -42,7 +43,7 @@ def bench_requests(n: int) -> list[PlanRequest]:
 
 
 async def run(
-    backend: Backend, reqs: list[PlanRequest], strategy: str, mode: str
+    backend: Backend, reqs: list[PlanRequest], strategy: str, mode: str, prompt: str
 ) -> tuple[float, float | None, list[PlanOutcome], Metrics]:
     out: list[PlanOutcome] = []
     first: list[float] = []
@@ -55,7 +56,7 @@ async def run(
         out.append(o)
 
     ctx = PlanContext(backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(100), emit)
-    await run_batch(ctx, Batch(tuple(reqs), strategy, mode, "compressed", True, 0))
+    await run_batch(ctx, Batch(tuple(reqs), strategy, mode, prompt, True, 0))
     return time.monotonic() - started, first[0] if first else None, out, metrics
 
 
@@ -64,22 +65,30 @@ async def main_async(args: argparse.Namespace) -> None:
         args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
     )
     assert backend is not None
-    reqs = bench_requests(args.agents)
+    everyone = bench_requests(args.agents + 1)
+    reqs, spare = everyone[:-1], everyone[-1]
+    rows = [(s, s, args.mode, "compressed") for s in args.strategies]
+    if args.baseline:
+        # The original design: one agent per call, verbose prompt, the model writes the plan.
+        rows.insert(0, ("baseline", "sequential", "free", "full"))
     try:
-        await run(backend, reqs[:1], "sequential", args.mode)  # warm-up
+        await run(backend, [spare], "sequential", args.mode, "compressed")  # load, warm the cache
         print(
             f"backend={backend.info.name} model={backend.info.model} agents={len(reqs)} "
             f"mode={args.mode}"
         )
-        for strategy in args.strategies:
-            wall, ttfp, out, metrics = await run(backend, reqs, strategy, args.mode)
+        base_wall: float | None = None
+        for label, strategy, mode, prompt in rows:
+            wall, ttfp, out, metrics = await run(backend, reqs, strategy, mode, prompt)
+            base_wall = wall if base_wall is None else base_wall
             s = metrics.stats()
             llm = sum(1 for o in out if o.tier is Tier.LLM)
             simple = sum(1 for o in out if o.tier is Tier.LLM_SIMPLE)
             failed = sum(1 for o in out if not o.ok)
             print(
-                f"{strategy:<11} wall={wall:6.2f}s first_plan={ttfp or 0:5.2f}s "
-                f"llm={llm:2d} simple={simple:2d} failed={failed:2d} calls={s['requests']:2d} "
+                f"{label:<11} wall={wall:6.2f}s (x{base_wall / wall:4.2f}) "
+                f"first_plan={ttfp or 0:5.2f}s llm={llm:2d} simple={simple:2d} "
+                f"failed={failed:2d} calls={s['requests']:2d} "
                 f"in_tok/agent={s['in_tokens_per_plan'] or 0:6.1f} "
                 f"out_tok/agent={s['out_tokens_per_plan'] or 0:5.1f} invalid={s['invalid']}"
             )
@@ -96,6 +105,12 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--mode", default="guided", choices=("guided", "free"))
     parser.add_argument("--strategies", nargs="*", default=["sequential", "packed", "concurrent"])
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first run the original design (sequential, full prompt, free plans); "
+        "ratios are against it",
+    )
     anyio.run(main_async, parser.parse_args())
 
 
