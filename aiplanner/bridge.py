@@ -9,6 +9,7 @@ Outcomes are pushed one agent at a time, as each completes, never only at the en
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import queue
@@ -71,7 +72,10 @@ class AsyncBridge:
         self._idle = threading.Condition(self._lock)
         self._unwanted: set[int] = set()
         self._active = 0
-        self._batch_first: dict[int, float] = {}
+        # Game thread -> loop: an inbox and a wake-up that never waits for the loop.
+        self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: anyio.Event | None = None
 
     # -- lifecycle (game thread) ---------------------------------------------------------------
     @property
@@ -83,6 +87,8 @@ class AsyncBridge:
             return
         self._portal_cm = start_blocking_portal(backend="asyncio")
         self._portal = self._portal_cm.__enter__()
+        self._loop = self._portal.call(self._attach)
+        self._portal.start_task_soon(self._dispatcher)
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Cancel work in flight, close the backend and stop the loop thread. Idempotent."""
@@ -108,7 +114,8 @@ class AsyncBridge:
             self._active += 1
             for r in batch.requests:
                 self._unwanted.discard(r.entity)
-        portal.start_task_soon(self._run, batch)
+        self._inbox.put(batch)
+        self._notify()
 
     def cancel(self, entities: set[int]) -> None:
         """The game no longer needs plans for these entities; stop their calls where possible."""
@@ -116,9 +123,17 @@ class AsyncBridge:
             return
         with self._lock:
             self._unwanted |= entities
-        portal = self._portal
-        if portal is not None:
-            portal.start_task_soon(self._cancel_scopes)
+        if self._portal is not None:
+            self._inbox.put(None)  # None: re-check which calls are still wanted
+            self._notify()
+
+    def _notify(self) -> None:
+        # call_soon_threadsafe only queues a callback: the game thread never waits for the loop
+        # (a portal's start_task_soon would wait until the loop had started the task).
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(self._set_wake)
 
     def drain(self) -> list[PlanOutcome]:
         out: list[PlanOutcome] = []
@@ -139,6 +154,34 @@ class AsyncBridge:
             return self._idle.wait_for(lambda: self._active == 0, timeout=timeout_s)
 
     # -- loop thread -------------------------------------------------------------------------
+    async def _attach(self) -> asyncio.AbstractEventLoop:
+        self._wake = anyio.Event()
+        return asyncio.get_running_loop()
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _dispatcher(self) -> None:
+        """Start a task per submitted batch; re-check cancellations. Runs until shutdown."""
+        async with anyio.create_task_group() as tg:
+            while True:
+                assert self._wake is not None
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                recheck = False
+                while True:
+                    try:
+                        item = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        recheck = True
+                    else:
+                        tg.start_soon(self._run, item)
+                if recheck:
+                    await self._cancel_scopes()
+
     def _wanted(self, entity: int) -> bool:
         with self._lock:
             return entity not in self._unwanted

@@ -6,8 +6,9 @@ Run: python benchmarks/strategies.py [--backend embedded|openai|ollama] [--agent
 
 For each strategy prints: wall time for the whole batch (and its speed-up over the first row),
 time to the first plan, plans that passed validation at the LLM tier (vs. retried at the
-simplified tier or failed), backend calls, and mean prompt / completion tokens per agent. The snapshots come from the test scenario's ECS world, so they
-are real SnapshotSystem output. One warm-up call runs first (model load, system prompt cached).
+simplified tier or failed), backend calls, and mean prompt / completion tokens per agent.
+The snapshots come from the test scenario's ECS world, so they are real SnapshotSystem output.
+One warm-up call on a spare agent runs first (model load, system prompt cached).
 """
 
 from __future__ import annotations
