@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 
+from scenario import make_request
+
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, StreamEvent, TextDelta
 from aiplanner.backends.scripted import ScriptedBackend
@@ -13,7 +15,6 @@ from aiplanner.bridge import AsyncBridge
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanRequest
 from aiplanner.strategies import Batch
-from scenario import make_request
 
 
 def _bridge(backend: object) -> AsyncBridge:
