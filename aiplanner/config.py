@@ -34,6 +34,9 @@ class PlannerConfig:
     * ``prompt_tier``: the first LLM tier's prompt; the simplified retry always uses ``compressed``
       in guided mode.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
+    * ``max_plans_per_tick``: time-slicing; at most this many agents get a plan applied or ask
+      for one per tick, the others on later ticks (None: no limit). Bounds the cost of a tick
+      where many agents finish their plans at once.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
       nobody stands still; the model's plan replaces it when it arrives.
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
@@ -48,6 +51,7 @@ class PlannerConfig:
     prompt_tier: Literal["compressed", "full"] = "compressed"
     plan_deadline_s: float = 4.0
     provisional: bool = True
+    max_plans_per_tick: int | None = None
     max_candidates: int = 4
     simplified_retry: bool = True
     cache_enabled: bool = True
@@ -70,6 +74,8 @@ class PlannerConfig:
             raise ConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_batch_size > 256:
             raise ConfigError(f"max_batch_size is at most 256, got {self.max_batch_size}")
+        if self.max_plans_per_tick is not None and self.max_plans_per_tick <= 0:
+            raise ConfigError(f"max_plans_per_tick must be positive, got {self.max_plans_per_tick}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.strategy not in STRATEGIES:

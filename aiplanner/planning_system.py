@@ -75,6 +75,11 @@ class PlanningSystem(esper.Processor):
         self._pending: list[int] = []  # REQUESTED, oldest first
         self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
         self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
+        self._held_seq = 0
+        self._backlog: list[PlanOutcome] = []  # arrived, left for the next tick by the budget
+        self._budget = 0  # agents this tick may still handle (max_plans_per_tick)
+        # Ranked candidates per waiting agent, kept from request to dispatch (same tick only).
+        self._candidates: dict[int, tuple[WorldSnapshot, tuple[Plan, ...]]] = {}
         self._next_plan_id = 0
 
     # -- queries ---------------------------------------------------------------------------------
@@ -91,6 +96,7 @@ class PlanningSystem(esper.Processor):
         cfg = self._config()
         tick = self._snapshots.tick
         now = self._clock()
+        self._budget = cfg.max_plans_per_tick or len(self._known) + 1_000_000
         self._adopt_new_agents(cfg)
         if self._replay is not None:
             self._apply_replay(tick, now)
@@ -129,15 +135,20 @@ class PlanningSystem(esper.Processor):
             raise PlannerError(
                 f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
             )
-        ready: list[PlanOutcome] = []
+        ready, self._backlog = self._backlog, []
         for outcome in self._bridge.drain():
             if cfg.lockstep and outcome.ready_at is not None and outcome.ready_at > now:
-                heapq.heappush(self._held, (outcome.ready_at, outcome.entity, outcome))
+                self._held_seq += 1
+                heapq.heappush(self._held, (outcome.ready_at, self._held_seq, outcome))
             else:
                 ready.append(outcome)
         while self._held and self._held[0][0] <= now:
             ready.append(heapq.heappop(self._held)[2])
-        for outcome in sorted(ready, key=lambda o: o.entity):
+        ready.sort(key=lambda o: o.entity)
+        if len(ready) > self._budget:  # time-slicing: the rest waits for the next tick
+            ready, self._backlog = ready[: self._budget], ready[self._budget :]
+        self._budget -= len(ready)
+        for outcome in ready:
             self._apply_outcome(cfg, outcome, tick, now)
 
     def _apply_outcome(
@@ -189,7 +200,7 @@ class PlanningSystem(esper.Processor):
                 self._metrics.record_deadline_miss()
                 self._fallback(ent, st, tick, now, "deadline")
         self._pending = [e for e in self._pending if e not in gone]
-        self._held = [h for h in self._held if h[1] not in gone]
+        self._held = [h for h in self._held if h[2].entity not in gone]
         heapq.heapify(self._held)
         if self._bridge is not None:
             self._bridge.cancel(gone)
@@ -205,6 +216,9 @@ class PlanningSystem(esper.Processor):
         for ent, st in sorted(esper.get_component(PlanState), key=lambda p: p[0]):
             if st.status is not PlanStatus.IDLE or ent not in self._known:
                 continue
+            if self._budget <= 0:
+                break  # time-slicing: the others ask on the next tick
+            self._budget -= 1
             snap = self._snapshots.snapshot(ent)
             if snap is None:
                 continue
@@ -214,7 +228,7 @@ class PlanningSystem(esper.Processor):
             if replaying:  # wait (busy with the provisional plan) for the recorded plan
                 st.status = PlanStatus.REQUESTED
                 if cfg.provisional:
-                    self._provisional(ent, snap)
+                    self._provisional(ent, snap, cfg)
                 continue
             if cfg.cache_enabled:
                 key = self._cache_key(cfg, snap)
@@ -235,20 +249,32 @@ class PlanningSystem(esper.Processor):
             st.status = PlanStatus.REQUESTED
             self._pending.append(ent)
             if cfg.provisional:
-                self._provisional(ent, snap)
+                self._provisional(ent, snap, cfg)
 
-    def _provisional(self, ent: int, snap: WorldSnapshot) -> None:
+    def _ranked(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig) -> tuple[Plan, ...]:
+        """The rules' ranked candidates for this snapshot, computed once per agent and tick."""
+        kept = self._candidates.get(ent)
+        if kept is not None and kept[0] is snap:  # snapshots are memoised per tick
+            return kept[1]
+        ranked = self._heuristic.candidates(snap, cfg.max_candidates)
+        self._candidates[ent] = (snap, ranked)
+        return ranked
+
+    def _provisional(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig) -> None:
         """Keep the agent busy with the rules' plan until the model's plan arrives."""
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
             return
-        plan, _tier = self._heuristic_plan(snap)
+        ranked = self._ranked(ent, snap, cfg)  # the rules' best plan comes first
+        plan = ranked[0] if ranked else self._heuristic_plan(snap)[0]
         self._next_plan_id += 1
         queue.replace(list(plan.steps), self._next_plan_id)
         self._metrics.record_provisional()
 
     def _forget(self, deleted: set[int]) -> None:
         self._known -= deleted
+        for ent in deleted:
+            self._candidates.pop(ent, None)
         self._pending = [e for e in self._pending if e not in deleted]
         cancelled = {e for e in deleted if self._in_flight.pop(e, None) is not None}
         if cancelled and self._bridge is not None:
@@ -280,13 +306,14 @@ class PlanningSystem(esper.Processor):
                     entity=ent,
                     plan_id=st.plan_id,
                     snapshot=snap,
-                    candidates=self._heuristic.candidates(snap, cfg.max_candidates),
+                    candidates=self._ranked(ent, snap, cfg),
                     requested_tick=st.requested_tick,
                     requested_at=st.requested_at,
                     deadline=st.deadline,
                     budget_s=max(0.0, st.deadline - now),
                 )
                 self._in_flight[ent] = req
+                self._candidates.pop(ent, None)
                 requests.append(req)
             if requests:
                 self._bridge.submit(
@@ -351,3 +378,5 @@ class PlanningSystem(esper.Processor):
         self._pending.clear()
         self._in_flight.clear()
         self._held.clear()
+        self._backlog.clear()
+        self._candidates.clear()

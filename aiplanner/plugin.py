@@ -52,6 +52,7 @@ _TUNABLE = frozenset(
         "plan_deadline_s",
         "simplified_retry",
         "provisional",
+        "max_plans_per_tick",
     }
 )
 

@@ -1,6 +1,6 @@
 """Per-tick cost of the plugin's processors at 100 / 1000 / 5000 agents.
 
-Run: python benchmarks/tick_cost.py [--ticks 300]
+Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--caps 0 16]
 
 The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
 measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
@@ -44,11 +44,12 @@ def _time_process(proc: object, spent: dict[str, float]) -> None:
     proc.process = timed  # type: ignore[attr-defined]
 
 
-def measure(n: int, ticks: int) -> dict[str, float]:
+def measure(n: int, ticks: int, cap: int | None) -> dict[str, float | str]:
     esper.switch_world(f"bench-{n}")
     side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
     spawn_battle(n, seed=1, field=make_field(side, side, seed=1))
-    plugin = PlannerPlugin(PlannerConfig(max_batch_size=16), ScriptedBackend()).install()
+    cfg = PlannerConfig(max_batch_size=16, max_plans_per_tick=cap)
+    plugin = PlannerPlugin(cfg, ScriptedBackend()).install()
     spent: dict[str, float] = {}
     for proc in (plugin.snapshot_system, plugin.planning_system, plugin.execution_system):
         _time_process(proc, spent)
@@ -71,6 +72,7 @@ def measure(n: int, ticks: int) -> dict[str, float]:
     exec_ms.sort()
     return {
         "agents": n,
+        "max_plans_per_tick": str(cap),
         "snapshot+planning p50 ms": statistics.median(plan_ms),
         "snapshot+planning p99 ms": plan_ms[int(0.99 * (len(plan_ms) - 1))],
         "execution p50 ms": statistics.median(exec_ms),
@@ -82,12 +84,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ticks", type=int, default=300)
     parser.add_argument("--agents", type=int, nargs="*", default=[100, 1000, 5000])
+    parser.add_argument(
+        "--caps", type=int, nargs="*", default=[0, 16], help="max_plans_per_tick (0: no limit)"
+    )
     args = parser.parse_args()
     for n in args.agents:
-        r = measure(n, args.ticks)
-        print(
-            "  ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items())
-        )
+        for cap in args.caps:
+            r = measure(n, args.ticks, cap or None)
+            print(
+                "  ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                )
+            )
 
 
 if __name__ == "__main__":

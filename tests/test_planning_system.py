@@ -170,3 +170,36 @@ def test_max_wait_holds_a_partial_batch(world: str) -> None:
         clock.now += 0.1
         _tick(clock)
         assert plugin.stats()["pending"] == 0 and plugin.stats()["in_flight"] == 3
+
+
+def test_max_plans_per_tick_time_slices_a_burst(world: str) -> None:
+    clock = Clock()
+    ents = spawn_battle(12)
+    cfg = PlannerConfig(max_plans_per_tick=5, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:  # rules only: every need is met at once
+        counts = []
+        for _ in range(3):
+            _tick(clock)
+            counts.append(plugin.stats()["plans"])
+        assert counts == [5, 10, 12]
+        executing = [
+            e
+            for e in ents
+            if esper.component_for_entity(e, PlanState).status is PlanStatus.EXECUTING
+        ]
+        assert executing == sorted(ents)  # served in entity-id order, nobody starved
+
+
+def test_budget_also_holds_back_arrived_plans(world: str) -> None:
+    clock = Clock()
+    backend = ScriptedBackend(virtual_time=True)
+    cfg = PlannerConfig(max_wait_ms=0, lockstep=True, cache_enabled=False, max_plans_per_tick=3)
+    spawn_battle(6)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)  # 3 agents ask (budget), the other 3 wait for the next tick
+        assert plugin.stats()["in_flight"] == 3
+        _tick(clock)  # 3 answers arrive and use the whole budget: nobody new asks
+        assert plugin.stats()["tiers"] == {"llm": 3}
+        assert plugin.stats()["in_flight"] == 0
+        _tick(clock, 3)
+        assert plugin.stats()["tiers"] == {"llm": 6}
