@@ -85,7 +85,7 @@ class Options:
     seed: int = 0
     batch_size: int = 8
     strategy: str = "auto"
-    threads: int = 1
+    threads: int = 2
     headless: bool = False
     frames: int | None = None
     fps: int = 30
@@ -147,8 +147,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     p.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="embedded engine threads (default 1: rendering keeps a core)",
+        default=2,
+        help="embedded engine threads (default 2: measured, the frame p99 stays far under "
+        "16.7 ms and more plans come from the model than with 1; see the README)",
     )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(

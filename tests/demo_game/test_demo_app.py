@@ -145,7 +145,7 @@ def test_defaults_follow_the_brief() -> None:
     assert (opts.backend, opts.squad_size, opts.threads, opts.map) == (
         "embedded",
         5,
-        1,
+        2,
         "crossroads",
     )
     assert parse_args(["--squad-size", "50"]).squad_size == 50
@@ -277,8 +277,8 @@ def test_python_m_demo_game_runs_headless(tmp_path: Path) -> None:
 @pytest.mark.model
 def test_embedded_model_plans_some_agents_live() -> None:
     pytest.importorskip("llama_cpp")
-    # One engine thread, as the demo defaults to: on two cores, two engine threads competing
-    # with the render loop made every call miss its deadline (see the frame-time benchmark).
+    # One engine thread: the slowest setting (on a loaded 2-core machine, two engine threads
+    # competing with the render loop and other processes can make calls miss their deadline).
     result = run(
         Options(backend="embedded", threads=1, headless=True, fps=30, frames=300, squad_size=3),
         log=False,
