@@ -350,12 +350,15 @@ class PlanningSystem(esper.Processor):
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
             return
+        # Latency is measured for agents that waited on the backend; a cache hit or an
+        # immediate rules plan would only drag the percentiles towards zero.
+        waited = st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
         self._next_plan_id += 1
         queue.replace(list(plan.steps), self._next_plan_id)
         st.plan_id = self._next_plan_id
         st.status = PlanStatus.EXECUTING
         st.tier = tier
-        self._metrics.record_plan(tier.value, max(0.0, now - st.requested_at))
+        self._metrics.record_plan(tier.value, max(0.0, now - st.requested_at) if waited else None)
         esper.dispatch_event(EVENT_PLAN_APPLIED, ent, plan, tier, tick)
 
     def _apply_replay(self, tick: int, now: float) -> None:

@@ -57,6 +57,8 @@ def test_cache_hit_skips_the_backend(world: str) -> None:
         assert len(backend.calls) == calls
         assert {esper.component_for_entity(e, PlanState).tier for e in ents} == {Tier.CACHE}
         assert plugin.cache.hits == 2
+        # Latency counts only the agents that waited on the backend, not instant cache hits.
+        assert plugin.metrics.latency_s.count == 2
 
 
 def test_stale_cached_plan_is_not_used(world: str) -> None:
