@@ -15,6 +15,7 @@ import dataclasses
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import anyio
@@ -70,7 +71,8 @@ class AsyncBridge:
         # Shared state, under the lock:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._unwanted: set[int] = set()
+        self._unwanted: set[int] = set()  # only entities of running batches: bounded
+        self._in_batches: Counter[int] = Counter()
         self._active = 0
         # Game thread -> loop: an inbox and a wake-up that never waits for the loop.
         self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
@@ -114,6 +116,7 @@ class AsyncBridge:
             self._active += 1
             for r in batch.requests:
                 self._unwanted.discard(r.entity)
+                self._in_batches[r.entity] += 1
         self._inbox.put(batch)
         self._notify()
 
@@ -122,7 +125,7 @@ class AsyncBridge:
         if not entities:
             return
         with self._lock:
-            self._unwanted |= entities
+            self._unwanted |= {e for e in entities if e in self._in_batches}
         if self._portal is not None:
             self._inbox.put(None)  # None: re-check which calls are still wanted
             self._notify()
@@ -227,6 +230,11 @@ class AsyncBridge:
             self._scopes.pop(batch_id, None)
             with self._idle:
                 self._active -= 1
+                for r in batch.requests:
+                    self._in_batches[r.entity] -= 1
+                    if self._in_batches[r.entity] <= 0:
+                        del self._in_batches[r.entity]
+                        self._unwanted.discard(r.entity)
                 self._idle.notify_all()
 
     @contextlib.contextmanager

@@ -105,3 +105,17 @@ def test_outcomes_arrive_one_agent_at_a_time() -> None:
     finally:
         seen_first.set()
         bridge.close()
+
+
+def test_bookkeeping_stays_bounded_by_the_work_in_flight() -> None:
+    bridge = _bridge(ScriptedBackend())
+    bridge.start()
+    try:
+        for i in range(50):
+            bridge.submit(_batch(1000 + i))
+            bridge.cancel({1000 + i, 5_000_000 + i})  # the second id was never submitted
+        assert bridge.wait_idle(10)
+        # A soak must not grow these: only entities of running batches are tracked.
+        assert bridge._unwanted == set() and not bridge._in_batches
+    finally:
+        bridge.close()
