@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 import esper
 
-from aiplanner import DEFAULT_REGISTRY, create_backend
+from aiplanner import DEFAULT_REGISTRY, OpenAIBackend, create_backend
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Tier
@@ -62,9 +62,18 @@ async def run(
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    backend = create_backend(
-        args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
-    )
+    backend: Backend | None
+    if args.backend == "openai" and args.concurrency:
+        backend = OpenAIBackend(
+            args.base_url,
+            model=args.model or "default",
+            max_concurrency=args.concurrency,
+            read_timeout_s=60.0,
+        )
+    else:
+        backend = create_backend(
+            args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
+        )
     assert backend is not None
     everyone = bench_requests(args.agents + 1)
     reqs, spare = everyone[:-1], everyone[-1]
@@ -104,6 +113,9 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument(
+        "--concurrency", type=int, default=0, help="openai: requests in flight (server slots)"
+    )
     parser.add_argument("--mode", default="guided", choices=("guided", "free"))
     parser.add_argument("--strategies", nargs="*", default=["sequential", "packed", "concurrent"])
     parser.add_argument(
