@@ -70,3 +70,25 @@ def test_packed_batch_of_five_real_snapshots_streams_valid_plans(world: str, mod
     # Streamed: the first plan was released while the model was still writing the others.
     assert chunks_at_emit[0] < backend.chunks
     assert esper.current_world == world
+
+
+def test_one_real_snapshot_gives_a_valid_plan_deterministically(world: str) -> None:
+    """Default model, guided mode, temperature 0, fixed seed: parses, validates, repeats."""
+    req: PlanRequest = real_requests(1, seed=9)[0]  # type: ignore[assignment]
+
+    async def plan_twice() -> list[PlanOutcome]:
+        out: list[PlanOutcome] = []
+        backend = EmbeddedBackend(n_threads=2, seed=0)
+        ctx = PlanContext(backend, DEFAULT_REGISTRY, Metrics(), CircuitBreaker(), out.append)
+        try:
+            for _ in range(2):
+                await run_batch(ctx, Batch((req,), "sequential", "guided", "compressed", False, 0))
+        finally:
+            await backend.aclose()
+        return out
+
+    first, second = anyio.run(plan_twice)
+    assert first.tier is Tier.LLM and first.plan is not None, first.error
+    assert validate_plan(first.plan, req.snapshot) == first.plan
+    assert first.plan in req.candidates
+    assert (second.plan, second.raw) == (first.plan, first.raw)
