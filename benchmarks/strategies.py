@@ -75,20 +75,26 @@ async def main_async(args: argparse.Namespace) -> None:
             args.backend, base_url=args.base_url, n_threads=args.threads, model=args.model
         )
     assert backend is not None
-    everyone = bench_requests(args.agents + 1)
-    reqs, spare = everyone[:-1], everyone[-1]
-    rows = [(s, s, args.mode, "compressed") for s in args.strategies]
+    n = args.agents
+    everyone = bench_requests(n * args.repeat + 1)
+    spare = everyone[-1]
+    # Each repetition plans other agents (other snapshots, the same system prompt): a server
+    # that cached the exact previous request would otherwise look faster than it is.
+    agent_sets = [everyone[i * n : (i + 1) * n] for i in range(args.repeat)]
+    rows = [
+        (f"{s}#{i + 1}" if args.repeat > 1 else s, s, args.mode, "compressed", i)
+        for s in args.strategies
+        for i in range(args.repeat)
+    ]
     if args.baseline:
         # The original design: one agent per call, verbose prompt, the model writes the plan.
-        rows.insert(0, ("baseline", "sequential", "free", "full"))
+        rows.insert(0, ("baseline", "sequential", "free", "full", 0))
     try:
         await run(backend, [spare], "sequential", args.mode, "compressed")  # load, warm the cache
-        print(
-            f"backend={backend.info.name} model={backend.info.model} agents={len(reqs)} "
-            f"mode={args.mode}"
-        )
+        print(f"backend={backend.info.name} model={backend.info.model} agents={n} mode={args.mode}")
         base_wall: float | None = None
-        for label, strategy, mode, prompt in rows:
+        for label, strategy, mode, prompt, agents in rows:
+            reqs = agent_sets[agents]
             wall, ttfp, out, metrics = await run(backend, reqs, strategy, mode, prompt)
             base_wall = wall if base_wall is None else base_wall
             s = metrics.stats()
@@ -96,7 +102,7 @@ async def main_async(args: argparse.Namespace) -> None:
             simple = sum(1 for o in out if o.tier is Tier.LLM_SIMPLE)
             failed = sum(1 for o in out if not o.ok)
             print(
-                f"{label:<11} wall={wall:6.2f}s (x{base_wall / wall:4.2f}) "
+                f"{label:<13} wall={wall:6.2f}s (x{base_wall / wall:4.2f}) "
                 f"first_plan={ttfp or 0:5.2f}s llm={llm:2d} simple={simple:2d} "
                 f"failed={failed:2d} calls={s['requests']:2d} "
                 f"in_tok/agent={s['in_tokens_per_plan'] or 0:6.1f} "
@@ -113,6 +119,12 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--agents", type=int, default=10)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each strategy N times, each on other agents (a server's slots warm up)",
+    )
     parser.add_argument(
         "--concurrency", type=int, default=0, help="openai: requests in flight (server slots)"
     )
