@@ -284,15 +284,28 @@ class PlanningSystem(esper.Processor):
     def _dispatch(self, cfg: PlannerConfig, tick: int, now: float) -> None:
         if self._bridge is None or not self._pending:
             return
+        info = self._bridge.backend.info
+        # An engine that serves one call at a time gets one batch at a time: the others wait
+        # here, busy with their provisional plan, and go out later with fresher snapshots
+        # instead of queueing inside the engine until their deadline cancels them.
+        serial = not info.parallel
+        batch_limit = 1 if serial else max(1, info.max_concurrency)
         while self._pending and len(self._in_flight) < cfg.max_in_flight:
+            if not cfg.lockstep and self._bridge.active_batches >= batch_limit:
+                return
             oldest = self._state(self._pending[0])
             waited_ms = (now - oldest.requested_at) * 1000.0 if oldest else 0.0
             full = len(self._pending) >= cfg.max_batch_size
             if not (full or waited_ms >= cfg.max_wait_ms or cfg.lockstep):
                 return
-            room = cfg.max_in_flight - len(self._in_flight)
-            take = self._pending[: min(cfg.max_batch_size, room)]
-            self._pending = self._pending[len(take) :]
+            limit = min(cfg.max_batch_size, cfg.max_in_flight - len(self._in_flight))
+            if serial and not cfg.lockstep:
+                take = self._select_in_time(limit, tick, now)
+                if not take:
+                    return
+            else:
+                take = self._pending[:limit]
+                self._pending = self._pending[len(take) :]
             requests = []
             for ent in take:
                 st = self._state(ent)
@@ -326,6 +339,32 @@ class PlanningSystem(esper.Processor):
                         tick,
                     )
                 )
+
+    def _select_in_time(self, limit: int, tick: int, now: float) -> list[int]:
+        """Up to ``limit`` waiting agents that a one-call-at-a-time engine can serve in time.
+
+        The k-th agent of a sequential batch waits for k calls. With the recent median call time
+        as the estimate, an agent joins the batch only if its plan can arrive before its
+        deadline; one that cannot make even a call of its own gets the fallback now instead of
+        burning engine time; the rest keep waiting for the next batch.
+        """
+        call_s = self._metrics.call_s.percentile(50) or 0.0
+        chosen: list[int] = []
+        keep: list[int] = []
+        for ent in self._pending:
+            st = self._state(ent)
+            if st is None:
+                continue
+            left = st.deadline - now
+            if len(chosen) < limit and left >= (len(chosen) + 1) * call_s:
+                chosen.append(ent)
+            elif left < call_s:
+                self._metrics.record_deadline_miss()
+                self._fallback(ent, st, tick, now, "no_time")
+            else:
+                keep.append(ent)
+        self._pending = keep
+        return chosen
 
     # -- applying ---------------------------------------------------------------------------------
     def _fallback(self, ent: int, st: PlanState, tick: int, now: float, why: str) -> None:

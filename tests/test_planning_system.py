@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import esper
 from scenario import spawn_battle
 
@@ -205,3 +207,38 @@ def test_budget_also_holds_back_arrived_plans(world: str) -> None:
         assert plugin.stats()["in_flight"] == 0
         _tick(clock, 3)
         assert plugin.stats()["tiers"] == {"llm": 6}
+
+
+def _wait_until(cond: object, ticks: int = 2000) -> None:
+    for _ in range(ticks):
+        if cond():  # type: ignore[operator]
+            return
+        esper.process(0.0)
+        threading.Event().wait(0.002)
+    raise AssertionError("condition not reached")
+
+
+def test_serial_engine_gets_one_batch_at_a_time_and_only_agents_that_can_make_it(
+    world: str,
+) -> None:
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=2.5, cache_enabled=False)
+    ents = spawn_battle(6)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        for _ in range(5):
+            plugin.metrics.record_call(1.0, None)  # calls have been taking 1 s each
+        _tick(clock)
+        # 2.5 s of budget at 1 s a call: two agents fit in the batch, the rest wait here.
+        assert plugin.stats()["in_flight"] == 2 and plugin.stats()["pending"] == 4
+        clock.now += 2.0  # the engine is still busy: no second batch is sent meanwhile
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == 2 and plugin.stats()["pending"] == 4
+        gate.set()
+        _wait_until(lambda: plugin.stats()["in_flight"] == 0)
+        # 0.5 s left is less than one call: the four waiting agents fall back at once.
+        states = [esper.component_for_entity(e, PlanState) for e in ents]
+        assert sorted(s.invalid_reason for s in states).count("no_time") == 4
+        assert plugin.stats()["tiers"] == {"llm": 2, "heuristic": 4}
+        assert len(backend.calls) == 2
