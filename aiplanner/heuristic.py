@@ -33,12 +33,10 @@ from aiplanner.snapshot import SeenUnit, WorldSnapshot
 from aiplanner.spatial import to_cell
 from aiplanner.validation import validate_plan
 
-__all__ = ["COVER_NEAR", "HURT_HP", "HeuristicPlanner"]
+__all__ = ["COVER_NEAR", "HeuristicPlanner"]
 
 COVER_NEAR: Final = 5.0
 """Cover farther than this (cells) is not worth running to under fire."""
-HURT_HP: Final = 50
-"""An ally below this hp is hurt. Seen units carry no max_hp, so this assumes the default 100."""
 WAIT_TICKS: Final = 10
 _RETREAT_CELLS: Final = 5.0
 _EXPLORE_CELLS: Final = 6.0
@@ -143,9 +141,7 @@ class HeuristicPlanner:
         in_range = [e for e in enemies if e.dist <= me.weapon_range]
         target = in_range[0] if in_range else None
         nearest = enemies[0] if enemies else None
-        hurt = sorted(
-            (a for a in snap.allies if 0 < a.hp < HURT_HP), key=lambda u: (u.hp, u.dist, u.id)
-        )
+        hurt = sorted((a for a in snap.allies if a.hurt), key=lambda u: (u.hp, u.dist, u.id))
         heal_id = hurt[0].id if hurt else (me.id if me.hp * 2 < me.max_hp else None)
         cover = self._near_cover(snap)
         role = me.role

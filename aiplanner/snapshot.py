@@ -40,6 +40,12 @@ class SeenUnit:
     hp: int
     in_cover: bool
     dist: float
+    max_hp: int = 100
+
+    @property
+    def hurt(self) -> bool:
+        """Alive and below half of its maximum health."""
+        return self.hp > 0 and self.hp * 2 < self.max_hp
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +147,15 @@ class WorldSnapshot:
 
 
 def _unit(u: SeenUnit) -> dict[str, object]:
-    return {"id": u.id, "x": u.x, "y": u.y, "hp": u.hp, "in_cover": u.in_cover, "dist": u.dist}
+    return {
+        "id": u.id,
+        "x": u.x,
+        "y": u.y,
+        "hp": u.hp,
+        "max_hp": u.max_hp,
+        "in_cover": u.in_cover,
+        "dist": u.dist,
+    }
 
 
 def _seen(u: dict[str, object]) -> SeenUnit:
@@ -152,6 +166,7 @@ def _seen(u: dict[str, object]) -> SeenUnit:
         hp=int(u["hp"]),  # type: ignore[call-overload]
         in_cover=bool(u.get("in_cover", False)),
         dist=float(u.get("dist", 0.0)),  # type: ignore[arg-type]
+        max_hp=int(u.get("max_hp", 100)),  # type: ignore[call-overload]
     )
 
 
@@ -171,6 +186,6 @@ def quantised_key(snap: WorldSnapshot, cell: int = 2, hp_step: int = 25) -> tupl
         ammo_bucket,
         me.in_cover,
         tuple((u.id, u.x // cell, u.y // cell, u.hp // hp_step) for u in snap.enemies[:4]),
-        tuple((u.id, u.hp // hp_step) for u in snap.allies[:4] if u.hp * 2 < 100),
+        tuple((u.id, u.hp // hp_step) for u in snap.allies[:4] if u.hurt),
         snap.objective,
     )

@@ -272,7 +272,9 @@ class SnapshotSystem(esper.Processor):
                     break
                 continue
             cx, cy = to_cell(ox, oy)
-            bucket.append(SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1)))
+            bucket.append(
+                SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1), health.max_hp)
+            )
         return tuple(enemies), tuple(allies), crowd
 
     def _cover(

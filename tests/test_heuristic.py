@@ -102,6 +102,12 @@ def test_support_heals_the_most_hurt_ally() -> None:
     assert P.plan(snap(role="tactical", allies=allies)).steps[0].action != "Heal"
 
 
+def test_hurt_is_relative_to_each_allys_max_hp() -> None:
+    tank = SeenUnit(4, 11, 10, 90, False, 1.0, max_hp=200)  # 90 of 200: hurt
+    scout = SeenUnit(5, 12, 10, 40, False, 2.0, max_hp=60)  # 40 of 60: fine
+    assert P.plan(snap(role="support", allies=(scout, tank))) == Plan((Step("Heal", (4,)),))
+
+
 def test_support_heals_itself_when_hurt_and_alone() -> None:
     assert P.plan(snap(role="support", hp=30)) == Plan((Step("Heal", (1,)),))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import esper
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +24,7 @@ from aiplanner.components import (
     Weapon,
 )
 from aiplanner.errors import ConfigError
+from aiplanner.snapshot import WorldSnapshot
 from aiplanner.snapshot_system import SnapshotSystem
 
 _worlds = itertools.count()
@@ -361,3 +363,16 @@ def test_cover_matches_brute_force(
                 )
             )
             assert snap.cover == tuple((cx, cy) for _, cx, cy in free[:cap])
+
+
+def test_seen_units_carry_their_max_hp(world: str) -> None:
+    esper.create_entity(FIELD)
+    me = agent(5, 5)
+    big = esper.create_entity(Agent("support"), Position(6, 5), Team(1), Health(90, 200))
+    system = SnapshotSystem()
+    system.process(0.016)
+    snap = system.snapshot(me)
+    assert snap is not None
+    (ally,) = snap.allies
+    assert (ally.id, ally.hp, ally.max_hp, ally.hurt) == (big, 90, 200, True)
+    assert WorldSnapshot.from_dict(orjson.loads(snap.to_json()), FIELD).allies == snap.allies
