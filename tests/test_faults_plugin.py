@@ -138,3 +138,26 @@ def test_connection_refused_gives_fallback_and_opens_breaker(world: str, kind: s
         assert plugin.stats()["errors"]
     finally:
         plugin.close()
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_deleting_an_agent_cancels_its_http_call(world: str, kind: str) -> None:
+    with FakeServer(stall_reply()) as srv:
+        # Read timeout and deadline far beyond the wait below: only cancellation ends the call.
+        backend: Backend = (
+            OpenAIBackend(srv.url, read_timeout_s=60.0)
+            if kind == "openai"
+            else OllamaBackend(srv.url, read_timeout_s=60.0)
+        )
+        cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=60.0, cache_enabled=False)
+        (ent,) = spawn_battle(1)
+        with PlannerPlugin(cfg, backend) as plugin:
+            esper.process(1 / 60)
+            assert srv.wait_requests(1, timeout=10)  # the call is open, the server stalls
+            assert plugin.stats()["in_flight"] == 1
+            esper.delete_entity(ent)
+            esper.process(1 / 60)  # the deletion takes effect; the planner forgets the agent
+            esper.process(1 / 60)
+            # The client hung up on the stalled stream long before the 60 s deadline.
+            assert srv.wait_client_gone(1, timeout=5)
+            assert plugin.stats()["in_flight"] == 0
