@@ -161,3 +161,15 @@ def test_deleting_an_agent_cancels_its_http_call(world: str, kind: str) -> None:
             # The client hung up on the stalled stream long before the 60 s deadline.
             assert srv.wait_client_gone(1, timeout=5)
             assert plugin.stats()["in_flight"] == 0
+
+
+def test_closing_the_plugin_hangs_up_calls_in_flight(world: str) -> None:
+    with FakeServer(stall_reply()) as srv:
+        backend = OpenAIBackend(srv.url, read_timeout_s=60.0, max_concurrency=4)
+        cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=60.0, cache_enabled=False)
+        spawn_battle(3)
+        plugin = PlannerPlugin(cfg, backend).install()
+        esper.process(1 / 60)
+        assert srv.wait_requests(3, timeout=10)
+        plugin.close()  # returns promptly (the bridge gives its calls 2 s at most)
+        assert srv.wait_client_gone(3, timeout=5)
