@@ -130,6 +130,12 @@ class AsyncBridge:
             self._inbox.put(None)  # None: re-check which calls are still wanted
             self._notify()
 
+    def cancel_all(self) -> None:
+        """Nobody needs any plan in flight any more (the plugin was uninstalled)."""
+        with self._lock:
+            everyone = set(self._in_batches)
+        self.cancel(everyone)
+
     def _notify(self) -> None:
         # call_soon_threadsafe only queues a callback: the game thread never waits for the loop
         # (a portal's start_task_soon would wait until the loop had started the task).

@@ -125,7 +125,7 @@ class PlannerPlugin:
                 raise ConfigError(
                     f"entity {ent} has unknown role {agent.role!r}; known: {cfg.roles}"
                 )
-        if self.backend is not None and self._replay is None:
+        if self.backend is not None and self._replay is None and self._bridge is None:
             self._bridge = AsyncBridge(
                 self.backend,
                 registry=cfg.registry,
@@ -156,14 +156,15 @@ class PlannerPlugin:
         return self
 
     def uninstall(self) -> None:
-        """Remove the processors (from the world they were installed in) and stop the bridge."""
+        """Remove the processors (from the world they were installed in) and cancel the calls in
+        flight. The bridge thread and the backend stay up for a later ``install``; ``close``
+        stops them."""
         if not self.installed:
             return
         if self.planning_system is not None:
             self.planning_system.abandon_all()
         if self._bridge is not None:
-            self._bridge.close()
-            self._bridge = None
+            self._bridge.cancel_all()
         current = esper.current_world
         if (
             self._world is not None
@@ -183,8 +184,12 @@ class PlannerPlugin:
         self._world = None
 
     def close(self) -> None:
-        """Stop planning: cancel requests in flight, close the backend, remove the processors."""
+        """Stop planning: remove the processors, cancel requests in flight, stop the bridge
+        thread and close the backend (which cannot be used again). Idempotent."""
         self.uninstall()
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
 
     def __enter__(self) -> PlannerPlugin:
         if not self.installed:

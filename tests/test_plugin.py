@@ -225,3 +225,30 @@ def test_close_with_requests_in_flight_is_prompt_and_leaves_no_thread(world: str
     assert backend.closed
     leftover = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not leftover, leftover
+
+
+def test_reinstall_keeps_the_backend_and_close_closes_it(world: str) -> None:
+    before = set(threading.enumerate())
+    backend = ScriptedBackend()
+    plugin = PlannerPlugin(PlannerConfig(max_wait_ms=0, cache_enabled=False), backend)
+    ents = spawn_battle(2)
+    for _ in range(2):
+        plugin.install()
+        tiers = plugin.stats()["tiers"]
+        assert isinstance(tiers, dict)
+        llm_before = tiers.get("llm", 0)
+
+        def planned(llm_before: int = llm_before) -> None:
+            while plugin.stats()["tiers"].get("llm", 0) <= llm_before:  # type: ignore[attr-defined]
+                esper.process(DT)
+
+        _run_in_thread(planned, timeout_s=30)  # the backend answers after each install
+        plugin.uninstall()
+        assert not backend.closed  # uninstalling keeps the backend for the next install
+        for e in ents:
+            if esper.entity_exists(e):  # (one may have died in the fight)
+                esper.component_for_entity(e, PlanState).status = PlanStatus.IDLE
+    plugin.close()
+    assert backend.closed
+    leftover = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not leftover, leftover
