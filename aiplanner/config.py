@@ -69,6 +69,11 @@ class PlannerConfig:
     roles: tuple[str, ...] = ROLES
     registry: ActionRegistry = field(default=DEFAULT_REGISTRY)
 
+    def check_role(self, entity: int, role: str) -> None:
+        """Raise :class:`ConfigError` if ``role`` (of ``entity``) is not one of ``roles``."""
+        if role not in self.roles:
+            raise ConfigError(f"entity {entity} has unknown role {role!r}; known: {self.roles}")
+
     def __post_init__(self) -> None:
         if self.max_batch_size <= 0:
             raise ConfigError(f"max_batch_size must be at least 1, got {self.max_batch_size}")

@@ -28,7 +28,7 @@ from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
 from aiplanner.components import ActionQueue, Agent, PlanState, PlanStatus, Tier
 from aiplanner.config import PlannerConfig
-from aiplanner.errors import ConfigError, PlannerError, PlanRejected
+from aiplanner.errors import PlannerError, PlanRejected
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
@@ -112,10 +112,7 @@ class PlanningSystem(esper.Processor):
         for ent, agent in esper.get_component(Agent):
             if ent in self._known:
                 continue
-            if agent.role not in cfg.roles:
-                raise ConfigError(
-                    f"entity {ent} has unknown role {agent.role!r}; known roles: {cfg.roles}"
-                )
+            cfg.check_role(ent, agent.role)
             self._known.add(ent)
             if not esper.has_component(ent, PlanState):
                 esper.add_component(ent, PlanState())

@@ -121,10 +121,7 @@ class PlannerPlugin:
             raise ConfigError("this PlannerPlugin is already installed; uninstall() it first")
         cfg = self._config
         for ent, agent in esper.get_component(Agent):
-            if agent.role not in cfg.roles:
-                raise ConfigError(
-                    f"entity {ent} has unknown role {agent.role!r}; known: {cfg.roles}"
-                )
+            cfg.check_role(ent, agent.role)
         if self.backend is not None and self._replay is None and self._bridge is None:
             self._bridge = AsyncBridge(
                 self.backend,
