@@ -243,6 +243,29 @@ class ActionExecutionSystem(esper.Processor):
         self._walk(pos, queue.path, agent.speed * dt)
         return not queue.path
 
+    def _close_in(
+        self,
+        agent: Agent,
+        pos: Position,
+        queue: ActionQueue,
+        target_id: int,
+        reach: float,
+        dt: float,
+    ) -> Health | None:
+        """The target's Health once it is within ``reach``; None while still walking to it.
+
+        Raises _Impossible('target_gone') if the target is gone or dead.
+        """
+        target = _living(target_id)
+        if target is None:
+            raise _Impossible("target_gone")
+        target_pos, target_health = target
+        if math.hypot(target_pos.x - pos.x, target_pos.y - pos.y) > reach:
+            self._approach(agent, pos, queue, target_pos, dt)
+            return None
+        queue.path = []
+        return target_health
+
     def _attack(
         self,
         ent: int,
@@ -252,15 +275,10 @@ class ActionExecutionSystem(esper.Processor):
         args: tuple[int, ...],
         dt: float,
     ) -> bool:
-        target = _living(args[0])
-        if target is None:
-            raise _Impossible("target_gone")
-        target_pos, target_health = target
         weapon = self._weapon(ent)
-        if math.hypot(target_pos.x - pos.x, target_pos.y - pos.y) > weapon.range:
-            self._approach(agent, pos, queue, target_pos, dt)
+        target_health = self._close_in(agent, pos, queue, args[0], weapon.range, dt)
+        if target_health is None:
             return False
-        queue.path = []
         ammo = esper.try_component(ent, Ammo)
         if ammo is not None and ammo.rounds <= 0:
             return True
@@ -298,14 +316,9 @@ class ActionExecutionSystem(esper.Processor):
         args: tuple[int, ...],
         dt: float,
     ) -> bool:
-        target = _living(args[0])
-        if target is None:
-            raise _Impossible("target_gone")
-        target_pos, target_health = target
-        if math.hypot(target_pos.x - pos.x, target_pos.y - pos.y) > HEAL_REACH:
-            self._approach(agent, pos, queue, target_pos, dt)
+        target_health = self._close_in(agent, pos, queue, args[0], HEAL_REACH, dt)
+        if target_health is None:
             return False
-        queue.path = []
         amount = self._weapon(ent).heal_amount
         target_health.hp = max(
             target_health.hp, min(target_health.max_hp, target_health.hp + amount)
