@@ -45,12 +45,19 @@ class ArgSpec:
 
 @dataclass(frozen=True, slots=True)
 class ActionSpec:
-    """One action: its name, a one-letter code for compact plans, its arguments and a short doc."""
+    """One action: its name, a one-letter code for compact plans, its arguments and a short doc.
+
+    ``phrase`` says the action in plain words, in the first person, for scored decisions
+    (:mod:`aiplanner.phrasing`): ``{name}`` slots take the argument of that name, and ``{place}``
+    the cell of an X/Y pair described against the snapshot ("cover", "the goal", "closer to
+    enemy 91"...). Empty: the doc is used.
+    """
 
     name: str
     code: str
     args: tuple[ArgSpec, ...]
     doc: str
+    phrase: str = ""
 
     def arg_index(self, name: str) -> int:
         for i, a in enumerate(self.args):
@@ -144,20 +151,27 @@ _Y = ArgSpec("y", ArgKind.Y)
 
 DEFAULT_REGISTRY = ActionRegistry(
     [
-        ActionSpec("MoveTo", "M", (_X, _Y), "walk to cell x,y"),
+        ActionSpec("MoveTo", "M", (_X, _Y), "walk to cell x,y", "walk to {place}"),
         ActionSpec(
             "Attack",
             "A",
             (ArgSpec("target_id", ArgKind.ENEMY, 0, _MAX_ID),),
             "shoot a visible enemy",
+            "shoot {target_id}",
         ),
-        ActionSpec("TakeCover", "C", (_X, _Y), "run to the cover point at x,y"),
-        ActionSpec("Reload", "R", (), "refill the magazine"),
+        ActionSpec("TakeCover", "C", (_X, _Y), "run to the cover point at x,y", "run to cover"),
+        ActionSpec("Reload", "R", (), "refill the magazine", "reload my weapon"),
         ActionSpec(
-            "Heal", "H", (ArgSpec("target_id", ArgKind.ALLY, 0, _MAX_ID),), "heal a visible ally"
+            "Heal",
+            "H",
+            (ArgSpec("target_id", ArgKind.ALLY, 0, _MAX_ID),),
+            "heal a visible ally",
+            "heal {target_id}",
         ),
-        ActionSpec("Retreat", "T", (_X, _Y), "fall back to cell x,y"),
-        ActionSpec("Scan", "S", (), "look around for enemies"),
-        ActionSpec("Wait", "W", (ArgSpec("ticks", ArgKind.COUNT, 1, 120),), "hold position"),
+        ActionSpec("Retreat", "T", (_X, _Y), "fall back to cell x,y", "fall back, away from them"),
+        ActionSpec("Scan", "S", (), "look around for enemies", "look around"),
+        ActionSpec(
+            "Wait", "W", (ArgSpec("ticks", ArgKind.COUNT, 1, 120),), "hold position", "hold still"
+        ),
     ]
 )

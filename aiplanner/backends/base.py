@@ -8,6 +8,11 @@ build the requests and turn the text back into per-agent plans.
 A backend may serve several requests at once: ``info.max_concurrency`` says how many it is worth
 sending together (1 for an engine that serialises requests), ``info.parallel`` whether the engine
 batches concurrent requests (continuous batching) so that ``concurrent`` is the strategy to use.
+
+Scoring. A backend that can read the model's token log-probabilities also implements
+:class:`ScoringBackend` (``info.scoring``): given chat messages and a few short continuations of
+the assistant's answer, it returns each continuation's summed log-probability, generating nothing.
+Guided decisions use it to score the rules' candidates instead of asking for an index.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ __all__ = [
     "CompletionRequest",
     "Finished",
     "Message",
+    "ScoreRequest",
+    "ScoreResult",
+    "ScoringBackend",
     "StreamEvent",
     "TextDelta",
     "Usage",
@@ -93,6 +101,52 @@ class BackendInfo:
     max_concurrency: int = 1
     parallel: bool = False  # concurrent requests are batched by the engine
     structured: bool = True  # the engine enforces ``schema``
+    scoring: bool = False  # implements ScoringBackend.score
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """Score ``continuations`` as the assistant's answer to ``messages``, after ``lead``.
+
+    The prompt is the chat prompt of ``messages`` with the assistant turn opened and ``lead``
+    (text the answer starts with, e.g. ``"I should"``) appended; each continuation is tokenized on
+    its own (no special tokens) and appended to those tokens. The score of a continuation is the
+    sum of its tokens' natural-log probabilities. No token is generated. ``timeout_s``, ``agents``
+    and ``tag`` mean what they mean in :class:`CompletionRequest`.
+    """
+
+    messages: tuple[Message, ...]
+    continuations: tuple[str, ...]
+    lead: str = ""
+    timeout_s: float = 10.0
+    agents: tuple[int, ...] = ()
+    tag: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    """One summed log-probability and one token count per continuation, in request order.
+
+    ``usage.prompt_tokens`` counts the tokens the engine evaluated for this request (shared
+    prefixes it reused are not counted); ``ready_at`` is for virtual-time doubles, as in
+    :class:`Finished`.
+    """
+
+    logprobs: tuple[float, ...]
+    tokens: tuple[int, ...]
+    usage: Usage = Usage()
+    ready_at: float | None = None
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """A backend that scores continuations (``info.scoring`` is True).
+
+    ``score`` raises subclasses of ``BackendError`` (``BackendTimeout`` once ``timeout_s`` is
+    spent) and :class:`~aiplanner.errors.ConfigError` for a request without continuations.
+    """
+
+    async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
 
 @runtime_checkable
