@@ -1,8 +1,13 @@
-"""The action registry: every action declared once, as data.
+"""The action registry: every action declared once, data and behaviour together.
 
 Every other view is derived from this declaration: the JSON Schemas used for constrained decoding
 (:mod:`aiplanner.schema`), the action docs in prompts (:mod:`aiplanner.prompts`), the compact plan
-codec (:mod:`aiplanner.codec`) and the validator (:mod:`aiplanner.validation`).
+codec (:mod:`aiplanner.codec`) and the validator (:mod:`aiplanner.validation`). What an action
+does (its execution handler, its candidate proposer for the rules, its per-tick upkeep) is
+declared on the same :class:`ActionSpec` (see :mod:`aiplanner.behaviour`).
+
+``DEFAULT_REGISTRY``, the built-in verbs, is declared in :mod:`aiplanner.combat` with their
+behaviour and is re-exported here (loaded on first use: its handlers need the game layer).
 """
 
 from __future__ import annotations
@@ -10,9 +15,13 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiplanner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiplanner.behaviour import ActionHandler, CandidateProposer, Upkeep
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -51,6 +60,11 @@ class ActionSpec:
     (:mod:`aiplanner.phrasing`): ``{name}`` slots take the argument of that name, and ``{place}``
     the cell of an X/Y pair described against the snapshot ("cover", "the goal", "closer to
     enemy 91"...). Empty: the doc is used.
+
+    ``handler``, ``propose`` and ``upkeep`` are the action's behaviour (see
+    :mod:`aiplanner.behaviour`). They are left out of ``repr`` and comparisons, so
+    :attr:`ActionRegistry.version` depends on the declaration alone and is the same in every
+    process.
     """
 
     name: str
@@ -58,6 +72,9 @@ class ActionSpec:
     args: tuple[ArgSpec, ...]
     doc: str
     phrase: str = ""
+    handler: ActionHandler | None = field(default=None, repr=False, compare=False, kw_only=True)
+    propose: CandidateProposer | None = field(default=None, repr=False, compare=False, kw_only=True)
+    upkeep: Upkeep | None = field(default=None, repr=False, compare=False, kw_only=True)
 
     def arg_index(self, name: str) -> int:
         for i, a in enumerate(self.args):
@@ -141,37 +158,28 @@ class ActionRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
+    def require_handlers(self) -> None:
+        """Raise :class:`ConfigError` naming every action that has no execution handler."""
+        missing = [spec.name for spec in self._by_name.values() if spec.handler is None]
+        if missing:
+            raise ConfigError(
+                f"action(s) {', '.join(missing)} have no handler: declare what each does with "
+                "ActionSpec(..., handler=...)"
+            )
+
     def __repr__(self) -> str:
         return f"ActionRegistry({', '.join(self._by_name)}; v{self.version})"
 
 
-_X = ArgSpec("x", ArgKind.X)
-_MAX_ID = 2**31 - 1  # esper ids only grow: a long game passes any small bound
-_Y = ArgSpec("y", ArgKind.Y)
+if TYPE_CHECKING:
+    DEFAULT_REGISTRY: ActionRegistry
 
-DEFAULT_REGISTRY = ActionRegistry(
-    [
-        ActionSpec("MoveTo", "M", (_X, _Y), "walk to cell x,y", "walk to {place}"),
-        ActionSpec(
-            "Attack",
-            "A",
-            (ArgSpec("target_id", ArgKind.ENEMY, 0, _MAX_ID),),
-            "shoot a visible enemy",
-            "shoot {target_id}",
-        ),
-        ActionSpec("TakeCover", "C", (_X, _Y), "run to the cover point at x,y", "run to cover"),
-        ActionSpec("Reload", "R", (), "refill the magazine", "reload my weapon"),
-        ActionSpec(
-            "Heal",
-            "H",
-            (ArgSpec("target_id", ArgKind.ALLY, 0, _MAX_ID),),
-            "heal a visible ally",
-            "heal {target_id}",
-        ),
-        ActionSpec("Retreat", "T", (_X, _Y), "fall back to cell x,y", "fall back, away from them"),
-        ActionSpec("Scan", "S", (), "look around for enemies", "look around"),
-        ActionSpec(
-            "Wait", "W", (ArgSpec("ticks", ArgKind.COUNT, 1, 120),), "hold position", "hold still"
-        ),
-    ]
-)
+
+def __getattr__(name: str) -> object:
+    # DEFAULT_REGISTRY carries the built-in handlers, which need esper and the components: it is
+    # declared in aiplanner.combat and loaded on first use, so that this module stays plain data.
+    if name == "DEFAULT_REGISTRY":
+        from aiplanner.combat import DEFAULT_REGISTRY
+
+        return DEFAULT_REGISTRY
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
+from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.components import ROLES
 from aiplanner.errors import ConfigError
 
@@ -68,6 +69,7 @@ class PlannerConfig:
     lockstep_timeout_s: float = 10.0
     roles: tuple[str, ...] = ROLES
     registry: ActionRegistry = field(default=DEFAULT_REGISTRY)
+    components: ComponentMap = field(default=DEFAULT_COMPONENTS)
 
     def check_role(self, entity: int, role: str) -> None:
         """Raise :class:`ConfigError` if ``role`` (of ``entity``) is not one of ``roles``."""

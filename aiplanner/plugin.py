@@ -27,7 +27,6 @@ from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
-from aiplanner.components import Agent
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import ConfigError
 from aiplanner.execution_system import ActionExecutionSystem
@@ -120,8 +119,10 @@ class PlannerPlugin:
         if self.installed:
             raise ConfigError("this PlannerPlugin is already installed; uninstall() it first")
         cfg = self._config
-        for ent, agent in esper.get_component(Agent):
-            cfg.check_role(ent, agent.role)
+        cfg.registry.require_handlers()
+        components = cfg.components
+        for ent, agent in esper.get_component(components.agent):
+            cfg.check_role(ent, components.role_of(agent))
         if self.backend is not None and self._replay is None and self._bridge is None:
             self._bridge = AsyncBridge(
                 self.backend,
@@ -134,7 +135,7 @@ class PlannerPlugin:
                 serial=cfg.lockstep,
             )
             self._bridge.start()
-        self.snapshot_system = SnapshotSystem()
+        self.snapshot_system = SnapshotSystem(components=components)
         self.planning_system = PlanningSystem(
             lambda: self._config,
             self.snapshot_system,
@@ -145,7 +146,9 @@ class PlannerPlugin:
             clock=self._clock,
             replay=self._replay,
         )
-        self.execution_system = ActionExecutionSystem(cfg.registry, delete_dead=cfg.delete_dead)
+        self.execution_system = ActionExecutionSystem(
+            cfg.registry, components=components, delete_dead=cfg.delete_dead
+        )
         esper.add_processor(self.snapshot_system, priority=SNAPSHOT_PRIORITY)
         esper.add_processor(self.planning_system, priority=PLANNING_PRIORITY)
         esper.add_processor(self.execution_system, priority=EXECUTION_PRIORITY)

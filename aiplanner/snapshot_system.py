@@ -13,30 +13,25 @@ What a snapshot shows:
 * health, ammo, weapon and perception are read from the components when the snapshot is built,
   and units that died or were deleted since ``process`` are left out. Run this processor right
   before the one that asks for snapshots so both views agree;
-* missing optional components read as their dataclass defaults: no :class:`Perception` sees
-  ``Perception().radius`` cells, no :class:`Weapon` has ``Weapon().range``, and no :class:`Ammo`
-  shows a full magazine of ``Ammo`` 's default capacity (the execution system never runs an
-  agent without an ``Ammo`` component dry).
+* the components are the game's own, read through a :class:`~aiplanner.adapter.ComponentMap`
+  (default: aiplanner's, :data:`~aiplanner.adapter.DEFAULT_COMPONENTS`). Missing optional
+  components read as the map's defaults: no :class:`Perception` sees ``Perception().radius``
+  cells, no :class:`Weapon` has ``Weapon().range``, and no :class:`Ammo` shows a full magazine of
+  ``Ammo`` 's default capacity (the execution system never runs an agent without an ``Ammo``
+  component dry).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import esper
 
-from aiplanner.components import (
-    Agent,
-    Ammo,
-    Battlefield,
-    Health,
-    Perception,
-    Position,
-    Team,
-    Weapon,
-)
+from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
+from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.spatial import UniformGrid, to_cell
@@ -48,9 +43,6 @@ COVER_RADIUS: Final = 0.75
 OCCUPIED_RADIUS: Final = 0.5
 """A cover point with another agent this close is taken and not offered."""
 
-_DEFAULT_RADIUS: Final = Perception().radius
-_DEFAULT_RANGE: Final = Weapon().range
-_DEFAULT_CAPACITY: Final = Ammo(rounds=0).capacity
 _CROWD_SCAN: Final = 48  # above this many neighbours, check cover occupancy through the grid
 
 
@@ -99,7 +91,8 @@ class _FieldIndex:
 class SnapshotSystem(esper.Processor):
     """Keeps the spatial index of living agents and builds per-agent :class:`WorldSnapshot` s.
 
-    An agent is an entity with (Agent, Position, Team, Health) and ``hp > 0``; entities whose
+    An agent is an entity with the map's agent, position, team and health components and
+    ``hp > 0`` (by default (Agent, Position, Team, Health)); entities whose
     position is not finite are left out of the index (they cannot be placed on the map).
     ``max_units`` caps each of the enemy and ally lists, ``max_cover`` and ``max_obstacles`` the
     other two. Raises :class:`ConfigError` for a non-positive ``cell_size`` or a negative cap.
@@ -112,6 +105,7 @@ class SnapshotSystem(esper.Processor):
         max_units: int = 8,
         max_cover: int = 4,
         max_obstacles: int = 8,
+        components: ComponentMap = DEFAULT_COMPONENTS,
     ) -> None:
         for name, value in (
             ("max_units", max_units),
@@ -124,12 +118,14 @@ class SnapshotSystem(esper.Processor):
         self.max_units = max_units
         self.max_cover = max_cover
         self.max_obstacles = max_obstacles
+        self.components = components
         self._cell_size = cell_size
         self._grid = UniformGrid(cell_size)  # raises ConfigError for a bad cell_size
         self._field: Battlefield | None = None
         self._index: _FieldIndex | None = None
-        # Component objects are changed in place, so holding them gives live values later.
-        self._agents: dict[int, tuple[Agent, Team, Health]] = {}
+        # Component objects are changed in place, so holding them gives live values later: each
+        # agent's row of ``components.query`` components.
+        self._agents: dict[int, Sequence[Any]] = {}
         self._memo: dict[int, WorldSnapshot | None] = {}
 
     @property
@@ -145,9 +141,8 @@ class SnapshotSystem(esper.Processor):
     def process(self, dt: float) -> None:
         """Advance the tick, read the map, rebuild the agent index and forget memoised snapshots."""
         self.tick += 1
-        fields = esper.get_component(Battlefield)
-        # Several holders would be a game bug; the lowest id wins so the choice is stable.
-        field = min(fields, key=lambda pair: pair[0])[1] if fields else None
+        cm = self.components
+        field = cm.read_map()
         self._field = field
         if field is None:
             self._index = None
@@ -157,18 +152,22 @@ class SnapshotSystem(esper.Processor):
         agents.clear()
         self._memo.clear()
         isfinite = math.isfinite
+        xy = cm.xy
+        hp = cm.hp
+        ip = cm.position_index
+        ih = cm.health_index
         points: list[tuple[int, float, float]] = []
-        for ent, (agent, pos, team, health) in esper.get_components(Agent, Position, Team, Health):
-            x = pos.x
-            y = pos.y
-            if health.hp > 0 and isfinite(x) and isfinite(y):
+        for ent, row in esper.get_components(*cm.query):
+            x, y = xy(row[ip])
+            if hp(row[ih]) > 0 and isfinite(x) and isfinite(y):
                 points.append((ent, x, y))
-                agents[ent] = (agent, team, health)
+                agents[ent] = row
         self._grid.rebuild(points)
 
     def _alive(self, entity: int) -> bool:
-        rec = self._agents.get(entity)
-        return rec is not None and rec[2].hp > 0 and esper.entity_exists(entity)
+        row = self._agents.get(entity)
+        cm = self.components
+        return row is not None and cm.hp(row[cm.health_index]) > 0 and esper.entity_exists(entity)
 
     def neighbours(self, entity: int, radius: float) -> list[int]:
         """Other living agents within ``radius`` of ``entity``, nearest first, ties by id.
@@ -186,7 +185,7 @@ class SnapshotSystem(esper.Processor):
         """The snapshot of ``entity`` for this tick, built on first request and memoised.
 
         None before the first :meth:`process`, when there is no Battlefield, or when the entity
-        is gone, dead, or lacks one of (Agent, Position, Team, Health).
+        is gone, dead, or lacks one of the map's agent, position, team and health components.
         """
         if entity in self._memo:
             return self._memo[entity]
@@ -201,30 +200,29 @@ class SnapshotSystem(esper.Processor):
         pos = self._grid.position(entity)
         if index is None or pos is None or not self._alive(entity):
             return None
-        live = esper.try_components(entity, Agent, Position, Team, Health)
-        if live is None:
+        cm = self.components
+        row = esper.try_components(entity, *cm.query)
+        if row is None:
             return None
-        agent, _, team, health = live
-        ammo = esper.try_component(entity, Ammo)
-        perception = esper.try_component(entity, Perception)
-        weapon = esper.try_component(entity, Weapon)
-        radius = perception.radius if perception is not None else _DEFAULT_RADIUS
+        team = cm.team(row[cm.team_index])
+        radius = cm.perception_of(entity)
+        rounds, capacity = cm.ammo_of(entity)
         x, y = pos
         mx, my = to_cell(x, y)
         me = SelfView(
             id=entity,
-            role=agent.role,
-            team=team.team,
+            role=cm.role_of(row[cm.agent_index]),
+            team=team,
             x=mx,
             y=my,
-            hp=health.hp,
-            max_hp=health.max_hp,
-            ammo=ammo.rounds if ammo is not None else _DEFAULT_CAPACITY,
-            ammo_capacity=ammo.capacity if ammo is not None else _DEFAULT_CAPACITY,
+            hp=cm.hp(row[cm.health_index]),
+            max_hp=cm.max_hp_of(row),
+            ammo=rounds,
+            ammo_capacity=capacity,
             in_cover=index.in_cover(x, y),
-            weapon_range=weapon.range if weapon is not None else _DEFAULT_RANGE,
+            weapon_range=cm.weapon_range_of(entity),
         )
-        enemies, allies, crowd = self._units(entity, team.team, x, y, radius)
+        enemies, allies, crowd = self._units(entity, team, x, y, radius)
         return WorldSnapshot(
             tick=self.tick,
             me=me,
@@ -240,7 +238,7 @@ class SnapshotSystem(esper.Processor):
         )
 
     def _units(
-        self, entity: int, team: int, x: float, y: float, radius: float
+        self, entity: int, team: object, x: float, y: float, radius: float
     ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...], list[tuple[float, float]] | None]:
         """(enemies, allies) within ``radius``, nearest first, ties by id, each capped; and the
         positions of the living others within ``radius + OCCUPIED_RADIUS`` (for cover
@@ -252,6 +250,12 @@ class SnapshotSystem(esper.Processor):
         agents = self._agents
         exists = esper.entity_exists
         in_cover = index.in_cover
+        cm = self.components
+        hp = cm.hp
+        team_of = cm.team
+        max_hp_of = cm.max_hp_of
+        ih = cm.health_index
+        it = cm.team_index
         enemies: list[SeenUnit] = []
         allies: list[SeenUnit] = []
         near = grid.query_points(x, y, radius + OCCUPIED_RADIUS)
@@ -259,21 +263,22 @@ class SnapshotSystem(esper.Processor):
         for dist, other, ox, oy in near:
             if other == entity:
                 continue
-            _, other_team, health = agents[other]
-            if health.hp <= 0 or not exists(other):
+            row = agents[other]
+            other_hp = hp(row[ih])
+            if other_hp <= 0 or not exists(other):
                 continue
             if crowd is not None:
                 crowd.append((ox, oy))
             if dist > radius:
                 continue
-            bucket = allies if other_team.team == team else enemies
+            bucket = allies if team_of(row[it]) == team else enemies
             if len(bucket) >= cap:
                 if crowd is None and len(enemies) >= cap and len(allies) >= cap:
                     break
                 continue
             cx, cy = to_cell(ox, oy)
             bucket.append(
-                SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1), health.max_hp)
+                SeenUnit(other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp_of(row))
             )
         return tuple(enemies), tuple(allies), crowd
 

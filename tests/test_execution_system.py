@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import esper
 import pytest
 
-import aiplanner.execution_system as execution_module
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, Step
+import aiplanner.behaviour as behaviour_module
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec, Step
+from aiplanner.behaviour import StepContext, StepFailed
 from aiplanner.components import (
     ActionQueue,
     Agent,
@@ -120,7 +121,7 @@ def test_move_paths_once_per_step(world: str, monkeypatch: pytest.MonkeyPatch) -
         calls.append((a, b))
         return find_path(f, a, b, n)
 
-    monkeypatch.setattr(execution_module, "find_path", counting)
+    monkeypatch.setattr(behaviour_module, "find_path", counting)
     me = actor(0, 0, Step("MoveTo", (3, 3)), Step("Retreat", (0, 3)), speed=5.0)
     system = ActionExecutionSystem()
     run(system, 30)
@@ -374,16 +375,58 @@ def test_empty_queue_goes_idle(world: str) -> None:
     [
         (Step("Fly", (1,)), "unknown_action"),
         (Step("MoveTo", (1,)), "bad_arguments"),
-        (Step("Dance"), "unsupported_action"),
     ],
 )
 def test_impossible_steps(world: str, step: Step, reason: str) -> None:
     field()
-    registry = ActionRegistry([*DEFAULT_REGISTRY.actions, ActionSpec("Dance", "D", (), "")])
     me = actor(0, 0, step)
-    ActionExecutionSystem(registry).process(DT)
+    ActionExecutionSystem().process(DT)
     assert state(me).status is PlanStatus.IDLE
     assert state(me).invalid_reason == reason
+
+
+def test_an_action_without_a_handler_is_refused_up_front() -> None:
+    registry = ActionRegistry([*DEFAULT_REGISTRY.actions, ActionSpec("Dance", "D", (), "")])
+    with pytest.raises(ConfigError, match="Dance"):
+        ActionExecutionSystem(registry)
+
+
+def test_a_declared_handler_runs_with_the_agent_and_may_fail(world: str) -> None:
+    field()
+    seen: list[tuple[int, object, object, float, tuple[int, ...]]] = []
+    ticks: list[float] = []
+
+    def dance(ctx: StepContext, args: tuple[int, ...], /) -> bool:
+        seen.append((ctx.entity, ctx.agent, ctx.position, ctx.dt, args))
+        assert ctx.queue is not None
+        ctx.queue.progress += 1
+        if args[0] == 0:
+            raise StepFailed("too_tired")
+        return ctx.queue.progress >= args[0]
+
+    def upkeep(dt: float, /) -> None:
+        ticks.append(dt)
+
+    count = ArgSpec("beats", ArgKind.COUNT, 0, 9)
+    registry = ActionRegistry(
+        [
+            ActionSpec("Dance", "D", (count,), "", handler=dance, upkeep=upkeep),
+            ActionSpec("Bow", "B", (count,), "", handler=dance, upkeep=upkeep),
+        ]
+    )
+    me = actor(0, 0, Step("Dance", (2,)), Step("Dance", (0,)))
+    system = ActionExecutionSystem(registry)
+    for _ in range(3):
+        system.process(DT)
+    assert ticks == [DT] * 3  # one upkeep shared by two actions runs once per tick
+    agent, pos = esper.component_for_entity(me, Agent), esper.component_for_entity(me, Position)
+    assert seen == [
+        (me, agent, pos, DT, (2,)),
+        (me, agent, pos, DT, (2,)),
+        (me, agent, pos, DT, (0,)),
+    ]
+    assert state(me).status is PlanStatus.IDLE
+    assert state(me).invalid_reason == "too_tired"
 
 
 def test_missing_weapon_gets_a_default_one(world: str) -> None:
