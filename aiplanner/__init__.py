@@ -15,6 +15,7 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
+from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.backends.base import (
     Backend,
     BackendInfo,
@@ -29,6 +30,15 @@ from aiplanner.backends.factory import BACKEND_NAMES, create_backend
 from aiplanner.backends.ollama import OllamaBackend
 from aiplanner.backends.openai import OpenAIBackend
 from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
+from aiplanner.behaviour import (
+    ActionHandler,
+    CandidateProposer,
+    Proposal,
+    ProposalContext,
+    StepContext,
+    StepFailed,
+    Upkeep,
+)
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.cache import PlanCache
 from aiplanner.codec import ElementError, PlanCodec
@@ -80,6 +90,7 @@ from aiplanner.validation import RejectReason, validate_plan
 
 __all__ = [
     "BACKEND_NAMES",
+    "DEFAULT_COMPONENTS",
     "DEFAULT_REGISTRY",
     "EVENT_PLAN_APPLIED",
     "EXECUTION_PRIORITY",
@@ -88,6 +99,7 @@ __all__ = [
     "SNAPSHOT_PRIORITY",
     "STRATEGIES",
     "ActionExecutionSystem",
+    "ActionHandler",
     "ActionQueue",
     "ActionRegistry",
     "ActionSpec",
@@ -102,9 +114,11 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "Battlefield",
+    "CandidateProposer",
     "CircuitBreaker",
     "CircuitOpen",
     "CompletionRequest",
+    "ComponentMap",
     "ConfigError",
     "ElementError",
     "EmbeddedBackend",
@@ -134,6 +148,8 @@ __all__ = [
     "PlanningSystem",
     "Position",
     "PromptBuilder",
+    "Proposal",
+    "ProposalContext",
     "RejectReason",
     "ResponseTooLarge",
     "ScriptedBackend",
@@ -142,9 +158,12 @@ __all__ = [
     "SelfView",
     "SnapshotSystem",
     "Step",
+    "StepContext",
+    "StepFailed",
     "Team",
     "TextDelta",
     "Tier",
+    "Upkeep",
     "Usage",
     "Weapon",
     "WorldSnapshot",

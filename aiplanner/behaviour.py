@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiplanner.actions import ArgKind, Plan, Step
+from aiplanner.errors import PlannerError
 from aiplanner.pathfinding import find_path
 from aiplanner.spatial import to_cell
 
@@ -46,9 +47,10 @@ Proposal = tuple[int, Plan | None]
 """A candidate plan and its rank (lower is better); None stands for a plan that does not apply."""
 
 
-class StepFailed(Exception):
+class StepFailed(PlannerError):
     """Raised by a handler: the step cannot be carried out. ``reason`` (a short snake_case word,
-    e.g. ``unreachable``) becomes ``PlanState.invalid_reason`` and the agent needs a new plan."""
+    e.g. ``unreachable``) becomes ``PlanState.invalid_reason`` and the agent needs a new plan.
+    The execution system catches it: it never reaches the game loop."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
