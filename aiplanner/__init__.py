@@ -81,6 +81,7 @@ from aiplanner.plugin import (
     SNAPSHOT_PRIORITY,
     PlannerPlugin,
 )
+from aiplanner.places import FreeOptions, Place, free_options, pack_cell, unpack_cell
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
@@ -124,6 +125,7 @@ __all__ = [
     "EmbeddedBackend",
     "EmbeddedStats",
     "Finished",
+    "FreeOptions",
     "Health",
     "HeuristicPlanner",
     "JsonArrayStream",
@@ -134,6 +136,7 @@ __all__ = [
     "OpenAIBackend",
     "ParseError",
     "Perception",
+    "Place",
     "Plan",
     "PlanCache",
     "PlanCodec",
@@ -168,5 +171,8 @@ __all__ = [
     "Weapon",
     "WorldSnapshot",
     "create_backend",
+    "free_options",
+    "pack_cell",
+    "unpack_cell",
     "validate_plan",
 ]

@@ -42,6 +42,11 @@ class ArgKind(enum.Enum):
     ENEMY = "enemy"  # id of a visible, living enemy
     ALLY = "ally"  # id of a visible, living ally (or the agent itself)
     COUNT = "count"  # a plain bounded integer (ticks to wait...)
+    # A cell as one argument, ``y * PLACE_STRIDE + x`` (aiplanner.places.pack_cell; lo/hi do
+    # not apply): on the map and walkable. Free-mode plans name it by its index in the prompt's
+    # list of named places, as they name an X,Y pair.
+    PLACE = "place"
+    COVER = "cover"  # a PLACE that must also be one of the map's cover points
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,11 @@
 """The plan codec: model text to :class:`~aiplanner.actions.Plan` and back, in both modes.
 
 * guided: the model answers ``{"c":1}``, the index of one of ``PlanRequest.candidates``;
-* free: the model writes ``{"s":[["M",3,4],["A",91]]}`` (codes and argument order from the
-  registry); the verbose ``{"steps":[{"act":"MoveTo","x":3,"y":4}]}`` form is accepted too.
+* free: the model writes ``{"s":[["M",2],["A",91]]}`` (codes and argument order from the
+  registry): every place (an X,Y pair, a ``PLACE`` or ``COVER`` argument) is the index of one of
+  the named places the prompt lists (:mod:`aiplanner.places`), turned back into its cell here.
+  A step may also spell its places as cells, ``["M",3,4]`` (the step's length tells which), and
+  the verbose ``{"steps":[{"act":"MoveTo","x":3,"y":4}]}`` form is accepted too.
 
 Packed answers are one JSON array with one element per agent, each with its ``"id"``; the
 streaming parser (:mod:`aiplanner.stream_parser`) splits the array and
@@ -14,7 +17,8 @@ against the registry; whether targets are visible and cells walkable is the vali
 
 Errors: text that is not the expected JSON raises :class:`ParseError`; a plan of the right shape
 with bad content raises :class:`PlanRejected` with one of these ``reason`` strings:
-``unknown_action``, ``bad_arguments``, ``too_many_steps``, ``empty_plan``, ``bad_choice``.
+``unknown_action``, ``bad_arguments``, ``bad_place`` (an index that names no place, or no cover
+point where cover is required), ``too_many_steps``, ``empty_plan``, ``bad_choice``.
 :class:`ElementError` (one packed element) adds ``bad_element``, ``missing_id``, ``unknown_id``
 and ``bad_shape``.
 """
@@ -27,9 +31,19 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, Plan, Step
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, Plan, Step
 from aiplanner.config import MODES
 from aiplanner.errors import ConfigError, ParseError, PlanRejected
+from aiplanner.places import (
+    PLACE_STRIDE,
+    Place,
+    Slot,
+    free_options,
+    pack_cell,
+    slots,
+    unpack_cell,
+    with_cells,
+)
 from aiplanner.requests import PlanRequest
 from aiplanner.schema import choice_schema, compact_plan_schema, packed_schema
 
@@ -45,6 +59,8 @@ _BARE_INDEX = re.compile(r"[0-9]{1,3}")
 _FENCE = re.compile(r"```[A-Za-z]*")
 # Agent ids in max_tokens(): esper ids are small, but budget for ten digits anyway.
 _LARGE_ID = 10**10 - 1
+_PACKED = (ArgKind.PLACE, ArgKind.COVER)
+_CELL_MAX = PLACE_STRIDE - 1
 
 
 class ElementError(PlanRejected):
@@ -118,20 +134,22 @@ class PlanCodec:
     def schema(self, req: PlanRequest) -> dict[str, Any]:
         """The JSON Schema of one agent's answer.
 
-        Guided: a choice over ``req.candidates``. Free: the compact plan form with enemy ids
-        narrowed to the visible enemies, ally ids to the visible allies and the agent itself, and
-        cells to the map.
+        Guided: a choice over ``req.candidates``. Free: the compact plan form narrowed to what
+        the prompt offers (:func:`~aiplanner.places.free_options`): enemy ids to the living
+        enemies shown, ally ids to the hurt allies shown and the agent itself when hurt, places
+        to the indices of the named places. An action with nothing to name is left out.
         Raises :class:`ConfigError` in guided mode when ``req`` has no candidates, and in free
         mode when no action of the registry is possible for this snapshot.
         """
         if self.mode == "guided":
             return choice_schema(len(req.candidates))
-        snap = req.snapshot
+        options = free_options(req.snapshot)
         return compact_plan_schema(
             self.registry,
-            enemy_ids=[u.id for u in snap.enemies],
-            ally_ids=[snap.me.id, *(u.id for u in snap.allies)],
-            size=(snap.field.width, snap.field.height),
+            enemy_ids=[u.id for u in options.enemies],
+            ally_ids=options.heal_ids,
+            places=len(options.places),
+            cover_places=options.cover_indices,
         )
 
     def packed_schema(self, reqs: Sequence[PlanRequest]) -> dict[str, Any]:
@@ -214,10 +232,11 @@ class PlanCodec:
             raise PlanRejected(
                 "too_many_steps", f"{len(steps)} steps, at most {self.registry.max_steps}", raw
             )
-        decode_step = self._compact_step if compact else self._verbose_step
-        return Plan(tuple(decode_step(i, s, raw) for i, s in enumerate(steps, 1)))
+        if not compact:
+            return Plan(tuple(self._verbose_step(i, s, raw) for i, s in enumerate(steps, 1)))
+        return Plan(tuple(self._compact_step(i, s, req, raw) for i, s in enumerate(steps, 1)))
 
-    def _compact_step(self, n: int, step: object, raw: str) -> Step:
+    def _compact_step(self, n: int, step: object, req: PlanRequest, raw: str) -> Step:
         if not isinstance(step, list) or not step:
             raise ParseError(f'step {n} must be an array ["code", args...]', raw=raw)
         code = step[0]
@@ -227,7 +246,12 @@ class PlanCodec:
             spec = self.registry.by_code(code) if len(code) == 1 else self.registry.get(code)
         if spec is None:
             raise PlanRejected("unknown_action", f"step {n}: unknown action {_short(code)}", raw)
-        return Step(spec.name, _check_args(spec, n, step[1:], raw))
+        wire = step[1:]
+        layout = slots(spec)
+        if len(wire) == len(layout) and len(layout) != _cell_width(layout):
+            places = free_options(req.snapshot).places
+            return Step(spec.name, _args_from_places(spec, layout, n, wire, places, raw))
+        return Step(spec.name, _check_args(spec, n, _cells_to_args(spec, layout, wire), raw))
 
     def _verbose_step(self, n: int, step: object, raw: str) -> Step:
         if not isinstance(step, dict):
@@ -244,26 +268,36 @@ class PlanCodec:
 
     # -- encoding ----------------------------------------------------------------------------
 
-    def encode(self, plan: Plan) -> str:
-        """``plan`` in the compact free form, ``{"s":[["M",3,4],["A",91]]}``.
+    def encode(self, plan: Plan, req: PlanRequest | None = None) -> str:
+        """``plan`` in the compact free form, places spelt as cells: ``{"s":[["M",3,4],["A",91]]}``.
+        With ``req``, a step whose places are all named places of ``req``'s snapshot names them
+        by index instead, as the model does: ``{"s":[["M",2],["A",91]]}``.
 
         Raises :class:`ConfigError` for an action the registry does not know or a wrong number of
         arguments.
         """
-        return orjson.dumps({"s": self._compact_steps(plan)}).decode()
+        places = None if req is None else free_options(req.snapshot).places
+        return orjson.dumps({"s": self._compact_steps(plan, places)}).decode()
 
     def encode_choice(self, index: int) -> str:
         """A guided answer, ``{"c":index}``."""
         return orjson.dumps({"c": index}).decode()
 
-    def encode_element(self, entity: int, plan_or_index: Plan | int) -> str:
+    def encode_element(
+        self, entity: int, plan_or_index: Plan | int, req: PlanRequest | None = None
+    ) -> str:
         """One packed element: ``{"id":12,"c":0}`` for an index, ``{"id":12,"s":[...]}`` for a
-        plan. Raises :class:`ConfigError` as :meth:`encode` does."""
+        plan (places as :meth:`encode` writes them). Raises :class:`ConfigError` as
+        :meth:`encode` does."""
         if isinstance(plan_or_index, int):
             return orjson.dumps({"id": entity, "c": plan_or_index}).decode()
-        return orjson.dumps({"id": entity, "s": self._compact_steps(plan_or_index)}).decode()
+        places = None if req is None else free_options(req.snapshot).places
+        steps = self._compact_steps(plan_or_index, places)
+        return orjson.dumps({"id": entity, "s": steps}).decode()
 
-    def _compact_steps(self, plan: Plan) -> list[list[object]]:
+    def _compact_steps(
+        self, plan: Plan, places: Sequence[Place] | None = None
+    ) -> list[list[object]]:
         out: list[list[object]] = []
         for step in plan.steps:
             spec = self.registry.spec(step.action)
@@ -271,7 +305,10 @@ class PlanCodec:
                 raise ConfigError(
                     f"{spec.name} takes {len(spec.args)} arguments, got {len(step.args)}"
                 )
-            out.append([spec.code, *step.args])
+            indexed = _place_indices(spec, step, places) if places else None
+            out.append(
+                [spec.code, *(indexed if indexed is not None else with_cells(spec, step.args))]
+            )
         return out
 
     def max_tokens(self, n_agents: int) -> int:
@@ -297,10 +334,89 @@ class PlanCodec:
 
 
 def _longest_step(registry: ActionRegistry) -> list[object]:
+    # Places spelt as cells are the longest form: an index is one or two digits.
     def widest(spec: ActionSpec) -> list[object]:
-        return [spec.code, *(max(a.lo, a.hi, key=lambda v: len(str(v))) for a in spec.args)]
+        out: list[object] = [spec.code]
+        for slot in slots(spec):
+            if slot.kind == "plain" or len(slot.args) == 2:
+                args = (spec.args[i] for i in slot.args)
+                out += [max(a.lo, a.hi, key=lambda v: len(str(v))) for a in args]
+            else:
+                out += [_CELL_MAX, _CELL_MAX]
+        return out
 
     return max((widest(s) for s in registry.actions), key=lambda s: len(orjson.dumps(s)))
+
+
+def _cell_width(layout: Sequence[Slot]) -> int:
+    """How many integers a compact step with this layout has when its places are cells."""
+    return sum(1 if s.kind == "plain" else 2 for s in layout)
+
+
+def _place_indices(spec: ActionSpec, step: Step, places: Sequence[Place]) -> list[int] | None:
+    """The step's arguments with each place as its index in ``places``; None when some place
+    is not in the list (or the step has no place)."""
+    index = {p.cell: i for i, p in enumerate(places)}
+    out: list[int] = []
+    found = False
+    for slot in slots(spec):
+        args = [step.args[i] for i in slot.args]
+        if slot.kind == "plain":
+            out += args
+            continue
+        cell = (args[0], args[1]) if len(args) == 2 else unpack_cell(args[0])
+        i = index.get(cell)
+        if i is None or (slot.kind == "cover" and not places[i].cover):
+            return None
+        out.append(i)
+        found = True
+    return out if found else None
+
+
+def _args_from_places(
+    spec: ActionSpec,
+    layout: Sequence[Slot],
+    n: int,
+    wire: Sequence[object],
+    places: Sequence[Place],
+    raw: str,
+) -> tuple[int, ...]:
+    args: list[object] = [None] * len(spec.args)
+    for slot, value in zip(layout, wire, strict=True):
+        if slot.kind == "plain":
+            args[slot.args[0]] = value
+            continue
+        if not _is_int(value) or not 0 <= value < len(places):
+            detail = f"step {n}: place {_short(value)} is not one of 0..{len(places) - 1}"
+            raise PlanRejected("bad_place", detail, raw)
+        place = places[value]
+        if slot.kind == "cover" and not place.cover:
+            raise PlanRejected("bad_place", f"step {n}: place {value} is not cover", raw)
+        if len(slot.args) == 2:
+            args[slot.args[0]], args[slot.args[1]] = place.cell
+        else:
+            args[slot.args[0]] = pack_cell(*place.cell)
+    return _check_args(spec, n, args, raw)
+
+
+def _cells_to_args(spec: ActionSpec, layout: Sequence[Slot], wire: list[object]) -> list[object]:
+    """A compact step's integers with places spelt as cells, back in declaration order (a
+    ``PLACE``/``COVER`` cell packed into one integer). A wrong count is left for
+    :func:`_check_args` to report."""
+    if len(wire) != _cell_width(layout) or all(a.kind not in _PACKED for a in spec.args):
+        return wire
+    out: list[object] = []
+    it = iter(wire)
+    for a in spec.args:
+        if a.kind not in _PACKED:
+            out.append(next(it))
+            continue
+        x, y = next(it), next(it)
+        if _is_int(x) and _is_int(y) and 0 <= x < PLACE_STRIDE and 0 <= y < PLACE_STRIDE:
+            out.append(pack_cell(x, y))
+        else:
+            out.append([x, y])  # not a cell: _check_args rejects it as not an integer
+    return out
 
 
 def _choose(c: object, req: PlanRequest, raw: str) -> Plan:
@@ -321,7 +437,10 @@ def _check_args(spec: ActionSpec, n: int, args: Sequence[object], raw: str) -> t
         if not _is_int(v):
             detail = f"step {n}: {a.name}={_short(v)} is not an integer"
             raise PlanRejected("bad_arguments", detail, raw)
-        if not a.lo <= v <= a.hi:
+        if a.kind in _PACKED:  # a packed cell: lo/hi do not apply, the validator checks it
+            if v < 0:
+                raise PlanRejected("bad_arguments", f"step {n}: {a.name}={v} is negative", raw)
+        elif not a.lo <= v <= a.hi:
             detail = f"step {n}: {a.name}={v} is outside {a.lo}..{a.hi}"
             raise PlanRejected("bad_arguments", detail, raw)
         out.append(v)

@@ -11,7 +11,7 @@ import heapq
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError
 
-__all__ = ["find_path", "path_cost"]
+__all__ = ["find_path", "path_cost", "reachable"]
 
 _STRAIGHT = 10
 _DIAGONAL = 14
@@ -109,3 +109,33 @@ def find_path(
                 nh = h(nx, ny)
                 heapq.heappush(heap, (ng + nh, nh, nx, ny))
     return None
+
+
+def reachable(
+    field: Battlefield, start: tuple[int, int], max_cost: int
+) -> dict[tuple[int, int], int]:
+    """Every walkable cell within ``max_cost`` of ``start`` (A*'s units: 10 per straight step, 14
+    per diagonal one), with its shortest walking cost; ``start`` itself maps to 0.
+
+    The same moves as :func:`find_path` (8 neighbours, no corner cutting); bounded by
+    ``max_cost``, so at most about ``(2 * max_cost / 10 + 1) ** 2`` cells are visited.
+    """
+    best: dict[tuple[int, int], int] = {start: 0}
+    heap: list[tuple[int, int, int]] = [(0, start[0], start[1])]
+    done: set[tuple[int, int]] = set()
+    while heap:
+        g, x, y = heapq.heappop(heap)
+        if (x, y) in done:
+            continue
+        done.add((x, y))
+        for dx, dy, cost in _MOVES:
+            nx, ny = x + dx, y + dy
+            ng = g + cost
+            if ng > max_cost or not field.walkable(nx, ny) or (nx, ny) in done:
+                continue
+            if dx and dy and not (field.walkable(x + dx, y) and field.walkable(x, y + dy)):
+                continue
+            if ng < best.get((nx, ny), ng + 1):
+                best[(nx, ny)] = ng
+                heapq.heappush(heap, (ng, nx, ny))
+    return best

@@ -9,6 +9,14 @@ Two tiers:
 * ``full``: the baseline a straightforward integration would write: verbose action docs, worked
   examples and the snapshot as pretty JSON.
 
+Free mode names places by number: the prompt lists the agent's named places
+(:func:`aiplanner.places.free_options`) and the ids it may target, and the schema allows exactly
+those, so the user message carries no coordinates, walls or map size.
+
+No prompt holds an answer the model could copy: a 135M model returned the one example plan it
+was shown verbatim in 22 of 30 situations. Worked examples (full tier) show the answer's shape
+with named slots (``{"s":[["A",<target_id>]]}``), which no answer grammar can produce.
+
 The system message depends only on the builder (registry, tier, mode) and the shape (single or
 packed), never on the agent, its role or the batch: engines reuse the KV cache of a common prefix,
 so an identical system message is evaluated once. Everything agent-specific, the role instruction
@@ -24,10 +32,10 @@ import orjson
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, Plan, Step
 from aiplanner.backends.base import Message
-from aiplanner.codec import PlanCodec
 from aiplanner.components import Battlefield
 from aiplanner.config import MODES, PROMPT_TIERS
 from aiplanner.errors import ConfigError
+from aiplanner.places import Place, free_options, slots, with_cells
 from aiplanner.requests import PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
@@ -46,10 +54,8 @@ ROLE_INSTRUCTIONS: Mapping[str, str] = types.MappingProxyType(
 # List caps of the compressed snapshot: nearest first, the rest is noise for a small model.
 _MAX_ENEMIES = 4
 _MAX_ALLIES = 3
-_MAX_COVER = 3
-_MAX_WALLS = 4
 
-# Example argument values by kind, for generated examples and docs.
+# Argument values by kind for the worked examples' situations (never shown as an answer).
 _EXAMPLE_ARG = {ArgKind.X: 6, ArgKind.Y: 8, ArgKind.ENEMY: 91, ArgKind.ALLY: 15}
 
 # Guided prompts leave coordinates out: the candidates already hold legal cells, and every digit
@@ -58,8 +64,8 @@ _LEGEND_GUIDED = (
     "Input: me hp ammo range; E enemies, F allies as id hp d=distance; cov = in cover; goal@x,y."
 )
 _LEGEND_FREE = (
-    "Input: me@x,y hp ammo range; E enemies, F allies as id@x,y hp d=distance; cov = in cover; "
-    "goal@x,y; cover = free cover points; walls = blocked cells; map = width x height."
+    "Input: me#id hp ammo range; E enemies, F allies as id hp d=distance; cov = in cover; "
+    "P places as number name d=steps (cover, goal, nearN/awayN = closer to/farther from enemy N)."
 )
 
 
@@ -73,7 +79,6 @@ class PromptBuilder:
     """
 
     __slots__ = (
-        "_codec",
         "_roles",
         "_system_packed",
         "_system_single",
@@ -97,7 +102,6 @@ class PromptBuilder:
         self.registry = registry
         self.tier = tier
         self.mode = mode
-        self._codec = PlanCodec(registry, mode)
         self._roles: Mapping[str, str] = types.MappingProxyType(
             dict(ROLE_INSTRUCTIONS if role_instructions is None else role_instructions)
         )
@@ -138,28 +142,31 @@ class PromptBuilder:
         in the full tier. The map and free-mode-only lines (cover, walls) are left out in guided
         mode, where the candidates are already legal."""
         if self.tier == "full":
-            return orjson.dumps(snap.to_dict(), option=orjson.OPT_INDENT_2).decode()
+            pretty = orjson.dumps(snap.to_dict(), option=orjson.OPT_INDENT_2).decode()
+            return pretty + (self._full_options(snap) if self.mode == "free" else "")
         me = snap.me
         hp = f"hp{me.hp}" if me.max_hp == 100 else f"hp{me.hp}/{me.max_hp}"
         free = self.mode == "free"
-        at = f"@{me.x},{me.y}" if free else ""
+        who = f"me#{me.id}" if free else "me"
         lines = [
-            f"me{at} {hp} ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
+            f"{who} {hp} ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
             + (" cov" if me.in_cover else "")
         ]
-        if snap.enemies:
-            lines.append("E:" + ";".join(_unit(u, free) for u in snap.enemies[:_MAX_ENEMIES]))
-        if snap.allies:
-            lines.append("F:" + ";".join(_unit(u, free) for u in snap.allies[:_MAX_ALLIES]))
-        if snap.objective is not None:
-            lines.append(f"goal@{snap.objective[0]},{snap.objective[1]}")
         if free:
-            if snap.cover:
-                lines.append("cover:" + ";".join(f"{x},{y}" for x, y in snap.cover[:_MAX_COVER]))
-            if snap.obstacles:
-                walls = snap.obstacles[:_MAX_WALLS]
-                lines.append("walls:" + ";".join(f"{x},{y}" for x, y in walls))
-            lines.append(f"map{snap.field.width}x{snap.field.height}")
+            # Exactly what the free-mode schema lets the model name, in the same order.
+            options = free_options(snap)
+            enemies, allies = options.enemies, options.allies
+        else:
+            enemies, allies = snap.enemies[:_MAX_ENEMIES], snap.allies[:_MAX_ALLIES]
+        if enemies:
+            lines.append("E:" + ";".join(_unit(u) for u in enemies))
+        if allies:
+            lines.append("F:" + ";".join(_unit(u) for u in allies))
+        if free:
+            if options.places:
+                lines.append("P:" + ";".join(_place(i, p) for i, p in enumerate(options.places)))
+        elif snap.objective is not None:
+            lines.append(f"goal@{snap.objective[0]},{snap.objective[1]}")
         return "\n".join(lines)
 
     def candidates_text(self, candidates: Sequence[Plan]) -> str:
@@ -199,7 +206,7 @@ class PromptBuilder:
 
     def _compact_step(self, step: Step) -> str:
         spec = self._spec(step)
-        return spec.code + ",".join(str(a) for a in step.args)
+        return spec.code + ",".join(str(a) for a in with_cells(spec, step.args))
 
     def _verbose_plan(self, plan: Plan) -> str:
         steps = []
@@ -222,21 +229,24 @@ class PromptBuilder:
             return self._full_system(packed=packed)
         who = "several soldiers" if packed else "one soldier"
         legend = _LEGEND_FREE if self.mode == "free" else _LEGEND_GUIDED
-        actions = " ".join(_legend_entry(a) for a in self.registry.actions)
+        actions = " ".join(_legend_entry(a, self.mode == "free") for a in self.registry.actions)
+        # No example answer anywhere: a small model copies it (see the module docstring).
         if self.mode == "guided":
             task = "Pick the best numbered option for the soldier's role. Steps split by ';'."
-            # No example index: a small model copies it.
-            shape, example = '"c":N}', ""
+            shape = '"c":N}'
         else:
-            task = f"Write a plan of 1 to {self.registry.max_steps} steps fitting the role."
-            shape, example = '"s":[[code,args...],...]}', self._example_compact()
+            task = (
+                f"Write a plan of 1 to {self.registry.max_steps} steps fitting the role, "
+                "naming only the ids and place numbers given."
+            )
+            shape = '"s":[[code,args...],...]}'
         if packed:
             reply = (
                 "Each soldier's block starts with #id. Reply one JSON array, one element per "
                 f'soldier in the given order: [{{"id":ID,{shape},...]'
             )
         else:
-            reply = f"Reply only {{{shape}" + (f", e.g. {example}" if example else "")
+            reply = f"Reply only {{{shape}"
         return (
             f"You plan for {who} in a grid shooter game.\nActions: {actions}\n{legend}\n"
             f"{task}\n{reply}"
@@ -276,8 +286,10 @@ class PromptBuilder:
             lines.append(
                 f"Write a plan of 1 to {self.registry.max_steps} steps. Answer with JSON only, "
                 'in the compact form {"s": [[code, arg1, arg2, ...], ...]} where code is the '
-                "one-letter action code and the arguments follow in the order listed above. "
-                "Only target units you can see and only move to cells that are not blocked."
+                "one-letter action code and the arguments follow in the order listed above, "
+                "except that a place (an x, y pair, or a place argument) is written as one "
+                "number: the number of one of the places listed with the situation. Only "
+                "target the units listed as targets."
             )
         if packed:
             lines.append(
@@ -290,28 +302,57 @@ class PromptBuilder:
         return "\n".join(lines)
 
     def _full_doc(self, spec: ActionSpec) -> str:
-        args = ", ".join(f"{a.name} ({_KIND_DOC[a.kind]}, {a.lo}..{a.hi})" for a in spec.args)
+        docs: list[str] = []
+        for slot in slots(spec):
+            a = spec.args[slot.args[0]]
+            if slot.kind == "plain" or (len(slot.args) == 2 and self.mode == "guided"):
+                docs += [
+                    f"{b.name} ({_KIND_DOC[b.kind]}, {b.lo}..{b.hi})"
+                    for b in (spec.args[i] for i in slot.args)
+                ]
+            elif len(slot.args) == 2:
+                docs.append(f"place ({_KIND_DOC[ArgKind.PLACE]})")
+            else:
+                docs.append(f"{a.name} ({_KIND_DOC[a.kind]})")
+        args = ", ".join(docs)
         return f"- {spec.name} (code {spec.code}): {spec.doc}. Arguments: {args or 'none'}."
 
     def _full_examples(self, *, packed: bool) -> list[str]:
+        """Worked examples whose answers name their numbers by what they are (``<target_id>``,
+        ``<place>``, ``<option>``): the shape to follow, and nothing to copy."""
         out: list[str] = []
         for n, (snap, candidates, pick, why) in enumerate(_examples(self.registry), 1):
             out.append(f"Example {n}. Situation: {orjson.dumps(snap.to_dict()).decode()}")
-            answer: Plan | int = candidates[pick]
             if self.mode == "guided":
                 out.append(self.candidates_text(candidates))
-                answer = pick
-            if packed:
-                text = f"[{self._codec.encode_element(snap.me.id, answer)}]"
-            elif isinstance(answer, int):
-                text = self._codec.encode_choice(answer)
+                body = '"c":<option>'
             else:
-                text = self._codec.encode(answer)
+                steps = ",".join(self._slot_step(s) for s in candidates[pick].steps)
+                body = f'"s":[{steps}]'
+            text = f'[{{"id":<your id>,{body}}}]' if packed else f"{{{body}}}"
             out.append(f"Reasoning: {why} Answer: {text}")
         return out
 
-    def _example_compact(self) -> str:
-        return self._codec.encode(Plan(tuple(_example_step(a) for a in self.registry.actions[:2])))
+    def _slot_step(self, step: Step) -> str:
+        """One compact step with each argument replaced by the name of what it is."""
+        spec = self._spec(step)
+        names = [
+            "<place>" if slot.kind != "plain" else f"<{spec.args[slot.args[0]].name}>"
+            for slot in slots(spec)
+        ]
+        return "[" + ",".join([orjson.dumps(spec.code).decode(), *names]) + "]"
+
+    def _full_options(self, snap: WorldSnapshot) -> str:
+        options = free_options(snap)
+        lines = ["", "Places you may go to (write the number):"]
+        lines += [
+            f"{i}: {p.name} at ({p.cell[0]}, {p.cell[1]}), {p.steps} steps away"
+            for i, p in enumerate(options.places)
+        ] or ["none"]
+        targets = ", ".join(str(u.id) for u in options.enemies) or "none"
+        heal = ", ".join(str(i) for i in options.heal_ids) or "none"
+        lines += [f"Enemies you may target: {targets}", f"Who you may heal: {heal}"]
+        return "\n".join(lines)
 
 
 _KIND_DOC = {
@@ -320,17 +361,29 @@ _KIND_DOC = {
     ArgKind.ENEMY: "the id of a visible enemy",
     ArgKind.ALLY: "the id of a visible ally or yourself",
     ArgKind.COUNT: "a count",
+    ArgKind.PLACE: "a place: the number of one of the listed places",
+    ArgKind.COVER: "a cover point: the number of one of the listed places that is cover",
 }
 
 
-def _legend_entry(spec: ActionSpec) -> str:
-    args = ",".join(a.name for a in spec.args)
+def _legend_entry(spec: ActionSpec, places: bool) -> str:
+    if places:  # free mode: an X,Y pair is one place number
+        names = [
+            spec.args[s.args[0]].name if s.kind == "plain" or len(s.args) == 1 else "place"
+            for s in slots(spec)
+        ]
+    else:
+        names = [a.name for a in spec.args]
+    args = ",".join(names)
     return f"{spec.code}={spec.name}" + (f"({args})" if args else "")
 
 
-def _unit(u: SeenUnit, with_position: bool) -> str:
-    at = f"@{u.x},{u.y}" if with_position else ""
-    return f"{u.id}{at} hp{u.hp} d{round(u.dist)}" + (" cov" if u.in_cover else "")
+def _unit(u: SeenUnit) -> str:
+    return f"{u.id} hp{u.hp} d{round(u.dist)}" + (" cov" if u.in_cover else "")
+
+
+def _place(i: int, p: Place) -> str:
+    return f"{i} {p.name} d{p.steps}"
 
 
 def _example_step(spec: ActionSpec) -> Step:

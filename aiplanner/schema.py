@@ -6,7 +6,8 @@ action changes the prompt docs, the schemas and the codec together.
 Shapes (examples with the default registry):
 
 * verbose (the baseline): ``{"steps":[{"act":"MoveTo","x":3,"y":4},{"act":"Reload"}]}``
-* compact (free mode): ``{"s":[["M",3,4],["A",91]]}``
+* compact: ``{"s":[["M",3,4],["A",91]]}``; in free mode with named places
+  ``{"s":[["M",2],["A",91]]}`` (place 2 of the prompt's list)
 * choice (guided mode): ``{"c":1}``
 * packed (several agents): ``[{"id":12,"c":0},{"id":15,"c":2}]``
 
@@ -23,6 +24,7 @@ from typing import Any
 
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec
 from aiplanner.errors import ConfigError
+from aiplanner.places import PLACE_STRIDE, slots
 
 __all__ = [
     "choice_schema",
@@ -33,6 +35,9 @@ __all__ = [
 ]
 
 Schema = dict[str, Any]
+
+_CELL_MAX = PLACE_STRIDE - 1
+_PACKED_MAX = PLACE_STRIDE * PLACE_STRIDE - 1
 
 
 def verbose_plan_schema(registry: ActionRegistry) -> Schema:
@@ -57,6 +62,8 @@ def compact_plan_schema(
     enemy_ids: Sequence[int] | None = None,
     ally_ids: Sequence[int] | None = None,
     size: tuple[int, int] | None = None,
+    places: int | None = None,
+    cover_places: Sequence[int] = (),
 ) -> Schema:
     """The compact free-mode form, ``{"s":[["M",3,4],["A",91]]}``: a one-letter code, then the
     integer arguments in declaration order.
@@ -65,6 +72,11 @@ def compact_plan_schema(
     narrow one kind each and take precedence over ``ids``. An action whose id argument has no
     allowed value is left out, so the grammar cannot name a target that is not there. ``size``
     (map width, height) narrows x and y arguments to the map.
+
+    ``places`` (the number of named places, :mod:`aiplanner.places`) switches cells to place
+    indices: an X,Y pair and a ``PLACE`` argument become one integer in ``0..places-1``
+    (``{"s":[["M",2]]}``), a ``COVER`` argument one of ``cover_places``; an action with a place
+    and no place to name is left out. Without ``places`` each of them is written as ``x, y``.
 
     Raises :class:`ConfigError` when the narrowing leaves no action at all.
     """
@@ -75,10 +87,14 @@ def compact_plan_schema(
     bounds: dict[ArgKind, tuple[int, int]] = {}
     if size is not None:
         bounds = {ArgKind.X: (0, size[0] - 1), ArgKind.Y: (0, size[1] - 1)}
+    place_ids = {
+        "place": None if places is None else tuple(range(places)),
+        "cover": None if places is None else _ids(i for i in cover_places if 0 <= i < places),
+    }
     steps = [
-        _compact_step(spec, allowed, bounds)
+        step
         for spec in registry.actions
-        if all(_allowed_ids(a, allowed) != () and _range(a, bounds) is not None for a in spec.args)
+        if (step := _compact_step(spec, allowed, bounds, place_ids)) is not None
     ]
     if not steps:
         raise ConfigError("no action of the registry is possible with the given ids and size")
@@ -176,7 +192,10 @@ def _int_arg(
 def _verbose_step(spec: ActionSpec) -> Schema:
     props: dict[str, Any] = {"act": {"const": spec.name}}
     for a in spec.args:
-        props[a.name] = _int_arg(a, {}, {})
+        if a.kind in (ArgKind.PLACE, ArgKind.COVER):  # a packed cell: lo/hi do not apply
+            props[a.name] = {"type": "integer", "minimum": 0, "maximum": _PACKED_MAX}
+        else:
+            props[a.name] = _int_arg(a, {}, {})
     return _closed_object(props)
 
 
@@ -184,8 +203,33 @@ def _compact_step(
     spec: ActionSpec,
     allowed: Mapping[ArgKind, tuple[int, ...] | None],
     bounds: Mapping[ArgKind, tuple[int, int]],
-) -> Schema:
-    items = [{"const": spec.code}, *(_int_arg(a, allowed, bounds) for a in spec.args)]
+    place_ids: Mapping[str, tuple[int, ...] | None],
+) -> Schema | None:
+    """One action's step schema, or None when some argument has no allowed value."""
+    items: list[Schema] = [{"const": spec.code}]
+    for slot in slots(spec):
+        if slot.kind == "plain":
+            arg = spec.args[slot.args[0]]
+            if _allowed_ids(arg, allowed) == () or _range(arg, bounds) is None:
+                return None
+            items.append(_int_arg(arg, allowed, bounds))
+            continue
+        indices = place_ids[slot.kind]
+        if indices is not None:
+            if not indices:
+                return None
+            items.append({"enum": list(indices)})
+            continue
+        if len(slot.args) == 2:  # an X,Y pair, written as itself
+            pair = (spec.args[i] for i in slot.args)
+            if any(_range(a, bounds) is None for a in pair):
+                return None
+            items += [_int_arg(spec.args[i], allowed, bounds) for i in slot.args]
+            continue
+        # A PLACE or COVER argument written as a cell: x then y, within the map if known.
+        for kind in (ArgKind.X, ArgKind.Y):
+            lo, hi = bounds.get(kind, (0, _CELL_MAX))
+            items.append({"type": "integer", "minimum": lo, "maximum": hi})
     return {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}
 
 

@@ -15,6 +15,7 @@ import enum
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Plan, Step
 from aiplanner.errors import PlanRejected
+from aiplanner.places import unpack_cell
 from aiplanner.snapshot import WorldSnapshot
 
 __all__ = ["RejectReason", "validate_plan", "validate_step"]
@@ -32,6 +33,7 @@ class RejectReason(enum.StrEnum):
     OUT_OF_RANGE = "out_of_range"  # a COUNT argument outside its lo..hi
     OUT_OF_BOUNDS = "out_of_bounds"  # a cell outside the map (or its declared lo..hi)
     BLOCKED = "blocked_cell"
+    NOT_COVER = "not_cover"  # a COVER argument naming a cell that is not a cover point
     BAD_TARGET = "bad_target"  # Attack target not a visible living enemy
     BAD_HEAL_TARGET = "bad_heal_target"  # not a visible living ally, nor the agent itself
     TOO_MANY_STEPS = "too_many_steps"
@@ -89,6 +91,8 @@ def validate_step(
                 x = value
             else:
                 y = value
+        elif kind is ArgKind.PLACE or kind is ArgKind.COVER:
+            _check_place(name, arg.name, value, snapshot, cover=kind is ArgKind.COVER)
         elif kind is ArgKind.ENEMY:
             enemy = snapshot.enemy(value)
             if enemy is None or enemy.hp <= 0:
@@ -103,6 +107,17 @@ def validate_step(
                 )
     if x is not None and y is not None and (x, y) in field.blocked:
         raise _reject(RejectReason.BLOCKED, f"{name} to ({x}, {y}): the cell is blocked")
+
+
+def _check_place(name: str, arg: str, value: int, snapshot: WorldSnapshot, *, cover: bool) -> None:
+    field = snapshot.field
+    x, y = unpack_cell(value)
+    if value < 0 or not field.in_bounds(x, y):
+        raise _reject(RejectReason.OUT_OF_BOUNDS, f"{name}.{arg}={value} is not a cell of the map")
+    if (x, y) in field.blocked:
+        raise _reject(RejectReason.BLOCKED, f"{name} to ({x}, {y}): the cell is blocked")
+    if cover and (x, y) not in field.cover:
+        raise _reject(RejectReason.NOT_COVER, f"{name} to ({x}, {y}): not a cover point")
 
 
 def validate_plan(

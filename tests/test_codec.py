@@ -21,6 +21,7 @@ from aiplanner.actions import (
 from aiplanner.codec import MAX_TEXT_CHARS, ElementError, PlanCodec, extract_json
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError, ParseError, PlanRejected
+from aiplanner.places import free_options, pack_cell
 from aiplanner.requests import PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
@@ -140,7 +141,10 @@ def test_free_decode_argless_and_bounded_steps() -> None:
         ('{"s":[[7,1]]}', "unknown_action"),
         ('{"s":[["m",3,4]]}', "unknown_action"),  # codes are case-sensitive
         ('{"steps":[{"act":"Teleport"}]}', "unknown_action"),
-        ('{"s":[["M",3]]}', "bad_arguments"),
+        ('{"s":[["M",9]]}', "bad_place"),  # one integer: a place index, and there is no 9
+        ('{"s":[["M",-1]]}', "bad_place"),
+        ('{"s":[["M","0"]]}', "bad_place"),
+        ('{"s":[["M",true]]}', "bad_place"),
         ('{"s":[["M",3,4,5]]}', "bad_arguments"),
         ('{"s":[["R",1]]}', "bad_arguments"),
         ('{"s":[["M","3",4]]}', "bad_arguments"),
@@ -297,10 +301,12 @@ def test_schema_guided_is_a_choice_over_the_candidates() -> None:
 def test_schema_free_is_narrowed_to_the_snapshot() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     v = jsonschema.Draft202012Validator(FREE.schema(REQ))
-    assert v.is_valid({"s": [["A", 92], ["H", 15], ["H", 12], ["M", 31, 23]]})
+    n = len(free_options(REQ.snapshot).places)
+    assert v.is_valid({"s": [["A", 92], ["H", 15], ["H", 12], ["M", n - 1]]})
     assert not v.is_valid({"s": [["A", 15]]})  # an ally, not an enemy
     assert not v.is_valid({"s": [["H", 91]]})
-    assert not v.is_valid({"s": [["M", 32, 0]]})  # off the 32x24 map
+    assert not v.is_valid({"s": [["M", n]]})  # no such place
+    assert not v.is_valid({"s": [["M", 6, 8]]})  # cells are not written in free mode
 
 
 def test_packed_schema_follows_request_order_and_refuses_duplicates() -> None:
@@ -319,10 +325,10 @@ def test_encoded_answers_satisfy_the_schemas() -> None:
         return bool(jsonschema.Draft202012Validator(schema).is_valid(orjson.loads(text)))
 
     assert ok(GUIDED.schema(REQ), GUIDED.encode_choice(2))
-    assert ok(FREE.schema(REQ), FREE.encode(CANDIDATES[1]))
+    assert ok(FREE.schema(REQ), FREE.encode(CANDIDATES[1], REQ))
     packed = "[" + ",".join(GUIDED.encode_element(r.entity, 1) for r in reqs) + "]"
     assert ok(GUIDED.packed_schema(reqs), packed)
-    packed = "[" + ",".join(FREE.encode_element(r.entity, CANDIDATES[1]) for r in reqs) + "]"
+    packed = "[" + ",".join(FREE.encode_element(r.entity, CANDIDATES[1], r) for r in reqs) + "]"
     assert ok(FREE.packed_schema(reqs), packed)
 
 
@@ -350,3 +356,64 @@ def test_max_tokens_needs_an_agent() -> None:
 def test_unknown_mode_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         PlanCodec(mode="creative")
+
+
+# -- named places ----------------------------------------------------------------------------
+
+
+def test_a_place_index_decodes_to_its_cell() -> None:
+    places = free_options(REQ.snapshot).places
+    assert places[0].cell == (6, 8) and places[0].name == "cover"
+    for i, p in enumerate(places):
+        plan = FREE.decode(f'{{"s":[["M",{i}],["T",{i}],["A",91]]}}', REQ)
+        assert plan == Plan(
+            (Step("MoveTo", p.cell), Step("Retreat", p.cell), Step("Attack", (91,)))
+        )
+
+
+def test_encode_with_the_request_names_places_by_index() -> None:
+    plan = Plan((Step("TakeCover", (6, 8)), Step("Attack", (91,))))
+    assert FREE.encode(plan, REQ) == '{"s":[["C",0],["A",91]]}'
+    assert FREE.encode(plan) == '{"s":[["C",6,8],["A",91]]}'
+    unnamed = Plan((Step("MoveTo", (30, 1)),))  # not a named place: spelt as a cell
+    assert FREE.encode(unnamed, REQ) == '{"s":[["M",30,1]]}'
+    assert FREE.decode(FREE.encode(unnamed, REQ), REQ) == unnamed
+
+
+PLACE_REGISTRY = ActionRegistry(
+    [
+        ActionSpec("Go", "G", (ArgSpec("to", ArgKind.PLACE),), "go"),
+        ActionSpec(
+            "Hide", "H", (ArgSpec("at", ArgKind.COVER), ArgSpec("n", ArgKind.COUNT, 1, 9)), "hide"
+        ),
+    ]
+)
+PLACES_FREE = PlanCodec(PLACE_REGISTRY, mode="free")
+
+
+def test_place_and_cover_kinds_decode_to_packed_cells() -> None:
+    places = free_options(REQ.snapshot).places
+    assert PLACES_FREE.decode('{"s":[["G",1],["H",0,3]]}', REQ) == Plan(
+        (Step("Go", (pack_cell(*places[1].cell),)), Step("Hide", (pack_cell(6, 8), 3)))
+    )
+    # Spelt as cells: x, y for each place argument.
+    assert PLACES_FREE.decode('{"s":[["G",4,5],["H",6,8,3]]}', REQ) == Plan(
+        (Step("Go", (pack_cell(4, 5),)), Step("Hide", (pack_cell(6, 8), 3)))
+    )
+    err = rejected(PLACES_FREE, '{"s":[["H",1,3]]}')  # place 1 is not a cover point
+    assert err.reason == "bad_place"
+    err = rejected(PLACES_FREE, '{"s":[["G",-4,5]]}')
+    assert err.reason == "bad_arguments"
+
+
+@given(st.integers(0, 31), st.integers(0, 23), st.integers(1, 9))
+def test_place_kinds_round_trip(x: int, y: int, n: int) -> None:
+    plan = Plan((Step("Go", (pack_cell(x, y),)), Step("Hide", (pack_cell(6, 8), n))))
+    assert PLACES_FREE.encode(plan) == f'{{"s":[["G",{x},{y}],["H",6,8,{n}]]}}'
+    for req in (None, REQ):
+        assert PLACES_FREE.decode(PLACES_FREE.encode(plan, req), REQ) == plan
+
+
+def test_place_kinds_fit_the_token_budget() -> None:
+    widest = Plan(tuple(Step("Hide", (pack_cell(65535, 65535), 9)) for _ in range(4)))
+    assert len(PLACES_FREE.encode(widest)) <= PLACES_FREE.max_tokens(1)

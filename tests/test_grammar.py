@@ -225,6 +225,9 @@ SHAPES: dict[str, dict[str, Any]] = {
     "choice": choice_schema(4),
     "compact": compact_plan_schema(REGISTRY),
     "compact_narrowed": compact_plan_schema(REGISTRY, enemy_ids=[91, 7], ally_ids=[3]),
+    "compact_places": compact_plan_schema(
+        REGISTRY, enemy_ids=[91], ally_ids=[], places=5, cover_places=[0, 3]
+    ),
     "verbose": verbose_plan_schema(REGISTRY),
     "packed": packed_schema({12: choice_schema(3), 15: compact_plan_schema(REGISTRY, ids=[4])}),
     "tuple_with_tail": {
@@ -276,6 +279,11 @@ def test_real_plan_schemas_reject_wrong_values() -> None:
     assert not compact.accepts('{"s":[["M",3]]}')  # MoveTo takes x and y
     assert not compact.accepts('{"s":[["W",0]]}')  # ticks >= 1
     assert not compact.accepts('{"s":[["M",03,4]]}')  # no leading zeros
+    places = _grammar(compact_plan_schema(REGISTRY, enemy_ids=[91], ally_ids=[], places=3))
+    assert places.accepts('{"s":[["M",2],["A",91],["T",0]]}')
+    assert not places.accepts('{"s":[["M",3]]}')  # only places 0..2
+    assert not places.accepts('{"s":[["M",6,8],["A",91]]}')  # a cell is not a place
+    assert not places.accepts('{"s":[["H",12]]}')  # nobody to heal: Heal is left out
     packed = _grammar(packed_schema({12: choice_schema(3), 15: choice_schema(2)}))
     assert packed.accepts('[{"id":12,"c":2},{"id":15,"c":1}]')
     assert not packed.accepts('[{"id":15,"c":1},{"id":12,"c":2}]')  # order is fixed

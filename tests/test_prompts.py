@@ -16,9 +16,10 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
-from aiplanner.codec import PlanCodec
+from aiplanner.codec import PlanCodec, extract_json
 from aiplanner.components import ROLES, Battlefield
-from aiplanner.errors import ConfigError
+from aiplanner.errors import ConfigError, ParseError, PlanRejected
+from aiplanner.places import free_options
 from aiplanner.prompts import ROLE_INSTRUCTIONS, PromptBuilder
 from aiplanner.requests import PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
@@ -125,17 +126,26 @@ def test_compact_snapshot_guided() -> None:
     )
 
 
-def test_compact_snapshot_free_has_cells_and_the_map() -> None:
-    text = PromptBuilder(mode="free").snapshot_text(make_req().snapshot)
+def test_compact_snapshot_free_lists_ids_and_named_places_not_cells() -> None:
+    snap = make_req().snapshot
+    text = PromptBuilder(mode="free").snapshot_text(snap)
+    places = free_options(snap).places
+    assert [p.name for p in places] == [
+        "cover",
+        "cover",
+        "goal",
+        "near91",
+        "away91",
+        "near92",
+        "away92",
+    ]
     assert text == (
-        "me@5,7 hp80 ammo2/6 range6 cov\n"
-        "E:91@1,7 hp60 d4;92@2,7 hp60 d8 cov\n"
-        "F:15@15,7 hp60 d1\n"
-        "goal@20,20\n"
-        "cover:6,8;3,2\n"
-        "walls:6,7;6,6\n"
-        "map32x24"
+        "me#12 hp80 ammo2/6 range6 cov\n"
+        "E:91 hp60 d4;92 hp60 d8 cov\n"
+        "F:15 hp60 d1\n"
+        "P:" + ";".join(f"{i} {p.name} d{p.steps}" for i, p in enumerate(places))
     )
+    assert "@" not in text and "walls" not in text  # no coordinates to copy or misread
 
 
 def test_compact_snapshot_uses_integers_only() -> None:
@@ -199,11 +209,11 @@ def test_guided_system_gives_no_example_index_to_copy() -> None:
     assert not re.search(r'"c":\s*\d', system)
 
 
-def test_free_system_example_is_a_valid_compact_plan() -> None:
+def test_free_system_states_the_shape_without_an_example() -> None:
     system = PromptBuilder(mode="free").messages(make_req())[0].content
-    example = system.rsplit("e.g. ", 1)[1]
-    plan = PlanCodec(mode="free").decode(example, make_req())
-    assert len(plan) >= 1
+    assert system.endswith('Reply only {"s":[[code,args...],...]}')
+    assert "M=MoveTo(place)" in system and "A=Attack(target_id)" in system
+    assert not re.search(r"\d", system.replace("1 to 4", ""))  # no number the model could copy
 
 
 def test_full_tier_is_the_verbose_baseline() -> None:
@@ -223,16 +233,53 @@ def test_full_tier_is_the_verbose_baseline() -> None:
 
 
 @pytest.mark.parametrize("mode", ["guided", "free"])
-def test_full_tier_examples_answer_in_the_mode_format(mode: str) -> None:
+def test_full_tier_examples_show_the_answer_shape_with_named_slots(mode: str) -> None:
     system = PromptBuilder(tier="full", mode=mode).messages(make_req())[0].content
     answers = re.findall(r"Answer: (.+)$", system, flags=re.MULTILINE)
-    assert answers
+    assert len(answers) == 3
     codec = PlanCodec(mode=mode)
     example_req = make_req(candidates=tuple(Plan((Step("Reload"),)) for _ in range(4)))
     for a in answers:
-        assert codec.decode(a, example_req)  # every example answer decodes in its mode
+        assert re.search(r"<\w+>", a)  # a named slot, never a number
+        with pytest.raises((ParseError, PlanRejected)):
+            codec.decode(a, example_req)
+        # With every slot filled in, it is an answer of the mode's shape.
+        assert codec.decode(re.sub(r"<\w+>", "0", a), example_req)
+    if mode == "free":
+        assert '{"s":[["A",<target_id>]]}' in answers
     packed = PromptBuilder(tier="full", mode=mode).packed_messages([make_req()])[0].content
-    assert all(a.startswith('[{"id":') for a in re.findall(r"Answer: (.+)$", packed, re.M))
+    assert all(
+        a.startswith('[{"id":<your id>,') for a in re.findall(r"Answer: (.+)$", packed, re.M)
+    )
+
+
+def _json_fragments(text: str) -> list[object]:
+    """Every JSON value that starts at some bracket of ``text``."""
+    out: list[object] = []
+    for i, ch in enumerate(text):
+        if ch in "{[":
+            try:
+                out.append(orjson.loads(extract_json(text[i:])))
+            except (ParseError, orjson.JSONDecodeError):
+                continue
+    return out
+
+
+@pytest.mark.parametrize(("tier", "mode"), TIERS_MODES)
+def test_no_prompt_holds_an_answer_the_agent_could_give(tier: str, mode: str) -> None:
+    """A verbatim copy of anything in the prompt is never an answer the agent's schema (and so
+    its grammar) admits: there is nothing to copy."""
+    jsonschema = pytest.importorskip("jsonschema")
+    builder = PromptBuilder(tier=tier, mode=mode)
+    codec = PlanCodec(mode=mode)
+    reqs = [r for r in VARIED if mode == "free" or r.candidates]
+    for req in reqs:
+        single = jsonschema.Draft202012Validator(codec.schema(req))
+        packed = jsonschema.Draft202012Validator(codec.packed_schema([req]))
+        for msgs in (builder.messages(req), builder.packed_messages([req])):
+            for fragment in _json_fragments("\n".join(m.content for m in msgs)):
+                assert not single.is_valid(fragment), fragment
+                assert not packed.is_valid(fragment), fragment
 
 
 @pytest.mark.parametrize("mode", ["guided", "free"])

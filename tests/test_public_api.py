@@ -40,6 +40,7 @@ EXPECTED = [
     "EmbeddedBackend",
     "EmbeddedStats",
     "Finished",
+    "FreeOptions",
     "Health",
     "HeuristicPlanner",
     "JsonArrayStream",
@@ -50,6 +51,7 @@ EXPECTED = [
     "OpenAIBackend",
     "ParseError",
     "Perception",
+    "Place",
     "Plan",
     "PlanCache",
     "PlanCodec",
@@ -84,6 +86,9 @@ EXPECTED = [
     "Weapon",
     "WorldSnapshot",
     "create_backend",
+    "free_options",
+    "pack_cell",
+    "unpack_cell",
     "validate_plan",
 ]
 

@@ -249,3 +249,84 @@ def test_llama_cpp_converter_accepts_the_schemas() -> None:
     )
     gbnf = grammar.json_schema_to_gbnf(json.dumps(schema))
     assert '"\\"M\\""' in gbnf and '"91"' in gbnf and '"12"' in gbnf
+
+
+# Pinned on purpose: what the grammar of a free-mode agent looks like with 3 named places (one of
+# them, index 1, a cover point), enemies 91 and 92, and one hurt ally 15. A place is one index.
+COMPACT_PLACES = {
+    "type": "object",
+    "properties": {
+        "s": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "anyOf": [
+                    step("M", {"enum": [0, 1, 2]}),
+                    step("A", {"enum": [91, 92]}),
+                    step("C", {"enum": [0, 1, 2]}),
+                    step("R"),
+                    step("H", {"enum": [15]}),
+                    step("T", {"enum": [0, 1, 2]}),
+                    step("S"),
+                    step("W", {"type": "integer", "minimum": 1, "maximum": 120}),
+                ]
+            },
+        }
+    },
+    "required": ["s"],
+    "additionalProperties": False,
+}
+
+
+def test_compact_schema_with_named_places_is_pinned() -> None:
+    schema = compact_plan_schema(
+        DEFAULT_REGISTRY, enemy_ids=[92, 91], ally_ids=[15], places=3, cover_places=[1]
+    )
+    assert schema == COMPACT_PLACES
+    assert valid(schema, {"s": [["C", 1], ["A", 92]]})
+    assert not valid(schema, {"s": [["M", 3]]})  # only 3 places
+    assert not valid(schema, {"s": [["M", 3, 4]]})  # a cell is not a place
+    assert not valid(schema, {"s": [["A", 93]]})
+
+
+def test_with_no_place_the_moves_are_left_out() -> None:
+    schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91], ally_ids=[], places=0)
+    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["s"]["items"]["anyOf"]]
+    assert codes == ["A", "R", "S", "W"]
+
+
+PLACE_REGISTRY = ActionRegistry(
+    [
+        ActionSpec("Go", "G", (ArgSpec("to", ArgKind.PLACE),), "go to a place"),
+        ActionSpec(
+            "Hide", "H", (ArgSpec("at", ArgKind.COVER), ArgSpec("n", ArgKind.COUNT, 1, 9)), "hide"
+        ),
+        ActionSpec("Rest", "R", (), "rest"),
+    ]
+)
+
+
+def test_place_and_cover_kinds_are_one_index_each() -> None:
+    schema = compact_plan_schema(PLACE_REGISTRY, places=4, cover_places=[3, 0, 7])
+    assert valid(schema, {"s": [["G", 2], ["H", 3, 5]]})
+    assert not valid(schema, {"s": [["H", 2, 5]]})  # place 2 is not cover
+    assert not valid(schema, {"s": [["H", 7, 5]]})  # there is no place 7
+    no_cover = compact_plan_schema(PLACE_REGISTRY, places=4)
+    codes = [s["prefixItems"][0]["const"] for s in no_cover["properties"]["s"]["items"]["anyOf"]]
+    assert codes == ["G", "R"]
+
+
+def test_place_and_cover_kinds_without_places_are_cells() -> None:
+    schema = compact_plan_schema(PLACE_REGISTRY, size=(10, 8))
+    assert valid(schema, {"s": [["G", 9, 7], ["H", 0, 0, 1]]})
+    assert not valid(schema, {"s": [["G", 10, 7]]})
+    assert not valid(schema, {"s": [["G", 3]]})
+    verbose = verbose_plan_schema(PLACE_REGISTRY)
+    assert valid(verbose, {"steps": [{"act": "Go", "to": 5 * 65536 + 3}]})
+
+
+def test_place_schemas_pass_llama_cpp_converter() -> None:
+    grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    for schema in (COMPACT_PLACES, compact_plan_schema(PLACE_REGISTRY, places=2, cover_places=[1])):
+        assert grammar.json_schema_to_gbnf(json.dumps(schema))

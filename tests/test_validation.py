@@ -6,9 +6,18 @@ from typing import Any
 
 import pytest
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, Plan, Step
+from aiplanner.actions import (
+    DEFAULT_REGISTRY,
+    ActionRegistry,
+    ActionSpec,
+    ArgKind,
+    ArgSpec,
+    Plan,
+    Step,
+)
 from aiplanner.components import Battlefield
 from aiplanner.errors import PlanRejected
+from aiplanner.places import pack_cell
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.validation import RejectReason, validate_plan, validate_step
 
@@ -155,3 +164,31 @@ def test_every_reason_is_a_str() -> None:
     for reason in RejectReason:
         assert isinstance(reason, str)
         assert str(reason) == reason.value
+
+
+PLACE_REGISTRY = ActionRegistry(
+    [
+        ActionSpec("Go", "G", (ArgSpec("to", ArgKind.PLACE),), "go"),
+        ActionSpec("Hide", "H", (ArgSpec("at", ArgKind.COVER),), "hide"),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("plan", "reason"),
+    [
+        (one("Go", pack_cell(9, 7)), None),
+        (one("Hide", pack_cell(2, 2)), None),
+        (one("Go", pack_cell(10, 0)), RejectReason.OUT_OF_BOUNDS),  # x past the 10-wide map
+        (one("Go", pack_cell(0, 8)), RejectReason.OUT_OF_BOUNDS),
+        (one("Go", -1), RejectReason.OUT_OF_BOUNDS),
+        (one("Go", pack_cell(4, 4)), RejectReason.BLOCKED),
+        (one("Hide", pack_cell(4, 4)), RejectReason.BLOCKED),
+        (one("Hide", pack_cell(3, 3)), RejectReason.NOT_COVER),
+    ],
+)
+def test_place_and_cover_arguments(plan: Plan, reason: RejectReason | None) -> None:
+    if reason is None:
+        assert validate_plan(plan, snap(), PLACE_REGISTRY) is plan
+    else:
+        assert reason_of(plan, PLACE_REGISTRY) == reason.value
