@@ -47,7 +47,7 @@ from aiplanner.places import (
 from aiplanner.requests import PlanRequest
 from aiplanner.schema import choice_schema, compact_plan_schema, packed_schema
 
-__all__ = ["MAX_TEXT_CHARS", "ElementError", "PlanCodec", "extract_json"]
+__all__ = ["MAX_TEXT_CHARS", "ElementError", "PlanCodec", "extract_json", "json_values"]
 
 MAX_TEXT_CHARS = 65_536
 """Longest model text :meth:`PlanCodec.decode` will look at; one plan is a few dozen bytes."""
@@ -103,6 +103,23 @@ def extract_json(text: str) -> str:
             depth -= 1
             if depth == 0:
                 return text[start:pos]
+
+
+def json_values(text: str) -> list[object]:
+    """Every JSON value (object or array) that starts at some bracket of ``text``, nested ones
+    included, in order of their opening bracket: what a model could copy from a prompt.
+
+    Raises :class:`ParseError` for ``text`` longer than :data:`MAX_TEXT_CHARS`.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise ParseError(f"text of {len(text)} chars exceeds {MAX_TEXT_CHARS}", text[:200])
+    out: list[object] = []
+    for m in _OPENER.finditer(text):
+        try:
+            out.append(orjson.loads(extract_json(text[m.start() :])))
+        except (ParseError, orjson.JSONDecodeError):
+            continue
+    return out
 
 
 def _skip_string(text: str, pos: int) -> int:

@@ -18,7 +18,7 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
-from aiplanner.codec import MAX_TEXT_CHARS, ElementError, PlanCodec, extract_json
+from aiplanner.codec import MAX_TEXT_CHARS, ElementError, PlanCodec, extract_json, json_values
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError, ParseError, PlanRejected
 from aiplanner.places import free_options, pack_cell
@@ -185,6 +185,21 @@ def test_free_rejections(text: str, reason: str) -> None:
 def test_free_shape_errors_are_parse_errors(text: str) -> None:
     with pytest.raises(ParseError):
         FREE.decode(text, REQ)
+
+
+def test_json_values_finds_every_value_nested_ones_too() -> None:
+    text = 'e.g. {"s":[["M",6,8],["A",91]]} or [1, {"c":2}] but not {broken or ["open"'
+    assert json_values(text) == [
+        {"s": [["M", 6, 8], ["A", 91]]},
+        [["M", 6, 8], ["A", 91]],
+        ["M", 6, 8],
+        ["A", 91],
+        [1, {"c": 2}],
+        {"c": 2},
+    ]
+    assert json_values("no brackets") == []
+    with pytest.raises(ParseError):
+        json_values("[" * (MAX_TEXT_CHARS + 1))
 
 
 def test_oversized_text_is_refused_before_parsing() -> None:

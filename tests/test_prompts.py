@@ -16,7 +16,7 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
-from aiplanner.codec import PlanCodec, extract_json
+from aiplanner.codec import PlanCodec, json_values
 from aiplanner.components import ROLES, Battlefield
 from aiplanner.errors import ConfigError, ParseError, PlanRejected
 from aiplanner.places import free_options
@@ -253,18 +253,6 @@ def test_full_tier_examples_show_the_answer_shape_with_named_slots(mode: str) ->
     )
 
 
-def _json_fragments(text: str) -> list[object]:
-    """Every JSON value that starts at some bracket of ``text``."""
-    out: list[object] = []
-    for i, ch in enumerate(text):
-        if ch in "{[":
-            try:
-                out.append(orjson.loads(extract_json(text[i:])))
-            except (ParseError, orjson.JSONDecodeError):
-                continue
-    return out
-
-
 @pytest.mark.parametrize(("tier", "mode"), TIERS_MODES)
 def test_no_prompt_holds_an_answer_the_agent_could_give(tier: str, mode: str) -> None:
     """A verbatim copy of anything in the prompt is never an answer the agent's schema (and so
@@ -277,7 +265,7 @@ def test_no_prompt_holds_an_answer_the_agent_could_give(tier: str, mode: str) ->
         single = jsonschema.Draft202012Validator(codec.schema(req))
         packed = jsonschema.Draft202012Validator(codec.packed_schema([req]))
         for msgs in (builder.messages(req), builder.packed_messages([req])):
-            for fragment in _json_fragments("\n".join(m.content for m in msgs)):
+            for fragment in json_values("\n".join(m.content for m in msgs)):
                 assert not single.is_valid(fragment), fragment
                 assert not packed.is_valid(fragment), fragment
 
