@@ -141,13 +141,8 @@ class SnapshotSystem(esper.Processor):
     def process(self, dt: float) -> None:
         """Advance the tick, read the map, rebuild the agent index and forget memoised snapshots."""
         self.tick += 1
+        self._refresh_field()
         cm = self.components
-        field = cm.read_map()
-        self._field = field
-        if field is None:
-            self._index = None
-        elif self._index is None or self._index.field is not field:
-            self._index = _FieldIndex.build(field, self._cell_size)
         agents = self._agents
         agents.clear()
         self._memo.clear()
@@ -163,6 +158,15 @@ class SnapshotSystem(esper.Processor):
                 points.append((ent, x, y))
                 agents[ent] = row
         self._grid.rebuild(points)
+
+    def _refresh_field(self) -> None:
+        """Read the map; rebuild its static lookups only when the map object changed."""
+        field = self.components.read_map()
+        self._field = field
+        if field is None:
+            self._index = None
+        elif self._index is None or self._index.field is not field:
+            self._index = _FieldIndex.build(field, self._cell_size)
 
     def _alive(self, entity: int) -> bool:
         row = self._agents.get(entity)

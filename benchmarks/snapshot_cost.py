@@ -4,7 +4,14 @@ Agents wander a map at a fixed density (so each sees about the same number of ot
 the population), and a different 10% of them ask for a snapshot each tick, as agents needing a
 plan would. Prints median, 95th-percentile and best milliseconds per tick for each population.
 
+``--adapter`` measures what reading the components through a ComponentMap costs: the system as
+shipped (aiplanner's own components through DEFAULT_COMPONENTS) against a copy whose per-tick
+loop and unit scan read those components' attributes directly, as the system did before the map
+existed. Both run on the same world, alternately, ``--repeat`` times; the cost is the median
+per-tick difference over the direct time.
+
     python benchmarks/snapshot_cost.py [--ticks 200] [--sizes 100 1000 5000]
+    python benchmarks/snapshot_cost.py --adapter [--ticks 200] [--sizes 100 1000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -17,8 +24,19 @@ import time
 
 import esper
 
-from aiplanner.components import Agent, Ammo, Battlefield, Health, Perception, Position, Team
-from aiplanner.snapshot_system import SnapshotSystem
+from aiplanner import (
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    Perception,
+    Position,
+    SeenUnit,
+    SnapshotSystem,
+    Team,
+)
+from aiplanner.snapshot_system import _CROWD_SCAN, OCCUPIED_RADIUS  # the reference copies them
+from aiplanner.spatial import to_cell
 
 DENSITY = 0.05  # agents per map cell: about 10 others within the default perception radius of 8
 
@@ -46,14 +64,73 @@ def build_world(n: int, rng: random.Random) -> tuple[list[int], int]:
     return agents, side
 
 
-def measure(n: int, ticks: int, seed: int = 0) -> dict[str, float]:
+class DirectSnapshotSystem(SnapshotSystem):
+    """The reference for ``--adapter``: SnapshotSystem's two per-agent loops (the index rebuild
+    and the unit scan) reading aiplanner's components directly, as before the ComponentMap. Rows
+    are kept in the map's order (Agent, Position, Team, Health) so the rest is shared."""
+
+    def process(self, dt: float) -> None:
+        self.tick += 1
+        self._refresh_field()
+        agents = self._agents
+        agents.clear()
+        self._memo.clear()
+        isfinite = math.isfinite
+        points: list[tuple[int, float, float]] = []
+        for ent, row in esper.get_components(Agent, Position, Team, Health):
+            _, pos, _, health = row
+            x = pos.x
+            y = pos.y
+            if health.hp > 0 and isfinite(x) and isfinite(y):
+                points.append((ent, x, y))
+                agents[ent] = row
+        self._grid.rebuild(points)
+
+    def _units(
+        self, entity: int, team: object, x: float, y: float, radius: float
+    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...], list[tuple[float, float]] | None]:
+        cap = self.max_units
+        index = self._index
+        assert index is not None
+        agents = self._agents
+        exists = esper.entity_exists
+        in_cover = index.in_cover
+        enemies: list[SeenUnit] = []
+        allies: list[SeenUnit] = []
+        near = self._grid.query_points(x, y, radius + OCCUPIED_RADIUS)
+        crowd: list[tuple[float, float]] | None = [] if len(near) <= _CROWD_SCAN else None
+        for dist, other, ox, oy in near:
+            if other == entity:
+                continue
+            _, _, other_team, health = agents[other]
+            if health.hp <= 0 or not exists(other):
+                continue
+            if crowd is not None:
+                crowd.append((ox, oy))
+            if dist > radius:
+                continue
+            bucket = allies if other_team.team == team else enemies
+            if len(bucket) >= cap:
+                if crowd is None and len(enemies) >= cap and len(allies) >= cap:
+                    break
+                continue
+            cx, cy = to_cell(ox, oy)
+            bucket.append(
+                SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1), health.max_hp)
+            )
+        return tuple(enemies), tuple(allies), crowd
+
+
+def measure(
+    n: int, ticks: int, seed: int = 0, system_type: type[SnapshotSystem] = SnapshotSystem
+) -> dict[str, float]:
     rng = random.Random(seed)
     world = f"bench-snapshot-{n}"
     esper.switch_world(world)
     try:
         agents, side = build_world(n, rng)
         positions = [esper.component_for_entity(e, Position) for e in agents]
-        system = SnapshotSystem()
+        system = system_type()
         share = max(1, n // 10)
         process_ns: list[int] = []
         snapshot_ns: list[int] = []
@@ -90,11 +167,47 @@ def measure(n: int, ticks: int, seed: int = 0) -> dict[str, float]:
         esper.delete_world(world)
 
 
+def adapter_cost(sizes: list[int], ticks: int, repeat: int) -> None:
+    print(
+        f"{'agents':>7} {'direct ms':>10} {'mapped ms':>10} {'cost':>7} "
+        f"{'direct best':>12} {'mapped best':>12} {'cost (best)':>12}"
+    )
+    for n in sizes:
+        direct: list[float] = []
+        mapped: list[float] = []
+        direct_best: list[float] = []
+        mapped_best: list[float] = []
+        measure(n, ticks // 4 + 1, system_type=DirectSnapshotSystem)  # warm-up, discarded
+        measure(n, ticks // 4 + 1)
+        for _ in range(repeat):  # alternate, so drifting machine load hits both alike
+            d = measure(n, ticks, system_type=DirectSnapshotSystem)
+            m = measure(n, ticks)
+            direct.append(d["total_ms"])
+            mapped.append(m["total_ms"])
+            direct_best.append(d["total_best_ms"])
+            mapped_best.append(m["total_best_ms"])
+        dm, mm = statistics.median(direct), statistics.median(mapped)
+        db, mb = min(direct_best), min(mapped_best)
+        print(
+            f"{n:>7} {dm:>10.3f} {mm:>10.3f} {(mm - dm) / dm:>+7.1%} "
+            f"{db:>12.3f} {mb:>12.3f} {(mb - db) / db:>+12.1%}"
+        )
+    print(
+        f"per tick: process + 10% snapshots; medians of {repeat} alternating runs of {ticks} "
+        "ticks (best: the quickest tick of all runs)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--adapter", action="store_true", help="cost of the ComponentMap")
+    parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    if args.adapter:
+        adapter_cost(args.sizes, args.ticks, args.repeat)
+        return
     print(
         f"{'agents':>7} {'map':>9} {'process ms':>11} {'10% snaps ms':>13} {'total ms':>9} "
         f"{'p95 ms':>7} {'best ms':>8} {'us/snap':>8} {'units seen':>11}"

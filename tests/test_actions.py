@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec
@@ -42,3 +45,33 @@ def test_version_changes_with_the_declaration() -> None:
     b = ActionRegistry([ActionSpec("Scan", "S", (), "look around")])
     assert a.version != b.version
     assert a.version == ActionRegistry([ActionSpec("Scan", "S", (), "look")]).version
+
+
+def _scan(ctx: object, args: tuple[int, ...], /) -> bool:
+    return True
+
+
+def test_behaviour_stays_out_of_the_version_which_every_process_agrees_on() -> None:
+    plain = ActionRegistry([ActionSpec("Scan", "S", (), "look")])
+    behaving = ActionRegistry([ActionSpec("Scan", "S", (), "look", handler=_scan)])
+    assert plain.version == behaving.version
+    assert "_scan" not in repr(behaving.spec("Scan"))  # a function's repr holds its address
+    # The built-in registry carries functions; another interpreter computes the same version.
+    code = "from aiplanner.actions import DEFAULT_REGISTRY as R; print(R.version)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == DEFAULT_REGISTRY.version
+
+
+def test_missing_handlers_are_named() -> None:
+    DEFAULT_REGISTRY.require_handlers()
+    registry = ActionRegistry(
+        [
+            ActionSpec("Scan", "S", (), "look", handler=_scan),
+            ActionSpec("Dance", "D", (), "dance"),
+            ActionSpec("Sing", "G", (), "sing"),
+        ]
+    )
+    with pytest.raises(ConfigError, match="Dance, Sing have no handler"):
+        registry.require_handlers()

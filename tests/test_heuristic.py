@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,7 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
+from aiplanner.behaviour import CandidateProposer, Proposal, ProposalContext
 from aiplanner.components import ROLES, Battlefield
 from aiplanner.errors import ConfigError
 from aiplanner.heuristic import HeuristicPlanner
@@ -277,3 +280,51 @@ def test_every_answer_validates(s: WorldSnapshot, registry: ActionRegistry, limi
         validate_plan(c, s, registry)
         assert 1 <= len(c) <= 2
     assert validate_plan(planner.emergency(s), s, registry)
+
+
+# --- proposers are pluggable, per action ---------------------------------------------------------
+
+
+def shout_proposer(rank: int) -> CandidateProposer:
+    def propose(ctx: ProposalContext) -> Iterator[Proposal]:
+        if not ctx.emergency:
+            yield rank, ctx.plan(ctx.step(SHOUT))
+
+    return propose
+
+
+SHOUT = ActionSpec("Shout", "X", (), "shout")
+
+
+def test_an_added_action_slots_in_by_rank() -> None:
+    s = snap(role="support", enemies=(unit(7, 13, 10),), allies=(unit(3, 11, 10, 20),))
+    before = P.candidates(s, 9)
+    assert before[:2] == (Plan((Step("Heal", (3,)),)), Plan((Step("Attack", (7,)),)))
+    shout = replace(SHOUT, propose=shout_proposer(60))  # between support's Heal and Attack
+    planner = HeuristicPlanner(ActionRegistry([*DEFAULT_REGISTRY.actions, shout]))
+    after = planner.candidates(s, 9)
+    assert after[:3] == (before[0], Plan((Step("Shout"),)), before[1])
+    assert [p for p in after if p != Plan((Step("Shout"),))] == list(before[: len(after) - 1])
+
+
+def test_a_builtin_proposer_can_be_replaced_alone() -> None:
+    s = snap(enemies=(unit(7, 13, 10),), cover=((9, 9),))
+    assert P.plan(s) == Plan((Step("Attack", (7,)),))
+
+    def never(ctx: ProposalContext) -> Iterator[Proposal]:
+        return iter(())
+
+    actions = [
+        replace(a, propose=never) if a.name == "Attack" else a for a in DEFAULT_REGISTRY.actions
+    ]
+    planner = HeuristicPlanner(ActionRegistry(actions))
+    assert all(p.steps[0].action != "Attack" for p in planner.candidates(s, 9))
+    # Other verbs still offer Attack as a follow-up: only Attack's own proposals went.
+    assert any(Step("Attack", (7,)) in p.steps[1:] for p in planner.candidates(s, 9))
+
+
+def test_actions_without_proposers_offer_nothing_but_the_fallback() -> None:
+    quiet = ActionRegistry([ActionSpec("Idle", "I", (ArgSpec("t", ArgKind.COUNT, 1, 5),), "")])
+    planner = HeuristicPlanner(quiet)
+    assert planner.candidates(snap(), 4) == (Plan((Step("Idle", (5,)),)),)
+    assert planner.emergency(snap(cover=((12, 12),))) == Plan((Step("Idle", (5,)),))

@@ -10,12 +10,16 @@ import pytest
 from scenario import spawn_battle, world_digest
 
 from aiplanner import (
+    DEFAULT_REGISTRY,
     EVENT_PLAN_APPLIED,
+    ActionRegistry,
+    ActionSpec,
     Agent,
     ConfigError,
     Plan,
     PlannerConfig,
     PlannerPlugin,
+    PlanningSystem,
     PlanState,
     PlanStatus,
     ScriptedBackend,
@@ -195,6 +199,19 @@ def test_install_twice_and_bad_config_fail_clearly(world: str) -> None:
     esper.create_entity(Agent(role="wizard"))
     with pytest.raises(ConfigError, match="wizard"):
         PlannerPlugin().install()
+
+
+def test_install_refuses_an_action_without_a_handler(world: str) -> None:
+    registry = ActionRegistry([*DEFAULT_REGISTRY.actions, ActionSpec("Dance", "D", (), "")])
+    backend = ScriptedBackend()
+    plugin = PlannerPlugin(PlannerConfig(registry=registry), backend)
+    threads = threading.active_count()
+    with pytest.raises(ConfigError, match="Dance"):
+        plugin.install()
+    # Refused before anything was registered or started.
+    assert not plugin.installed and threading.active_count() == threads
+    assert esper.get_processor(PlanningSystem) is None
+    plugin.close()
 
 
 def test_uninstall_removes_processors_and_reinstall_works(world: str) -> None:
