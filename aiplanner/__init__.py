@@ -71,6 +71,7 @@ from aiplanner.errors import (
     PlanRejected,
     ResponseTooLarge,
 )
+from aiplanner.evaluation import evaluate
 from aiplanner.execution_system import ActionExecutionSystem
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
@@ -84,6 +85,7 @@ from aiplanner.plugin import (
 from aiplanner.places import FreeOptions, Place, free_options, pack_cell, unpack_cell
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.scenarios import Scenario, load_scenarios
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.stream_parser import JsonArrayStream
@@ -155,6 +157,7 @@ __all__ = [
     "ProposalContext",
     "RejectReason",
     "ResponseTooLarge",
+    "Scenario",
     "ScriptedBackend",
     "ScriptedReply",
     "SeenUnit",
@@ -171,7 +174,9 @@ __all__ = [
     "Weapon",
     "WorldSnapshot",
     "create_backend",
+    "evaluate",
     "free_options",
+    "load_scenarios",
     "pack_cell",
     "unpack_cell",
     "validate_plan",

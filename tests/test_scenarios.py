@@ -9,10 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-from aiplanner.actions import Plan, Step
+from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec, Plan, Step
 from aiplanner.components import ROLES
 from aiplanner.errors import ConfigError
 from aiplanner.evaluation import audit_suite
+from aiplanner.places import pack_cell
 from aiplanner.scenarios import author, load_scenarios, parse_scenarios, suite_files
 
 
@@ -230,3 +231,20 @@ def test_load_keeps_file_order_and_source(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^gone.json: cannot read"):
         load_scenarios([tmp_path / "gone.json"])
+
+
+def test_toward_applies_to_a_place_argument_of_a_games_own_action() -> None:
+    registry = ActionRegistry(
+        [
+            ActionSpec("Go", "G", (ArgSpec("to", ArgKind.PLACE),), "go to a place"),
+            ActionSpec("Rest", "R", (), "rest"),
+        ]
+    )
+    (s,) = parse_scenarios(
+        {"scenarios": [_scenario(accept=[{"action": "Go", "toward": [20, 8]}])]},
+        "game.json",
+        registry=registry,
+    )
+    assert s.judge(Plan((Step("Go", (pack_cell(8, 8),)),))).sensible
+    assert not s.judge(Plan((Step("Go", (pack_cell(2, 7),)),))).sensible
+    assert not s.judge(Plan((Step("Rest"),))).action_ok

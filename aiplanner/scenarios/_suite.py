@@ -11,8 +11,8 @@ The snapshot carries the whole map the scenario needs: ``obstacles`` are its wal
 free cover points, ``objective`` its goal and ``map`` its size (:meth:`WorldSnapshot.from_dict`
 builds the :class:`Battlefield` from them). Each ``accept`` entry names an acceptable first
 action; where the argument matters it says which: ``targets`` (ids an enemy- or ally-targeting
-argument may take), ``toward`` / ``away_from`` (a point the step's cell must end closer to /
-farther from than the agent stands now).
+argument may take), ``toward`` / ``away_from`` (a point the step's cell, an X/Y pair or a
+PLACE/COVER argument, must end closer to / farther from than the agent stands now).
 
 Everything is checked on load (:func:`parse_scenarios`): a mistake raises :class:`ConfigError`
 naming the file and the scenario, never a wrong figure later.
@@ -34,6 +34,7 @@ import orjson
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, Plan, Step
 from aiplanner.components import ROLES
 from aiplanner.errors import ConfigError
+from aiplanner.places import unpack_cell
 from aiplanner.snapshot import WorldSnapshot
 
 __all__ = [
@@ -51,6 +52,7 @@ _DIST_TOLERANCE: Final = 0.051  # to_dict rounds distances to 0.1 cells
 _SCENARIO_KEYS: Final = frozenset({"name", "why", "snapshot", "accept"})
 _ACCEPT_KEYS: Final = frozenset({"action", "targets", "toward", "away_from"})
 _TARGET_KINDS: Final = (ArgKind.ENEMY, ArgKind.ALLY)
+_PLACE_KINDS: Final = (ArgKind.PLACE, ArgKind.COVER)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,8 +73,7 @@ class Acceptable:
         target = _arg(step, spec, _TARGET_KINDS)
         if self.targets is not None and target not in self.targets:
             return False
-        x, y = _arg(step, spec, (ArgKind.X,)), _arg(step, spec, (ArgKind.Y,))
-        cell = None if x is None or y is None else (x, y)
+        cell = _cell(step, spec)
         if self.toward is not None and (
             cell is None or math.dist(cell, self.toward) >= math.dist(here, self.toward)
         ):
@@ -152,6 +153,15 @@ def _acceptable_dict(a: Acceptable) -> dict[str, object]:
     if a.away_from is not None:
         out["away_from"] = list(a.away_from)
     return out
+
+
+def _cell(step: Step, spec: ActionSpec) -> tuple[int, int] | None:
+    """The cell a step goes to: its X/Y pair, or its PLACE/COVER argument."""
+    x, y = _arg(step, spec, (ArgKind.X,)), _arg(step, spec, (ArgKind.Y,))
+    if x is not None and y is not None:
+        return (x, y)
+    packed = _arg(step, spec, _PLACE_KINDS)
+    return None if packed is None else unpack_cell(packed)
 
 
 def _arg(step: Step, spec: ActionSpec, kinds: tuple[ArgKind, ...]) -> int | None:
@@ -327,7 +337,7 @@ def _check_target(name: str, target: int, kinds: set[ArgKind], snap: WorldSnapsh
 def _point(name: str, key: str, value: object, kinds: set[ArgKind]) -> tuple[int, int] | None:
     if value is None:
         return None
-    if ArgKind.X not in kinds or ArgKind.Y not in kinds:
+    if not ({ArgKind.X, ArgKind.Y} <= kinds or kinds & set(_PLACE_KINDS)):
         raise ConfigError(f"accept entry: {name} takes no cell, so {key} cannot apply")
     if not isinstance(value, list) or len(value) != 2 or not all(_is_int(v) for v in value):
         raise ConfigError(f"accept entry: {name} {key} must be [x, y]")
