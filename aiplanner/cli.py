@@ -1,7 +1,10 @@
-"""Command line: ``python -m aiplanner plan`` and ``python -m aiplanner doctor``.
+"""Command line: ``python -m aiplanner plan|doctor|bench|tune``.
 
 ``plan`` prints the plan one backend gives for a sample (or given) snapshot, with its timings.
 ``doctor`` reports which backends and models are reachable from here.
+``bench`` measures every figure of the README (:mod:`aiplanner.bench`); ``bench compare`` flags
+regressions between two runs. ``tune`` picks the strategy and batch size by measurement and
+writes them as TOML (:mod:`aiplanner.tune`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import orjson
 
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.backends.base import Backend
-from aiplanner.backends.factory import create_backend
+from aiplanner.backends.factory import BACKEND_NAMES, create_backend
+from aiplanner.bench.cli import add_bench_parser, bench_main
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Battlefield
 from aiplanner.config import MODES, PROMPT_TIERS
@@ -29,6 +33,7 @@ from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.strategies import Batch, PlanContext, run_batch
+from aiplanner.tune import add_tune_parser, tune_main
 
 __all__ = ["main", "sample_snapshot"]
 
@@ -163,11 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aiplanner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="print one plan for a sample or given snapshot, with timings")
-    p.add_argument(
-        "--backend",
-        default="embedded",
-        choices=("embedded", "openai", "ollama", "scripted", "heuristic"),
-    )
+    p.add_argument("--backend", default="embedded", choices=BACKEND_NAMES)
     p.add_argument("--snapshot", help="a JSON file as written by WorldSnapshot.to_json()")
     p.add_argument("--model", help="GGUF path (embedded) or model name (openai/ollama)")
     p.add_argument("--base-url", help="server URL for openai/ollama")
@@ -177,5 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("doctor", help="report which backends and models are reachable")
     d.add_argument("--model", help="GGUF path to check instead of the default")
     d.add_argument("--base-url", help="OpenAI-compatible server to probe")
+    add_bench_parser(sub)
+    add_tune_parser(sub)
     args = parser.parse_args(argv)
-    return _plan(args) if args.command == "plan" else _doctor(args)
+    commands = {"plan": _plan, "doctor": _doctor, "bench": bench_main, "tune": tune_main}
+    return commands[args.command](args)

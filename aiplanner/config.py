@@ -1,13 +1,23 @@
 """PlannerConfig: every knob of the plugin, as one frozen dataclass with good defaults.
 
 Live tuning (batch size, max wait, strategy, cache on/off) goes through ``PlannerPlugin.tune``,
-which swaps in a new validated config; the next batch uses it.
+which swaps in a new validated config; the next batch uses it. Settings chosen by measurement
+(``python -m aiplanner tune``) are kept in a TOML file: ``PlannerConfig.from_toml(path)`` reads
+one, ``config.to_toml()`` writes one. The file holds top-level ``key = value`` pairs named like the
+fields (every field but ``registry``); keys left out keep their defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
@@ -71,6 +81,53 @@ class PlannerConfig:
     registry: ActionRegistry = field(default=DEFAULT_REGISTRY)
     components: ComponentMap = field(default=DEFAULT_COMPONENTS)
 
+    @classmethod
+    def from_toml(cls, path: str | Path) -> PlannerConfig:
+        """Load a configuration written by :meth:`to_toml` (or by hand).
+
+        Raises :class:`ConfigError` naming the file, and the key where one is at fault, for an
+        unreadable file, invalid TOML, an unknown key, a value of the wrong type or out of range.
+        """
+        try:
+            with Path(path).open("rb") as fh:
+                doc = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the configuration: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        kinds = _toml_kinds()
+        values: dict[str, Any] = {}
+        for key, value in doc.items():
+            kind = kinds.get(key)
+            if kind is None:
+                raise ConfigError(f"{path}: unknown key {key!r}; known: {', '.join(kinds)}")
+            values[key] = _from_toml_value(path, key, value, kind)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            for key, value in values.items():  # find the key at fault, so the message names it
+                try:
+                    cls(**{key: value})
+                except ConfigError as single:
+                    raise ConfigError(f"{path}: {key}: {single}") from exc
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def to_toml(self, header: str = "", only: Sequence[str] | None = None) -> str:
+        """This configuration as TOML text for :meth:`from_toml`; ``header`` becomes comments.
+
+        ``only`` names the keys to write (default: all); the others keep their defaults when
+        the file is read, so a later release's better defaults still apply to them.
+        """
+        lines = [f"# {line}".rstrip() for line in header.splitlines()]
+        for name in _toml_kinds():
+            if only is not None and name not in only:
+                continue
+            value = getattr(self, name)
+            if value is None:  # TOML has no null: a missing key means the default (None)
+                continue
+            lines.append(f"{name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
     def check_role(self, entity: int, role: str) -> None:
         """Raise :class:`ConfigError` if ``role`` (of ``entity``) is not one of ``roles``."""
         if role not in self.roles:
@@ -107,3 +164,57 @@ class PlannerConfig:
         unknown = [r for r in self.roles if not r.isidentifier()]
         if unknown:
             raise ConfigError(f"role names must be identifiers: {unknown}")
+
+
+def _toml_kinds() -> dict[str, tuple[type, type | None]]:
+    """What a file may set: each field's value type, and the item type when that is a tuple.
+
+    Fields of types TOML cannot hold (``registry``: code, not data) are left out.
+    """
+    hints = typing.get_type_hints(PlannerConfig)
+    kinds: dict[str, tuple[type, type | None]] = {}
+    for f in fields(PlannerConfig):
+        hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+            inner = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = inner[0] if len(inner) == 1 else hint
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint in (int, float, bool, str):
+            kinds[f.name] = (hint, None)
+        elif origin is Literal and len({type(a) for a in args}) == 1:
+            kinds[f.name] = (type(args[0]), None)
+        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis and args[0] in (int, str):
+            kinds[f.name] = (tuple, args[0])
+    return kinds
+
+
+def _is(value: object, kind: type) -> bool:
+    """``isinstance`` where a bool is not an int (TOML tells them apart; so do we)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+def _from_toml_value(
+    path: str | Path, key: str, value: object, kind: tuple[type, type | None]
+) -> object:
+    outer, item = kind
+    if item is not None:
+        if isinstance(value, list) and all(_is(v, item) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{path}: {key}: expected a list of {item.__name__}, got {value!r}")
+    if outer is float and _is(value, int):
+        return float(value)  # type: ignore[arg-type]
+    if _is(value, outer):
+        return value
+    raise ConfigError(f"{path}: {key}: expected {outer.__name__}, got {value!r}")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")

@@ -1,4 +1,9 @@
-"""Battle maps: small JSON files under ``assets/maps/``, validated into a frozen :class:`MapSpec`.
+"""Battle maps: small JSON files under ``demo_game/assets/maps/``, validated into a frozen
+:class:`MapSpec`.
+
+The shipped maps are package data, found through :mod:`importlib.resources`, so an installed
+wheel has them as a checkout does (they used to live in the top-level ``assets/maps``, which no
+wheel carries).
 
 A map file holds one object::
 
@@ -22,6 +27,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 import orjson
@@ -37,7 +44,7 @@ __all__ = [
     "parse_map",
 ]
 
-MAPS_DIR = Path(__file__).resolve().parent.parent / "assets" / "maps"
+MAPS_DIR: Traversable = files("demo_game") / "assets" / "maps"
 
 _MAX_FILE_BYTES = 1 << 20
 _MIN_SIDE, _MAX_SIDE = 5, 200
@@ -83,19 +90,21 @@ class MapSpec:
         )
 
 
-def available_maps(directory: Path = MAPS_DIR) -> tuple[str, ...]:
+def available_maps(directory: Traversable = MAPS_DIR) -> tuple[str, ...]:
     """Names of the maps in ``directory`` (file stems), sorted."""
     if not directory.is_dir():
         return ()
-    return tuple(sorted(p.stem for p in directory.glob("*.json")))
+    names = (p.name for p in directory.iterdir() if p.is_file())
+    return tuple(sorted(n.removesuffix(".json") for n in names if n.endswith(".json")))
 
 
-def load_map(name_or_path: str | Path, directory: Path = MAPS_DIR) -> MapSpec:
+def load_map(name_or_path: str | Path, directory: Traversable = MAPS_DIR) -> MapSpec:
     """Load a map by name (``crossroads``) from ``directory``, or from a path to a ``.json`` file.
 
     Raises :class:`MapError` when the file is missing, too large, not JSON or not a valid map.
     """
     text = str(name_or_path)
+    path: Traversable
     if text.endswith(".json") or "/" in text or "\\" in text:
         path = Path(text).expanduser()
     else:
@@ -107,7 +116,7 @@ def load_map(name_or_path: str | Path, directory: Path = MAPS_DIR) -> MapSpec:
         raw = fh.read(_MAX_FILE_BYTES + 1)
     if len(raw) > _MAX_FILE_BYTES:
         raise MapError(f"{path}: map file is larger than {_MAX_FILE_BYTES} bytes")
-    return parse_map(raw, source=str(path), key=path.stem)
+    return parse_map(raw, source=str(path), key=path.name.removesuffix(".json"))
 
 
 def parse_map(raw: bytes | str, *, source: str = "<map>", key: str = "map") -> MapSpec:

@@ -103,5 +103,19 @@ def test_oversized_file_is_refused(map_file: Callable[[str], Path]) -> None:
         load_map(path)
 
 
-def test_maps_dir_is_the_assets_folder() -> None:
-    assert MAPS_DIR.parts[-2:] == ("assets", "maps")
+def test_shipped_maps_are_package_data_found_through_importlib_resources() -> None:
+    from importlib.resources import files
+
+    assert files("demo_game") / "assets" / "maps" == MAPS_DIR
+    assert MAPS_DIR.is_dir() and (MAPS_DIR / "crossroads.json").is_file()
+    assert set(available_maps()) == {
+        p.name.removesuffix(".json") for p in MAPS_DIR.iterdir() if p.name.endswith(".json")
+    }
+
+
+def test_a_directory_of_ones_own_holds_other_maps(tmp_path: Path) -> None:
+    (tmp_path / "small.json").write_text(_doc())
+    (tmp_path / "notes.txt").write_text("not a map")
+    assert available_maps(tmp_path) == ("small",)
+    assert load_map("small", tmp_path).title == "Small"
+    assert available_maps(tmp_path / "missing") == ()
