@@ -1,0 +1,312 @@
+"""OutcomeTeacher: labels a situation with the candidate whose rollout turns out best.
+
+For one :class:`~aiplanner.training.situations.Situation`, the teacher takes the rules' ranked
+candidates (``HeuristicPlanner.candidates(snapshot, 4)``) and plays each one out for a few
+seconds of game time with the plugin's own processors and no backend: the agent under test
+starts with the candidate in its ``ActionQueue`` (``PlanState`` EXECUTING, so the planner leaves
+it alone until the plan ends, then the rules take over), and every other agent plans by the rules
+as the plugin would without a model. Each rollout runs in an isolated esper world.
+
+The outcome is scored from the agent's side, summed tick by tick with a discount so that what
+happens sooner counts more (:class:`OutcomeWeights`): enemy health removed and kills, the agent's
+own health lost and its death, allies' health lost or healed and their deaths, and cells gained
+toward the objective.
+
+Chance. The execution rules and the rules planner are deterministic: no random number is drawn
+anywhere in a rollout. So "several seeds" here vary the *others'* situation instead
+(:meth:`Situation.variant`: weapon cooldown phase, a cell of jitter, a little health); every
+candidate is scored on the same variants (common random numbers), and its score is the mean.
+
+The label is the best candidate's index and its margin over the runner-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import esper
+import orjson
+
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, Plan, Step
+from aiplanner.components import ActionQueue, Health, PlanState, PlanStatus, Position, Tier
+from aiplanner.config import PlannerConfig
+from aiplanner.errors import ConfigError
+from aiplanner.heuristic import HeuristicPlanner
+from aiplanner.plugin import PlannerPlugin
+from aiplanner.snapshot import WorldSnapshot
+from aiplanner.training.situations import Roster, Situation, isolated_world, situation_snapshot
+
+__all__ = [
+    "Label",
+    "Outcome",
+    "OutcomeTeacher",
+    "OutcomeWeights",
+    "TeacherConfig",
+    "labels_digest",
+    "load_labels",
+    "save_labels",
+]
+
+_MAX_LABEL_LINE: Final = 1 << 16  # bytes; a labelled situation is a few kB
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutcomeWeights:
+    """How much each event is worth to the agent under test (health is in hp)."""
+
+    dealt: float = 1.0  # per enemy hp removed (by anyone on the agent's side)
+    kill: float = 40.0  # per enemy killed
+    taken: float = 1.5  # per hp the agent loses (negative when it is healed)
+    death: float = 150.0  # the agent dies
+    ally_hp: float = 1.0  # per hp an ally loses (negative when healed)
+    ally_death: float = 60.0  # per ally killed
+    progress: float = 1.0  # per cell closer to the objective
+    discount_per_s: float = 0.85  # an event t seconds ahead counts discount_per_s ** t
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeacherConfig:
+    """Rollout settings. ``dt`` is 1/8 s so weapon cooldowns and reloads are whole ticks."""
+
+    horizon_s: float = 5.0
+    dt: float = 0.125
+    variants: int = 3
+    max_candidates: int = 4
+    weights: OutcomeWeights = field(default_factory=OutcomeWeights)
+
+    def __post_init__(self) -> None:
+        if not (self.dt > 0 and self.horizon_s >= self.dt):
+            raise ConfigError(f"need 0 < dt <= horizon_s, got dt={self.dt}, {self.horizon_s}")
+        if self.variants < 1 or not 1 <= self.max_candidates <= 9:
+            raise ConfigError("variants must be >= 1 and max_candidates 1..9")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one rollout did: the totals over the horizon (undiscounted) and the score."""
+
+    dealt: int
+    kills: int
+    taken: int
+    died: bool
+    ally_lost: int
+    ally_deaths: int
+    progress: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A situation, its candidates, each candidate's mean score, the best one and its margin."""
+
+    situation: Situation
+    candidates: tuple[Plan, ...]
+    scores: tuple[float, ...]
+    best: int
+    margin: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "situation": self.situation.to_dict(),
+            "candidates": [[[s.action, list(s.args)] for s in c.steps] for c in self.candidates],
+            "scores": [round(s, 4) for s in self.scores],
+            "best": self.best,
+            "margin": round(self.margin, 4),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Label:
+        """Raises :class:`ConfigError` for a malformed record."""
+        if not isinstance(data, dict):
+            raise ConfigError("a label must be an object")
+        try:
+            candidates = tuple(
+                Plan(tuple(Step(str(a), tuple(int(v) for v in args)) for a, args in c))
+                for c in data["candidates"]
+            )
+            scores = tuple(float(s) for s in data["scores"])
+            best = int(data["best"])
+            margin = float(data["margin"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"bad label: {exc}") from exc
+        if len(scores) != len(candidates) or not 0 <= best < len(candidates):
+            raise ConfigError("a label needs one score per candidate and a best in range")
+        return cls(Situation.from_dict(data["situation"]), candidates, scores, best, margin)
+
+
+class OutcomeTeacher:
+    """Scores candidates by rollout (see the module docstring)."""
+
+    def __init__(
+        self, config: TeacherConfig | None = None, registry: ActionRegistry = DEFAULT_REGISTRY
+    ) -> None:
+        self.config = config if config is not None else TeacherConfig()
+        self.registry = registry
+        self._rules = HeuristicPlanner(registry)
+
+    def candidates(self, snap: WorldSnapshot) -> tuple[Plan, ...]:
+        return self._rules.candidates(snap, self.config.max_candidates)
+
+    def label(self, situation: Situation, candidates: Sequence[Plan] | None = None) -> Label:
+        """Roll out each candidate (the rules' by default) on every variant; pick the best.
+
+        Ties go to the earlier candidate (the rules' order). Raises :class:`ConfigError` for an
+        empty candidate list.
+        """
+        if candidates is None:
+            snap, _ = situation_snapshot(situation)
+            candidates = self.candidates(snap)
+        if not candidates:
+            raise ConfigError("nothing to label: no candidates")
+        variants = [situation.variant(k) for k in range(self.config.variants)]
+        scores = tuple(
+            math.fsum(self.rollout(v, plan).score for v in variants) / len(variants)
+            for plan in candidates
+        )
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        rest = [s for i, s in enumerate(scores) if i != best]
+        margin = scores[best] - max(rest) if rest else 0.0
+        return Label(situation, tuple(candidates), scores, best, margin)
+
+    def rollout(self, situation: Situation, plan: Plan) -> Outcome:
+        """Play ``situation`` for the horizon with the agent under test starting on ``plan``."""
+        cfg = self.config
+        w = cfg.weights
+        ticks = round(cfg.horizon_s / cfg.dt)
+        decay = w.discount_per_s**cfg.dt
+        now = [0.0]
+        with isolated_world():
+            roster = situation.build()
+            esper.add_component(roster.me, ActionQueue(list(plan.steps), plan_id=1))
+            esper.add_component(roster.me, PlanState(PlanStatus.EXECUTING, 1, Tier.LLM))
+            plugin = PlannerPlugin(
+                PlannerConfig(registry=self.registry, delete_dead=False, cache_enabled=False),
+                None,
+                clock=lambda: now[0],
+            )
+            plugin.install()
+            objective = situation.field.objective
+            before = _State.read(roster, objective)
+            start = before
+            score = 0.0
+            weight = 1.0
+            try:
+                for tick in range(ticks):
+                    now[0] = tick * cfg.dt
+                    esper.process(cfg.dt)
+                    after = _State.read(roster, objective)
+                    weight *= decay
+                    score += weight * before.reward(after, w)
+                    before = after
+            finally:
+                plugin.close()
+        return Outcome(
+            dealt=start.enemy_hp - before.enemy_hp,
+            kills=before.enemy_dead - start.enemy_dead,
+            taken=start.my_hp - before.my_hp,
+            died=before.my_dead and not start.my_dead,
+            ally_lost=start.ally_hp - before.ally_hp,
+            ally_deaths=before.ally_dead - start.ally_dead,
+            progress=start.goal_dist - before.goal_dist,
+            score=score,
+        )
+
+    def label_all(
+        self,
+        situations: Iterable[Situation],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[Label]:
+        """Label each situation in order; ``progress(i)`` is called after each one."""
+        out = []
+        for i, sit in enumerate(situations):
+            out.append(self.label(sit))
+            if progress is not None:
+                progress(i + 1)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    enemy_hp: int
+    enemy_dead: int
+    my_hp: int
+    my_dead: bool
+    ally_hp: int
+    ally_dead: int
+    goal_dist: float
+
+    @classmethod
+    def read(cls, roster: Roster, objective: tuple[int, int] | None) -> _State:
+        enemies = [_hp(e) for e in roster.enemies]
+        allies = [_hp(a) for a in roster.allies]
+        me = _hp(roster.me)
+        dist = 0.0
+        if objective is not None:
+            pos = esper.try_component(roster.me, Position)
+            if pos is not None:
+                dist = math.hypot(pos.x - objective[0], pos.y - objective[1])
+        return cls(
+            enemy_hp=sum(enemies),
+            enemy_dead=sum(1 for h in enemies if h == 0),
+            my_hp=me,
+            my_dead=me == 0,
+            ally_hp=sum(allies),
+            ally_dead=sum(1 for h in allies if h == 0),
+            goal_dist=dist,
+        )
+
+    def reward(self, after: _State, w: OutcomeWeights) -> float:
+        return (
+            w.dealt * (self.enemy_hp - after.enemy_hp)
+            + w.kill * (after.enemy_dead - self.enemy_dead)
+            - w.taken * (self.my_hp - after.my_hp)
+            - w.death * (after.my_dead - self.my_dead)
+            - w.ally_hp * (self.ally_hp - after.ally_hp)
+            - w.ally_death * (after.ally_dead - self.ally_dead)
+            + w.progress * (self.goal_dist - after.goal_dist)
+        )
+
+
+def _hp(entity: int) -> int:
+    """Health clamped at 0; 0 for an entity that is gone."""
+    if not esper.entity_exists(entity):
+        return 0
+    health = esper.try_component(entity, Health)
+    return max(0, health.hp) if health is not None else 0
+
+
+def save_labels(path: Path, labels: Iterable[Label]) -> str:
+    """Write labels as JSON lines; return the file's sha256 (hex)."""
+    data = b"".join(orjson.dumps(label.to_dict()) + b"\n" for label in labels)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_labels(path: Path) -> list[Label]:
+    """Read labels written by :func:`save_labels`.
+
+    Raises :class:`ConfigError` for a malformed or oversized line (``OSError`` if the
+    file cannot be read).
+    """
+    out = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
+        if not line.strip():
+            continue
+        if len(line) > _MAX_LABEL_LINE:
+            raise ConfigError(f"{path}:{n}: line longer than {_MAX_LABEL_LINE} bytes")
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{n}: not JSON: {exc}") from exc
+        out.append(Label.from_dict(record))
+    return out
+
+
+def labels_digest(path: Path) -> str:
+    """The sha256 (hex) of a labels file, as recorded in the training report."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
