@@ -111,7 +111,6 @@ class ComponentMap:
         "_ammo",
         "_field",
         "_field_source",
-        "_max_index",
         "_perception",
         "_range",
         "_role",
@@ -122,6 +121,7 @@ class ComponentMap:
         "health_index",
         "hp",
         "max_hp",
+        "max_index",
         "position",
         "position_index",
         "query",
@@ -174,7 +174,7 @@ class ComponentMap:
                 raise ConfigError(f"ComponentMap max_health: must be positive, got {max_health}")
             constant = max_health
             self.max_hp: _Getter = lambda _component: constant
-            self._max_index = self.health_index
+            self.max_index = self.health_index
         else:
             max_type, (fmax,) = _pair("max_health", max_health)
             if max_type not in query:
@@ -183,7 +183,7 @@ class ComponentMap:
                     f"required components ({', '.join(c.__name__ for c in query)})"
                 )
             self.max_hp = attrgetter(fmax)
-            self._max_index = query.index(max_type)
+            self.max_index = query.index(max_type)
         self._perception = _optional("perception", perception, DEFAULT_PERCEPTION)
         self._range = _optional("weapon_range", weapon_range, DEFAULT_WEAPON_RANGE)
         self._ammo: tuple[type[Any], _Getter] | None = None
@@ -208,7 +208,7 @@ class ComponentMap:
 
     def max_hp_of(self, row: Sequence[Any]) -> int:
         """Maximum health of an agent, from its row of :attr:`query` components."""
-        return self.max_hp(row[self._max_index])  # type: ignore[no-any-return]
+        return self.max_hp(row[self.max_index])  # type: ignore[no-any-return]
 
     def perception_of(self, entity: int) -> float:
         return _read(self._perception, entity)

@@ -257,9 +257,10 @@ class SnapshotSystem(esper.Processor):
         cm = self.components
         hp = cm.hp
         team_of = cm.team
-        max_hp_of = cm.max_hp_of
+        max_hp = cm.max_hp
         ih = cm.health_index
         it = cm.team_index
+        im = cm.max_index
         enemies: list[SeenUnit] = []
         allies: list[SeenUnit] = []
         near = grid.query_points(x, y, radius + OCCUPIED_RADIUS)
@@ -282,7 +283,7 @@ class SnapshotSystem(esper.Processor):
                 continue
             cx, cy = to_cell(ox, oy)
             bucket.append(
-                SeenUnit(other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp_of(row))
+                SeenUnit(other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp(row[im]))
             )
         return tuple(enemies), tuple(allies), crowd
 

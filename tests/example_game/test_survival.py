@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 
 import esper
 import pytest
@@ -40,14 +41,7 @@ def play(seed: int, ticks: int = 300) -> tuple[Applied, list[tuple[object, ...]]
     build_camp(seed)
     applied = Applied()
     esper.set_handler(aiplanner.EVENT_PLAN_APPLIED, applied)
-    config = aiplanner.PlannerConfig(
-        registry=CONFIG.registry,
-        components=CONFIG.components,
-        roles=CONFIG.roles,
-        mode="guided",
-        lockstep=True,
-        seed=seed,
-    )
+    config = replace(CONFIG, mode="guided", lockstep=True, seed=seed)  # reproducible delivery
     clock = itertools.count()
     backend = ScriptedBackend(latency_s=(0.05, 0.3), seed=seed, virtual_time=True)
     with PlannerPlugin(config, backend, clock=lambda: next(clock) * DT):
