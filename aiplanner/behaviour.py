@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aiplanner.actions import ArgKind, Plan, Step
+from aiplanner.components import ActionQueue
 from aiplanner.errors import PlannerError
 from aiplanner.pathfinding import find_path
 from aiplanner.spatial import to_cell
@@ -28,7 +29,7 @@ from aiplanner.spatial import to_cell
 if TYPE_CHECKING:
     from aiplanner.actions import ActionRegistry, ActionSpec
     from aiplanner.adapter import ComponentMap
-    from aiplanner.components import ActionQueue, Battlefield
+    from aiplanner.components import Battlefield
     from aiplanner.snapshot import WorldSnapshot
 
 __all__ = [
@@ -84,7 +85,7 @@ class StepContext:
         self.entity = 0
         self.agent: Any = None
         self.position: Any = None
-        self.queue: ActionQueue | None = None
+        self.queue = ActionQueue()  # the running agent's, once a step runs
         self.dt = 0.0
 
     def path(self, start: tuple[float, float], goal: tuple[int, int]) -> list[tuple[int, int]]:

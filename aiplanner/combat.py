@@ -109,7 +109,6 @@ def _approach(ctx: StepContext, target: Position) -> None:
     """Walk toward ``target``, re-pathing only when it has moved to another cell."""
     pos: Position = ctx.position
     queue = ctx.queue
-    assert queue is not None
     goal = to_cell(target.x, target.y)
     if not queue.path or queue.path[-1] != goal:
         queue.path = ctx.path((pos.x, pos.y), goal)
@@ -138,7 +137,6 @@ def _close_in(ctx: StepContext, target_id: int, reach: float) -> Health | None:
     if math.hypot(target_pos.x - pos.x, target_pos.y - pos.y) > reach:
         _approach(ctx, target_pos)
         return None
-    assert ctx.queue is not None
     ctx.queue.path = []
     return target_health
 
@@ -146,7 +144,6 @@ def _close_in(ctx: StepContext, target_id: int, reach: float) -> Health | None:
 def move(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     """MoveTo / TakeCover / Retreat: walk the A* path to (x, y); done on arrival."""
     queue = ctx.queue
-    assert queue is not None
     pos: Position = ctx.position
     goal = (args[0], args[1])
     if not queue.path:
@@ -182,7 +179,6 @@ def cool_weapons(dt: float, /) -> None:
 
 def reload(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
-    assert queue is not None
     queue.progress += ctx.dt
     if queue.progress + _EPS < _weapon(ctx.entity).reload_time:
         return False
@@ -203,14 +199,12 @@ def heal(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 def scan(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
-    assert queue is not None
     queue.progress += ctx.dt
     return queue.progress + _EPS >= SCAN_SECONDS
 
 
 def wait(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
-    assert queue is not None
     queue.progress += 1
     return queue.progress >= args[0]
 

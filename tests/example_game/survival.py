@@ -83,7 +83,6 @@ class Camp:
 def walk(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     me: Transform = ctx.position
     queue = ctx.queue
-    assert queue is not None
     if not queue.path:
         queue.path = ctx.path((me.x, me.y), (args[0], args[1])) or [(args[0], args[1])]
     budget = ctx.agent.speed * ctx.dt
@@ -103,7 +102,6 @@ def walk(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 def barricade(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     me: Transform = ctx.position
     queue = ctx.queue
-    assert queue is not None
     if ctx.field is None or (args[0], args[1]) not in ctx.field.cover:
         raise StepFailed("no_shelter_there")  # another survivor walled it up first
     if math.hypot(args[0] - me.x, args[1] - me.y) > REACH:
@@ -124,7 +122,6 @@ def barricade(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 def forage(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
-    assert queue is not None
     queue.progress += ctx.dt
     if queue.progress + 1e-9 < FORAGE_SECONDS:
         return False
@@ -136,7 +133,6 @@ def forage(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 def rest(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
-    assert queue is not None
     queue.progress += 1
     return queue.progress >= args[0]
 
