@@ -13,6 +13,7 @@ import pytest
 from aiplanner import evaluation
 from aiplanner.actions import Plan, Step
 from aiplanner.backends.base import CompletionRequest
+from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.backends.scripted import ScriptedBackend
 from aiplanner.errors import ConfigError
 from aiplanner.evaluation import (
@@ -295,3 +296,21 @@ def test_pipeline_planner_refuses_a_setting_its_pipeline_lacks(
     PipelinePlanner(ScriptedBackend())  # nothing asked beyond what it has
     with pytest.raises(ConfigError, match="has no calibrated, rank_prior"):
         PipelinePlanner(ScriptedBackend(), rank_prior=0.0, calibrated=True)
+
+
+@pytest.mark.model
+def test_real_model_decisions_through_the_pipeline_are_valid() -> None:
+    backend = EmbeddedBackend(n_threads=2)
+    names = ["guided-generate", "free"] + (["model-alone"] if backend.info.scoring else [])
+    try:
+        for name in names:
+            report = evaluate(make_planner(name, backend), SUITE[:3])
+            assert (report.planner, report.scenarios, len(report.records)) == (name, 3, 3)
+            for r in report.records:
+                assert r.valid != bool(r.error), r  # a plan that passed validation, or why not
+                assert r.seconds is not None and r.seconds > 0
+            if name != "free":  # a guided answer is one of the candidates, always
+                assert report.overall.valid == 3
+                assert all(r.position in {"0", "1", "2", "3"} for r in report.records)
+    finally:
+        backend.close()
