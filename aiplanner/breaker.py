@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from aiplanner.errors import BackendError, CircuitOpen, PlannerError
 
 __all__ = ["CircuitBreaker"]
 
@@ -72,6 +75,33 @@ class CircuitBreaker:
             if was_trial or (self._opened_at is None and self._consecutive >= self.threshold):
                 self._opened_at = self._clock()
                 self.opened_count += 1
+
+    @contextmanager
+    def guard(self, name: str) -> Iterator[None]:
+        """One call to backend ``name`` through the breaker.
+
+        Raises :class:`CircuitOpen` when no call may be made. Inside, a ``BackendError`` counts as
+        a failure; any other ``PlannerError`` (the engine answered, the model's text was bad) or a
+        normal exit as a success; leaving without a verdict (cancelled) releases a trial.
+        """
+        if not self.allow():
+            raise CircuitOpen(f"circuit open for backend {name}")
+        verdict = False
+        try:
+            yield
+            self.record_success()
+            verdict = True
+        except BackendError:
+            self.record_failure()
+            verdict = True
+            raise
+        except PlannerError:
+            self.record_success()
+            verdict = True
+            raise
+        finally:
+            if not verdict:
+                self.release_trial()
 
     def release_trial(self) -> None:
         """A trial call ended without a verdict (cancelled): let another one through."""

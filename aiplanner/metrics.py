@@ -60,12 +60,15 @@ class Metrics:
         self.provisional = 0  # stop-gap heuristic plans run while waiting for the model
         self.dropped = 0  # outcomes for deleted entities or superseded requests
         self.deadline_misses = 0
+        self.budget_cuts = 0  # planning steps the tick's time budget cut short (work deferred)
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
         self.call_s = Histogram()  # one backend call, wall time
         self.ttft_s = Histogram()  # one backend call, time to first token
         self.ttfp_s = Histogram()  # one batch, submission -> first plan out of the backend
         self.in_tokens = Histogram()  # per agent and call
         self.out_tokens = Histogram()  # per agent and call
+        self.decisions = 0  # guided decisions made by the model (scored or generated)
+        self.agreements = 0  # ... that picked the rules' first candidate
 
     # -- recording ------------------------------------------------------------------------------
     def count_request(self, n: int = 1) -> None:
@@ -101,6 +104,12 @@ class Metrics:
                 if completion is not None:
                     self.out_tokens.add(completion / n)
 
+    def record_decision(self, index: int) -> None:
+        """The model picked candidate ``index`` (0: the rules' first choice)."""
+        with self._lock:
+            self.decisions += 1
+            self.agreements += index == 0
+
     def record_invalid(self, reason: str) -> None:
         with self._lock:
             self.invalid[reason] += 1
@@ -121,6 +130,10 @@ class Metrics:
         with self._lock:
             self.deadline_misses += 1
 
+    def record_budget_cut(self) -> None:
+        with self._lock:
+            self.budget_cuts += 1
+
     # -- reading --------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
         """A JSON-ready snapshot. Times in milliseconds; None where nothing was measured yet."""
@@ -137,6 +150,7 @@ class Metrics:
                 "dropped": self.dropped,
                 "provisional": self.provisional,
                 "deadline_misses": self.deadline_misses,
+                "budget_cuts": self.budget_cuts,
                 "latency_p50_ms": _ms(self.latency_s.percentile(50)),
                 "latency_p95_ms": _ms(self.latency_s.percentile(95)),
                 "latency_p99_ms": _ms(self.latency_s.percentile(99)),
@@ -145,6 +159,8 @@ class Metrics:
                 "ttfp_ms": _ms(self.ttfp_s.percentile(50)),
                 "in_tokens_per_plan": self.in_tokens.mean,
                 "out_tokens_per_plan": self.out_tokens.mean,
+                "decisions": self.decisions,
+                "agree_rate": self.agreements / self.decisions if self.decisions else None,
             }
 
 

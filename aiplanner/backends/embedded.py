@@ -16,6 +16,11 @@ Other models use the chat template stored in the GGUF. Either way the system pro
 and is byte-identical across calls, so llama.cpp reuses its evaluated prefix: only the rest of
 the prompt is evaluated again (see benchmarks/embedded_speed.py).
 
+Scoring (:meth:`EmbeddedBackend.score`): the prompt and the lead are evaluated once (reusing the
+cached prefix like generation does), then each continuation is evaluated as its own branch after
+them and removed again; log-probabilities come straight from llama.cpp's logits. Nothing is
+sampled, so a guided decision costs prompt evaluation only.
+
 Cancellation is noticed between tokens: a cancelled caller, a passed ``timeout_s`` or
 :meth:`EmbeddedBackend.aclose` ends the job after at most one more decode step (a prompt being
 evaluated finishes its evaluation first: a fraction of a second for our prompts).
@@ -45,6 +50,8 @@ from aiplanner.backends.base import (
     CompletionRequest,
     Finished,
     Message,
+    ScoreRequest,
+    ScoreResult,
     StreamEvent,
     TextDelta,
     Usage,
@@ -94,7 +101,14 @@ class _Failed:
     error: BaseException
 
 
-_Event = TextDelta | Finished | _Failed
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """The answer of a scoring job (its only event)."""
+
+    result: ScoreResult
+
+
+_Event = TextDelta | Finished | _Failed | _Scored
 _CONSUMER_GONE = (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.WouldBlock)
 
 
@@ -103,7 +117,8 @@ class _Job:
     """One request on its way to the worker.
 
     Frozen: ``cancelled`` (a thread-safe Event) is the only state both threads touch, and
-    ``emit`` is the only way back. ``load_only`` jobs just make sure the model is loaded.
+    ``emit`` is the only way back. ``load_only`` jobs just make sure the model is loaded; jobs
+    with ``continuations`` score them after ``messages`` and ``lead`` instead of generating.
     """
 
     messages: tuple[Message, ...]
@@ -116,6 +131,8 @@ class _Job:
     max_bytes: int
     emit: Callable[[_Event], None]
     load_only: bool = False
+    continuations: tuple[str, ...] = ()
+    lead: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -258,14 +275,20 @@ class _SerialWorker:
                     if job.load_only:
                         job.emit(Finished(Usage(total_s=self.load_s)))
                         continue
-                    finished = engine.run(job)
+                    answer: Finished | _Scored
+                    if job.continuations:
+                        answer = _Scored(engine.score(job))
+                        usage = answer.result.usage
+                    else:
+                        answer = engine.run(job)
+                        usage = answer.usage
                     # Counted before the caller hears of it: stats() never lags an answer.
                     self._count(
                         completed=1,
-                        prompt_tokens=finished.usage.prompt_tokens or 0,
-                        completion_tokens=finished.usage.completion_tokens or 0,
+                        prompt_tokens=usage.prompt_tokens or 0,
+                        completion_tokens=usage.completion_tokens or 0,
                     )
-                    job.emit(finished)
+                    job.emit(answer)
                 except _Cancelled:
                     self._count(cancelled=1)
                 except Exception as exc:  # every failure goes back to the one caller it hit
@@ -396,6 +419,89 @@ class _Engine:
         )
         return Finished(usage, finish_reason=finish)
 
+    def score(self, job: _Job) -> ScoreResult:
+        """Score ``job.continuations`` after its prompt and lead (see the module docstring).
+
+        Raises :class:`_Cancelled`, :class:`BackendTimeout` or :class:`BackendError`.
+        """
+        import numpy as np
+
+        llama = self._llama
+        prompt = self._format.tokens(job.messages)
+        if job.lead:
+            prompt += llama.tokenize(job.lead.encode(), add_bos=False, special=False)
+        branches = [
+            list(llama.tokenize(c.encode(), add_bos=False, special=False))
+            for c in job.continuations
+        ]
+        longest = max(len(b) for b in branches)
+        if len(prompt) + longest > self._n_ctx:
+            raise BackendError(
+                f"prompt and continuation need {len(prompt) + longest} tokens; the context holds "
+                f"{self._n_ctx}",
+                retryable=False,
+            )
+        if longest > llama.n_batch:
+            raise BackendError(f"a continuation has {longest} tokens", retryable=False)
+        _check(job)
+        # Reuse the evaluated prefix; evaluate at least the last prompt token for its logits.
+        cached = llama.input_ids[: llama.n_tokens]
+        reuse = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            reuse += 1
+        reuse = min(reuse, len(prompt) - 1)
+        llama.n_tokens = reuse
+        llama._requires_eval = True  # the logits left behind are not the prompt's
+        ctx = llama._ctx
+        # The last prompt token alone: its logits then do not depend on how much of the prompt
+        # was cached (a token evaluated inside a large batch gets slightly different numbers).
+        if reuse < len(prompt) - 1:
+            llama.eval(prompt[reuse:-1])
+        llama.eval(prompt[-1:])
+        n_vocab = llama.n_vocab()
+        first = _log_softmax(np.ctypeslib.as_array(ctx.get_logits_ith(-1), shape=(n_vocab,)))
+        started_at = len(prompt)
+        logprobs: list[float] = []
+        try:
+            for branch in branches:
+                _check(job)
+                if not branch:
+                    logprobs.append(0.0)
+                    continue
+                total = float(first[branch[0]])
+                if len(branch) > 1:
+                    llama._batch.set_batch(batch=branch, n_past=started_at, logits_all=True)
+                    ctx.decode(llama._batch)
+                    rows = np.ctypeslib.as_array(
+                        self._lib.llama_get_logits(llama.ctx), shape=(len(branch), n_vocab)
+                    )
+                    for j in range(1, len(branch)):
+                        total += float(_log_softmax(rows[j - 1])[branch[j]])
+                    ctx.kv_cache_seq_rm(-1, started_at, -1)
+                logprobs.append(total)
+        finally:
+            ctx.kv_cache_seq_rm(-1, started_at, -1)
+        return ScoreResult(
+            logprobs=tuple(logprobs),
+            tokens=tuple(len(b) for b in branches),
+            usage=Usage(
+                prompt_tokens=len(prompt) - reuse + sum(max(0, len(b) - 1) for b in branches),
+                completion_tokens=0,
+                total_s=time.monotonic() - job.submitted_at,
+            ),
+        )
+
+
+def _log_softmax(logits: Any) -> Any:
+    """Natural-log probabilities from one row of logits (float64 for stable sums)."""
+    import numpy as np
+
+    x = np.asarray(logits, dtype=np.float64)
+    top = float(x.max())
+    return x - (top + float(np.log(np.exp(x - top).sum())))
+
 
 class _PromptFormat:
     """Chat messages to prompt tokens: ChatML built from tokens, or the GGUF's own template."""
@@ -496,7 +602,12 @@ class EmbeddedBackend:
         # A backend dropped without aclose() must not keep its thread and model forever.
         weakref.finalize(self, self._worker.stop)
         self._info = BackendInfo(
-            name="embedded", model=path.name, max_concurrency=1, parallel=False, structured=True
+            name="embedded",
+            model=path.name,
+            max_concurrency=1,
+            parallel=False,
+            structured=True,
+            scoring=True,
         )
 
     @property
@@ -571,7 +682,25 @@ class EmbeddedBackend:
         # aclosing: when our consumer leaves, the inner generator's cleanup runs now, not at GC.
         async with contextlib.aclosing(self._run(job)) as events:
             async for event in events:
-                yield event
+                if not isinstance(event, _Scored):
+                    yield event
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """Score ``request.continuations`` (see :class:`ScoreRequest`); nothing is generated.
+
+        Raises :class:`ConfigError` for a request without continuations,
+        :class:`BackendTimeout` once ``request.timeout_s`` has passed (queueing included),
+        :class:`BackendUnavailable` once closed and :class:`BackendError` if the model fails.
+        """
+        if not request.continuations:
+            raise ConfigError("a score request needs at least one continuation")
+        job, receive = self._job(request.messages, None, 1, 0.0, None, request.timeout_s)
+        job = dataclasses.replace(job, continuations=request.continuations, lead=request.lead)
+        async with contextlib.aclosing(self._run((job, receive))) as events:
+            async for event in events:
+                if isinstance(event, _Scored):
+                    return event.result
+        raise BackendError("the engine ended a scoring job without an answer", retryable=False)
 
     def _job(
         self,
@@ -603,7 +732,7 @@ class EmbeddedBackend:
 
     async def _run(
         self, pair: tuple[_Job, MemoryObjectReceiveStream[_Event]]
-    ) -> AsyncGenerator[StreamEvent, None]:
+    ) -> AsyncGenerator[StreamEvent | _Scored, None]:
         job, receive = pair
         sink = job.emit
         assert isinstance(sink, _LoopSink)
@@ -621,7 +750,7 @@ class EmbeddedBackend:
                     if isinstance(event, _Failed):
                         raise event.error
                     yield event
-                    if isinstance(event, Finished):
+                    if isinstance(event, Finished | _Scored):
                         return
         finally:
             # However the consumer leaves (done, error, cancelled, abandoned), free the worker.

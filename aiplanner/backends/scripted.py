@@ -5,7 +5,9 @@ tests use it. By default it answers like a sensible model would (the top-ranked 
 guided mode, the best candidate as a compact plan in free mode, one element per agent for packed
 calls), streamed in small chunks. Everything else is programmable: a ``responder`` that returns
 any text or error per request, latency (real or virtual), seeded random failures, stalls, and a
-``gate`` that holds every answer until the test opens it.
+``gate`` that holds every answer until the test opens it. With ``scoring=True`` it also scores
+continuations (:class:`~aiplanner.backends.base.ScoringBackend`): a ``scorer`` returns the
+log-probabilities, by default 0.0 for every continuation (a tie the rules' rank prior decides).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -23,12 +26,14 @@ from aiplanner.backends.base import (
     BackendInfo,
     CompletionRequest,
     Finished,
+    ScoreRequest,
+    ScoreResult,
     StreamEvent,
     TextDelta,
     Usage,
 )
 from aiplanner.codec import PlanCodec
-from aiplanner.errors import BackendError, BackendTimeout, BackendUnavailable
+from aiplanner.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 
 __all__ = ["ScriptedBackend", "ScriptedReply"]
 
@@ -45,6 +50,7 @@ class ScriptedReply:
 
 
 Responder = Callable[[CompletionRequest], ScriptedReply | str | None]
+Scorer = Callable[[ScoreRequest], Sequence[float] | ScriptedReply]
 
 
 class ScriptedBackend:
@@ -57,6 +63,14 @@ class ScriptedBackend:
     * ``virtual_time``: do not sleep; stamp ``Finished.ready_at = requested_at + latency``
       instead, for ``PlannerConfig(lockstep=True)`` runs that must be reproducible.
     * ``gate``: every call waits until this event is set (tests of "the frame never waits").
+    * ``keep_calls``: how many of the latest requests :attr:`calls` and :attr:`score_calls` keep
+      (0: none, for soaks).
+    * ``scoring``: also implement ``score``; ``scorer(request)`` returns one log-probability per
+      continuation, or a :class:`ScriptedReply` whose ``error``/``delay_s``/``stall`` apply
+      (None: 0.0 for each). Latency, failures and the gate apply to scoring calls too.
+
+    Raises :class:`ConfigError` for a failure rate outside 0..1, a chunk size below 1 or a
+    negative ``keep_calls``.
     """
 
     def __init__(
@@ -72,11 +86,16 @@ class ScriptedBackend:
         max_concurrency: int = 4,
         parallel: bool = True,
         name: str = "scripted",
+        scoring: bool = False,
+        scorer: Scorer | None = None,
+        keep_calls: int = 10_000,
     ) -> None:
         if not 0.0 <= failure_rate <= 1.0:
-            raise ValueError(f"failure_rate must be within 0..1, got {failure_rate}")
+            raise ConfigError(f"failure_rate must be within 0..1, got {failure_rate}")
         if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+            raise ConfigError("chunk_size must be positive")
+        if keep_calls < 0:
+            raise ConfigError(f"keep_calls must be >= 0, got {keep_calls}")
         self._responder = responder
         self._latency = latency_s
         self._failure_rate = failure_rate
@@ -84,11 +103,17 @@ class ScriptedBackend:
         self._chunk = chunk_size
         self._virtual = virtual_time
         self._gate = gate
+        self._scorer = scorer
         self._info = BackendInfo(
-            name=name, model="scripted", max_concurrency=max_concurrency, parallel=parallel
+            name=name,
+            model="scripted",
+            max_concurrency=max_concurrency,
+            parallel=parallel,
+            scoring=scoring,
         )
+        self.score_calls: deque[ScoreRequest] = deque(maxlen=keep_calls)
         self._codecs: dict[str, PlanCodec] = {}
-        self.calls: deque[CompletionRequest] = deque(maxlen=10_000)
+        self.calls: deque[CompletionRequest] = deque(maxlen=keep_calls)
         self.closed = False
 
     @property
@@ -115,15 +140,54 @@ class ScriptedBackend:
             return codec.encode_choice(0)
         return codec.encode_choice(0) if mode == "guided" else codec.encode(reqs[0].candidates[0])
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
-        self.calls.append(request)
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """Scripted scores for ``request`` (see the class docstring).
+
+        Raises :class:`ConfigError` when scoring is off, there are no continuations or the
+        scorer returns the wrong number of scores; otherwise as :meth:`stream` does.
+        """
+        if not self._info.scoring:
+            raise ConfigError("this ScriptedBackend was made with scoring=False")
+        if not request.continuations:
+            raise ConfigError("a score request needs at least one continuation")
+        self.score_calls.append(request)
         started = time.monotonic()
-        rng = random.Random(f"{self._seed}:{request.agents}:{request.tag.get('tick', 0)}")
+        raw = self._scorer(request) if self._scorer is not None else None
+        reply = raw if isinstance(raw, ScriptedReply) else ScriptedReply()
+        latency = await self._wait(request.agents, request.tag, request.timeout_s, reply)
+        scores: Sequence[float] = (
+            [0.0] * len(request.continuations)
+            if raw is None or isinstance(raw, ScriptedReply)
+            else raw
+        )
+        if len(scores) != len(request.continuations):
+            raise ConfigError(
+                f"the scorer gave {len(scores)} scores for {len(request.continuations)} options"
+            )
+        requested_at = float(request.tag.get("requested_at", 0.0))
+        return ScoreResult(
+            logprobs=tuple(float(x) for x in scores),
+            tokens=tuple(max(1, len(c) // 4) for c in request.continuations),
+            usage=Usage(
+                prompt_tokens=sum(len(m.content) for m in request.messages) // 4,
+                completion_tokens=0,
+                total_s=time.monotonic() - started,
+            ),
+            ready_at=requested_at + latency if self._virtual else None,
+        )
+
+    async def _wait(
+        self,
+        agents: tuple[int, ...],
+        tag: Mapping[str, Any],
+        timeout_s: float,
+        reply: ScriptedReply,
+    ) -> float:
+        """Gate, latency, stall, scripted error and seeded failure of one call; its latency."""
+        rng = random.Random(f"{self._seed}:{agents}:{tag.get('tick', 0)}")
         latency = rng.uniform(*self._latency) if isinstance(self._latency, tuple) else self._latency
         failed = rng.random() < self._failure_rate
-        raw = self._responder(request) if self._responder is not None else None
-        reply = raw if isinstance(raw, ScriptedReply) else ScriptedReply(text=raw)
-        with anyio.fail_after(request.timeout_s) if not self._virtual else _nullcontext():
+        with anyio.fail_after(timeout_s) if not self._virtual else _nullcontext():
             try:
                 if self._gate is not None:
                     while not self._gate.is_set():
@@ -134,13 +198,19 @@ class ScriptedBackend:
                 if reply.stall:
                     await anyio.sleep_forever()
             except TimeoutError as exc:
-                raise BackendTimeout(
-                    f"scripted call passed its {request.timeout_s:.2f}s budget"
-                ) from exc
+                raise BackendTimeout(f"scripted call passed its {timeout_s:.2f}s budget") from exc
         if reply.error is not None:
             raise reply.error
         if failed:
             raise BackendUnavailable("scripted failure")
+        return latency
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        self.calls.append(request)
+        started = time.monotonic()
+        raw = self._responder(request) if self._responder is not None else None
+        reply = raw if isinstance(raw, ScriptedReply) else ScriptedReply(text=raw)
+        latency = await self._wait(request.agents, request.tag, request.timeout_s, reply)
         text = reply.text if reply.text is not None else self.default_text(request)
         first: float | None = None
         for i in range(0, len(text), self._chunk):

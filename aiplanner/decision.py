@@ -1,0 +1,229 @@
+"""Guided decisions by scoring, not by generating.
+
+The rules propose a few legal candidates, best first. Asked to *generate* the number of the best
+one, the default 135M model answered the same index for every situation. Here the model instead
+scores each candidate: the summed log-probability of its plain-words phrase
+(:func:`aiplanner.phrasing.plan_phrase`) as the continuation of the situation
+(:func:`aiplanner.phrasing.situation_messages`) after "I should". No token is generated.
+
+Raw phrase likelihoods mostly measure how common a phrase is ("shoot" wins everywhere), so each
+score is *calibrated* by subtracting the same phrase's score after a content-free context
+(Zhao et al. 2021, "contextual calibration"; Holtzman et al. 2021, "domain-conditional PMI"): what
+remains is how much the situation raised the phrase. Those content-free scores do not depend on
+the agent, so :class:`CalibrationCache` keeps them per phrase.
+
+The rules' ranking enters only as an explicit prior: candidate ``i`` (0 = the rules' first
+choice) pays ``rank_prior * i``. The prompt holds no candidate list, so the order the candidates
+are given in cannot sway the model; with the prior at 0 the decision is the model's alone. The
+combined score's arg-max wins; ties go to the better-ranked candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from aiplanner.backends.base import Backend, ScoreRequest, ScoreResult, ScoringBackend, Usage
+from aiplanner.components import Tier
+from aiplanner.errors import BackendError, ConfigError, PlannerError
+from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.validation import validate_plan
+
+if TYPE_CHECKING:
+    from aiplanner.strategies import PlanContext
+
+__all__ = [
+    "DECISION_METHODS",
+    "CalibrationCache",
+    "ScoredChoice",
+    "can_score",
+    "choose",
+    "decide",
+]
+
+DECISION_METHODS: Final = ("score", "generate")
+"""How guided mode decides: ``score`` the candidates' phrases, or ``generate`` an index."""
+
+DecisionMethod = Literal["score", "generate"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChoice:
+    """A decision and the numbers behind it, one entry per candidate in rank order."""
+
+    index: int
+    raw: tuple[float, ...]
+    calibrated: tuple[float, ...]
+    combined: tuple[float, ...]
+
+    def describe(self) -> str:
+        """A short trace for logs and ``PlanOutcome.raw``: ``pick 2 | 0:-3.1 1:-2.0 2:-0.4``."""
+        parts = " ".join(f"{i}:{c:.2f}" for i, c in enumerate(self.combined))
+        return f"pick {self.index} | {parts}"
+
+
+def choose(
+    raw: Sequence[float],
+    baseline: Sequence[float] | None,
+    *,
+    rank_prior: float,
+) -> ScoredChoice:
+    """Pick among candidates given in rank order (0 = the rules' first choice).
+
+    ``baseline`` holds each phrase's content-free score (None: no calibration). Raises
+    :class:`ConfigError` for no candidates, mismatched lengths or a negative prior.
+    """
+    if not raw:
+        raise ConfigError("a scored decision needs at least one candidate")
+    if baseline is not None and len(baseline) != len(raw):
+        raise ConfigError(f"{len(raw)} scores but {len(baseline)} baseline scores")
+    if rank_prior < 0:
+        raise ConfigError(f"rank_prior must be >= 0, got {rank_prior}")
+    calibrated = tuple(
+        r - b
+        for r, b in zip(raw, baseline if baseline is not None else [0.0] * len(raw), strict=True)
+    )
+    combined = tuple(c - rank_prior * i for i, c in enumerate(calibrated))
+    best = max(range(len(combined)), key=lambda i: (combined[i], -i))
+    return ScoredChoice(best, tuple(raw), calibrated, combined)
+
+
+class CalibrationCache:
+    """Content-free scores per phrase, bounded LRU. Used on the event loop thread only."""
+
+    __slots__ = ("_entries", "_max")
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        if max_entries <= 0:
+            raise ConfigError(f"max_entries must be positive, got {max_entries}")
+        self._max = max_entries
+        self._entries: OrderedDict[str, float] = OrderedDict()
+
+    def get(self, phrase: str) -> float | None:
+        value = self._entries.get(phrase)
+        if value is not None:
+            self._entries.move_to_end(phrase)
+        return value
+
+    def put(self, phrase: str, value: float) -> None:
+        self._entries[phrase] = value
+        self._entries.move_to_end(phrase)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def can_score(backend: Backend) -> bool:
+    """Does ``backend`` score continuations (``info.scoring`` and a ``score`` method)?"""
+    return backend.info.scoring and isinstance(backend, ScoringBackend)
+
+
+async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float) -> PlanOutcome:
+    """Decide among ``req.candidates`` by scoring; one outcome, never raises PlannerError.
+
+    Cancellation propagates (the caller's scope turns it into a "cancelled" outcome).
+    """
+    backend = ctx.backend
+    if not isinstance(backend, ScoringBackend) or not backend.info.scoring:
+        exc = ConfigError(f"backend {backend.info.name} cannot score continuations")
+        return PlanOutcome(req.entity, req.plan_id, None, None, exc, strategy="score")
+    if not req.candidates:
+        exc = ConfigError("a guided request needs candidates")
+        return PlanOutcome(req.entity, req.plan_id, None, None, exc, strategy="score")
+    if len(req.candidates) == 1:
+        # Nothing to choose: the rules' only legal plan is the answer, and no call is made.
+        return PlanOutcome(
+            req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy="score"
+        )
+    started = time.monotonic()
+    snap = req.snapshot
+    try:
+        phrases = tuple(plan_phrase(c, snap, ctx.registry) for c in req.candidates)
+        instruction = ctx.builder("compressed", "guided").role_instruction(snap.me.role)
+        request = ScoreRequest(
+            messages=situation_messages(snap, instruction),
+            continuations=phrases,
+            lead=LEAD,
+            timeout_s=budget_s,
+            agents=(req.entity,),
+            tag={"shape": "score", "requests": (req,), "tier": tier.value},
+        )
+        result = await _score(ctx, backend, request)
+        baseline: tuple[float, ...] | None = None
+        if ctx.calibrated:
+            baseline = await _baseline(
+                ctx, backend, phrases, budget_s - (time.monotonic() - started)
+            )
+        choice = choose(result.logprobs, baseline, rank_prior=ctx.rank_prior)
+        plan = validate_plan(req.candidates[choice.index], snap, ctx.registry)
+        ctx.metrics.record_decision(choice.index)
+    except PlannerError as exc:
+        ctx.metrics.record_error(type(exc).__name__)
+        return PlanOutcome(req.entity, req.plan_id, None, None, exc, strategy="score")
+    return PlanOutcome(
+        req.entity,
+        req.plan_id,
+        plan,
+        tier,
+        None,
+        choice.describe(),
+        result.usage,
+        result.ready_at,
+        "score",
+    )
+
+
+async def _baseline(
+    ctx: PlanContext, backend: ScoringBackend, phrases: tuple[str, ...], budget_s: float
+) -> tuple[float, ...]:
+    """Content-free scores for ``phrases``, from the cache or one call for the missing ones."""
+    cache = ctx.calibration
+    missing = tuple(dict.fromkeys(p for p in phrases if cache.get(p) is None))
+    if missing:
+        if budget_s <= 0:
+            raise BackendError("no time left to calibrate the scores", retryable=False)
+        request = ScoreRequest(
+            messages=content_free_messages(),
+            continuations=missing,
+            lead=LEAD,
+            timeout_s=budget_s,
+            tag={"shape": "calibrate"},
+        )
+        result = await _score(ctx, backend, request)
+        for phrase, value in zip(missing, result.logprobs, strict=True):
+            cache.put(phrase, value)
+    out: list[float] = []
+    for p in phrases:
+        known = cache.get(p)
+        if known is None:  # evicted by a cache smaller than one request
+            raise BackendError("calibration cache too small for one request", retryable=False)
+        out.append(known)
+    return tuple(out)
+
+
+async def _score(ctx: PlanContext, backend: ScoringBackend, request: ScoreRequest) -> ScoreResult:
+    """One scoring call through the breaker, counted in the metrics; the answer is checked."""
+    with ctx.breaker.guard(ctx.backend.info.name):
+        ctx.metrics.count_request()
+        started = time.monotonic()
+        result = await backend.score(request)
+        if len(result.logprobs) != len(request.continuations):
+            raise BackendError(
+                f"{len(result.logprobs)} scores for {len(request.continuations)} continuations",
+                retryable=False,
+            )
+    total = result.usage.total_s if result.usage.total_s is not None else time.monotonic() - started
+    ctx.metrics.record_call(total, total)
+    ctx.metrics.record_tokens(result.usage.prompt_tokens, 0, len(request.agents) or 1)
+    return ScoreResult(
+        result.logprobs,
+        result.tokens,
+        Usage(result.usage.prompt_tokens, 0, total, total),
+        result.ready_at,
+    )

@@ -1,0 +1,133 @@
+"""EmbeddedBackend.score: continuations scored from llama.cpp's logits, nothing generated."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from aiplanner.actions import DEFAULT_REGISTRY
+from aiplanner.backends.base import ScoreRequest, ScoreResult
+from aiplanner.backends.embedded import EmbeddedBackend
+from aiplanner.errors import BackendTimeout, ConfigError
+from aiplanner.heuristic import HeuristicPlanner
+from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
+from backends.test_embedded import HANG_GUARD_S, _choice_request, _collect, _snapshot
+
+pytestmark = pytest.mark.model
+
+# Agreement of scores computed along different routes (float32 logits summed in float64).
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EmbeddedBackend]:
+    b = EmbeddedBackend(n_threads=1)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def _phrases() -> tuple[str, ...]:
+    snap = _snapshot()
+    plans = HeuristicPlanner().candidates(snap, 4)
+    return tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in plans)
+
+
+def _request(continuations: tuple[str, ...], **kw: object) -> ScoreRequest:
+    return ScoreRequest(
+        messages=situation_messages(_snapshot()),
+        continuations=continuations,
+        lead=LEAD,
+        timeout_s=HANG_GUARD_S,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _score(backend: EmbeddedBackend, request: ScoreRequest) -> ScoreResult:
+    async def run() -> ScoreResult:
+        with anyio.fail_after(HANG_GUARD_S):
+            return await backend.score(request)
+
+    return anyio.run(run)
+
+
+def test_scores_of_n_continuations_equal_n_separate_evaluations(backend: EmbeddedBackend) -> None:
+    phrases = _phrases()
+    assert len(phrases) >= 3
+    together = _score(backend, _request(phrases))
+    alone = [_score(backend, _request((p,))).logprobs[0] for p in phrases]
+    assert len(together.logprobs) == len(phrases)
+    for a, b in zip(together.logprobs, alone, strict=True):
+        assert math.isclose(a, b, abs_tol=TOLERANCE)
+    # Log-probabilities of real text: negative, finite, and not all the same.
+    assert all(-200 < x < 0 for x in together.logprobs)
+    assert len({round(x, 3) for x in together.logprobs}) > 1
+    assert all(n >= 1 for n in together.tokens)
+
+
+def test_the_score_is_the_sum_over_the_continuations_tokens(backend: EmbeddedBackend) -> None:
+    """A two-word continuation scores the same as its first word plus the second word given the
+    first: the chain rule holds only if each branch reads its own cells and nothing else."""
+    whole = _score(backend, _request((" reload my weapon",)))
+    assert whole.tokens[0] >= 2
+    first = _score(backend, _request((" reload",)))
+    rest = _score(
+        backend,
+        ScoreRequest(
+            messages=situation_messages(_snapshot()),
+            continuations=(" my weapon",),
+            lead=LEAD + " reload",
+            timeout_s=HANG_GUARD_S,
+        ),
+    )
+    assert math.isclose(whole.logprobs[0], first.logprobs[0] + rest.logprobs[0], abs_tol=0.05)
+
+
+def test_the_situation_changes_the_scores(backend: EmbeddedBackend) -> None:
+    phrases = (" reload my weapon", " heal ally 8")
+    a = _score(backend, _request(phrases))
+    from dataclasses import replace
+
+    snap = _snapshot()
+    calm = replace(snap, me=replace(snap.me, ammo=6, hp=100), enemies=(), allies=())
+    b = _score(
+        backend,
+        ScoreRequest(situation_messages(calm), phrases, LEAD, timeout_s=HANG_GUARD_S),
+    )
+    assert a.logprobs != b.logprobs
+
+
+def test_generation_after_scoring_is_unchanged(backend: EmbeddedBackend) -> None:
+    """Scoring leaves the context as generation expects it (no stale logits, no extra cells)."""
+
+    async def text() -> str:
+        deltas, _ = await _collect(backend, _choice_request())
+        return "".join(deltas)
+
+    before = anyio.run(text)
+    _score(backend, _request(_phrases()))
+    after = anyio.run(text)
+    assert before == after
+
+
+def test_a_request_without_continuations_is_refused(backend: EmbeddedBackend) -> None:
+    with pytest.raises(ConfigError):
+        _score(backend, _request(()))
+
+
+def test_a_spent_budget_raises_backend_timeout(backend: EmbeddedBackend) -> None:
+    with pytest.raises(BackendTimeout):
+        _score(
+            backend, ScoreRequest(situation_messages(_snapshot()), _phrases(), LEAD, timeout_s=0.0)
+        )
+
+
+def test_scores_are_counted_in_the_stats(backend: EmbeddedBackend) -> None:
+    done = backend.stats().completed
+    result = _score(backend, _request(_phrases()))
+    assert backend.stats().completed == done + 1
+    assert result.usage.prompt_tokens is not None and result.usage.completion_tokens == 0

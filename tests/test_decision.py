@@ -1,0 +1,176 @@
+"""Guided decisions by scoring: the choice rule, calibration, order invariance, the call path."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import anyio
+import pytest
+from scenario import make_request
+
+from aiplanner.actions import DEFAULT_REGISTRY
+from aiplanner.backends.base import ScoreRequest
+from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
+from aiplanner.breaker import CircuitBreaker
+from aiplanner.components import Tier
+from aiplanner.decision import CalibrationCache, can_score, choose, decide
+from aiplanner.errors import BackendUnavailable, CircuitOpen, ConfigError
+from aiplanner.metrics import Metrics
+from aiplanner.phrasing import CONTENT_FREE, plan_phrase
+from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.strategies import PlanContext
+
+
+def test_choose_combines_calibrated_score_and_rank_prior() -> None:
+    raw = [-5.0, -4.0, -6.0]
+    base = [-5.0, -5.0, -9.0]  # calibrated: 0, 1, 3
+    assert choose(raw, base, rank_prior=0.0).index == 2
+    assert choose(raw, base, rank_prior=1.0).index == 2  # 0, 0, 1
+    assert choose(raw, base, rank_prior=2.0).index == 0  # 0, -1, -1
+    assert choose(raw, None, rank_prior=0.0).index == 1  # uncalibrated: the raw maximum
+    c = choose(raw, base, rank_prior=1.0)
+    assert c.calibrated == (0.0, 1.0, 3.0) and c.combined == (0.0, 0.0, 1.0)
+
+
+def test_ties_go_to_the_better_ranked_candidate() -> None:
+    assert choose([0.0, 0.0, 0.0], None, rank_prior=0.0).index == 0
+    assert choose([-1.0, 0.0, 0.0], None, rank_prior=0.0).index == 1
+
+
+def test_choose_rejects_bad_input() -> None:
+    with pytest.raises(ConfigError):
+        choose([], None, rank_prior=0.0)
+    with pytest.raises(ConfigError):
+        choose([1.0], [1.0, 2.0], rank_prior=0.0)
+    with pytest.raises(ConfigError):
+        choose([1.0], None, rank_prior=-1.0)
+
+
+def test_calibration_cache_is_a_bounded_lru() -> None:
+    cache = CalibrationCache(2)
+    cache.put("a", 1.0)
+    cache.put("b", 2.0)
+    assert cache.get("a") == 1.0  # a is now the most recent
+    cache.put("c", 3.0)
+    assert cache.get("b") is None and cache.get("a") == 1.0 and len(cache) == 2
+    with pytest.raises(ConfigError):
+        CalibrationCache(0)
+
+
+def _ctx(backend: ScriptedBackend, **changes: object) -> PlanContext:
+    ctx = PlanContext(backend, DEFAULT_REGISTRY, Metrics(), CircuitBreaker(3, 60.0), lambda o: None)
+    return replace(ctx, **changes)  # type: ignore[arg-type]
+
+
+def _req() -> PlanRequest:
+    req = make_request(3, enemies=2)
+    assert isinstance(req, PlanRequest) and len(req.candidates) >= 3
+    return req
+
+
+def _decide(ctx: PlanContext, req: PlanRequest) -> PlanOutcome:
+    async def run() -> PlanOutcome:
+        return await decide(ctx, req, Tier.LLM, 5.0)
+
+    return anyio.run(run)
+
+
+def _scorer_preferring(phrase_part: str, calibration: float = 0.0) -> object:
+    def scorer(request: ScoreRequest) -> list[float]:
+        if request.messages[-1].content == CONTENT_FREE:
+            return [calibration] * len(request.continuations)
+        return [0.0 if phrase_part in c else -4.0 for c in request.continuations]
+
+    return scorer
+
+
+def test_decide_picks_the_candidate_the_model_scores_best() -> None:
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    target = 2
+    backend = ScriptedBackend(scoring=True, scorer=_scorer_preferring(phrases[target]))  # type: ignore[arg-type]
+    out = _decide(_ctx(backend, rank_prior=1.0), req)
+    assert out.ok and out.tier is Tier.LLM and out.plan == req.candidates[target]
+    assert out.raw.startswith(f"pick {target}")
+    # The situation went out with the candidates' phrases, and one calibration call.
+    sent = [c for c in backend.score_calls if c.messages[-1].content != CONTENT_FREE]
+    assert len(sent) == 1 and sent[0].continuations == tuple(phrases) and sent[0].lead == "I should"
+    assert len(backend.score_calls) == 2
+
+
+def test_a_strong_prior_keeps_the_rules_first_choice() -> None:
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    backend = ScriptedBackend(scoring=True, scorer=_scorer_preferring(phrases[2]))  # type: ignore[arg-type]
+    out = _decide(_ctx(backend, rank_prior=5.0), req)
+    assert out.plan == req.candidates[0]
+
+
+def test_calibration_scores_are_cached_per_phrase() -> None:
+    req = _req()
+    backend = ScriptedBackend(scoring=True)
+    ctx = _ctx(backend)
+    _decide(ctx, req)
+    _decide(ctx, req)
+    free = [c for c in backend.score_calls if c.messages[-1].content == CONTENT_FREE]
+    assert len(free) == 1 and len(ctx.calibration) == len(req.candidates)
+    uncalibrated = ScriptedBackend(scoring=True)
+    _decide(_ctx(uncalibrated, calibrated=False), req)
+    assert all(c.messages[-1].content != CONTENT_FREE for c in uncalibrated.score_calls)
+
+
+def test_the_order_candidates_come_in_does_not_change_the_models_choice() -> None:
+    """With no prior the decision is a property of the plans, not of their positions."""
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    rng = random.Random(4)
+    scores = {p: rng.uniform(-8, -1) for p in phrases}
+
+    def scorer(request: ScoreRequest) -> list[float]:
+        if request.messages[-1].content == CONTENT_FREE:
+            return [-3.0] * len(request.continuations)
+        return [scores[c] for c in request.continuations]
+
+    picks = set()
+    for seed in range(6):
+        order = list(req.candidates)
+        random.Random(seed).shuffle(order)
+        shuffled = replace(req, candidates=tuple(order))
+        backend = ScriptedBackend(scoring=True, scorer=scorer)
+        out = _decide(_ctx(backend, rank_prior=0.0), shuffled)
+        picks.add(out.plan)
+    assert len(picks) == 1
+
+
+def test_failures_become_outcomes_and_open_the_breaker() -> None:
+    req = _req()
+    backend = ScriptedBackend(
+        scoring=True, scorer=lambda r: ScriptedReply(error=BackendUnavailable("down"))
+    )
+    ctx = _ctx(backend)
+    errors = [_decide(ctx, req).error for _ in range(4)]
+    assert all(e is not None for e in errors)
+    assert isinstance(errors[0], BackendUnavailable) and isinstance(errors[-1], CircuitOpen)
+
+
+def test_a_backend_that_cannot_score_is_refused_per_agent() -> None:
+    backend = ScriptedBackend()
+    assert not can_score(backend) and can_score(ScriptedBackend(scoring=True))
+    out = _decide(_ctx(backend), _req())
+    assert not out.ok and isinstance(out.error, ConfigError)
+
+
+def test_a_single_candidate_needs_no_call() -> None:
+    req = _req()
+    one = replace(req, candidates=req.candidates[:1])
+    backend = ScriptedBackend(scoring=True)
+    out = _decide(_ctx(backend), one)
+    assert out.plan == one.candidates[0] and out.tier is Tier.HEURISTIC
+    assert not backend.score_calls
+
+
+def test_wrong_number_of_scores_is_an_error_not_a_pick() -> None:
+    backend = ScriptedBackend(scoring=True, scorer=lambda r: [0.0])
+    out = _decide(_ctx(backend), _req())
+    assert not out.ok and isinstance(out.error, ConfigError)

@@ -1,0 +1,108 @@
+"""Plain words for scored decisions: situations and candidate phrases."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from scenario import make_snapshot
+
+from aiplanner.actions import (
+    DEFAULT_REGISTRY,
+    ActionRegistry,
+    ActionSpec,
+    ArgKind,
+    ArgSpec,
+    Plan,
+    Step,
+)
+from aiplanner.errors import ConfigError
+from aiplanner.phrasing import (
+    LEAD,
+    SYSTEM,
+    content_free_messages,
+    plan_phrase,
+    situation_messages,
+    situation_text,
+)
+from aiplanner.snapshot import SeenUnit, WorldSnapshot
+
+
+def _snap(**changes: object) -> WorldSnapshot:
+    snap = make_snapshot(7)
+    assert isinstance(snap, WorldSnapshot)
+    me = replace(snap.me, **{k: v for k, v in changes.items() if hasattr(snap.me, k)})
+    rest = {k: v for k, v in changes.items() if not hasattr(snap.me, k)}
+    return replace(snap, me=me, **rest)  # type: ignore[arg-type]
+
+
+def test_situation_states_the_decisive_facts() -> None:
+    text = situation_text(_snap(hp=20, ammo=0), "fight from cover")
+    assert text.splitlines() == [
+        "I am a tactical: fight from cover.",
+        "Me: nearly dead, no ammo, in the open.",
+        "Enemy 1: close, in range.",
+        "Enemy 2: near, in range.",
+        "Ally 1: close, badly hurt.",
+        "Cover is close.",
+        "The goal is far.",
+    ]
+
+
+def test_situation_changes_with_the_situation() -> None:
+    calm = situation_text(_snap(enemies=(), in_cover=True))
+    assert "No enemy in sight." in calm and "Me: healthy, ammo ok, in cover." in calm
+    assert "Cover" not in calm  # in cover already: nothing to say about cover
+    crowd = tuple(SeenUnit(90 + i, 5, 3 + i, 100, False, 2.0 + i) for i in range(4))
+    assert "We are outnumbered 4 to 2." in situation_text(_snap(enemies=crowd))
+    assert situation_text(_snap(hp=90)) != situation_text(_snap(hp=30))
+    assert "low ammo" in situation_text(_snap(ammo=2))
+
+
+def test_system_message_is_the_same_for_every_agent() -> None:
+    a = situation_messages(_snap(hp=10))
+    b = situation_messages(_snap(hp=90, role="support"))
+    assert a[0] == b[0] and a[0].content == SYSTEM and a[1] != b[1]
+    assert content_free_messages()[0] == a[0]
+    assert LEAD == "I should"
+
+
+def test_plan_phrases_from_the_registry() -> None:
+    snap = _snap()
+    plan = Plan((Step("TakeCover", snap.cover[0]), Step("Attack", (snap.enemies[0].id,))))
+    assert plan_phrase(plan, snap, DEFAULT_REGISTRY) == " run to cover, then shoot enemy 1"
+    second = Plan((Step("Attack", (snap.enemies[1].id,)),))
+    assert plan_phrase(second, snap, DEFAULT_REGISTRY) == " shoot enemy 2"
+    assert plan_phrase(Plan((Step("Heal", (snap.allies[0].id,)),)), snap, DEFAULT_REGISTRY) == (
+        " heal ally 1"
+    )
+    assert plan_phrase(Plan((Step("Reload"),)), snap, DEFAULT_REGISTRY) == " reload my weapon"
+    heal_self = Plan((Step("Heal", (snap.me.id,)),))
+    assert plan_phrase(heal_self, snap, DEFAULT_REGISTRY) == " heal myself"
+
+
+def test_place_is_described_against_the_snapshot() -> None:
+    snap = _snap()
+    reg = DEFAULT_REGISTRY
+    assert plan_phrase(Plan((Step("MoveTo", (10, 9)),)), snap, reg) == " walk to the goal"
+    assert plan_phrase(Plan((Step("MoveTo", (5, 3)),)), snap, reg) == " walk closer to enemy 1"
+    assert plan_phrase(Plan((Step("MoveTo", (0, 3)),)), snap, reg) == " walk away from enemy 1"
+    assert plan_phrase(Plan((Step("MoveTo", snap.cover[0]),)), snap, reg) == " walk to cover"
+
+
+def test_a_game_action_gets_a_phrase_and_bad_templates_fail_clearly() -> None:
+    reg = ActionRegistry(
+        [
+            ActionSpec(
+                "Forage", "F", (ArgSpec("n", ArgKind.COUNT, 1, 9),), "find food", "forage {n} times"
+            ),
+            ActionSpec("Rest", "R", (), "rest a while"),
+            ActionSpec("Bad", "B", (), "broken", "do {missing}"),
+        ]
+    )
+    snap = _snap()
+    assert plan_phrase(Plan((Step("Forage", (3,)), Step("Rest"))), snap, reg) == (
+        " forage 3 times, then rest a while"
+    )
+    with pytest.raises(ConfigError, match="Bad"):
+        plan_phrase(Plan((Step("Bad"),)), snap, reg)
