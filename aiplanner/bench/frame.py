@@ -63,7 +63,7 @@ def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
     if importlib.util.find_spec("pygame") is None or importlib.util.find_spec("demo_game") is None:
         return {"skipped": "pygame or the demo is not installed (pip install 'aiplanner[demo]')"}
     squads = (5,) if opts.quick else (5, 10)
-    frames = 90 if opts.quick else 300
+    frames = 60 if opts.quick else 300
     repeat = 1 if opts.quick else opts.repeat
     jobs = [(s, i) for s in squads for i in range(repeat)]
     per: dict[int, dict[str, list[float]]] = {s: {} for s in squads}

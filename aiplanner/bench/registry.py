@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiplanner.bench import frame, soak, strategies, tick, tokens
+from aiplanner.bench import decisions, frame, soak, strategies, tick, tokens
 from aiplanner.bench.options import BenchOptions, SuiteResult
 from aiplanner.bench.progress import Progress
 from aiplanner.errors import ConfigError
@@ -33,6 +33,7 @@ class Suite:
 _BUILTIN: tuple[Suite, ...] = (
     Suite("tokens", tokens.run, "prompt and answer sizes in the model's tokens"),
     Suite("strategies", strategies.run, "a planning round per strategy; batch-size sweep"),
+    Suite("decisions", decisions.run, "sensible first steps on the scenario suite, per planner"),
     Suite("tick", tick.run, "game-thread cost per tick against agent count"),
     Suite("frame", frame.run, "demo frame time while planning (needs pygame)"),
     Suite("soak", soak.run, "the plugin in a running battle for a minute"),

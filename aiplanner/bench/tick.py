@@ -24,8 +24,6 @@ from aiplanner.plugin import PlannerPlugin
 
 __all__ = ["measure_ticks", "run"]
 
-_WARMUP_TICKS = 30
-
 
 def _timed(proc: esper.Processor, spent: dict[str, float], key: str) -> None:
     """Wrap ``proc.process`` so each call stores its duration (ms) under ``key``."""
@@ -39,8 +37,10 @@ def _timed(proc: esper.Processor, spent: dict[str, float], key: str) -> None:
     proc.process = timed  # type: ignore[method-assign]
 
 
-def measure_ticks(agents: int, ticks: int, seed: int = 1) -> tuple[list[float], list[float]]:
-    """Per-tick ms of (snapshot + planning, execution) for ``ticks`` ticks after a warm-up."""
+def measure_ticks(
+    agents: int, ticks: int, seed: int = 1, warmup: int = 30
+) -> tuple[list[float], list[float]]:
+    """Per-tick ms of (snapshot + planning, execution) for ``ticks`` ticks after ``warmup``."""
     side = max(40, int((agents * 12) ** 0.5))  # keep density roughly constant
     with fresh_world(f"aiplanner-bench-tick-{agents}"):
         spawn_battle(agents, seed=seed, field=make_field(side, side, seed=seed))
@@ -53,9 +53,9 @@ def measure_ticks(agents: int, ticks: int, seed: int = 1) -> tuple[list[float], 
         plan_ms: list[float] = []
         exec_ms: list[float] = []
         try:
-            for t in range(ticks + _WARMUP_TICKS):
+            for t in range(ticks + warmup):
                 esper.process(1 / 30)
-                if t >= _WARMUP_TICKS:
+                if t >= warmup:
                     plan_ms.append(spent["snapshot"] + spent["planning"])
                     exec_ms.append(spent["execution"])
         finally:
@@ -64,14 +64,14 @@ def measure_ticks(agents: int, ticks: int, seed: int = 1) -> tuple[list[float], 
 
 
 def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
-    counts = (50, 200) if opts.quick else (100, 500, 1000)
-    ticks = 60 if opts.quick else 300
+    counts = (25, 100) if opts.quick else (100, 500, 1000)
+    ticks, warmup = (40, 10) if opts.quick else (300, 30)
     jobs = [(n, i) for n in counts for i in range(opts.repeat)]
     p50: dict[int, list[float]] = {n: [] for n in counts}
     p99: dict[int, list[float]] = {n: [] for n in counts}
     ex50: dict[int, list[float]] = {n: [] for n in counts}
     for n, i in progress.track(jobs, "tick cost", len(jobs)):
-        plan_ms, exec_ms = measure_ticks(n, ticks, seed=opts.seed + i + 1)
+        plan_ms, exec_ms = measure_ticks(n, ticks, seed=opts.seed + i + 1, warmup=warmup)
         p50[n].append(statistics.median(plan_ms))
         p99[n].append(percentile(plan_ms, 99))
         ex50[n].append(statistics.median(exec_ms))

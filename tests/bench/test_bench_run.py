@@ -21,7 +21,7 @@ from aiplanner.bench.registry import suite_names
 from aiplanner.cli import main
 from aiplanner.errors import ConfigError
 
-BUILTIN = ("tokens", "strategies", "tick", "frame", "soak")
+BUILTIN = ("tokens", "strategies", "decisions", "tick", "frame", "soak")
 
 
 def _non_blank(png: Path) -> bool:
@@ -46,7 +46,7 @@ def test_quick_run_writes_json_with_every_suite(quick_run: Path) -> None:
     for name in BUILTIN:
         result = doc["suites"][name]
         assert "error" not in result, (name, result.get("error"))
-    for name in ("strategies", "tick", "soak", "frame"):  # the test extras have pygame
+    for name in ("strategies", "decisions", "tick", "soak", "frame"):  # the extras have pygame
         assert doc["suites"][name]["metrics"], name
     for name, result in doc["suites"].items():
         for label, m in result.get("metrics", {}).items():
@@ -56,11 +56,22 @@ def test_quick_run_writes_json_with_every_suite(quick_run: Path) -> None:
     assert len(walls) == 3  # --repeat's default: several repetitions for compare
     shares = doc["suites"]["strategies"]["metrics"]["model share, sequential"]["values"]
     assert all(s == 1.0 for s in shares)  # the scripted model answers every agent correctly
+    decisions = doc["suites"]["decisions"]["metrics"]
+    rules, floor = decisions["sensible rate, rules"], decisions["sensible rate, random"]
+    assert 0.0 < floor["median"] < rules["median"] <= 1.0
+    assert "sensible rate, guided-score" in decisions  # a model planner through the pipeline
 
 
 def test_quick_run_draws_non_blank_plots_and_a_table(quick_run: Path) -> None:
     pngs = sorted(p.name for p in quick_run.glob("*.png"))
-    assert {"strategies_latency.png", "strategies_batch_size.png", "tick_cost.png"} <= set(pngs)
+    expected = {
+        "strategies_latency",
+        "strategies_batch_size",
+        "tick_cost",
+        "decisions",
+        "soak_ticks",
+    }
+    assert {f"{name}.png" for name in expected} <= set(pngs)
     for png in quick_run.glob("*.png"):
         assert _non_blank(png), png
     table = (quick_run / "results.md").read_text()
