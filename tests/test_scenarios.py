@@ -248,3 +248,13 @@ def test_toward_applies_to_a_place_argument_of_a_games_own_action() -> None:
     assert s.judge(Plan((Step("Go", (pack_cell(8, 8),)),))).sensible
     assert not s.judge(Plan((Step("Go", (pack_cell(2, 7),)),))).sensible
     assert not s.judge(Plan((Step("Rest"),))).action_ok
+
+
+def test_shipped_ids_are_relabelled_per_scenario() -> None:
+    suite = load_scenarios()
+    for s in suite:
+        snap = s.snapshot
+        ids = [snap.me.id, *(u.id for u in snap.enemies), *(u.id for u in snap.allies)]
+        # Three digits: never the prompts' two-digit example ids, nor the ids as written.
+        assert all(100 <= i < 1000 for i in ids), (s.name, ids)
+    assert len({s.snapshot.me.id for s in suite}) > len(suite) // 2

@@ -2,9 +2,10 @@
 
 Every situation below is specified by hand, from game sense: where the agent stands, what it sees,
 which first actions make sense and why. This module only does the arithmetic a person gets wrong
-(distances, nearest-first order, who stands in cover, which cover points are taken) and writes
-one JSON file per role next to it. The JSON files are what the package loads
-(:func:`aiplanner.scenarios.load_scenarios`); a test checks they equal this module's output.
+(distances, nearest-first order, who stands in cover, which cover points are taken), gives
+every scenario ids of its own (:func:`relabel`) and writes one JSON file per role next to it.
+The JSON files are what the package loads (:func:`aiplanner.scenarios.load_scenarios`); a test
+checks they equal this module's output.
 
 Rewrite them after an edit here: ``python -m aiplanner.scenarios.author``
 (``--check`` only compares). To label more situations (training data for a small model), add
@@ -19,16 +20,30 @@ shot, a 100-hp enemy needs five, and three enemies in range deal 60 a volley.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
+import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import orjson
 
-__all__ = ["GOAL", "ME", "SITUATIONS", "Situation", "Unit", "main", "ok", "render", "snapshot_dict"]
+__all__ = [
+    "GOAL",
+    "ME",
+    "SITUATIONS",
+    "Situation",
+    "Unit",
+    "main",
+    "ok",
+    "relabel",
+    "render",
+    "scenario_dict",
+    "snapshot_dict",
+]
 
 ME: Final = 7
 """The agent's own id in every situation (a Heal on itself names it)."""
@@ -36,6 +51,7 @@ GOAL: Final = (20, 8)
 """The default objective."""
 
 Cell = tuple[int, int]
+_ID_LO, _ID_HI = 100, 1000  # three digits: never a two-digit example id of the prompts
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,8 +539,36 @@ SITUATIONS: Final = {
 """The suite: file name -> its situations, in order."""
 
 
-def snapshot_dict(s: Situation) -> dict[str, object]:
-    """``s`` in the :meth:`WorldSnapshot.to_dict` shape, with the map's walls and cover."""
+def relabel(s: Situation) -> dict[int, int]:
+    """New ids for the agent and every unit of ``s``: stable (seeded by the name), distinct.
+
+    Situations are written with readable ids (me 7, enemies 91..., allies 10...); the suite ships
+    other ids in every scenario, so a model that copies an id from its prompt's examples (91 was
+    one) is never right by accident, and no id means the same thing across the suite.
+    """
+    rng = random.Random(hashlib.sha256(s.name.encode()).digest())
+    old = [ME, *(u.id for u in s.enemies), *(u.id for u in s.allies)]
+    return dict(zip(old, rng.sample(range(_ID_LO, _ID_HI), len(old)), strict=True))
+
+
+def scenario_dict(s: Situation) -> dict[str, object]:
+    """``s`` as a suite entry (``name``, ``why``, ``accept``, ``snapshot``), ids relabelled."""
+    ids = relabel(s)
+    accept = [_relabel_targets(a, ids) for a in s.accept]
+    return {"name": s.name, "why": s.why, "accept": accept, "snapshot": snapshot_dict(s, ids)}
+
+
+def _relabel_targets(entry: dict[str, object], ids: Mapping[int, int]) -> dict[str, object]:
+    targets = entry.get("targets")
+    if not isinstance(targets, list):
+        return entry
+    return {**entry, "targets": [ids[t] for t in targets]}
+
+
+def snapshot_dict(s: Situation, ids: Mapping[int, int] | None = None) -> dict[str, object]:
+    """``s`` in the :meth:`WorldSnapshot.to_dict` shape, with the map's walls and cover; ids
+    mapped through ``ids`` (default: as written)."""
+    new = ids or {}
     here = s.at
     cover_set = set(s.cover)
     taken = {(u.x, u.y) for u in (*s.enemies, *s.allies)}
@@ -534,7 +578,7 @@ def snapshot_dict(s: Situation) -> dict[str, object]:
 
     def unit(u: Unit) -> dict[str, object]:
         return {
-            "id": u.id,
+            "id": new.get(u.id, u.id),
             "x": u.x,
             "y": u.y,
             "hp": u.hp,
@@ -550,7 +594,7 @@ def snapshot_dict(s: Situation) -> dict[str, object]:
     return {
         "tick": s.tick,
         "me": {
-            "id": ME,
+            "id": new.get(ME, ME),
             "role": s.role,
             "team": 0,
             "x": here[0],
@@ -577,12 +621,7 @@ def render() -> dict[str, bytes]:
     for filename, situations in SITUATIONS.items():
         blocks = []
         for s in situations:
-            fields = [
-                f'"name": {_j(s.name)}',
-                f'"why": {_j(s.why)}',
-                f'"accept": {_j(list(s.accept))}',
-                f'"snapshot": {_j(snapshot_dict(s))}',
-            ]
+            fields = [f"{_j(key)}: {_j(value)}" for key, value in scenario_dict(s).items()]
             blocks.append("  {" + ",\n   ".join(fields) + "}")
         out[filename] = ('{"scenarios": [\n' + ",\n".join(blocks) + "\n]}\n").encode()
     return out
