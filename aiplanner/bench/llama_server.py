@@ -161,6 +161,7 @@ class LlamaServer:
         self._ctx = ctx_per_slot * slots
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
+        self._healthy = False
         self.port = 0
 
     @property
@@ -183,6 +184,7 @@ class LlamaServer:
                 break
             try:
                 if httpx.get(f"{self.base_url}/health", timeout=1.0).status_code == 200:
+                    self._healthy = True
                     return self
             except httpx.HTTPError:
                 pass
@@ -192,7 +194,8 @@ class LlamaServer:
         raise BenchError(f"llama-server did not become healthy; log {self._log}:\n{tail}")
 
     def stop(self) -> None:
-        """Stop the server (terminate, then kill after 10 s). Idempotent."""
+        """Stop the server (terminate, then kill after 10 s). Idempotent. The log of a server
+        that never became healthy is kept (its path is in the error); others are removed."""
         if self._proc is None:
             return
         self._proc.terminate()
@@ -202,6 +205,8 @@ class LlamaServer:
             self._proc.kill()
             self._proc.wait(timeout=10)
         self._proc = None
+        if self._healthy and self._log is not None:
+            self._log.unlink(missing_ok=True)
 
     def __enter__(self) -> LlamaServer:
         return self.start()
