@@ -28,7 +28,7 @@ from aiplanner.backends.base import Backend
 from aiplanner.bench.progress import Progress, make_progress
 from aiplanner.bench.rounds import plan_round, split
 from aiplanner.bench.world import real_requests
-from aiplanner.config import PlannerConfig
+from aiplanner.config import MODES, PlannerConfig
 from aiplanner.errors import ConfigError, PlannerError
 from aiplanner.strategies import STRATEGY_NAMES
 
@@ -145,13 +145,18 @@ def add_tune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     t = sub.add_parser("tune", help="measure batch sizes and strategies; write the best as TOML")
     add_backend_arguments(t)
-    t.add_argument("--deadline", type=float, default=PlannerConfig().plan_deadline_s)
-    t.add_argument("--mode", default="guided", choices=("guided", "free"))
+    t.add_argument(
+        "--deadline",
+        type=float,
+        default=PlannerConfig().plan_deadline_s,
+        help="seconds an agent may wait for its plan (plan_deadline_s)",
+    )
+    t.add_argument("--mode", default="guided", choices=MODES)
     t.add_argument("--repeat", type=int, default=2, help="rounds per setting")
     t.add_argument("--strategies", nargs="+", default=list(STRATEGY_NAMES))
     t.add_argument("--sizes", nargs="+", type=int, help="batch sizes (default: powers of two)")
     t.add_argument("--out", default="aiplanner.toml", help="TOML file to write")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def tune_main(args: argparse.Namespace, backend: Backend | None = None) -> int:
