@@ -63,6 +63,7 @@ from aiplanner.errors import (
     BackendHTTPError,
     BackendTimeout,
     BackendUnavailable,
+    BridgeClosed,
     CircuitOpen,
     ConfigError,
     ModelNotFoundError,
@@ -70,6 +71,7 @@ from aiplanner.errors import (
     PlannerError,
     PlanRejected,
     ResponseTooLarge,
+    SnapshotFormatError,
 )
 from aiplanner.evaluation import evaluate
 from aiplanner.execution_system import ActionExecutionSystem
@@ -117,6 +119,7 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "Battlefield",
+    "BridgeClosed",
     "CandidateProposer",
     "CircuitBreaker",
     "CircuitOpen",
@@ -162,6 +165,7 @@ __all__ = [
     "ScriptedReply",
     "SeenUnit",
     "SelfView",
+    "SnapshotFormatError",
     "SnapshotSystem",
     "Step",
     "StepContext",

@@ -10,16 +10,19 @@ from collections import OrderedDict
 from collections.abc import Hashable
 
 from aiplanner.actions import Plan
+from aiplanner.errors import ConfigError
 
 __all__ = ["PlanCache"]
 
 
 class PlanCache:
+    """Raises :class:`ConfigError` for a capacity that is not positive."""
+
     __slots__ = ("_entries", "capacity", "evictions", "hits", "misses", "stale")
 
     def __init__(self, capacity: int = 2048) -> None:
         if capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity}")
+            raise ConfigError(f"capacity must be positive, got {capacity}")
         self.capacity = capacity
         self._entries: OrderedDict[Hashable, Plan] = OrderedDict()
         self.hits = 0

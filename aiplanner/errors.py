@@ -4,6 +4,8 @@
 
     PlannerError
     ├── ConfigError (ValueError)           usage mistakes, raised at install / construction time
+    ├── BridgeClosed (RuntimeError)        work handed to a bridge that is not running
+    ├── SnapshotFormatError (ValueError)   a snapshot dict (``--snapshot`` file) of the wrong shape
     ├── PlanRejected (ValueError)          a plan failed validation; carries ``reason`` and ``raw``
     ├── ParseError (ValueError)            model text that is not the expected JSON; carries ``raw``
     ├── ModelNotFoundError (FileNotFoundError)   a GGUF path that is missing or not a GGUF
@@ -24,6 +26,7 @@ __all__ = [
     "BackendHTTPError",
     "BackendTimeout",
     "BackendUnavailable",
+    "BridgeClosed",
     "CircuitOpen",
     "ConfigError",
     "ModelNotFoundError",
@@ -31,6 +34,7 @@ __all__ = [
     "PlanRejected",
     "PlannerError",
     "ResponseTooLarge",
+    "SnapshotFormatError",
 ]
 
 
@@ -40,6 +44,15 @@ class PlannerError(Exception):
 
 class ConfigError(PlannerError, ValueError):
     """A configuration or usage mistake (bad batch size, unknown role or action...)."""
+
+
+class BridgeClosed(PlannerError, RuntimeError):
+    """Work was handed to the async bridge after it was closed (or before it was started)."""
+
+
+class SnapshotFormatError(PlannerError, ValueError):
+    """A snapshot dict that is not what ``WorldSnapshot.to_dict`` writes (a missing key, a value
+    of the wrong type). The message names what is wrong."""
 
 
 class ParseError(PlannerError, ValueError):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import orjson
 
 from aiplanner.components import Battlefield
+from aiplanner.errors import SnapshotFormatError
 
 __all__ = ["SeenUnit", "SelfView", "WorldSnapshot", "quantised_key"]
 
@@ -101,46 +102,53 @@ class WorldSnapshot:
         return orjson.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, object], field: Battlefield | None = None) -> WorldSnapshot:
+    def from_dict(cls, data: object, field: Battlefield | None = None) -> WorldSnapshot:
         """Rebuild a snapshot from :meth:`to_dict` output (used by the CLI's ``--snapshot``).
 
-        Raises ``KeyError``/``TypeError``/``ValueError`` on malformed data.
+        ``data`` is untrusted (a file): raises :class:`SnapshotFormatError` (a ``ValueError``)
+        naming the first missing key or value of the wrong type.
         """
-        me = data["me"]
-        assert isinstance(me, dict)
-        size = data.get("map", [32, 32])
-        assert isinstance(size, list)
+        try:
+            return cls._from_dict(_mapping(data, "snapshot"), field)
+        except SnapshotFormatError:
+            raise
+        except KeyError as exc:
+            raise SnapshotFormatError(f"snapshot: missing key {exc}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:  # int('x'), int(float('inf'))
+            raise SnapshotFormatError(f"snapshot: {exc}") from exc
+
+    @classmethod
+    def _from_dict(cls, data: dict[str, object], field: Battlefield | None) -> WorldSnapshot:
+        me = _mapping(data["me"], "me")
         if field is None:
-            obstacles = data.get("obstacles", [])
-            cover = data.get("cover", [])
+            width, height = _cell(data.get("map", [32, 32]), "map")
             objective = data.get("objective")
-            assert isinstance(obstacles, list) and isinstance(cover, list)
             field = Battlefield(
-                int(size[0]),
-                int(size[1]),
-                frozenset((int(c[0]), int(c[1])) for c in obstacles),
-                tuple((int(c[0]), int(c[1])) for c in cover),
-                (int(objective[0]), int(objective[1])) if isinstance(objective, list) else None,
+                width,
+                height,
+                frozenset(_cells(data.get("obstacles", []), "obstacles")),
+                _cells(data.get("cover", []), "cover"),
+                None if objective is None else _cell(objective, "objective"),
             )
         return cls(
-            tick=int(data.get("tick", 0)),  # type: ignore[call-overload]
+            tick=_int(data.get("tick", 0)),
             me=SelfView(
-                id=int(me["id"]),
+                id=_int(me["id"]),
                 role=str(me["role"]),
-                team=int(me["team"]),
-                x=int(me["x"]),
-                y=int(me["y"]),
-                hp=int(me["hp"]),
-                max_hp=int(me.get("max_hp", 100)),
-                ammo=int(me.get("ammo", 0)),
-                ammo_capacity=int(me.get("ammo_capacity", 6)),
+                team=_int(me["team"]),
+                x=_int(me["x"]),
+                y=_int(me["y"]),
+                hp=_int(me["hp"]),
+                max_hp=_int(me.get("max_hp", 100)),
+                ammo=_int(me.get("ammo", 0)),
+                ammo_capacity=_int(me.get("ammo_capacity", 6)),
                 in_cover=bool(me.get("in_cover", False)),
-                weapon_range=float(me.get("weapon_range", 6.0)),
+                weapon_range=_float(me.get("weapon_range", 6.0)),
             ),
-            enemies=tuple(_seen(u) for u in data.get("enemies", [])),  # type: ignore[attr-defined]
-            allies=tuple(_seen(u) for u in data.get("allies", [])),  # type: ignore[attr-defined]
-            cover=tuple((int(c[0]), int(c[1])) for c in data.get("cover", [])),  # type: ignore[attr-defined]
-            obstacles=tuple((int(c[0]), int(c[1])) for c in data.get("obstacles", [])),  # type: ignore[attr-defined]
+            enemies=tuple(_seen(u) for u in _sequence(data.get("enemies", []), "enemies")),
+            allies=tuple(_seen(u) for u in _sequence(data.get("allies", []), "allies")),
+            cover=_cells(data.get("cover", []), "cover"),
+            obstacles=_cells(data.get("obstacles", []), "obstacles"),
             objective=field.objective,
             field=field,
         )
@@ -158,16 +166,53 @@ def _unit(u: SeenUnit) -> dict[str, object]:
     }
 
 
-def _seen(u: dict[str, object]) -> SeenUnit:
+def _seen(value: object) -> SeenUnit:
+    u = _mapping(value, "seen unit")
     return SeenUnit(
-        id=int(u["id"]),  # type: ignore[call-overload]
-        x=int(u["x"]),  # type: ignore[call-overload]
-        y=int(u["y"]),  # type: ignore[call-overload]
-        hp=int(u["hp"]),  # type: ignore[call-overload]
+        id=_int(u["id"]),
+        x=_int(u["x"]),
+        y=_int(u["y"]),
+        hp=_int(u["hp"]),
         in_cover=bool(u.get("in_cover", False)),
-        dist=float(u.get("dist", 0.0)),  # type: ignore[arg-type]
-        max_hp=int(u.get("max_hp", 100)),  # type: ignore[call-overload]
+        dist=_float(u.get("dist", 0.0)),
+        max_hp=_int(u.get("max_hp", 100)),
     )
+
+
+# Readers for from_dict: untrusted values, checked instead of cast (no assert: -O removes it).
+def _mapping(value: object, what: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise SnapshotFormatError(f"snapshot: {what} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _sequence(value: object, what: str) -> list[object]:
+    if not isinstance(value, list | tuple):
+        raise SnapshotFormatError(f"snapshot: {what} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SnapshotFormatError(f"snapshot: expected a number, got {value!r:.40}")
+    return int(value)
+
+
+def _float(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise SnapshotFormatError(f"snapshot: expected a number, got {value!r:.40}")
+    return float(value)
+
+
+def _cell(value: object, what: str) -> tuple[int, int]:
+    xy = _sequence(value, what)
+    if len(xy) != 2:
+        raise SnapshotFormatError(f"snapshot: a cell of {what} must be [x, y], got {value!r:.40}")
+    return _int(xy[0]), _int(xy[1])
+
+
+def _cells(value: object, what: str) -> tuple[tuple[int, int], ...]:
+    return tuple(_cell(c, what) for c in _sequence(value, what))
 
 
 def quantised_key(snap: WorldSnapshot, cell: int = 2, hp_step: int = 25) -> tuple[object, ...]:

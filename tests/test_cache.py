@@ -4,6 +4,7 @@ import pytest
 
 from aiplanner.actions import Plan, Step
 from aiplanner.cache import PlanCache
+from aiplanner.errors import ConfigError
 
 
 def _plan(n: int) -> Plan:
@@ -35,3 +36,8 @@ def test_discard_turns_a_hit_into_a_stale_miss() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         PlanCache(0)
+
+
+def test_a_bad_capacity_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="capacity"):
+        PlanCache(-3)

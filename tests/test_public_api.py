@@ -30,6 +30,7 @@ EXPECTED = [
     "BackendTimeout",
     "BackendUnavailable",
     "Battlefield",
+    "BridgeClosed",
     "CandidateProposer",
     "CircuitBreaker",
     "CircuitOpen",
@@ -75,6 +76,7 @@ EXPECTED = [
     "ScriptedReply",
     "SeenUnit",
     "SelfView",
+    "SnapshotFormatError",
     "SnapshotSystem",
     "Step",
     "StepContext",
@@ -109,10 +111,13 @@ def test_every_error_is_a_planner_error() -> None:
         for n in aiplanner.__all__
         if n.endswith(("Error", "Rejected", "Unavailable", "Timeout", "Open", "Large"))
     ]
-    assert len(errors) == 12
+    assert len(errors) == 13
     for exc in errors:
         assert issubclass(exc, aiplanner.PlannerError)
     assert issubclass(aiplanner.ConfigError, ValueError)
+    assert issubclass(aiplanner.SnapshotFormatError, ValueError)
+    assert issubclass(aiplanner.BridgeClosed, aiplanner.PlannerError)
+    assert issubclass(aiplanner.BridgeClosed, RuntimeError)
     assert issubclass(aiplanner.BackendTimeout, TimeoutError)
     assert issubclass(aiplanner.BackendUnavailable, ConnectionError)
     assert aiplanner.BackendUnavailable("x").retryable
