@@ -12,8 +12,13 @@ array included) at most ``max_buffer_bytes``, so a runaway stream is cut off.
 
 The array starts at the first ``[`` that an element (or ``]``) follows, so a code fence or prose
 before it is skipped; a ``{`` before any ``[`` means the model wrote an object instead of an
-array and is an error at once. Prose holding something like ``[1]`` before the real array would be
-taken for it: with a schema-constrained engine there is no prose at all.
+array and is an error at once. Recovery: when the first element after such a ``[`` turns out not
+to be JSON (``Sure! [not json] ok [...]``), that ``[`` was prose too and scanning resumes, from
+where the failure was found, for the next ``[``. Bytes are still read once each, so the work stays
+linear and within the same bounds. Bound violations (depth, size) are never recovered from, and
+once an element has been returned the array is committed. If no array follows, the error names
+the first failed candidate. Prose holding a valid array such as ``[1]`` before the real array would
+still be taken for it: with a schema-constrained engine there is no prose at all.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class JsonArrayStream:
     """
 
     __slots__ = (
+        "_abandoned",
         "_buf",
         "_closed",
         "_count",
@@ -82,6 +88,7 @@ class JsonArrayStream:
         self._offset = 0  # bytes consumed so far, for messages and the total bound
         self._count = 0
         self._failed: str | None = None
+        self._abandoned: str | None = None  # why the first candidate array was given up
         self._closed = False
 
     @property
@@ -134,6 +141,8 @@ class JsonArrayStream:
             raise ParseError(f"the stream failed: {self._failed}")
         if self._state == _PREAMBLE:
             msg = "no JSON array in the model output"
+            if self._abandoned is not None:
+                msg += f" (a candidate failed: {self._abandoned})"
         elif self._state == _ELEMENT:
             what = "string" if self._in_string else "element"
             msg = f"the answer ends inside an unterminated {what} (element {self._count})"
@@ -148,10 +157,14 @@ class JsonArrayStream:
         i, n = 0, len(data)
         while i < n:
             state = self._state
-            if state == _ELEMENT:
-                i = self._scan_element(data, i, out)
-            elif state == _SCALAR:
-                i = self._scan_scalar(data, i, out)
+            if state in (_ELEMENT, _SCALAR):
+                try:
+                    if state == _ELEMENT:
+                        i = self._scan_element(data, i, out)
+                    else:
+                        i = self._scan_scalar(data, i, out)
+                except _Abandon as why:
+                    i = self._abandon(why)
             elif state == _PREAMBLE:
                 m = _OPENER.search(data, i)
                 if m is None:
@@ -233,7 +246,8 @@ class JsonArrayStream:
                     self._in_string = True
                 elif c in _CLOSER_OF:
                     if len(self._stack) >= MAX_DEPTH:
-                        self._fail(f"element {self._count} nests deeper than {MAX_DEPTH}", data, i)
+                        msg = f"element {self._count} nests deeper than {MAX_DEPTH}"
+                        self._fail(msg, data, i, bound=True)
                     self._stack.append(c)
                 else:
                     if _CLOSER_OF[self._stack[-1]] != c:
@@ -260,7 +274,8 @@ class JsonArrayStream:
 
     def _take(self, data: bytes, start: int, end: int) -> None:
         if len(self._buf) + end - start > self._max_element:
-            self._fail(f"element {self._count} exceeds {self._max_element} bytes", data, end)
+            msg = f"element {self._count} exceeds {self._max_element} bytes"
+            self._fail(msg, data, end, bound=True)
         self._buf += data[start:end]
 
     def _emit(self, out: list[object], data: bytes, pos: int) -> None:
@@ -273,8 +288,32 @@ class JsonArrayStream:
         self._buf = bytearray()
         self._state = _AFTER
 
-    def _fail(self, message: str, data: bytes, pos: int) -> NoReturn:
+    def _fail(self, message: str, data: bytes, pos: int, *, bound: bool = False) -> NoReturn:
+        """Raise :class:`ParseError`, or :class:`_Abandon` for a first element that is not JSON
+        (its ``[`` was prose; scanning goes on at ``pos``)."""
         where = self._offset + pos
+        if not bound and self._count == 0 and self._state in (_ELEMENT, _SCALAR):
+            raise _Abandon(f"{message} at byte {where}", pos)
         self._failed = f"{message} at byte {where}"
         context = bytes(self._buf[-200:]) + data[max(pos - 200, 0) : pos + 200]
         raise ParseError(self._failed, raw=context.decode(errors="replace"))
+
+    def _abandon(self, why: _Abandon) -> int:
+        """Forget the candidate array; return where to look for the next ``[``."""
+        if self._abandoned is None:
+            self._abandoned = why.message
+        self._state = _PREAMBLE
+        self._buf = bytearray()
+        self._stack.clear()
+        self._in_string = False
+        self._escape = False
+        return why.pos
+
+
+class _Abandon(Exception):  # internal control flow: never escapes the parser
+    """The first element of a candidate array is not JSON: the ``[`` was prose."""
+
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.pos = pos

@@ -60,7 +60,17 @@ plan_like = st.fixed_dictionaries(
     optional={"note": tricky_text, "c": st.integers(0, 3), "extra": json_values},
 )
 elements = plan_like | json_values
-PREFIXES = ["", "Sure!\n", "```json\n", "Here is the plan:\n```\n", " \n\t"]
+PREFIXES = [
+    "",
+    "Sure!\n",
+    "```json\n",
+    "Here is the plan:\n```\n",
+    " \n\t",
+    # Candidate arrays whose first element is not JSON: the parser must recover from each.
+    "Sure! [not json] ok\n",
+    "[tru] or [{bad}] or [note: x] ",
+    '[{"a" 1}]\n[{"x":1]} ',
+]
 SUFFIXES = ["", "\n```", " Hope that helps! [x] {y", "]]]"]
 
 
@@ -175,6 +185,77 @@ def test_a_bracket_in_prose_that_no_element_follows_is_skipped() -> None:
     assert feed_all(["see [ below: [2]"]) == [2]
 
 
+# -- recovery from prose that looks like an array -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        ['Sure! [not json] ok [{"id":1,"c":0}]'],
+        bytewise('Sure! [not json] ok [{"id":1,"c":0}]'),
+        ["Sure! [not", " json] ok ", '[{"id":1,', '"c":0}]'],
+    ],
+)
+def test_prose_before_the_array_that_looks_like_one_is_skipped(
+    chunks: Sequence[str | bytes],
+) -> None:
+    assert feed_all(chunks) == [{"id": 1, "c": 0}]
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "[tru] ",  # a literal that is not one
+        '[{"a" 1}] ',  # an object that closes but is not JSON
+        '[{"x":1]} ',  # mismatched brackets
+        '[1"x"] ',  # junk right after a number
+        '["a\nb"] ',  # a raw control character in a string
+        "[note: see below] [ also prose ] ",
+    ],
+)
+def test_each_kind_of_bad_first_element_gives_way_to_the_next_bracket(prose: str) -> None:
+    text = prose + "[[1, 2], 3]"
+    assert feed_all([text]) == [[1, 2], 3]
+    assert feed_all(bytewise(text)) == [[1, 2], 3]
+
+
+def test_without_a_later_array_the_error_names_the_failed_candidate() -> None:
+    parser = JsonArrayStream()
+    assert parser.feed("Sure! [not json] ok") == []
+    with pytest.raises(ParseError, match=r"no JSON array .*candidate failed.*not valid JSON"):
+        parser.close()
+
+
+def test_once_an_element_is_returned_the_array_is_committed() -> None:
+    parser = JsonArrayStream()
+    assert parser.feed("[1, ") == [1]
+    with pytest.raises(ParseError, match="element 1 is not valid JSON"):
+        parser.feed('nope] [{"id":1,"c":0}]')
+
+
+def test_a_bound_is_never_recovered_from() -> None:
+    deep = "[" + "[" * (MAX_DEPTH + 1)
+    with pytest.raises(ParseError, match="deeper"):
+        JsonArrayStream().feed(deep + '] [{"id":1}]')
+    with pytest.raises(ParseError, match="exceeds 16 bytes"):
+        JsonArrayStream(max_element_bytes=16).feed('["' + "y" * 40 + '"] [1]')
+
+
+def test_recovery_reads_each_byte_once_within_the_total_bound() -> None:
+    # 5,000 failed candidates before the real array: all found, each byte read once (the element
+    # buffer only ever holds one candidate), and the answer's total bound still counts them.
+    prose = "[nope] " * 5000
+    text = prose + '[{"id":1,"c":0}]'
+    assert feed_all([text], max_element_bytes=16, max_buffer_bytes=len(text)) == [{"id": 1, "c": 0}]
+    with pytest.raises(ResponseTooLarge):
+        JsonArrayStream(max_buffer_bytes=len(prose)).feed(text)
+
+
+def test_an_object_after_a_failed_candidate_is_still_an_object() -> None:
+    with pytest.raises(ParseError, match="found an object"):
+        JsonArrayStream().feed('Sure! [not json] {"id":1,"c":0}')
+
+
 def test_empty_array() -> None:
     assert feed_all(["[ ]"]) == []
 
@@ -252,7 +333,12 @@ def test_close_before_the_array_ends(chunks: list[str], message: str) -> None:
 def test_invalid_utf8_in_an_element() -> None:
     parser = JsonArrayStream()
     with pytest.raises(ParseError, match="not valid JSON"):
-        parser.feed(b'["\xff\xfe"]')
+        parser.feed(b'[1, "\xff\xfe"]')
+    # As a first element it only disqualifies its '[': the error comes when no array follows.
+    parser = JsonArrayStream()
+    assert parser.feed(b'["\xff\xfe"]') == []
+    with pytest.raises(ParseError, match="not valid JSON"):
+        parser.close()
 
 
 def test_lone_surrogate_in_a_text_chunk() -> None:
