@@ -4,6 +4,9 @@ The game thread calls :meth:`submit` (non-blocking: the batch is handed to the l
 ``call_soon_threadsafe`` underneath) and :meth:`drain` (non-blocking: whatever outcomes have
 arrived).
 Outcomes are pushed one agent at a time, as each completes, never only at the end of a batch.
+Each agent's budget counts from its batch's submission, so time spent queued counts against it.
+``serial=True`` is for lockstep runs: one batch at a time in submission order, and a packed call's
+plans released at its end with the call's ``ready_at`` (the game waits for whole batches anyway).
 :meth:`close` cancels everything in flight, closes the backend and joins the loop thread.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import queue
 import threading
 import time
@@ -25,7 +29,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
-from aiplanner.errors import PlannerError
+from aiplanner.errors import BridgeClosed, PlannerError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome
 from aiplanner.strategies import Batch, PlanContext, run_batch
@@ -62,12 +66,14 @@ class AsyncBridge:
             max_response_bytes=max_response_bytes,
             temperature=temperature,
             seed=seed,
+            lockstep=serial,
         )
         self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
-        # Loop-thread state (touched only on the loop thread):
+        # Loop-thread state (touched only on the loop thread). Batches and calls draw their
+        # scope keys from one counter, so an open call's key is never handed out again.
         self._scopes: dict[int, tuple[CancelScope, frozenset[int]]] = {}
-        self._next_batch = 0
+        self._keys = itertools.count()
         # Shared state, under the lock:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -75,7 +81,7 @@ class AsyncBridge:
         self._in_batches: Counter[int] = Counter()
         self._active = 0
         # Game thread -> loop: an inbox and a wake-up that never waits for the loop.
-        self._inbox: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[tuple[Batch, float] | None] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: anyio.Event | None = None
 
@@ -108,16 +114,16 @@ class AsyncBridge:
 
     # -- game thread API -----------------------------------------------------------------------
     def submit(self, batch: Batch) -> None:
-        """Hand a batch to the loop. Never blocks; raises RuntimeError if the bridge is closed."""
+        """Hand a batch to the loop. Never blocks; raises :class:`BridgeClosed` when not running."""
         portal = self._portal
         if portal is None:
-            raise RuntimeError("the bridge is not running")
+            raise BridgeClosed("the bridge is not running")
         with self._lock:
             self._active += 1
             for r in batch.requests:
                 self._unwanted.discard(r.entity)
                 self._in_batches[r.entity] += 1
-        self._inbox.put(batch)
+        self._inbox.put((batch, self._ctx.clock()))
         self._notify()
 
     def cancel(self, entities: set[int]) -> None:
@@ -187,7 +193,7 @@ class AsyncBridge:
                     if item is None:
                         recheck = True
                     else:
-                        tg.start_soon(self._run, item)
+                        tg.start_soon(self._run, *item)
                 if recheck:
                     await self._cancel_scopes()
 
@@ -198,9 +204,8 @@ class AsyncBridge:
     def _emit(self, outcome: PlanOutcome) -> None:
         self._outbox.put(outcome)
 
-    async def _run(self, batch: Batch) -> None:
-        batch_id = self._next_batch
-        self._next_batch += 1
+    async def _run(self, batch: Batch, submitted_at: float) -> None:
+        batch_id = next(self._keys)
         entities = frozenset(r.entity for r in batch.requests)
         submitted = time.monotonic()
         first = True
@@ -224,9 +229,9 @@ class AsyncBridge:
                         if self._serial_lock is None:
                             self._serial_lock = anyio.Lock()
                         async with self._serial_lock:
-                            await run_batch(ctx, batch)
+                            await run_batch(ctx, batch, started=submitted_at)
                     else:
-                        await run_batch(ctx, batch)
+                        await run_batch(ctx, batch, started=submitted_at)
                 except (
                     PlannerError
                 ) as exc:  # pragma: no cover - strategies turn these into outcomes
@@ -246,7 +251,7 @@ class AsyncBridge:
     @contextlib.contextmanager
     def _scope(self, entities: frozenset[int]) -> Iterator[CancelScope]:
         """A cancel scope for one call, cancelled once none of ``entities`` is wanted any more."""
-        key = self._next_batch = self._next_batch + 1
+        key = next(self._keys)
         with anyio.CancelScope() as scope:
             self._scopes[key] = (scope, entities)
             try:

@@ -1,4 +1,4 @@
-"""Batching strategies: how a batch of agents meets a backend.
+"""Batching strategies and the fallback ladder: how a batch of agents meets a backend.
 
 * ``sequential``: one agent per call, one call at a time (the baseline).
 * ``packed``: all agents of the batch in one prompt; the model answers one JSON array with one
@@ -7,16 +7,23 @@
   same system prefix (for engines with continuous batching).
 * ``auto``: ``concurrent`` where the backend batches concurrent calls, else ``sequential``.
 
-Every strategy reports each agent on its own, as soon as its plan is known, through ``emit``; a
-failure of one agent (malformed element, missing or duplicated id) never fails the others. Agents
-that fail the first tier are retried once with the simplified prompt when time allows.
+Every agent goes down one ladder of model tiers (:func:`ladder`, the one place they are decided):
+the LLM with the batch's prompt, then, if ``simplified_retry``, the LLM with the simplified prompt
+and the two best candidates. Each rung is one :data:`Attempt` for one agent. A rung starts only
+while the agent's budget lasts (``budget_s`` counted from the batch's submission, on
+``PlanContext.clock``) and its call gets what is left; the first plan ends the climb, and every
+agent still wanted gets exactly one outcome, through ``emit``, as soon as it is known. A strategy
+only decides how the first rung is reached: one call per agent, or one packed call for them all
+whose failed agents climb the rest of the ladder alone. A failure of one agent (malformed element,
+missing or duplicated id) never fails the others. The tiers below the model (plan cache,
+heuristic, emergency) are the game thread's, in :mod:`aiplanner.planning_system`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
@@ -30,7 +37,7 @@ from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import Tier
 from aiplanner.errors import (
     BackendError,
-    CircuitOpen,
+    BackendTimeout,
     ParseError,
     PlannerError,
     PlanRejected,
@@ -42,7 +49,18 @@ from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.stream_parser import JsonArrayStream
 from aiplanner.validation import validate_plan
 
-__all__ = ["STRATEGY_NAMES", "Batch", "PlanContext", "resolve_strategy", "run_batch"]
+__all__ = [
+    "STRATEGY_NAMES",
+    "Attempt",
+    "Batch",
+    "Generation",
+    "Ladder",
+    "PlanContext",
+    "Rung",
+    "ladder",
+    "resolve_strategy",
+    "run_batch",
+]
 
 STRATEGY_NAMES: tuple[str, ...] = ("sequential", "packed", "concurrent")
 _MIN_RETRY_BUDGET_S = 0.15
@@ -68,6 +86,9 @@ class PlanContext:
     ``wanted(entity)`` says whether a plan is still needed; ``scope(entities)`` gives the cancel
     scope of one call (the bridge cancels it once none of them is wanted). The defaults suit a
     caller outside the bridge (CLI, benchmarks): everything wanted, nothing cancelled from outside.
+    ``clock`` measures the agents' budgets. ``lockstep``: the game waits for whole batches
+    anyway, so a packed call's plans are released together at its end, each with its share of
+    the call's usage and the call's ``ready_at`` (virtual-time latency).
     """
 
     backend: Backend
@@ -82,6 +103,8 @@ class PlanContext:
     max_response_bytes: int = 65_536
     temperature: float = 0.0
     seed: int = 0
+    clock: Callable[[], float] = time.monotonic
+    lockstep: bool = False
     _builders: dict[tuple[str, str], PromptBuilder] = field(default_factory=dict)
     _codecs: dict[str, PlanCodec] = field(default_factory=dict)
 
@@ -98,6 +121,81 @@ class PlanContext:
         return c
 
 
+Attempt = Callable[[PlanContext, PlanRequest, Tier, float], Awaitable[PlanOutcome]]
+"""One try at one tier for one agent: ``await attempt(ctx, req, tier, budget_s)``.
+
+Returns the agent's outcome (an error outcome for a failed call or a bad answer; a "cancelled"
+one when its call was cancelled); never raises :class:`PlannerError`. ``budget_s`` is the time
+left: the attempt's calls must end within it.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """One tier of the ladder: the tier its plans get, how it is attempted, how many of the rules'
+    candidates it keeps (None: all) and the least time left that is worth starting it with."""
+
+    tier: Tier
+    attempt: Attempt
+    keep: int | None = None
+    min_budget_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """The rungs an agent climbs, and the strategy name its outcomes carry."""
+
+    strategy: str
+    rungs: tuple[Rung, ...]
+
+    async def climb(
+        self,
+        ctx: PlanContext,
+        req: PlanRequest,
+        ends_at: float,
+        tried: PlanOutcome | None = None,
+    ) -> None:
+        """Try the rungs in order until one gives a plan; emit exactly one outcome for ``req``.
+
+        ``ends_at`` (on ``ctx.clock``) bounds every rung: one starts only while it leaves more than
+        nothing and at least the rung's ``min_budget_s``, and gets what is left. ``tried`` is the
+        failed outcome of a rung already tried elsewhere (the packed call). An agent that nobody
+        wants any more stops climbing; one that was never tried then gets no outcome at all.
+        """
+        outcome = tried
+        for rung in self.rungs:
+            if not ctx.wanted(req.entity):
+                break
+            left = ends_at - ctx.clock()
+            if left <= 0.0 or left < rung.min_budget_s:
+                if outcome is None:
+                    exc = BackendTimeout(f"no time left for a call ({left:.3f}s)")
+                    _count_failure(ctx, exc)
+                    outcome = _failed(req, exc, self.strategy)
+                break
+            if rung.keep is not None and len(req.candidates) > rung.keep:
+                req = dataclasses.replace(req, candidates=req.candidates[: rung.keep])
+            outcome = await rung.attempt(ctx, req, rung.tier, left)
+            if outcome.ok:
+                break
+        if outcome is not None:
+            ctx.emit(outcome)
+
+
+def ladder(ctx: PlanContext, batch: Batch, strategy: str) -> Ladder:
+    """The model tiers for ``batch``'s agents, best first: the one place they are decided."""
+    first = Rung(Tier.LLM, Generation(batch.prompt_tier, batch.mode, strategy, batch.tick))
+    if not batch.simplified_retry:
+        return Ladder(strategy, (first,))
+    simple = Rung(
+        Tier.LLM_SIMPLE,
+        Generation("compressed", "guided", strategy, batch.tick),
+        keep=_SIMPLE_CANDIDATES,
+        min_budget_s=_MIN_RETRY_BUDGET_S,
+    )
+    return Ladder(strategy, (first, simple))
+
+
 def resolve_strategy(name: str, backend: Backend) -> str:
     """Map ``auto`` to a concrete strategy for ``backend``; pass the others through."""
     if name != "auto":
@@ -106,142 +204,132 @@ def resolve_strategy(name: str, backend: Backend) -> str:
     return "concurrent" if info.parallel and info.max_concurrency > 1 else "sequential"
 
 
-async def run_batch(ctx: PlanContext, batch: Batch) -> None:
+async def run_batch(ctx: PlanContext, batch: Batch, *, started: float | None = None) -> None:
     """Plan every agent of ``batch``, emitting one outcome per agent as soon as it is known.
 
-    Never raises for a backend or model failure: those become error outcomes (the game thread then
-    applies the fallback tier). Cancellation propagates.
+    ``started`` is when the batch was submitted, on ``ctx.clock`` (default: now): each agent's
+    ``budget_s`` counts from there. Never raises for a backend or model failure: those become
+    error outcomes (the game thread then applies the fallback tier). Cancellation propagates.
     """
+    begun = ctx.clock() if started is None else started
     strategy = resolve_strategy(batch.strategy, ctx.backend)
+    steps = ladder(ctx, batch, strategy if strategy in STRATEGY_NAMES else "sequential")
     reqs = [r for r in batch.requests if ctx.wanted(r.entity)]
-    if strategy == "packed" and len(reqs) > 1:
-        await _packed(ctx, batch, reqs)
+    first = steps.rungs[0].attempt
+    if strategy == "packed" and len(reqs) > 1 and isinstance(first, Generation):
+        await _packed(ctx, first, steps, reqs, begun)
     elif strategy == "concurrent":
         limit = anyio.Semaphore(max(1, ctx.backend.info.max_concurrency))
 
         async def one(req: PlanRequest) -> None:
             async with limit:
-                await _single_with_retry(ctx, batch, req, strategy)
+                await steps.climb(ctx, req, begun + req.budget_s)
 
         async with anyio.create_task_group() as tg:
             for req in reqs:
                 tg.start_soon(one, req)
     else:
         for req in reqs:
-            await _single_with_retry(
-                ctx, batch, req, "sequential" if strategy != "packed" else strategy
-            )
+            await steps.climb(ctx, req, begun + req.budget_s)
 
 
-async def _single_with_retry(
-    ctx: PlanContext, batch: Batch, req: PlanRequest, strategy: str
-) -> None:
-    if not ctx.wanted(req.entity):
-        return
-    started = time.monotonic()
-    outcome = await _single(ctx, req, Tier.LLM, batch.prompt_tier, batch.mode, strategy, batch.tick)
-    if not outcome.ok and batch.simplified_retry:
-        left = req.budget_s - (time.monotonic() - started)
-        if left > _MIN_RETRY_BUDGET_S and ctx.wanted(req.entity):
-            simple = dataclasses.replace(
-                req, candidates=req.candidates[:_SIMPLE_CANDIDATES], budget_s=left
-            )
-            outcome = await _single(
-                ctx, simple, Tier.LLM_SIMPLE, "compressed", "guided", strategy, batch.tick
-            )
-    ctx.emit(outcome)
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The :data:`Attempt` that has the model write its answer under a schema: the index of a
+    candidate in guided mode, a compact plan in free mode, with ``prompt_tier``'s prompt."""
 
+    prompt_tier: str
+    mode: str
+    strategy: str
+    tick: int
 
-async def _single(
-    ctx: PlanContext,
-    req: PlanRequest,
-    tier: Tier,
-    prompt_tier: str,
-    mode: str,
-    strategy: str,
-    tick: int,
-) -> PlanOutcome:
-    """One call for one agent at one tier. Returns an outcome; never raises PlannerError."""
-    if mode == "guided" and len(req.candidates) == 1:
-        # Nothing to choose: the rules' only legal plan is the answer, and no call is made.
-        return PlanOutcome(
-            req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy=strategy
-        )
-    codec = ctx.codec(mode)
-    text = ""
-    try:
-        call = CompletionRequest(
-            messages=ctx.builder(prompt_tier, mode).messages(req),
-            schema=codec.schema(req),  # ConfigError for a guided request without candidates
-            max_tokens=codec.max_tokens(1),
-            temperature=ctx.temperature,
-            seed=ctx.seed,
-            timeout_s=req.budget_s,
-            agents=(req.entity,),
-            tag={
-                "shape": "single",
-                "mode": mode,
-                "requests": (req,),
-                "tick": tick,
-                "requested_at": req.requested_at,
-                "tier": tier.value,
-            },
-        )
-        with ctx.scope(frozenset(call.agents)) as scope:
-            text, usage, ready_at = await _call(ctx, call, None)
-        if scope.cancelled_caught:  # nobody waits for this plan: not a backend failure
-            ctx.metrics.record_error("cancelled")
+    async def __call__(
+        self, ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
+    ) -> PlanOutcome:
+        if self.mode == "guided" and len(req.candidates) == 1:
+            # Nothing to choose: the rules' only legal plan is the answer, and no call is made.
             return PlanOutcome(
-                req.entity,
-                req.plan_id,
-                None,
-                None,
-                BackendError("cancelled: the plan is no longer needed"),
-                strategy=strategy,
+                req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy=self.strategy
             )
-        plan = validate_plan(codec.decode(text, req), req.snapshot, ctx.registry)
-    except PlannerError as exc:
-        _count_failure(ctx, exc)
-        return PlanOutcome(req.entity, req.plan_id, None, None, exc, raw=text, strategy=strategy)
-    return PlanOutcome(
-        req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, strategy
-    )
+        codec = ctx.codec(self.mode)
+        text = ""
+        try:
+            call = CompletionRequest(
+                messages=ctx.builder(self.prompt_tier, self.mode).messages(req),
+                schema=codec.schema(req),  # ConfigError for a guided request without candidates
+                max_tokens=codec.max_tokens(1),
+                temperature=ctx.temperature,
+                seed=ctx.seed,
+                timeout_s=budget_s,
+                agents=(req.entity,),
+                tag={
+                    "shape": "single",
+                    "mode": self.mode,
+                    "requests": (req,),
+                    "tick": self.tick,
+                    "requested_at": req.requested_at,
+                    "tier": tier.value,
+                },
+            )
+            with ctx.scope(frozenset(call.agents)) as scope:
+                text, usage, ready_at = await _call(ctx, call, None)
+            if scope.cancelled_caught:  # nobody waits for this plan: not a backend failure
+                return _cancelled(ctx, req, self.strategy)
+            plan = validate_plan(codec.decode(text, req), req.snapshot, ctx.registry)
+        except PlannerError as exc:
+            _count_failure(ctx, exc)
+            return _failed(req, exc, self.strategy, raw=text)
+        return PlanOutcome(
+            req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, self.strategy
+        )
 
 
-async def _packed(ctx: PlanContext, batch: Batch, reqs: list[PlanRequest]) -> None:
-    """One call for the whole batch; each element is decoded, validated and emitted as it closes."""
-    codec = ctx.codec(batch.mode)
+async def _packed(
+    ctx: PlanContext, gen: Generation, steps: Ladder, reqs: list[PlanRequest], begun: float
+) -> None:
+    """The first rung for all of ``reqs`` in one call: each element is decoded, validated and
+    emitted as it closes; the agents it did not serve climb the rest of the ladder alone."""
+    codec = ctx.codec(gen.mode)
+    tier = steps.rungs[0].tier
     by_id = {r.entity: r for r in reqs}
-    done: set[int] = set()
-    failed: list[PlanRequest] = []
-    held: list[PlanOutcome] = []
+    done: set[int] = set()  # agents whose element has been read (the first one wins)
+    failed: dict[int, PlanOutcome] = {}  # agent -> why its element was unusable
+    held: list[PlanOutcome] = []  # plans, in element order; released up to ``released``
     parser = JsonArrayStream(max_buffer_bytes=ctx.max_response_bytes)
+    left = min(r.budget_s for r in reqs) - (ctx.clock() - begun)
     call = CompletionRequest(
-        messages=ctx.builder(batch.prompt_tier, batch.mode).packed_messages(reqs),
+        messages=ctx.builder(gen.prompt_tier, gen.mode).packed_messages(reqs),
         schema=codec.packed_schema(reqs),
         max_tokens=codec.max_tokens(len(reqs)),
         temperature=ctx.temperature,
         seed=ctx.seed,
-        timeout_s=min(r.budget_s for r in reqs),
+        timeout_s=left,
         agents=tuple(by_id),
         tag={
             "shape": "packed",
-            "mode": batch.mode,
+            "mode": gen.mode,
             "requests": tuple(reqs),
-            "tick": batch.tick,
+            "tick": gen.tick,
             "requested_at": min(r.requested_at for r in reqs),
-            "tier": Tier.LLM.value,
+            "tier": tier.value,
         },
     )
+    started = time.monotonic()
+    first_text: float | None = None
+
+    def reject(req: PlanRequest, exc: PlanRejected) -> None:
+        ctx.metrics.record_invalid(exc.reason)
+        failed[req.entity] = _failed(req, exc, gen.strategy)
 
     def on_element(value: object) -> None:
         try:
             entity, plan = codec.decode_element(value, by_id)
         except ElementError as exc:
-            ctx.metrics.record_invalid(exc.reason)
             if exc.entity is not None and exc.entity in by_id and exc.entity not in done:
                 done.add(exc.entity)
-                failed.append(by_id[exc.entity])
+                reject(by_id[exc.entity], exc)
+            else:
+                ctx.metrics.record_invalid(exc.reason)
             return
         if entity in done:
             ctx.metrics.record_invalid("duplicate_id")  # the first answer for an agent wins
@@ -251,54 +339,79 @@ async def _packed(ctx: PlanContext, batch: Batch, reqs: list[PlanRequest]) -> No
         try:
             plan = validate_plan(plan, req.snapshot, ctx.registry)
         except PlanRejected as exc:
-            ctx.metrics.record_invalid(exc.reason)
-            failed.append(req)
+            reject(req, exc)
             return
-        held.append(PlanOutcome(entity, req.plan_id, plan, Tier.LLM, strategy="packed"))
+        # The call's tokens are known only when it ends: a plan released now carries its times.
+        usage = Usage(ttft_s=first_text, total_s=time.monotonic() - started)
+        held.append(
+            PlanOutcome(entity, req.plan_id, plan, tier, usage=usage, strategy=gen.strategy)
+        )
+
+    released = 0
 
     def on_text(chunk: str) -> None:
+        nonlocal first_text, released
+        if first_text is None:
+            first_text = time.monotonic() - started
         for value in parser.feed(chunk):
             on_element(value)
-        # Release plans as soon as their element closes, not at the end of the call.
-        for o in held:
-            ctx.emit(o)
-        held.clear()
+        if not ctx.lockstep:  # release plans as soon as their element closes
+            for o in held[released:]:
+                ctx.emit(o)
+            released = len(held)
 
-    try:
-        with ctx.scope(frozenset(call.agents)) as scope:
-            await _call(ctx, call, on_text)
-        if scope.cancelled_caught:
-            return  # nobody in this batch needs a plan any more
-        parser.close()
-    except PlannerError as exc:
-        _count_failure(ctx, exc)
-    for o in held:  # elements completed by the last chunk before an error
-        ctx.emit(o)
-    missing = [r for r in reqs if r.entity not in done]
-    if missing:
+    error: PlannerError | None = None
+    usage, ready_at = Usage(), None
+    if left <= 0.0:
+        error = BackendTimeout(f"no time left for a call ({left:.3f}s)")
+        _count_failure(ctx, error)
+    else:
+        try:
+            with ctx.scope(frozenset(call.agents)) as scope:
+                _, usage, ready_at = await _call(ctx, call, on_text)
+            if scope.cancelled_caught:  # nobody in this batch needs a plan any more
+                error = BackendError("cancelled: the plan is no longer needed")
+                ctx.metrics.record_error("cancelled")
+            else:
+                parser.close()
+        except PlannerError as exc:
+            _count_failure(ctx, exc)
+            error = exc
+    for i, o in enumerate(held[released:], start=released):
+        if ctx.lockstep:
+            o = dataclasses.replace(o, usage=_share(usage, len(reqs), i), ready_at=ready_at)
+        ctx.emit(o)  # in lockstep all of them; else those the last chunk completed
+    if error is None and len(done) < len(reqs):
         ctx.metrics.record_invalid("missing_id")
-    for req in failed + missing:
-        await _retry_simple(ctx, batch, req)
+    rest = Ladder(steps.strategy, steps.rungs[1:])
+    for req in reqs:  # the agents the call did not serve, in batch order
+        tried = failed.get(req.entity)
+        if tried is None and req.entity not in done:
+            why = error or PlanRejected("missing_id", "no element for this agent")
+            tried = _failed(req, why, gen.strategy)
+        if tried is not None:
+            await rest.climb(ctx, req, begun + req.budget_s, tried)
 
 
-async def _retry_simple(ctx: PlanContext, batch: Batch, req: PlanRequest) -> None:
-    """A packed batch failed this agent alone: retry it on its own with the simplified prompt."""
-    if not batch.simplified_retry or not ctx.wanted(req.entity):
-        ctx.emit(
-            PlanOutcome(
-                req.entity,
-                req.plan_id,
-                None,
-                None,
-                PlanRejected("missing_id", "no valid element for this agent"),
-                strategy="packed",
-            )
-        )
-        return
-    simple = dataclasses.replace(req, candidates=req.candidates[:_SIMPLE_CANDIDATES])
-    ctx.emit(
-        await _single(ctx, simple, Tier.LLM_SIMPLE, "compressed", "guided", "packed", batch.tick)
+def _share(usage: Usage, n: int, i: int) -> Usage:
+    """Agent ``i``'s share of a call made for ``n`` agents: the tokens split evenly (the first
+    agents take the remainder, so the shares add up to the call); the times are the call's."""
+
+    def part(total: int | None) -> int | None:
+        return None if total is None else total // n + (1 if i < total % n else 0)
+
+    return Usage(
+        part(usage.prompt_tokens), part(usage.completion_tokens), usage.ttft_s, usage.total_s
     )
+
+
+def _failed(req: PlanRequest, exc: PlannerError, strategy: str, raw: str = "") -> PlanOutcome:
+    return PlanOutcome(req.entity, req.plan_id, None, None, exc, raw=raw, strategy=strategy)
+
+
+def _cancelled(ctx: PlanContext, req: PlanRequest, strategy: str) -> PlanOutcome:
+    ctx.metrics.record_error("cancelled")
+    return _failed(req, BackendError("cancelled: the plan is no longer needed"), strategy)
 
 
 def _count_failure(ctx: PlanContext, exc: PlannerError) -> None:
@@ -317,17 +430,14 @@ async def _call(
 
     Raises CircuitOpen, BackendError subclasses, ResponseTooLarge, or what ``on_text`` raises.
     """
-    if not ctx.breaker.allow():
-        raise CircuitOpen(f"circuit open for backend {ctx.backend.info.name}")
-    ctx.metrics.count_request()
     parts: list[str] = []
     size = 0
     started = time.monotonic()
     first: float | None = None
     usage = Usage()
     ready_at: float | None = None
-    verdict = False
-    try:
+    with ctx.breaker.guard(ctx.backend.info.name):
+        ctx.metrics.count_request()
         async for event in ctx.backend.stream(call):
             if isinstance(event, TextDelta):
                 if first is None:
@@ -340,19 +450,6 @@ async def _call(
                     on_text(event.text)
             elif isinstance(event, Finished):
                 usage, ready_at = event.usage, event.ready_at
-        ctx.breaker.record_success()
-        verdict = True
-    except BackendError:
-        ctx.breaker.record_failure()
-        verdict = True
-        raise
-    except PlannerError:
-        ctx.breaker.record_success()  # the engine answered; the model's text was bad
-        verdict = True
-        raise
-    finally:
-        if not verdict:
-            ctx.breaker.release_trial()
     total = time.monotonic() - started
     usage = Usage(
         prompt_tokens=usage.prompt_tokens,

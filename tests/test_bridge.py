@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 
+import pytest
 from scenario import make_request
 
 from aiplanner.actions import DEFAULT_REGISTRY
@@ -12,8 +13,9 @@ from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, St
 from aiplanner.backends.scripted import ScriptedBackend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
+from aiplanner.errors import BridgeClosed
 from aiplanner.metrics import Metrics
-from aiplanner.requests import PlanRequest
+from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch
 
 
@@ -119,3 +121,100 @@ def test_bookkeeping_stays_bounded_by_the_work_in_flight() -> None:
         assert bridge._unwanted == set() and not bridge._in_batches
     finally:
         bridge.close()
+
+
+class EndWatchBackend:
+    """A gated, parallel ScriptedBackend whose calls say when they start and when they end."""
+
+    def __init__(self, agents: tuple[int, ...]) -> None:
+        self.gate = threading.Event()
+        self.started = {a: threading.Event() for a in agents}
+        self.ended = {a: threading.Event() for a in agents}
+        self.inner = ScriptedBackend(
+            self._responder, gate=self.gate, parallel=True, max_concurrency=4
+        )
+
+    def _responder(self, call: CompletionRequest) -> None:
+        self.started[call.agents[0]].set()
+
+    @property
+    def info(self) -> BackendInfo:
+        return self.inner.info
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        try:
+            async for event in self.inner.stream(request):
+                yield event
+        finally:
+            self.ended[request.agents[0]].set()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _drain_until(bridge: AsyncBridge, entities: set[int]) -> dict[int, PlanOutcome]:
+    got: dict[int, PlanOutcome] = {}
+    for _ in range(2000):  # deadlock guard: 10 s of 5 ms waits
+        got.update((o.entity, o) for o in bridge.drain())
+        if entities <= set(got):
+            break
+        threading.Event().wait(0.005)
+    return got
+
+
+@pytest.mark.parametrize("victim", [1, 2, 3])
+def test_cancelling_one_agent_of_overlapping_batches_ends_its_call_at_once(victim: int) -> None:
+    # Batch A (agents 1 and 2, one call each) is open when batch B (agent 3) starts: on a
+    # parallel backend their calls overlap. Every call's cancel scope must stay reachable.
+    backend = EndWatchBackend((1, 2, 3))
+    bridge = _bridge(backend)
+    bridge.start()
+    try:
+        bridge.submit(_batch(1, 2, strategy="concurrent"))
+        assert backend.started[1].wait(10) and backend.started[2].wait(10)
+        bridge.submit(_batch(3, strategy="concurrent"))
+        assert backend.started[3].wait(10)
+        bridge.cancel({victim})
+        # The gate stays shut and every budget is 5 s: only the cancellation can end the call
+        # before this guard does.
+        assert backend.ended[victim].wait(4), f"agent {victim}'s call ran on after its cancel"
+        others = {1, 2, 3} - {victim}
+        assert not any(backend.ended[a].is_set() for a in others)
+        backend.gate.set()
+        assert bridge.wait_idle(10)
+        got = _drain_until(bridge, others)
+        assert all(got[a].ok for a in others)
+        assert victim not in got or not got[victim].ok
+    finally:
+        backend.gate.set()
+        bridge.close()
+
+
+def test_a_lockstep_bridge_releases_packed_plans_with_their_ready_at() -> None:
+    # Lockstep runs hold each plan until the plugin clock reaches its ready_at: a packed call's
+    # simulated latency must reach every one of its agents.
+    backend = ScriptedBackend(virtual_time=True, latency_s=0.5)
+    bridge = AsyncBridge(
+        backend, registry=DEFAULT_REGISTRY, metrics=Metrics(), breaker=CircuitBreaker(), serial=True
+    )
+    bridge.start()
+    try:
+        bridge.submit(_batch(1, 2, 3, strategy="packed"))
+        assert bridge.wait_idle(10)
+        got = bridge.drain()
+        assert len(backend.calls) == 1 and sorted(o.entity for o in got) == [1, 2, 3]
+        assert all(o.ok for o in got)
+        assert {o.ready_at for o in got} == {0.5}  # requested at 0.0, 0.5 s of virtual latency
+        assert all(o.usage.prompt_tokens for o in got)
+    finally:
+        bridge.close()
+
+
+def test_submitting_to_a_bridge_that_is_not_running_raises_bridge_closed() -> None:
+    bridge = _bridge(ScriptedBackend())
+    with pytest.raises(BridgeClosed):
+        bridge.submit(_batch(1))
+    bridge.start()
+    bridge.close()
+    with pytest.raises(RuntimeError):  # BridgeClosed is a RuntimeError too
+        bridge.submit(_batch(1))
