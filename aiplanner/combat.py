@@ -19,7 +19,8 @@ What each does when executed:
 * ``Scan``: :data:`SCAN_SECONDS`. ``Wait`` (ticks): that many ticks.
 
 An agent with no :class:`Weapon` gets a default one the first time an action needs it; one with
-no :class:`Ammo` never runs dry.
+no :class:`Ammo` never runs dry. :func:`check_components` (run at install) refuses these handlers
+with a :class:`~aiplanner.adapter.ComponentMap` they cannot play on.
 
 The rules' candidates (each verb proposes the plans that start with it, ranked; the ranks
 interleave into this order, the first that applies being the heuristic plan):
@@ -48,8 +49,10 @@ from typing import Final
 import esper
 
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec
+from aiplanner.adapter import ComponentMap
 from aiplanner.behaviour import Proposal, ProposalContext, StepContext, StepFailed
 from aiplanner.components import Ammo, Battlefield, Health, Position, Weapon
+from aiplanner.errors import ConfigError
 from aiplanner.snapshot import SeenUnit, WorldSnapshot
 from aiplanner.spatial import to_cell
 
@@ -207,6 +210,26 @@ def wait(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     queue = ctx.queue
     queue.progress += 1
     return queue.progress >= args[0]
+
+
+def check_components(registry: ActionRegistry, components: ComponentMap) -> None:
+    """Raise :class:`ConfigError` if ``registry`` uses a built-in handler that cannot play on
+    ``components``: Attack and Heal change aiplanner's :class:`Health` of a target found by its
+    :class:`Position`; the movers read ``speed`` from the agent component."""
+    for spec in registry.actions:
+        handler = spec.handler
+        if handler in (attack, heal) and (
+            components.position is not Position or components.health is not Health
+        ):
+            raise ConfigError(
+                f"{spec.name}: the built-in handler works on aiplanner's Position and Health; "
+                "with a ComponentMap of your own components, declare your own handler"
+            )
+        if handler is move and not hasattr(components.agent, "speed"):
+            raise ConfigError(
+                f"{spec.name}: the built-in handler walks at {components.agent.__name__}.speed, "
+                "which does not exist; declare your own handler"
+            )
 
 
 # --- the rules' candidates ----------------------------------------------------------------------
@@ -403,7 +426,7 @@ MOVE_TO: Final = ActionSpec(
     "M",
     (_X, _Y),
     "walk to cell x,y",
-    "walk to {place}",
+    "walk {place}",
     handler=move,
     propose=_propose_move,
 )

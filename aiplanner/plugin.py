@@ -27,6 +27,7 @@ from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
+from aiplanner.combat import check_components
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import ConfigError
 from aiplanner.execution_system import ActionExecutionSystem
@@ -114,13 +115,16 @@ class PlannerPlugin:
     def install(self) -> PlannerPlugin:
         """Register the processors into the current esper world and start the bridge.
 
-        Raises ConfigError if already installed, or if an existing agent has an unknown role.
+        Raises ConfigError if already installed, if an action of the registry has no handler (or
+        a built-in one that cannot play on ``config.components``), or if an existing agent has an
+        unknown role.
         """
         if self.installed:
             raise ConfigError("this PlannerPlugin is already installed; uninstall() it first")
         cfg = self._config
         cfg.registry.require_handlers()
         components = cfg.components
+        check_components(cfg.registry, components)
         for ent, agent in esper.get_component(components.agent):
             cfg.check_role(ent, components.role_of(agent))
         if self.backend is not None and self._replay is None and self._bridge is None:

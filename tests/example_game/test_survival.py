@@ -95,3 +95,12 @@ def test_a_seeded_round_repeats_exactly() -> None:
             esper.switch_world("default")
             esper.delete_world(name)
     assert runs[0] == runs[1]
+
+
+def test_builtin_verbs_that_need_aiplanners_components_are_refused_at_install(world: str) -> None:
+    build_camp(seed=0)
+    plugin = PlannerPlugin(replace(CONFIG, registry=aiplanner.DEFAULT_REGISTRY))
+    with pytest.raises(aiplanner.ConfigError, match="Attack: the built-in handler"):
+        plugin.install()
+    assert not plugin.installed
+    plugin.close()
