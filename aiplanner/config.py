@@ -53,6 +53,8 @@ class PlannerConfig:
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
       ``lockstep_timeout_s``) until all submitted work has answered, and applies answers by their
       ``ready_at``. Never use it for live play: it makes the frame wait on the backend.
+    * ``registry`` / ``components``: the game's actions (with what each does) and where its state
+      lives among its own components (see :mod:`aiplanner.adapter`).
     """
 
     max_batch_size: int = 8
