@@ -22,6 +22,7 @@ import esper
 import pygame
 
 from aiplanner.actions import ActionRegistry, ArgKind, Step
+from aiplanner.backends.base import Backend
 from aiplanner.components import (
     ActionQueue,
     Health,
@@ -409,6 +410,8 @@ class HudProcessor(esper.Processor):
             ("batch", f"{cfg.max_batch_size}   [- / +]", _TEXT),
             ("max wait", f"{cfg.max_wait_ms:g} ms   [ [ / ] ]", _TEXT),
             ("cache", f"{'on' if cfg.cache_enabled else 'off'}   [C]", _TEXT),
+            ("mode", _mode(cfg.mode, cfg.guided_decision, view.game.plugin.backend), _TEXT),
+            ("agrees w/ rules", _agreement(s), _TEXT),
             None,
             ("metrics", "", _DIM),
             ("plans/s", _num(s.get("plans_per_s"), 1), _TEXT),
@@ -516,6 +519,25 @@ def _spread(where: dict[int, tuple[int, int]], radius: int) -> dict[int, tuple[i
             angle = 2 * math.pi * k / len(ents)
             out[ent] = (x + int(radius * math.cos(angle)), y + int(radius * math.sin(angle)))
     return out
+
+
+def _mode(mode: str, decision: str, backend: Backend | None) -> str:
+    """``guided/score``, ``guided/generate`` (also where the backend cannot score), ``free``,
+    or ``rules`` when there is no backend."""
+    if backend is None:
+        return "rules"
+    if mode != "guided":
+        return mode
+    scoring = decision == "score" and backend.info.scoring
+    return f"guided/{'score' if scoring else 'generate'}"
+
+
+def _agreement(stats: Mapping[str, object]) -> str:
+    """How often the model's pick was the rules' first choice, of how many decisions."""
+    n = stats.get("decisions")
+    if not isinstance(n, int) or n == 0:
+        return "-"
+    return f"{_pct(stats.get('agree_rate'))} of {n}"
 
 
 def _num(value: object, digits: int = 0) -> str:

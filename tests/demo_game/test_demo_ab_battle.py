@@ -1,0 +1,59 @@
+"""The A/B battle: one squad planned by the model, the other by the rules, seeded and headless."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+import aiplanner
+from aiplanner.backends.base import ScoreRequest
+from aiplanner.phrasing import CONTENT_FREE
+from demo_game.ab_battle import BattleResult, main, play, summarise
+
+
+def _contrarian(request: ScoreRequest) -> Sequence[float]:
+    """A scorer that always prefers the rules' last candidate: a model squad that never agrees."""
+    n = len(request.continuations)
+    if request.messages[-1].content == CONTENT_FREE:
+        return [0.0] * n
+    return [float(i) * 10 for i in range(n)]
+
+
+def _backend() -> aiplanner.ScriptedBackend:
+    return aiplanner.ScriptedBackend(
+        latency_s=0.1, virtual_time=True, scoring=True, scorer=_contrarian
+    )
+
+
+def test_only_the_model_team_asks_the_model_and_the_round_repeats() -> None:
+    backend = _backend()
+    first = play(1, backend, squad_size=2, max_seconds=8.0)
+    again = play(1, _backend(), squad_size=2, max_seconds=8.0)
+    assert first == again  # seeded, lockstep, virtual clock: the same round twice
+    assert first.model_team == 1
+    asked = [c.tag["requests"][0].snapshot.me.team for c in backend.score_calls if c.agents]
+    assert asked and set(asked) == {1}  # the rules' squad never asked the model
+    assert first.decisions > 0 and first.model_plans > 0
+    # The scorer never picks the rules' first candidate where there is a choice.
+    assert first.agree_rate is not None and first.agree_rate < 0.5
+
+
+def test_the_model_team_changes_sides_with_the_seed() -> None:
+    assert [play(s, _backend(), squad_size=1, max_seconds=2.0).model_team for s in (4, 5)] == [0, 1]
+
+
+def test_summary_counts_wins_and_damage() -> None:
+    def r(model_team: int, winner: int, to_model: int, to_rules: int) -> BattleResult:
+        return BattleResult(0, model_team, winner, "", 1.0, to_model, to_rules, 1, 1, None)
+
+    s = summarise([r(0, 0, 10, 30), r(1, 0, 50, 10), r(0, -1, 20, 20)])
+    assert (s.rounds, s.model_wins, s.rules_wins, s.draws) == (3, 1, 1, 1)
+    assert s.damage_ratio == pytest.approx(60 / 80)
+    assert s.win_rate == pytest.approx(1 / 3)
+
+
+def test_command_line_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--seeds", "2", "--squad", "1", "--seconds", "2"], make_backend=_backend) == 0
+    out = capsys.readouterr().out
+    assert "model squad:" in out and "of 2" in out
