@@ -1,10 +1,11 @@
 """``python -m aiplanner bench``: every figure of the README from one command.
 
 Suites (see :mod:`aiplanner.bench.registry`; ``bench --list``): ``tokens``, ``strategies``,
-``decisions``, ``tick``, ``frame`` (with pygame), ``soak``. Each writes figures with their repetitions
-(min/median/max) into ``results.json``, a Markdown table into ``results.md`` and PNG plots
-(matplotlib, the ``bench`` extra); ``bench compare OLD.json NEW.json`` flags regressions beyond
-noise. :mod:`aiplanner.bench.llama_server` builds and runs llama.cpp's server for comparisons.
+``decisions``, ``tick``, ``frame`` (with pygame), ``soak``. Each writes figures with their
+repetitions (min/median/max) into ``results.json``, a Markdown table into ``results.md`` and PNG
+plots (matplotlib, the ``bench`` extra); ``bench compare OLD.json NEW.json`` flags regressions
+beyond noise. :mod:`aiplanner.bench.llama_server` builds and runs llama.cpp's server for
+comparisons.
 
 A suite is ``run(opts: BenchOptions, progress: Progress) -> SuiteResult``; add one with
 :func:`register` (or one entry in the registry's table).

@@ -3,7 +3,7 @@
 The scenario suite shipped with the package (:mod:`aiplanner.scenarios`) scored by
 :func:`aiplanner.evaluation.evaluate`: the rules, the random floor (mean over draws) and the
 model planners of :data:`~aiplanner.evaluation.MODEL_PLANNERS` through the real pipeline (only
-``guided-score``, the default path, with ``--quick``, on every third scenario). Figures per
+``guided-score``, the default path, with ``--quick``, on every sixth scenario). Figures per
 planner: the sensible-first-step, valid and agree-with-the-rules rates, the largest share of any
 one candidate position (1.0 is a planner that answers the same everywhere) and seconds per
 decision. Decisions at temperature 0 are deterministic, so each is measured once.
@@ -27,7 +27,7 @@ _BASELINES = ("rules", "random")
 def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
     scenarios = load_scenarios()
     if opts.quick:
-        scenarios = scenarios[::3]
+        scenarios = scenarios[::6]
     backend = opts.make_backend()
     models = () if backend is None else ("guided-score",) if opts.quick else tuple(MODEL_PLANNERS)
     names = (*_BASELINES, *models)

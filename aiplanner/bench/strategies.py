@@ -6,7 +6,8 @@ look faster than it is). Figures: the round's wall time, time to the first plan,
 the share planned by the model. Without ``--quick`` a ``baseline`` row comes first: the original
 design (one agent per call, the full prompt, the model writing the plan). Then plans per second
 against batch size for ``packed`` and ``concurrent``. One warm-up call first (model load, system
-prompt in the KV cache).
+prompt in the KV cache). ``--quick`` measures each figure twice at most, and leaves out
+``concurrent`` on an engine that serves one call at a time (there it is ``sequential``).
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
 
 
 async def _measure(backend: Backend, opts: BenchOptions, progress: Progress) -> SuiteResult:
-    n, repeat = opts.agents, opts.repeat
+    n = opts.agents
+    repeat = min(opts.repeat, 2) if opts.quick else opts.repeat
     sizes = batch_sizes(n, opts.quick)
-    sweep_sets = len(sizes) * len(_SWEEP_STRATEGIES)
+    serial = not backend.info.parallel or backend.info.max_concurrency <= 1
     rows = _ROWS if opts.quick else {"baseline": _BASELINE, **_ROWS}
+    sweep_strategies = _SWEEP_STRATEGIES
+    if opts.quick and serial:
+        rows = {k: v for k, v in rows.items() if k != "concurrent"}
+        sweep_strategies = tuple(s for s in sweep_strategies if s != "concurrent")
+    sweep_sets = len(sizes) * len(sweep_strategies)
     everyone = real_requests(n * len(rows) * repeat + sum(sizes) * 2 + 1, seed=opts.seed)
     spare, pool = everyone[-1], everyone[:-1]
 
@@ -84,12 +91,12 @@ async def _measure(backend: Backend, opts: BenchOptions, progress: Progress) -> 
                 x=[], y=[d.seconds * 1000.0 for r in rounds for d in r.deliveries]
             )
         sweep: dict[str, Series] = {}
-        jobs = [(s, b) for s in _SWEEP_STRATEGIES for b in sizes]
+        jobs = [(s, b) for s in sweep_strategies for b in sizes]
         rates: dict[tuple[str, int], list[float]] = {}
         for strategy, b in progress.track(jobs, "batch sizes", sweep_sets):
             r = await plan_round(backend, [take(b)], strategy)
             rates.setdefault((strategy, b), []).append(b / r.wall_s)
-        for strategy in _SWEEP_STRATEGIES:
+        for strategy in sweep_strategies:
             ys = [median(rates[(strategy, b)]) for b in sizes]
             sweep[strategy] = Series(x=[float(b) for b in sizes], y=ys)
             for b, y in zip(sizes, ys, strict=True):

@@ -53,7 +53,7 @@ def test_quick_run_writes_json_with_every_suite(quick_run: Path) -> None:
             assert m["min"] <= m["median"] <= m["max"], (name, label)
             assert m["better"] in ("lower", "higher")
     walls = doc["suites"]["strategies"]["metrics"]["round wall s, packed"]["values"]
-    assert len(walls) == 3  # --repeat's default: several repetitions for compare
+    assert len(walls) == 2  # --quick: two repetitions (compare needs several)
     shares = doc["suites"]["strategies"]["metrics"]["model share, sequential"]["values"]
     assert all(s == 1.0 for s in shares)  # the scripted model answers every agent correctly
     decisions = doc["suites"]["decisions"]["metrics"]
