@@ -16,8 +16,6 @@ import anyio
 from aiplanner.bench.options import BenchOptions, Plot, Series, SuiteResult
 from aiplanner.bench.progress import Progress
 from aiplanner.bench.stats import Metric, metric
-from aiplanner.evaluation import MODEL_PLANNERS, Report, evaluate, make_planner
-from aiplanner.scenarios import load_scenarios
 
 __all__ = ["run"]
 
@@ -25,6 +23,10 @@ _BASELINES = ("rules", "random")
 
 
 def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
+    # Imported here: the CLI (and every other suite) keeps working whatever the scorer's state.
+    from aiplanner.evaluation import MODEL_PLANNERS, Report, evaluate, make_planner
+    from aiplanner.scenarios import load_scenarios
+
     scenarios = load_scenarios()
     if opts.quick:
         scenarios = scenarios[::6]
