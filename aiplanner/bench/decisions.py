@@ -57,7 +57,7 @@ def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
         name="decisions",
         kind="bar",
         title=f"Sensible first steps on {len(scenarios)} scenarios, by role",
-        xlabel="planner",
+        xlabel="scenarios",
         ylabel="share sensible",
         series={
             name: Series(

@@ -8,12 +8,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from aiplanner.bench.options import Plot
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 __all__ = ["markdown", "write_json", "write_plots"]
+
+
+def _grouped_bars(ax: Axes, plot: Plot) -> None:
+    """One group of bars per category (the series' ``x``), one bar per series in each group."""
+    categories: list[str] = []
+    for series in plot["series"].values():
+        categories += [str(x) for x in series["x"] if str(x) not in categories]
+    width = 0.8 / max(1, len(plot["series"]))
+    for i, (label, series) in enumerate(plot["series"].items()):
+        where = [
+            categories.index(str(x)) + (i - (len(plot["series"]) - 1) / 2) * width
+            for x in series["x"]
+        ]
+        ax.bar(where, series["y"], width=width, label=label)
+    ax.set_xticks(range(len(categories)), categories)
 
 
 def write_json(doc: Mapping[str, object], path: Path) -> None:
@@ -68,19 +87,21 @@ def write_plots(plots: list[Plot], folder: Path) -> list[Path]:
     for plot in plots:
         fig = Figure(figsize=(7, 4.2), dpi=100, layout="constrained")
         ax = fig.add_subplot()
+        if plot["kind"] == "bar":
+            _grouped_bars(ax, plot)
         for label, series in plot["series"].items():
             if plot["kind"] == "hist":
                 ax.hist(series["y"], bins=30, alpha=0.55, label=label)
             elif plot["kind"] == "line":
                 ax.plot(series["x"], series["y"], marker="o", label=label)
-            else:
-                ax.bar([f"{label}\n{x}" for x in series["x"]], series["y"], label=label)
         ax.set_title(plot["title"])
         ax.set_xlabel(plot["xlabel"])
         ax.set_ylabel(plot["ylabel"])
         ax.grid(alpha=0.3)
         if len(plot["series"]) > 1:
             ax.legend()
+        if not plot["name"].isidentifier():  # it becomes a file name
+            raise ValueError(f"plot name must be an identifier, got {plot['name']!r}")
         path = folder / f"{plot['name']}.png"
         fig.savefig(path)
         written.append(path)
