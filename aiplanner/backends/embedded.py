@@ -69,11 +69,19 @@ from aiplanner.model_path import resolve_model_path
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
+    from aiplanner.backends.batched import EngineStats
+    from aiplanner.backends.batched_worker import BatchedWorker
+
 __all__ = ["THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
 
 THREAD_NAME = "aiplanner-embedded"
 ChatFormat = Literal["auto", "chatml", "template"]
 _CHAT_FORMATS: tuple[str, ...] = ("auto", "chatml", "template")
+Engine = Literal["serial", "batched"]
+_ENGINES: tuple[str, ...] = ("serial", "batched")
+# Requests worth having in flight at once with the batched engine: it admits what fits its
+# sequences into each pass and queues the rest for the next one.
+_BATCHED_CONCURRENCY = 64
 # Sampling settings for temperature > 0 (llama.cpp's defaults); temperature 0 is greedy.
 _TOP_K = 40
 _TOP_P = 0.95
@@ -564,6 +572,9 @@ class EmbeddedBackend:
     whose ``seed`` is None. ``chat_format``: ``auto`` (ChatML from tokens for ChatML models, else
     the GGUF's template), ``chatml`` or ``template``. ``max_response_bytes`` bounds one answer;
     ``max_queue`` bounds waiting requests; ``grammar_cache_size`` bounds the compiled grammars.
+    ``engine``: ``serial`` serves one request at a time; ``batched``
+    (:mod:`aiplanner.backends.batched`) serves every request in flight together, sharing their
+    common prefix, in one context whose KV cache (``n_ctx``, at least 4096) all of them share.
 
     Construction only resolves the path: it raises :class:`ModelNotFoundError` for a missing or
     non-GGUF file and :class:`ConfigError` for a bad setting. The model loads on the worker thread
@@ -582,6 +593,7 @@ class EmbeddedBackend:
         max_response_bytes: int = 65_536,
         max_queue: int = 1024,
         grammar_cache_size: int = 64,
+        engine: Engine = "serial",
     ) -> None:
         path = resolve_model_path(model_path)
         threads = n_threads if n_threads is not None else min(4, os.cpu_count() or 1)
@@ -595,17 +607,26 @@ class EmbeddedBackend:
             raise ConfigError("max_response_bytes must be positive")
         if max_queue < 1:
             raise ConfigError("max_queue must be positive")
+        if engine not in _ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose {_ENGINES}")
         self._settings = _Settings(path, threads, n_ctx, seed, verbose, chat_format, max_queue)
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
-        self._worker = _SerialWorker(self._settings)
+        batched = engine == "batched"
+        self._worker: _SerialWorker | BatchedWorker
+        if batched:
+            from aiplanner.backends.batched_worker import BatchedWorker
+
+            self._worker = BatchedWorker(self._settings)
+        else:
+            self._worker = _SerialWorker(self._settings)
         # A backend dropped without aclose() must not keep its thread and model forever.
         weakref.finalize(self, self._worker.stop)
         self._info = BackendInfo(
             name="embedded",
             model=path.name,
-            max_concurrency=1,
-            parallel=False,
+            max_concurrency=_BATCHED_CONCURRENCY if batched else 1,
+            parallel=batched,
             structured=True,
             scoring=True,
         )
@@ -630,6 +651,11 @@ class EmbeddedBackend:
     def load_s(self) -> float | None:
         """Seconds the model took to load, once it has loaded."""
         return self._worker.load_s
+
+    def engine_stats(self) -> EngineStats | None:
+        """The batched engine's counters (passes, decodes, tokens evaluated, tokens shared by
+        several requests); None for the serial engine."""
+        return self._worker.engine_stats if not isinstance(self._worker, _SerialWorker) else None
 
     async def load(self) -> None:
         """Load the model now (on the worker thread) and wait for it.

@@ -1,0 +1,721 @@
+"""BatchedEngine: many requests decoded together in one llama.cpp context (low-level API).
+
+On two cores the cost of a decision is prompt evaluation, so the engine evaluates as few tokens
+as it can, in as few ``llama_decode`` calls as it can:
+
+* One context, a unified KV cache, ``n_seq_max`` sequences. Sequence 0 is the *root*: the prefix
+  that the last pass's prompts shared (the system prompt, usually), kept warm between passes.
+  A request's sequences start as copies of the root's cells (``llama_memory_seq_cp``: in a
+  unified cache a copy only adds the sequence id to the cells, nothing is evaluated).
+* A *pass* takes every request waiting at its start. Their tokens beyond the root, and every
+  continuation to score on its own branch sequence, are merged into one token tree
+  (:mod:`aiplanner.backends.prefix_tree`): text shared by several requests is one batch row for
+  all their sequences. The rows go to ``llama_decode`` in chunks of at most ``n_batch`` (at most
+  ``chunk_tokens`` while other sequences are generating, so a large join does not hold them),
+  with logits only where a score or a first token needs them. A scoring request is answered,
+  and its sequences freed, as soon as the chunk holding its last row is evaluated.
+* Generation: every live sequence advances one token per ``llama_decode``, all in the same batch
+  (next to the current pass's rows), each with its own sampler and grammar. The grammar checks
+  the sampled token first and filters the whole vocabulary only when it rejects it. A sequence
+  is handed back the moment it ends, and its cells are freed at once.
+* Requests that arrive during a pass join the next one (continuous batching). Cancellation and
+  deadlines are checked before every decode; a cancelled request's rows are dropped from the
+  rest of its pass.
+
+Everything here runs on the one thread that owns the engine (llama.cpp contexts are not
+thread-safe); results go back through each work's callbacks, on that thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
+from aiplanner.errors import BackendError, BackendTimeout, ConfigError
+
+__all__ = [
+    "BatchedEngine",
+    "EngineSettings",
+    "EngineStats",
+    "GenerateOutcome",
+    "GenerateWork",
+    "ScoreOutcome",
+    "ScoreWork",
+    "WorkCancelled",
+]
+
+# Sampling settings for temperature > 0 (llama.cpp's defaults, as in the serial engine).
+_TOP_K = 40
+_TOP_P = 0.95
+_MIN_P = 0.05
+_ROOT = 0
+
+
+class WorkCancelled(Exception):
+    """Given to ``done`` of a work whose ``cancelled`` event was set: nobody waits for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """``n_ctx``: KV cells shared by all sequences; ``n_batch``: most rows per ``llama_decode``;
+    ``chunk_tokens``: most pass rows per decode while sequences are generating."""
+
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_seq_max: int = 128
+    n_threads: int = 2
+    chunk_tokens: int = 128
+
+    def check(self) -> None:
+        """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
+        if self.n_ctx < 64:
+            raise ConfigError(f"n_ctx must be at least 64, got {self.n_ctx}")
+        if not 2 <= self.n_seq_max <= 256:
+            raise ConfigError(f"n_seq_max must be in [2, 256], got {self.n_seq_max}")
+        if self.n_batch < 1 or self.chunk_tokens < 1 or self.n_threads < 1:
+            raise ConfigError("n_batch, chunk_tokens and n_threads must be positive")
+        if self.n_batch < self.n_seq_max:
+            # llama.cpp keeps room for one output per sequence in every batch (an assertion).
+            raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters since construction. ``rows`` are tokens evaluated (prompt rows and generated
+    tokens fed back); ``shared_rows`` those evaluated once for several requests;
+    ``decodes`` the ``llama_decode`` calls; ``passes`` the passes started."""
+
+    passes: int = 0
+    decodes: int = 0
+    rows: int = 0
+    shared_rows: int = 0
+    generated: int = 0
+    scored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreOutcome:
+    """Summed natural-log probabilities, one per continuation, and the prompt tokens evaluated
+    for this request (rows shared with others counted as a share)."""
+
+    logprobs: tuple[float, ...]
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreWork:
+    """Score each continuation (token ids) after ``prompt``. ``done`` gets a
+    :class:`ScoreOutcome` or the exception that ended the work, exactly once."""
+
+    prompt: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+    deadline: float  # time.monotonic()
+    done: Callable[[ScoreOutcome | BaseException], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateOutcome:
+    finish_reason: str  # "stop" (end of generation) or "length" (max_tokens)
+    prompt_tokens: int
+    completion_tokens: int
+    first_token_at: float | None  # time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateWork:
+    """Generate after ``prompt``. ``on_token`` gets each token (never the end-of-generation
+    one); if it raises, the work ends with that exception. ``done`` gets a
+    :class:`GenerateOutcome` or the exception, exactly once. ``gbnf`` constrains the output."""
+
+    prompt: tuple[int, ...]
+    gbnf: str | None
+    max_tokens: int
+    temperature: float
+    seed: int
+    deadline: float  # time.monotonic()
+    on_token: Callable[[int], None]
+    done: Callable[[GenerateOutcome | BaseException], None]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+Work = ScoreWork | GenerateWork
+
+
+class _Scoring:
+    """A scoring work inside a pass: one sequence per distinct path (prompt plus all but the last
+    token of a continuation); ``parts[j]`` the (row, token) pairs whose log-probabilities make
+    continuation ``j``'s score."""
+
+    __slots__ = ("cost", "parts", "pending", "seqs", "values", "work")
+
+    def __init__(self, work: ScoreWork) -> None:
+        self.work = work
+        self.seqs: list[int] = []
+        self.parts: list[list[tuple[int, int]]] = []
+        self.pending: set[int] = set()
+        self.values: dict[tuple[int, int], float] = {}
+        self.cost = 0.0
+
+
+class _Generating:
+    """A generation: prompt rows in a pass, then one token per decode until it ends."""
+
+    __slots__ = (
+        "chain",
+        "cost",
+        "first_at",
+        "grammar",
+        "max_tokens",
+        "next_pos",
+        "pending",
+        "produced",
+        "seq",
+        "work",
+    )
+
+    def __init__(self, work: GenerateWork, seq: int, chain: Any, grammar: Any) -> None:
+        self.work = work
+        self.seq = seq
+        self.chain = chain
+        self.grammar = grammar
+        self.max_tokens = work.max_tokens
+        self.next_pos = len(work.prompt)
+        self.pending: int | None = None  # the sampled token to feed back next decode
+        self.produced = 0
+        self.first_at: float | None = None
+        self.cost = 0.0
+
+    @property
+    def seqs(self) -> list[int]:
+        return [self.seq]
+
+
+_Active = _Scoring | _Generating
+
+
+class BatchedEngine:
+    """The engine over one loaded model (``model``: a ``llama_model`` pointer). Not
+    thread-safe: construct, use and :meth:`close` it on one thread.
+
+    Raises :class:`BackendError` if llama.cpp cannot make the context.
+    """
+
+    def __init__(self, model: Any, settings: EngineSettings) -> None:
+        import llama_cpp
+        import numpy as np
+
+        settings.check()
+        self._lib = llama_cpp
+        self._np = np
+        self._settings = settings
+        self._vocab = llama_cpp.llama_model_get_vocab(model)
+        self._n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = settings.n_ctx
+        params.n_batch = settings.n_batch
+        params.n_ubatch = settings.n_batch
+        params.n_seq_max = settings.n_seq_max
+        params.n_threads = settings.n_threads
+        params.n_threads_batch = settings.n_threads
+        params.kv_unified = True  # one cell serves every sequence that shares it
+        params.no_perf = True
+        # llama.cpp's CPU flash attention gives results that depend on how many tokens share a
+        # decode; without it a score is the same in any batch, and the same as the serial
+        # engine's (which runs without it too).
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            raise BackendError("llama.cpp could not create the batched context", retryable=False)
+        self._ctx = ctx
+        self._mem = llama_cpp.llama_get_memory(ctx)
+        self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
+        # Candidates for a grammar that rejected the sampled token: ids never change.
+        dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
+        self._candidates = np.zeros(self._n_vocab, dtype=dtype)
+        self._candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
+        self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._closed = False
+        self._root: tuple[int, ...] = ()
+        self._free = list(range(settings.n_seq_max - 1, _ROOT, -1))  # pop() gives the lowest
+        self._waiting: deque[Work] = deque()
+        self._active: list[_Active] = []
+        self._gens: list[_Generating] = []  # past their prompt: one token per decode
+        self._reserved: dict[int, int] = {}  # id(active) -> KV cells reserved
+        self._owner: dict[int, _Active] = {}  # seq -> its request
+        # The current pass: rows still to evaluate, and who reads which row's logits.
+        self._rows: tuple[Entry, ...] = ()
+        self._next_row = 0
+        self._readers: dict[int, list[_Active]] = {}
+        self._dead: set[int] = set()  # sequences freed while their pass still has rows
+        self._stats = EngineStats()
+
+    # --- public -------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    @property
+    def busy(self) -> bool:
+        """Whether :meth:`step` has work to do."""
+        return bool(self._waiting or self._active)
+
+    @property
+    def root_tokens(self) -> int:
+        """Tokens kept warm on the root sequence."""
+        return len(self._root)
+
+    @property
+    def free_sequences(self) -> int:
+        return len(self._free)
+
+    def add(self, work: Work) -> None:
+        """Queue ``work`` for the next pass. Raises :class:`ConfigError` for a request the
+        engine can never serve (nothing to score, ``max_tokens`` < 1)."""
+        if isinstance(work, ScoreWork) and not work.continuations:
+            raise ConfigError("a score request needs at least one continuation")
+        if not work.prompt:
+            raise ConfigError("an empty prompt")
+        if isinstance(work, GenerateWork) and work.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {work.max_tokens}")
+        self._waiting.append(work)
+
+    def step(self) -> None:
+        """Drop cancelled and late work, start a pass if none is running and work waits, then
+        evaluate one batch (at most one ``llama_decode``) and hand out what it finished."""
+        self._reap()
+        if self._next_row >= len(self._rows):
+            self._end_pass()
+            if self._waiting:
+                self._start_pass()
+        self._decode_once()
+
+    def close(self) -> None:
+        """Fail what is left with ``error`` nowhere: the works are dropped as cancelled; free
+        every sampler, the batch and the context. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for active in list(self._active):
+            self._finish(active, WorkCancelled())
+        for work in self._waiting:
+            _call(work.done, WorkCancelled())
+        self._waiting.clear()
+        lib = self._lib
+        lib.llama_batch_free(self._batch)
+        lib.llama_free(self._ctx)
+
+    def fail_all(self, error: BaseException) -> None:
+        """End every queued and running work with ``error`` (the engine stays usable)."""
+        for active in list(self._active):
+            self._finish(active, error)
+        for work in self._waiting:
+            _call(work.done, error)
+        self._waiting.clear()
+
+    # --- passes -------------------------------------------------------------------------------
+
+    def _start_pass(self) -> None:
+        lib = self._lib
+        s = self._settings
+        admitted: list[tuple[Work, list[tuple[int, ...]]]] = []
+        seqs_left = len(self._free)
+        cells_left = s.n_ctx - len(self._root) - sum(self._reserved.values())
+        while self._waiting:
+            work = self._waiting[0]
+            paths = _paths_of(work)
+            need = _cells(work, paths, self._root, s.n_ctx)
+            alone = s.n_ctx - min(common_prefix(self._root, work.prompt), len(work.prompt) - 1)
+            if need > alone and not (admitted or self._active):
+                self._waiting.popleft()
+                _call(
+                    work.done,
+                    BackendError(
+                        f"the request needs {need} KV cells; the context holds {s.n_ctx}",
+                        retryable=False,
+                    ),
+                )
+                continue
+            if need > cells_left and not (admitted or self._active):
+                # The warm root is all that stands in the way: give up what this one cannot use.
+                self._truncate_root(common_prefix(self._root, work.prompt))
+                cells_left = s.n_ctx - len(self._root)
+            if len(paths) > seqs_left or need > cells_left:
+                break  # waits for a later pass, in order
+            self._waiting.popleft()
+            admitted.append((work, paths))
+            seqs_left -= len(paths)
+            cells_left -= need
+        if not admitted:
+            return
+        # Keep warm what this pass's prompts share, if that beats what the root holds now.
+        prompts = [work.prompt for work, _ in admitted]
+        # One request alone: keep its prompt warm (like a single-slot prompt cache).
+        length, members = (
+            (len(prompts[0]) - 1, [0]) if len(prompts) == 1 else shared_prefix(prompts)
+        )
+        kept = sum(min(common_prefix(self._root, p), len(p) - 1) for p in prompts)
+        all_paths: list[Path] = []
+        if length * len(members) > kept:
+            new_root = prompts[members[0]][:length]
+            self._truncate_root(common_prefix(self._root, new_root))
+            k = len(self._root)
+            if length > k:
+                all_paths.append(Path(_ROOT, new_root, k))
+        else:
+            new_root = self._root
+        readers: dict[int, list[_Active]] = {}
+        planned: list[tuple[_Active, list[tuple[int, ...]], int]] = []
+        for work, paths in admitted:
+            start = min(common_prefix(self._root, work.prompt), len(work.prompt) - 1)
+            active = self._activate(work, paths)
+            if active is None:
+                continue
+            for seq, tokens in zip(active.seqs, paths, strict=True):
+                if start:
+                    lib.llama_memory_seq_cp(self._mem, _ROOT, seq, 0, start)
+                all_paths.append(Path(seq, tokens, start, len(work.prompt) - 1, len(tokens)))
+            planned.append((active, paths, start))
+        self._root = new_root
+        plan = plan_pass(all_paths)
+        for active, paths, _ in planned:
+            if isinstance(active, _Generating):
+                row = plan.outputs[(active.seq, len(active.work.prompt) - 1)]
+                readers.setdefault(row, []).append(active)
+                continue
+            work = active.work
+            by_path = {tokens: seq for seq, tokens in zip(active.seqs, paths, strict=True)}
+            p = len(work.prompt)
+            for cont in work.continuations:
+                seq = by_path[work.prompt + cont[:-1]] if cont else -1
+                part = [(plan.outputs[(seq, p - 1 + i)], tok) for i, tok in enumerate(cont)]
+                active.parts.append(part)
+                for row, _ in part:
+                    if row not in active.pending:
+                        active.pending.add(row)
+                        readers.setdefault(row, []).append(active)
+        self._rows = plan.entries
+        self._next_row = 0
+        self._readers = readers
+        self._stats = _bump(self._stats, passes=1)
+        # A scoring request with only empty continuations needs no row at all.
+        for active, _, _ in planned:
+            if isinstance(active, _Scoring) and not active.pending:
+                self._complete_scoring(active)
+
+    def _activate(self, work: Work, paths: list[tuple[int, ...]]) -> _Active | None:
+        active: _Active
+        if isinstance(work, ScoreWork):
+            active = _Scoring(work)
+            active.seqs = [self._free.pop() for _ in paths]
+        else:
+            try:
+                chain, grammar = self._samplers(work)
+            except ConfigError as exc:
+                _call(work.done, exc)
+                return None
+            active = _Generating(work, self._free.pop(), chain, grammar)
+            room = self._settings.n_ctx - len(work.prompt)
+            active.max_tokens = max(1, min(work.max_tokens, room))
+        for seq in active.seqs:
+            self._owner[seq] = active
+        self._reserved[id(active)] = _cells(work, paths, self._root, self._settings.n_ctx)
+        self._active.append(active)
+        return active
+
+    def _end_pass(self) -> None:
+        self._rows = ()
+        self._next_row = 0
+        self._readers = {}
+        self._dead.clear()
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    def _decode_once(self) -> None:
+        s = self._settings
+        feeding = [g for g in self._gens if g.pending is not None][: s.n_batch]
+        if len(feeding) == s.n_batch:  # more than a batch is generating: take turns
+            self._gens = [g for g in self._gens if g not in feeding] + feeding
+        room = s.n_batch - len(feeding)
+        if feeding:
+            room = min(room, s.chunk_tokens)
+        rows: list[tuple[int, Entry, tuple[int, ...]]] = []
+        while self._next_row < len(self._rows) and len(rows) < room:
+            i = self._next_row
+            entry = self._rows[i]
+            self._next_row += 1
+            seqs = tuple(q for q in entry.seqs if q not in self._dead)
+            if seqs:
+                rows.append((i, entry, seqs))
+        if not feeding and not rows:
+            return
+        batch = self._batch
+        n = 0
+        for g in feeding:
+            assert g.pending is not None
+            self._put(n, g.pending, g.next_pos, (g.seq,), True)
+            n += 1
+        for _, entry, seqs in rows:
+            self._put(n, entry.token, entry.pos, seqs, entry.logits)
+            n += 1
+        batch.n_tokens = n
+        rc = self._lib.llama_decode(self._ctx, batch)
+        shared = 0
+        for _, _, seqs in rows:
+            owners = {id(self._owner[q]) for q in seqs if q != _ROOT}
+            if len(owners) > 1:
+                shared += 1
+            for q in seqs:
+                if q != _ROOT:
+                    self._owner[q].cost += 1.0 / len(owners) / _n_seqs_of(self._owner[q], seqs)
+        self._stats = _bump(
+            self._stats, decodes=1, rows=n, shared_rows=shared, generated=len(feeding)
+        )
+        if rc != 0:
+            # 1: no KV slot (the reservation should prevent it); others: llama.cpp failed.
+            error = BackendError(f"llama_decode failed ({rc})", retryable=rc == 1)
+            touched: dict[int, _Active] = {id(g): g for g in feeding}
+            for _, _, seqs in rows:
+                for q in seqs:
+                    if q != _ROOT:
+                        touched[id(self._owner[q])] = self._owner[q]
+            for failed in touched.values():
+                self._finish(failed, error)
+            if any(_ROOT in seqs for _, _, seqs in rows):
+                self._drop_root()
+            return
+        for n_out, g in enumerate(feeding):
+            g.next_pos += 1
+            self._sample(g, n_out)
+        for n_out, (i, entry, _) in enumerate(rows, start=len(feeding)):
+            if not entry.logits:
+                continue
+            readers = self._readers.pop(i, None)
+            if not readers:
+                continue
+            logits = self._logits(n_out)
+            lse: float | None = None
+            for active in readers:
+                if active not in self._active:
+                    continue
+                if isinstance(active, _Generating):
+                    self._gens.append(active)
+                    self._sample(active, n_out)
+                    continue
+                if lse is None:
+                    lse = _logsumexp(self._np, logits)
+                for j, part in enumerate(active.parts):
+                    for row, token in part:
+                        if row == i:
+                            active.values[(j, row)] = float(logits[token]) - lse
+                active.pending.discard(i)
+                if not active.pending:
+                    self._complete_scoring(active)
+
+    def _put(self, n: int, token: int, pos: int, seqs: tuple[int, ...], logits: bool) -> None:
+        batch = self._batch
+        batch.token[n] = token
+        batch.pos[n] = pos
+        batch.n_seq_id[n] = len(seqs)
+        ids = batch.seq_id[n]
+        for k, q in enumerate(seqs):
+            ids[k] = q
+        batch.logits[n] = 1 if logits else 0
+
+    def _logits(self, index: int) -> Any:
+        ptr = self._lib.llama_get_logits_ith(self._ctx, index)
+        return self._np.ctypeslib.as_array(ptr, shape=(self._n_vocab,))
+
+    # --- generation ---------------------------------------------------------------------------
+
+    def _samplers(self, work: GenerateWork) -> tuple[Any, Any]:
+        """Raises :class:`ConfigError` when llama.cpp rejects the grammar."""
+        lib = self._lib
+        grammar = None
+        if work.gbnf is not None:
+            grammar = lib.llama_sampler_init_grammar(self._vocab, work.gbnf.encode(), b"root")
+            if not grammar:
+                head = work.gbnf[:200].replace("\n", " / ")
+                raise ConfigError(f"llama.cpp rejected the grammar: {head}")
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if work.temperature <= 0.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(_TOP_K))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(_TOP_P, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(_MIN_P, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(work.temperature))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(work.seed & 0xFFFFFFFF))
+        return chain, grammar
+
+    def _sample(self, g: _Generating, index: int) -> None:
+        lib = self._lib
+        token = int(lib.llama_sampler_sample(g.chain, self._ctx, index))
+        if g.grammar is not None and not self._allowed(g.grammar, token):
+            token = self._constrained(g, index)
+            if token < 0:
+                self._finish(g, BackendError("the grammar allows no token", retryable=False))
+                return
+        if g.first_at is None:
+            g.first_at = time.monotonic()
+        if lib.llama_vocab_is_eog(self._vocab, token):
+            self._finish(g, self._generated(g, "stop"))
+            return
+        if g.grammar is not None:
+            lib.llama_sampler_accept(g.grammar, token)
+        g.produced += 1
+        try:
+            g.work.on_token(token)
+        except Exception as exc:
+            self._finish(g, exc)
+            return
+        if g.produced >= g.max_tokens:
+            self._finish(g, self._generated(g, "length"))
+            return
+        g.pending = token
+
+    def _allowed(self, grammar: Any, token: int) -> bool:
+        lib = self._lib
+        one = self._one
+        one.id = token
+        one.logit = 0.0
+        one.p = 0.0
+        array = lib.llama_token_data_array(ctypes.pointer(one), 1, -1, False)
+        lib.llama_sampler_apply(grammar, ctypes.byref(array))
+        return not math.isinf(one.logit)
+
+    def _constrained(self, g: _Generating, index: int) -> int:
+        """Filter the whole vocabulary through the grammar, then sample with the chain."""
+        lib = self._lib
+        cand = self._candidates
+        cand["id"] = self._np.arange(self._n_vocab, dtype=self._np.int32)
+        cand["logit"] = self._logits(index)
+        cand["p"] = 0.0
+        data = cand.ctypes.data_as(lib.llama_token_data_p)
+        array = lib.llama_token_data_array(data, self._n_vocab, -1, False)
+        lib.llama_sampler_apply(g.grammar, ctypes.byref(array))
+        lib.llama_sampler_apply(g.chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            return -1
+        chosen = array.data[array.selected]
+        if math.isinf(chosen.logit) and chosen.logit < 0:
+            return -1
+        token = int(chosen.id)
+        lib.llama_sampler_accept(g.chain, token)
+        return token
+
+    def _generated(self, g: _Generating, reason: str) -> GenerateOutcome:
+        return GenerateOutcome(reason, round(g.cost), g.produced, g.first_at)
+
+    # --- endings ------------------------------------------------------------------------------
+
+    def _complete_scoring(self, active: _Scoring) -> None:
+        sums = tuple(
+            math.fsum(active.values[(j, row)] for row, _ in part)
+            for j, part in enumerate(active.parts)
+        )
+        self._stats = _bump(self._stats, scored=1)
+        self._finish(active, ScoreOutcome(sums, round(active.cost)))
+
+    def _finish(self, active: _Active, result: Any) -> None:
+        """Free the request's sequences and samplers, then tell its caller."""
+        if active not in self._active:
+            return
+        self._active.remove(active)
+        if isinstance(active, _Generating):
+            if active in self._gens:
+                self._gens.remove(active)
+            self._lib.llama_sampler_free(active.chain)
+            if active.grammar is not None:
+                self._lib.llama_sampler_free(active.grammar)
+        for seq in active.seqs:
+            self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            del self._owner[seq]
+            self._free.append(seq)
+            if self._next_row < len(self._rows):
+                self._dead.add(seq)
+        self._reserved.pop(id(active), None)
+        _call(active.work.done, result)
+
+    def _truncate_root(self, length: int) -> None:
+        if length < len(self._root):
+            self._lib.llama_memory_seq_rm(self._mem, _ROOT, length, -1)
+            self._root = self._root[:length]
+
+    def _drop_root(self) -> None:
+        self._truncate_root(0)
+        self._dead.add(_ROOT)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for active in list(self._active):
+            error = _ended(active.work, now)
+            if error is not None:
+                self._finish(active, error)
+        if any(_ended(w, now) is not None for w in self._waiting):
+            keep: deque[Work] = deque()
+            for work in self._waiting:
+                error = _ended(work, now)
+                if error is None:
+                    keep.append(work)
+                else:
+                    _call(work.done, error)
+            self._waiting = keep
+
+
+def _paths_of(work: Work) -> list[tuple[int, ...]]:
+    """The distinct token paths a work needs, one sequence each."""
+    if isinstance(work, GenerateWork):
+        return [work.prompt]
+    paths = dict.fromkeys(work.prompt + c[:-1] for c in work.continuations if c)
+    return list(paths) or [work.prompt]
+
+
+def _cells(work: Work, paths: list[tuple[int, ...]], root: tuple[int, ...], n_ctx: int) -> int:
+    """KV cells a work may hold at most (shared rows counted once per path: an upper bound)."""
+    start = min(common_prefix(root, work.prompt), len(work.prompt) - 1)
+    cells = len(work.prompt) - start + sum(len(p) - len(work.prompt) for p in paths)
+    if isinstance(work, GenerateWork):
+        cells += max(1, min(work.max_tokens, n_ctx - len(work.prompt)))
+    return cells
+
+
+def _n_seqs_of(active: _Active, seqs: tuple[int, ...]) -> int:
+    mine = active.seqs
+    return sum(1 for q in seqs if q in mine)
+
+
+def _ended(work: Work, now: float) -> BaseException | None:
+    if work.cancelled.is_set():
+        return WorkCancelled()
+    if now > work.deadline:
+        return BackendTimeout("the request's deadline passed")
+    return None
+
+
+def _logsumexp(np: Any, logits: Any) -> float:
+    top = float(logits.max())
+    return top + math.log(float(np.exp(logits.astype(np.float64) - top).sum()))
+
+
+def _bump(stats: EngineStats, **changes: int) -> EngineStats:
+    return dataclasses.replace(
+        stats, **{name: getattr(stats, name) + n for name, n in changes.items()}
+    )
+
+
+def _call(done: Callable[[Any], None], result: Any) -> None:
+    # A caller's callback must never take the engine down with it.
+    try:
+        done(result)
+    except Exception:
+        return

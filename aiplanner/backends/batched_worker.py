@@ -1,0 +1,346 @@
+"""The embedded backend's worker for the batched engine: the serial worker's job protocol, many
+jobs at once.
+
+:class:`BatchedWorker` is a drop-in for the serial worker of :mod:`aiplanner.backends.embedded`
+(``submit``, ``stop``, ``stats``, ``load_s``): one thread owns the model and a
+:class:`~aiplanner.backends.batched.BatchedEngine`. Between two ``llama_decode`` calls it takes
+every job that has arrived (without waiting when the engine is busy), turns chat messages into
+tokens, and hands them to the engine, which serves them in its next pass. Events go back to each
+caller exactly as the serial worker sends them (text deltas then ``Finished``, or one scored
+answer, or one failure), so :class:`~aiplanner.backends.embedded.EmbeddedBackend` is unchanged
+around it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import dataclasses
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from aiplanner.backends.base import Finished, ScoreResult, TextDelta, Usage
+from aiplanner.backends.batched import (
+    BatchedEngine,
+    EngineSettings,
+    EngineStats,
+    GenerateOutcome,
+    GenerateWork,
+    ScoreOutcome,
+    ScoreWork,
+    WorkCancelled,
+)
+from aiplanner.backends.embedded import (
+    THREAD_NAME,
+    EmbeddedStats,
+    _as_backend_error,
+    _Cancelled,
+    _emit_quietly,
+    _Failed,
+    _Job,
+    _PromptFormat,
+    _Scored,
+    _Settings,
+)
+from aiplanner.errors import BackendError, BackendUnavailable, ResponseTooLarge
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+__all__ = ["BATCHED_MIN_CTX", "BatchedWorker"]
+
+# The KV cache is shared by every sequence: a context sized for one request is too small.
+BATCHED_MIN_CTX = 4096
+# The high-level Llama object is kept for its tokenizer and chat template only.
+_TOKENIZER_CTX = 64
+
+
+class BatchedWorker:
+    """Serves :class:`~aiplanner.backends.embedded._Job` s through one batched engine.
+
+    Thread-safe: :meth:`submit` and :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(self, settings: _Settings, engine: EngineSettings | None = None) -> None:
+        self._settings = settings
+        self._engine_settings = engine or EngineSettings(
+            n_ctx=max(settings.n_ctx, BATCHED_MIN_CTX), n_threads=settings.n_threads
+        )
+        self._engine_settings.check()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.max_queue)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
+        self._stopping = False
+        self._load_error: tuple[str, Exception] | None = None
+        self._stats = EmbeddedStats()
+        self._engine_stats = EngineStats()
+        self._format: _PromptFormat | None = None  # set with the model, on the worker thread
+        self.load_s: float | None = None
+
+    @property
+    def stats(self) -> EmbeddedStats:
+        with self._lock:
+            return self._stats
+
+    @property
+    def engine_stats(self) -> EngineStats:
+        """The engine's counters (passes, decodes, rows evaluated, rows shared)."""
+        with self._lock:
+            return self._engine_stats
+
+    def _count(self, **changes: int) -> None:
+        with self._lock:
+            old = self._stats
+            self._stats = dataclasses.replace(
+                old, **{name: getattr(old, name) + n for name, n in changes.items()}
+            )
+
+    def submit(self, job: _Job) -> None:
+        """Queue ``job``, starting the worker thread on first use.
+
+        Raises :class:`BackendUnavailable` once stopped and a retryable :class:`BackendError`
+        when the queue is full.
+        """
+        with self._lock:
+            if self._stopping:
+                raise BackendUnavailable("the embedded backend is closed", retryable=False)
+            try:
+                self._jobs.put_nowait(job)
+            except queue.Full:
+                raise BackendError(
+                    f"the embedded backend has {self._settings.max_queue} requests queued",
+                    retryable=True,
+                ) from None
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name=THREAD_NAME, daemon=True)
+                self._thread.start()
+
+    def stop(self) -> threading.Thread | None:
+        """Fail every queued and running job and tell the thread to exit.
+
+        Returns the thread to wait for (None if it never started). Idempotent.
+        """
+        closed = BackendUnavailable("the embedded backend was closed", retryable=False)
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                for job in self._running.values():
+                    job.cancelled.set()
+                    _emit_quietly(job, _Failed(closed))
+                self._running.clear()
+                while True:
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not None:
+                        _emit_quietly(item, _Failed(closed))
+                # The queue was just drained under the lock, so there is room for the sentinel.
+                self._jobs.put_nowait(None)
+            return self._thread
+
+    # --- worker thread ------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        llama: Llama | None = None
+        engine: BatchedEngine | None = None
+        try:
+            while True:
+                jobs = self._take(block=engine is None or not engine.busy)
+                if jobs is None:
+                    return
+                for job in jobs:
+                    try:
+                        if engine is None:
+                            llama, engine = self._load()
+                        self._start(job, llama, engine)
+                    except Exception as exc:  # this job's failure only
+                        self._release(job)
+                        self._count(failed=1)
+                        _emit_quietly(job, _Failed(_as_backend_error(exc)))
+                if engine is not None and engine.busy:
+                    try:
+                        engine.step()
+                    except Exception as exc:  # llama.cpp itself failed: everyone in it hears
+                        engine.fail_all(_as_backend_error(exc))
+                    with self._lock:
+                        self._engine_stats = engine.stats
+        finally:
+            if engine is not None:
+                engine.close()
+            if llama is not None:
+                llama.close()
+
+    def _take(self, *, block: bool) -> list[_Job] | None:
+        """The jobs that have arrived (waiting for one if ``block``); None once stopped."""
+        jobs: list[_Job] = []
+        try:
+            item = self._jobs.get() if block else self._jobs.get_nowait()
+            while True:
+                if item is None:
+                    return None
+                jobs.append(item)
+                item = self._jobs.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            if self._stopping:
+                closed = BackendUnavailable("the embedded backend was closed")
+                for job in jobs:
+                    _emit_quietly(job, _Failed(closed))
+                return []
+            for job in jobs:
+                if not job.load_only:
+                    self._running[id(job)] = job
+        return jobs
+
+    def _release(self, job: _Job) -> None:
+        with self._lock:
+            self._running.pop(id(job), None)
+
+    def _start(self, job: _Job, llama: Llama | None, engine: BatchedEngine) -> None:
+        assert llama is not None and self._format is not None
+        if job.load_only:
+            job.emit(Finished(Usage(total_s=self.load_s)))
+            return
+        prompt = self._format.tokens(job.messages)
+        if job.continuations:
+            if job.lead:
+                prompt += llama.tokenize(job.lead.encode(), add_bos=False, special=False)
+            branches = tuple(
+                tuple(llama.tokenize(c.encode(), add_bos=False, special=False))
+                for c in job.continuations
+            )
+            engine.add(
+                ScoreWork(
+                    tuple(prompt),
+                    branches,
+                    job.deadline,
+                    lambda result: self._scored(job, branches, result),
+                    job.cancelled,
+                )
+            )
+            return
+        engine.add(self._generation(job, tuple(prompt), llama))
+
+    def _generation(self, job: _Job, prompt: tuple[int, ...], llama: Llama) -> GenerateWork:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        size = 0
+
+        def on_token(token: int) -> None:
+            nonlocal size
+            piece = llama.detokenize([token])
+            size += len(piece)
+            if size > job.max_bytes:
+                raise ResponseTooLarge(f"the answer passed {job.max_bytes} bytes")
+            text = decoder.decode(piece)
+            if text:
+                job.emit(TextDelta(text))
+
+        def done(result: GenerateOutcome | BaseException) -> None:
+            if isinstance(result, BaseException):
+                self._ended(job, result)
+                return
+            rest = decoder.decode(b"", final=True)
+            try:
+                if rest:
+                    job.emit(TextDelta(rest))
+                usage = Usage(
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                    ttft_s=None
+                    if result.first_token_at is None
+                    else result.first_token_at - job.submitted_at,
+                    total_s=time.monotonic() - job.submitted_at,
+                )
+                self._release(job)
+                self._count(
+                    completed=1,
+                    prompt_tokens=result.prompt_tokens,
+                    completion_tokens=result.completion_tokens,
+                )
+                job.emit(Finished(usage, finish_reason=result.finish_reason))
+            except _Cancelled:
+                self._count(cancelled=1)
+
+        return GenerateWork(
+            prompt,
+            job.grammar.gbnf if job.grammar is not None else None,
+            job.max_tokens,
+            job.temperature,
+            job.seed,
+            job.deadline,
+            on_token,
+            done,
+            job.cancelled,
+        )
+
+    def _scored(
+        self, job: _Job, branches: tuple[tuple[int, ...], ...], result: ScoreOutcome | BaseException
+    ) -> None:
+        if isinstance(result, BaseException):
+            self._ended(job, result)
+            return
+        answer = ScoreResult(
+            logprobs=result.logprobs,
+            tokens=tuple(len(b) for b in branches),
+            usage=Usage(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=0,
+                total_s=time.monotonic() - job.submitted_at,
+            ),
+        )
+        self._release(job)
+        self._count(completed=1, prompt_tokens=result.prompt_tokens)
+        with contextlib.suppress(_Cancelled):  # the caller's loop is gone: nobody to tell
+            job.emit(_Scored(answer))
+
+    def _ended(self, job: _Job, error: BaseException) -> None:
+        self._release(job)
+        if isinstance(error, WorkCancelled | _Cancelled):
+            self._count(cancelled=1)
+            return
+        self._count(failed=1)
+        if isinstance(error, Exception):
+            error = _as_backend_error(error)
+        _emit_quietly(job, _Failed(error))
+
+    def _load(self) -> tuple[Llama, BatchedEngine]:
+        if self._load_error is not None:
+            message, cause = self._load_error
+            raise BackendError(message, retryable=False) from cause
+        s = self._settings
+        started = time.perf_counter()
+        llama: Llama | None = None
+        try:
+            import llama_cpp
+            from llama_cpp import Llama
+
+            llama = Llama(
+                model_path=str(s.path),
+                n_ctx=_TOKENIZER_CTX,
+                n_batch=_TOKENIZER_CTX,
+                n_threads=s.n_threads,
+                n_threads_batch=s.n_threads,
+                seed=s.seed,
+                verbose=s.verbose,
+            )
+            vocab = llama_cpp.llama_model_get_vocab(llama.model)
+            self._format = _PromptFormat(llama, s.chat_format, vocab)
+            engine = BatchedEngine(llama.model, self._engine_settings)
+        except Exception as exc:
+            if llama is not None:
+                llama.close()
+            if isinstance(exc, ImportError):
+                message = (
+                    "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'"
+                )
+            else:
+                message = f"could not load the model {s.path}: {exc}"
+            self._load_error = (message, exc)
+            raise BackendError(message, retryable=False) from exc
+        self.load_s = time.perf_counter() - started
+        return llama, engine

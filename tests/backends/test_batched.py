@@ -1,0 +1,518 @@
+"""The batched engine (many sequences in one llama.cpp context) against the serial one.
+
+Engine-level tests drive :class:`BatchedEngine` step by step on the test thread, so what happens in
+which pass is deterministic; backend-level tests go through ``EmbeddedBackend(engine="batched")``
+as the planner does. Waits are bounded only to turn a hang into a failure; nothing here asserts
+how fast anything is (benchmarks/engine.py measures that).
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from aiplanner.backends.base import (
+    CompletionRequest,
+    Finished,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    TextDelta,
+)
+from aiplanner.backends.batched import (
+    BatchedEngine,
+    EngineSettings,
+    GenerateOutcome,
+    GenerateWork,
+    ScoreOutcome,
+    ScoreWork,
+    WorkCancelled,
+)
+from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.errors import BackendTimeout, ConfigError
+from aiplanner.model_path import resolve_model_path
+from aiplanner.schema import choice_schema
+
+HANG_GUARD_S = 120.0
+# llama.cpp's CPU kernels are not bit-reproducible across KV-cache layouts: the same sequence in
+# other cells of a unified cache (or with its last token in a batch of another size) gets logits
+# that differ by up to ~0.6, whatever the other cells hold: tiny float differences flip the
+# rounding of the 8-bit quantized activations. Measured on summed 2-6 token scores against the
+# serial engine: at most 0.53 nats, mostly under 0.2. So each score must be within TOLERANCE and
+# the mean difference within MEAN_TOLERANCE; a sequence that read another request's cells moves
+# its scores by nats (and the canary test below catches it outright).
+TOLERANCE = 1.0
+MEAN_TOLERANCE = 0.3
+SYSTEM = (
+    "You are a soldier in a grid shooter game. You read your situation and say what you do next."
+)
+PHRASES = ("shoot enemy 91", "reload my weapon", "run to cover", "heal ally 8")
+
+
+def _situation(i: int) -> tuple[Message, ...]:
+    lines = [
+        f"I am a tactical soldier. Health {30 + 7 * i}/100, ammo {i % 4}/6, in the open.",
+        f"Enemy 91: {2 + i} steps, {'in my range' if i % 3 else 'out of range'}.",
+        f"Ally 8: {1 + i % 5} steps, health {20 + 9 * i}.",
+    ]
+    return (Message("system", SYSTEM), Message("user", "\n".join(lines[: 1 + i % 3 + 1])))
+
+
+def _score_request(i: int, **kw: Any) -> ScoreRequest:
+    kw.setdefault("timeout_s", HANG_GUARD_S)
+    return ScoreRequest(_situation(i), PHRASES[: 2 + i % 3], lead="I should", **kw)
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
+
+
+# --- engine level ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[Any]:
+    from llama_cpp import Llama
+
+    model = Llama(model_path=str(resolve_model_path()), n_ctx=64, n_threads=1, verbose=False)
+    try:
+        yield model
+    finally:
+        model.close()
+
+
+def _tokens(llama: Any, text: str) -> tuple[int, ...]:
+    return tuple(llama.tokenize(text.encode(), add_bos=False, special=False))
+
+
+def _engine(llama: Any, **kw: Any) -> BatchedEngine:
+    kw.setdefault("n_threads", 1)
+    return BatchedEngine(llama.model, EngineSettings(**kw))
+
+
+class _Results:
+    """Collects each work's outcome, in the order the engine hands them over."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, Any] = {}
+        self.order: list[str] = []
+
+    def sink(self, name: str) -> Callable[[Any], None]:
+        def done(result: Any) -> None:
+            assert name not in self.done, "done is called once"
+            self.done[name] = result
+            self.order.append(name)
+
+        return done
+
+
+def _score_work(llama: Any, results: _Results, name: str, user: str, **kw: Any) -> ScoreWork:
+    prompt = _tokens(llama, f"{SYSTEM}\n{user}\nI should")
+    conts = tuple(_tokens(llama, " " + p) for p in PHRASES)
+    return ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(name), **kw)
+
+
+def _run(engine: BatchedEngine, until: Callable[[], bool], limit: int = 10_000) -> None:
+    for _ in range(limit):
+        if until():
+            return
+        engine.step()
+    raise AssertionError("the engine did not get there")
+
+
+def _kv_empty(engine: BatchedEngine, llama: Any, n_seq: int) -> bool:
+    """No sequence but the root holds a cell."""
+    import llama_cpp
+
+    mem = llama_cpp.llama_get_memory(engine._ctx)
+    return all(llama_cpp.llama_memory_seq_pos_max(mem, s) == -1 for s in range(1, n_seq))
+
+
+@pytest.mark.model
+def test_a_request_joining_mid_pass_is_served_in_the_next_pass(llama: Any) -> None:
+    # Small batches: the first pass takes several decodes, and the newcomer arrives during it.
+    engine = _engine(llama, n_batch=16, n_seq_max=16)
+    results = _Results()
+    try:
+        for i in range(3):
+            engine.add(_score_work(llama, results, f"first{i}", f"Situation number {i}."))
+        engine.step()
+        assert engine.stats.passes == 1 and not results.done, "the pass is still running"
+        engine.add(_score_work(llama, results, "late", "A late situation."))
+        _run(engine, lambda: len(results.done) == 3)
+        assert "late" not in results.done
+        assert engine.stats.passes == 1
+        _run(engine, lambda: "late" in results.done)
+        assert engine.stats.passes == 2
+        assert all(isinstance(r, ScoreOutcome) for r in results.done.values())
+        # The late request scores as it does alone on a fresh engine.
+        late = _score_work(llama, _Results(), "late", "A late situation.")
+        _close_to(results.done["late"].logprobs, _alone(llama, late.prompt, late.continuations))
+        assert _kv_empty(engine, llama, 16)
+        assert engine.free_sequences == 15
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_a_cancelled_request_frees_its_sequences_at_once(llama: Any) -> None:
+    engine = _engine(llama, n_batch=16, n_seq_max=16)
+    results = _Results()
+    try:
+        cancel = threading.Event()
+        engine.add(_score_work(llama, results, "keep", "Keep me."))
+        engine.add(_score_work(llama, results, "drop", "Drop me.", cancelled=cancel))
+        engine.step()
+        assert engine.free_sequences < 15
+        cancel.set()
+        engine.step()
+        assert isinstance(results.done["drop"], WorkCancelled)
+        assert "keep" not in results.done
+        _run(engine, lambda: "keep" in results.done)
+        assert isinstance(results.done["keep"], ScoreOutcome)
+        assert engine.free_sequences == 15 and _kv_empty(engine, llama, 16)
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_a_passed_deadline_ends_the_request_with_backend_timeout(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=8)
+    results = _Results()
+    try:
+        work = _score_work(llama, results, "late", "Too late.")
+        engine.add(ScoreWork(work.prompt, work.continuations, time.monotonic() - 1, work.done))
+        engine.step()
+        assert isinstance(results.done["late"], BackendTimeout)
+        assert engine.free_sequences == 7
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+@pytest.mark.timeout(900)
+def test_memory_stays_flat_over_two_thousand_passes(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=8, n_batch=64, n_ctx=256)
+    gbnf = 'root ::= "[" [0-9] "]"'
+    system = _tokens(llama, "You are a soldier.")
+    results = _Results()
+
+    def one_pass(i: int) -> None:
+        # A scored request with its own two tokens after the warm root; every 20th pass a
+        # generation too, so samplers and grammars come and go as well.
+        engine.add(
+            ScoreWork(
+                (*system, 100 + i % 50, 7),
+                ((11,), (12, 13)),
+                time.monotonic() + HANG_GUARD_S,
+                results.sink(f"s{i}"),
+            )
+        )
+        names = [f"s{i}"]
+        if i % 20 == 0:
+            engine.add(
+                GenerateWork(
+                    (*system, 200 + i % 50),
+                    gbnf,
+                    2,
+                    0.0,
+                    0,
+                    time.monotonic() + HANG_GUARD_S,
+                    lambda _token: None,
+                    results.sink(f"g{i}"),
+                )
+            )
+            names.append(f"g{i}")
+        passes = engine.stats.passes
+        _run(engine, lambda: all(n in results.done for n in names))
+        assert engine.stats.passes == passes + 1
+        assert all(not isinstance(results.done[n], BaseException) for n in names)
+        results.done.clear()
+
+    try:
+        for i in range(200):
+            one_pass(i)
+        gc.collect()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for i in range(200, 2000):
+            one_pass(i)
+        gc.collect()
+        grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        assert engine.stats.passes == 2000
+        assert engine.free_sequences == 7 and _kv_empty(engine, llama, 8)
+        assert engine.root_tokens <= len(system) + 2
+        # A leaked sampler, batch or logits copy per pass would add megabytes here.
+        assert grown_kib < 4 * 1024
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_generated_tokens_follow_the_grammar_and_end_with_it(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=8)
+    results = _Results()
+    seen: dict[int, list[int]] = {}
+    try:
+        for i in range(4):
+            seen[i] = []
+            engine.add(
+                GenerateWork(
+                    _tokens(llama, f"{SYSTEM}\nPick a number, soldier {i}:"),
+                    'root ::= "[" [0-9] ("," [0-9])? "]"',
+                    20,
+                    0.8,
+                    i,
+                    time.monotonic() + HANG_GUARD_S,
+                    seen[i].append,
+                    results.sink(str(i)),
+                )
+            )
+        _run(engine, lambda: len(results.done) == 4)
+        for i in range(4):
+            outcome = results.done[str(i)]
+            assert isinstance(outcome, GenerateOutcome) and outcome.finish_reason == "stop"
+            text = llama.detokenize(seen[i]).decode()
+            value = orjson.loads(text)
+            assert isinstance(value, list) and 1 <= len(value) <= 2
+            assert outcome.completion_tokens == len(seen[i])
+        assert engine.free_sequences == 7
+    finally:
+        engine.close()
+
+
+def _alone(
+    llama: Any, prompt: tuple[int, ...], conts: tuple[tuple[int, ...], ...]
+) -> tuple[float, ...]:
+    """Scores of one request on a fresh engine of its own."""
+    alone = _Results()
+    fresh = _engine(llama, n_seq_max=16)
+    try:
+        fresh.add(ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, alone.sink("one")))
+        _run(fresh, lambda: bool(alone.done))
+    finally:
+        fresh.close()
+    outcome = alone.done["one"]
+    assert isinstance(outcome, ScoreOutcome)
+    return outcome.logprobs
+
+
+def _close_to(got: tuple[float, ...], want: tuple[float, ...]) -> None:
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert abs(a - b) <= TOLERANCE, (got, want)
+    # The decision is the same unless the one-at-a-time scores are within the noise.
+    ranked = sorted(range(len(want)), key=want.__getitem__, reverse=True)
+    if len(want) > 1 and want[ranked[0]] - want[ranked[1]] > 2 * TOLERANCE:
+        assert max(range(len(got)), key=got.__getitem__) == ranked[0], (got, want)
+
+
+@pytest.mark.model
+def test_no_sequence_reads_another_requests_cells(llama: Any) -> None:
+    # Each prompt names its own word; a request that could see the other's cells would find
+    # the other word much likelier than it does alone.
+    engine = _engine(llama, n_seq_max=16)
+    results = _Results()
+    words = ("apple", "river", "candle", "tiger")
+    conts = tuple(_tokens(llama, " " + w) for w in words)
+
+    def work(name: str, word: str) -> ScoreWork:
+        prompt = _tokens(llama, f"The secret word is {word}. Remember it. The secret word is")
+        return ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(name))
+
+    try:
+        for w in words:
+            engine.add(work(w, w))
+        _run(engine, lambda: len(results.done) == len(words))
+        for i, w in enumerate(words):
+            want = _alone(llama, work(w, w).prompt, conts)
+            got = results.done[w].logprobs
+            _close_to(got, want)
+            assert max(range(len(got)), key=got.__getitem__) == i
+    finally:
+        engine.close()
+
+
+# --- backend level --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def batched() -> Iterator[EmbeddedBackend]:
+    b = EmbeddedBackend(n_threads=1, engine="batched")
+    try:
+        yield b
+    finally:
+        b.close()
+    assert not _worker_threads()
+
+
+def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"GGUF" + bytes(64))
+    backend = EmbeddedBackend(path, engine="batched")
+    assert backend.info.parallel and backend.info.scoring
+    assert backend.info.max_concurrency >= 16
+    serial = EmbeddedBackend(path)
+    assert not serial.info.parallel
+    with pytest.raises(ConfigError):
+        EmbeddedBackend(path, engine="turbo")  # type: ignore[arg-type]
+    backend.close()
+    serial.close()
+
+
+@pytest.mark.model
+def test_ten_simultaneous_scores_equal_one_at_a_time(batched: EmbeddedBackend) -> None:
+    requests = [_score_request(i) for i in range(10)]
+    together: dict[int, ScoreResult] = {}
+
+    async def ask(i: int) -> None:
+        together[i] = await batched.score(requests[i])
+
+    async def main() -> None:
+        await batched.load()
+        with anyio.fail_after(HANG_GUARD_S):
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(ask, i)
+
+    anyio.run(main)
+    serial = EmbeddedBackend(n_threads=1)
+    try:
+
+        async def one_by_one() -> list[ScoreResult]:
+            with anyio.fail_after(HANG_GUARD_S):
+                return [await serial.score(r) for r in requests]
+
+        alone = anyio.run(one_by_one)
+    finally:
+        serial.close()
+    diffs = [
+        abs(a - b)
+        for i in range(10)
+        for a, b in zip(together[i].logprobs, alone[i].logprobs, strict=True)
+    ]
+    assert sum(diffs) / len(diffs) <= MEAN_TOLERANCE, diffs
+    for i in range(10):
+        assert together[i].tokens == alone[i].tokens
+        _close_to(together[i].logprobs, alone[i].logprobs)
+    assert batched.stats().completed == 10
+    # The shared system prompt was not evaluated for every request: fewer tokens in all than ten
+    # cold prompts (the serial engine's first request is one).
+    engine = batched.engine_stats()
+    assert engine is not None and alone[0].usage.prompt_tokens is not None
+    assert engine.rows < 10 * alone[0].usage.prompt_tokens
+
+
+@pytest.mark.model
+def test_ten_simultaneous_generations_with_a_grammar_are_all_valid(
+    batched: EmbeddedBackend,
+) -> None:
+    texts: dict[int, str] = {}
+    finished: dict[int, Finished] = {}
+
+    async def ask(i: int) -> None:
+        request = CompletionRequest(
+            messages=(
+                Message("system", SYSTEM),
+                Message(
+                    "user", f'Soldier {i}: pick one of {2 + i % 4} options. Answer {{"c":index}}.'
+                ),
+            ),
+            schema=choice_schema(2 + i % 4),
+            max_tokens=12,
+            temperature=0.0,
+            timeout_s=HANG_GUARD_S,
+        )
+        deltas: list[str] = []
+        async for event in batched.stream(request):
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+            else:
+                finished[i] = event
+        texts[i] = "".join(deltas)
+
+    async def main() -> None:
+        with anyio.fail_after(HANG_GUARD_S):
+            async with anyio.create_task_group() as tg:
+                for i in range(10):
+                    tg.start_soon(ask, i)
+
+    anyio.run(main)
+    for i in range(10):
+        value = orjson.loads(texts[i])
+        assert set(value) == {"c"} and value["c"] in range(2 + i % 4), texts[i]
+        assert finished[i].finish_reason == "stop"
+        assert finished[i].usage.completion_tokens is not None
+        assert finished[i].usage.completion_tokens > 0
+    assert batched.stats().completed == 10
+
+
+@pytest.mark.model
+def test_a_cancelled_stream_ends_while_the_others_go_on(batched: EmbeddedBackend) -> None:
+    # 400 digits: still generating when the test cancels it.
+    long = CompletionRequest(
+        (Message("system", SYSTEM), Message("user", "List 400 digits.")),
+        schema={
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 9},
+            "minItems": 400,
+            "maxItems": 400,
+        },
+        max_tokens=1500,
+        timeout_s=HANG_GUARD_S,
+    )
+
+    async def main() -> ScoreResult:
+        started = anyio.Event()
+
+        async def consume() -> None:
+            async for event in batched.stream(long):
+                if isinstance(event, TextDelta):
+                    started.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            with anyio.fail_after(HANG_GUARD_S):
+                await started.wait()
+            tg.cancel_scope.cancel()
+        with anyio.fail_after(HANG_GUARD_S):
+            return await batched.score(_score_request(2))
+
+    result = anyio.run(main)
+    assert len(result.logprobs) == len(_score_request(2).continuations)
+    stats = batched.stats()
+    assert (stats.completed, stats.cancelled, stats.failed) == (1, 1, 0)
+
+
+@pytest.mark.model
+def test_closing_with_requests_in_flight_fails_them_and_stops_the_thread() -> None:
+    backend = EmbeddedBackend(n_threads=1, engine="batched")
+    errors: list[BaseException] = []
+
+    async def ask(i: int) -> None:
+        try:
+            await backend.score(_score_request(i))
+        except Exception as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        await backend.load()
+        async with anyio.create_task_group() as tg:
+            for i in range(5):
+                tg.start_soon(ask, i)
+            await anyio.sleep(0.01)
+            with anyio.fail_after(HANG_GUARD_S):
+                await backend.aclose()
+
+    anyio.run(main)
+    stats = backend.stats()
+    # Some may have finished before the close; the others heard of it.
+    assert stats.completed + len(errors) == 5
+    assert not _worker_threads()
