@@ -161,6 +161,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit = print_audit(scenarios, args.max_candidates)
     reports: list[Report] = []
     skipped: dict[str, str] = {}
+
+    def save() -> None:
+        # After every planner: a run cut short keeps what it measured.
+        if args.json:
+            doc = {
+                "backend": args.backend,
+                "model": backend.info.model if backend else None,
+                "load_average": {"start": list(load), "now": list(os.getloadavg())},
+                "audit": audit,
+                "skipped": skipped,
+                "reports": [r.to_dict() for r in reports],
+            }
+            args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+
     try:
         for name in names:
             if name in MODEL_PLANNERS and backend is None:
@@ -173,17 +187,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             if name in MODEL_PLANNERS:
                 warm_up(planner, scenarios[0], args.max_candidates)
-            reports.append(
-                evaluate(
-                    planner,
-                    scenarios,
-                    max_candidates=args.max_candidates,
-                    draws=args.draws if name == "random" else 1,
-                    # A random pick changes with every draw: its order check would be noise.
-                    order_seed=None if args.no_order_check or name == "random" else args.order_seed,
-                )
+            report = evaluate(
+                planner,
+                scenarios,
+                max_candidates=args.max_candidates,
+                draws=args.draws if name == "random" else 1,
+                # A random pick changes with every draw: its order check would be noise.
+                order_seed=None if args.no_order_check or name == "random" else args.order_seed,
             )
-            print(f"  done: {name}", file=sys.stderr)
+            reports.append(report)
+            save()
+            f = report.overall
+            print(
+                f"  done: {name}: sensible {f.sensible}/{f.decisions}, "
+                f"{report.seconds_per_decision:.3f} s/decision",
+                file=sys.stderr,
+            )
     finally:
         if backend is not None:
             import anyio
@@ -199,16 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_spread(reports)
     end = os.getloadavg()
     print(f"\nload average at end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
-    if args.json:
-        doc = {
-            "backend": args.backend,
-            "model": backend.info.model if backend else None,
-            "load_average": {"start": list(load), "end": list(end)},
-            "audit": audit,
-            "skipped": skipped,
-            "reports": [r.to_dict() for r in reports],
-        }
-        args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return 0
 
 
