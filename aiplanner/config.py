@@ -9,6 +9,7 @@ fields (every field but ``registry``); keys left out keep their defaults.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -48,6 +49,10 @@ class PlannerConfig:
     * ``max_plans_per_tick``: time-slicing; at most this many agents get a plan applied or ask
       for one per tick, the others on later ticks (None: no limit). Bounds the cost of a tick
       where many agents finish their plans at once.
+    * ``tick_budget_ms``: the planning system's time budget per tick, in milliseconds of the
+      plugin clock: past it, per-agent work (applying arrived plans, deadline fallbacks, new
+      requests) carries on at the next tick, first come first served, at least one agent per step
+      and tick (None: no budget). Lockstep and replay runs ignore it.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
       nobody stands still; the model's plan replaces it when it arrives.
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
@@ -65,6 +70,7 @@ class PlannerConfig:
     plan_deadline_s: float = 4.0
     provisional: bool = True
     max_plans_per_tick: int | None = None
+    tick_budget_ms: float | None = 2.0
     max_candidates: int = 4
     simplified_retry: bool = True
     cache_enabled: bool = True
@@ -142,6 +148,8 @@ class PlannerConfig:
             raise ConfigError(f"max_batch_size is at most 256, got {self.max_batch_size}")
         if self.max_plans_per_tick is not None and self.max_plans_per_tick <= 0:
             raise ConfigError(f"max_plans_per_tick must be positive, got {self.max_plans_per_tick}")
+        if self.tick_budget_ms is not None and not 0 < self.tick_budget_ms < math.inf:
+            raise ConfigError(f"tick_budget_ms must be positive or None, got {self.tick_budget_ms}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.strategy not in STRATEGIES:

@@ -2,15 +2,25 @@
 
 Each tick, in this order (all on the game thread, never waiting on the backend):
 
-1. apply the outcomes that have arrived, in entity-id order (deterministic): a plan for a deleted
-   entity or a superseded request is dropped; a plan past its deadline is discarded; every plan is
-   re-validated against the agent's current snapshot; a failure gets the fallback tier;
-2. agents whose deadline has passed while waiting get the fallback tier (their calls are cancelled);
-3. agents that need a plan (no plan yet, queue finished, plan invalidated) are looked up in the plan
-   cache, else queued for a batch (or, with no backend / an open circuit breaker, given the
-   heuristic plan at once);
+1. apply the outcomes that have arrived (those left over from the last tick first, then the new
+   ones in entity-id order): a plan for a deleted entity or a superseded request is dropped; a
+   plan past its deadline is discarded; every plan is re-validated against the agent's current
+   snapshot; a failure gets the fallback tier;
+2. agents whose deadline has passed while waiting have their calls cancelled and get the fallback
+   tier, in deadline order (found through a heap, not a scan of everyone waiting);
+3. agents that need a plan (no plan yet, queue finished, plan invalidated), longest idle first,
+   are looked up in the plan cache, else queued for a batch (or, with no backend / an open
+   circuit breaker, given the heuristic plan at once);
 4. queued agents are sent in batches of ``max_batch_size``, or when the oldest has waited
-   ``max_wait_ms``.
+   ``max_wait_ms``, with the snapshot and ranked candidates computed when they asked (unless
+   those are older than :data:`FRESH_S`).
+
+Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-3 stop taking on
+per-agent work (a snapshot, a validation, the rules' ranking) once the tick has spent its budget,
+and carry on where they stopped on the next tick. Each step still does at least one agent per
+tick and serves its queue first come, first served, so nobody starves; an agent that misses a
+tick keeps running its provisional plan (or, idle, waits a frame). Lockstep and replay runs
+ignore the budget: they must repeat exactly.
 
 Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → emergency (here).
 """
@@ -18,7 +28,11 @@ Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → 
 from __future__ import annotations
 
 import heapq
+import math
+import operator
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 import esper
 
@@ -26,7 +40,7 @@ from aiplanner.actions import Plan
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
-from aiplanner.components import ActionQueue, Agent, PlanState, PlanStatus, Tier
+from aiplanner.components import ActionQueue, PlanState, PlanStatus, Tier
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import PlannerError, PlanRejected
 from aiplanner.heuristic import HeuristicPlanner
@@ -37,7 +51,11 @@ from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.strategies import Batch
 from aiplanner.validation import validate_plan
 
-__all__ = ["EVENT_PLAN_APPLIED", "PlanningSystem", "ReplayLog"]
+__all__ = ["EVENT_PLAN_APPLIED", "FRESH_S", "PlanningSystem", "ReplayLog"]
+
+FRESH_S: Final = 0.25
+"""A waiting agent's snapshot and ranked candidates younger than this (plugin clock, seconds)
+are sent as they are when its batch goes out; older ones are rebuilt first."""
 
 EVENT_PLAN_APPLIED = "aiplanner_plan_applied"
 """esper event dispatched as ``(entity, plan, tier, tick)`` whenever a plan is applied."""
@@ -47,6 +65,9 @@ ReplayLog = Mapping[int, Sequence[tuple[int, Plan, Tier]]]
 
 A replay applies exactly these plans at these ticks and asks no backend; agents between plans wait
 (busy with their provisional plan) as they did in the recorded run, so the run repeats exactly."""
+
+
+_since_and_id = operator.itemgetter(0, 1)  # idle agents: longest idle first, then by id
 
 
 class PlanningSystem(esper.Processor):
@@ -73,13 +94,18 @@ class PlanningSystem(esper.Processor):
         self._heuristic = HeuristicPlanner(config().registry)
         self._known: set[int] = set()
         self._pending: list[int] = []  # REQUESTED, oldest first
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, entity) of askers
+        self._late: deque[int] = deque()  # past their deadline, waiting for their fallback
+        self._idle_since: dict[int, int] = {}  # idle agents not served yet -> tick first seen
+        self._work_until = math.inf  # plugin clock: this tick's time budget ends here
         self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
         self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
         self._held_seq = 0
         self._backlog: list[PlanOutcome] = []  # arrived, left for the next tick by the budget
         self._budget = 0  # agents this tick may still handle (max_plans_per_tick)
-        # Ranked candidates per waiting agent, kept from request to dispatch (same tick only).
-        self._candidates: dict[int, tuple[WorldSnapshot, tuple[Plan, ...]]] = {}
+        # Snapshot, ranked candidates and when they were made, per waiting agent: made once when
+        # it asks, reused for its provisional plan and (if still fresh) for its request.
+        self._candidates: dict[int, tuple[WorldSnapshot, tuple[Plan, ...], float]] = {}
         self._next_plan_id = 0
 
     # -- queries ---------------------------------------------------------------------------------
@@ -97,22 +123,38 @@ class PlanningSystem(esper.Processor):
         tick = self._snapshots.tick
         now = self._clock()
         self._budget = cfg.max_plans_per_tick or len(self._known) + 1_000_000
+        budget_ms = cfg.tick_budget_ms
+        if budget_ms is None or cfg.lockstep or self._replay is not None:
+            self._work_until = math.inf
+        else:
+            self._work_until = now + budget_ms / 1000.0
         self._adopt_new_agents(cfg)
         if self._replay is not None:
             self._apply_replay(tick, now)
             self._collect_needs(cfg, tick, now, replaying=True)
             return
         self._apply_outcomes(cfg, tick, now)
-        self._expire(cfg, tick, now)
+        self._expire(tick, now)
+        self._serve_late(tick, now)
         self._collect_needs(cfg, tick, now)
         self._dispatch(cfg, tick, now)
 
+    def _has_time(self, first: bool) -> bool:
+        """Whether one more agent's work fits in this tick's time budget. A step's first agent
+        of the tick always does, so every queue moves on every tick."""
+        if first or self._clock() < self._work_until:
+            return True
+        self._metrics.record_budget_cut()
+        return False
+
     def _adopt_new_agents(self, cfg: PlannerConfig) -> None:
-        """Give every new Agent the components planning needs; check its role."""
-        for ent, agent in esper.get_component(Agent):
+        """Give every new agent (``cfg.components.agent``) the components planning needs; check
+        its role."""
+        components = cfg.components
+        for ent, agent in esper.get_component(components.agent):
             if ent in self._known:
                 continue
-            cfg.check_role(ent, agent.role)
+            cfg.check_role(ent, components.role_of(agent))
             self._known.add(ent)
             if not esper.has_component(ent, PlanState):
                 esper.add_component(ent, PlanState())
@@ -132,20 +174,22 @@ class PlanningSystem(esper.Processor):
             raise PlannerError(
                 f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
             )
-        ready, self._backlog = self._backlog, []
+        arrived: list[PlanOutcome] = []
         for outcome in self._bridge.drain():
             if cfg.lockstep and outcome.ready_at is not None and outcome.ready_at > now:
                 self._held_seq += 1
                 heapq.heappush(self._held, (outcome.ready_at, self._held_seq, outcome))
             else:
-                ready.append(outcome)
+                arrived.append(outcome)
         while self._held and self._held[0][0] <= now:
-            ready.append(heapq.heappop(self._held)[2])
-        ready.sort(key=lambda o: o.entity)
-        if len(ready) > self._budget:  # time-slicing: the rest waits for the next tick
-            ready, self._backlog = ready[: self._budget], ready[self._budget :]
-        self._budget -= len(ready)
-        for outcome in ready:
+            arrived.append(heapq.heappop(self._held)[2])
+        arrived.sort(key=lambda o: o.entity)
+        ready, self._backlog = self._backlog + arrived, []  # left over from last tick go first
+        for i, outcome in enumerate(ready):
+            if self._budget <= 0 or not self._has_time(i == 0):
+                self._backlog = ready[i:]  # time-slicing: the rest waits for the next tick
+                return
+            self._budget -= 1
             self._apply_outcome(cfg, outcome, tick, now)
 
     def _apply_outcome(
@@ -183,39 +227,75 @@ class PlanningSystem(esper.Processor):
         self._apply(ent, st, plan, outcome.tier, tick, now)
 
     # 2. deadlines -------------------------------------------------------------------------------
-    def _expire(self, cfg: PlannerConfig, tick: int, now: float) -> None:
-        expired = [e for e, r in self._in_flight.items() if now > r.deadline]
-        expired += [e for e in self._pending if (st := self._state(e)) and now > st.deadline]
+    def _expire(self, tick: int, now: float) -> None:
+        """Cancel the calls of agents past their deadline and queue them for their fallback."""
+        heap = self._deadlines
+        expired: list[int] = []
+        while heap and heap[0][0] < now:
+            deadline, ent = heapq.heappop(heap)
+            req = self._in_flight.get(ent)
+            if req is not None:
+                if req.deadline == deadline:
+                    expired.append(ent)
+                continue
+            st = self._state(ent)  # an entry whose agent has moved on since is dropped
+            if st is not None and st.status is PlanStatus.REQUESTED and st.deadline == deadline:
+                expired.append(ent)
         if not expired:
             return
-        gone: set[int] = set()
-        for ent in sorted(expired):
+        gone = set(expired)
+        for ent in expired:
             self._in_flight.pop(ent, None)
-            gone.add(ent)
-            st = self._state(ent)
-            if st is not None:
+            self._candidates.pop(ent, None)
+            if self._state(ent) is not None:
                 self._metrics.record_deadline_miss()
-                self._fallback(ent, st, tick, now, "deadline")
+                self._late.append(ent)  # busy with its provisional plan until served
         self._pending = [e for e in self._pending if e not in gone]
-        self._held = [h for h in self._held if h[2].entity not in gone]
-        heapq.heapify(self._held)
+        if self._held:
+            self._held = [h for h in self._held if h[2].entity not in gone]
+            heapq.heapify(self._held)
         if self._bridge is not None:
             self._bridge.cancel(gone)
+
+    def _serve_late(self, tick: int, now: float) -> None:
+        """The fallback for agents past their deadline, oldest deadline first, within budget."""
+        late = self._late
+        first = True
+        while late and self._has_time(first):
+            ent = late.popleft()
+            st = self._state(ent)
+            if st is None or st.status not in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
+                continue  # deleted, or given a plan some other way meanwhile
+            first = False
+            self._fallback(ent, st, tick, now, "deadline")
 
     # 3. who needs a plan -------------------------------------------------------------------------
     def _collect_needs(
         self, cfg: PlannerConfig, tick: int, now: float, *, replaying: bool = False
     ) -> None:
-        deleted = [e for e in self._known if not esper.entity_exists(e)]
+        known = self._known
+        holders = esper.get_component(PlanState)
+        deleted = known.difference([ent for ent, _ in holders])
         if deleted:
-            self._forget(set(deleted))
+            self._forget(deleted)
         llm_ok = self._bridge is not None and self._breaker.accepting()
-        for ent, st in sorted(esper.get_component(PlanState), key=lambda p: p[0]):
-            if st.status is not PlanStatus.IDLE or ent not in self._known:
-                continue
-            if self._budget <= 0:
+        # First come, first served: an agent the budget left waiting keeps its place.
+        since = self._idle_since
+        idle = [
+            (since.get(ent, tick), ent, st)
+            for ent, st in holders
+            if st.status is PlanStatus.IDLE and ent in known
+        ]
+        idle.sort(key=_since_and_id)
+        since = self._idle_since = {ent: first for first, ent, _ in idle}
+        exists = esper.entity_exists
+        for i, (_, ent, st) in enumerate(idle):
+            if self._budget <= 0 or not self._has_time(i == 0):
                 break  # time-slicing: the others ask on the next tick
+            if not exists(ent):
+                continue
             self._budget -= 1
+            del since[ent]
             snap = self._snapshots.snapshot(ent)
             if snap is None:
                 continue
@@ -225,7 +305,7 @@ class PlanningSystem(esper.Processor):
             if replaying:  # wait (busy with the provisional plan) for the recorded plan
                 st.status = PlanStatus.REQUESTED
                 if cfg.provisional:
-                    self._provisional(ent, snap, cfg)
+                    self._provisional(ent, snap, cfg, now)
                 continue
             if cfg.cache_enabled:
                 key = self._cache_key(cfg, snap)
@@ -245,24 +325,27 @@ class PlanningSystem(esper.Processor):
                 continue
             st.status = PlanStatus.REQUESTED
             self._pending.append(ent)
+            heapq.heappush(self._deadlines, (st.deadline, ent))
             if cfg.provisional:
-                self._provisional(ent, snap, cfg)
+                self._provisional(ent, snap, cfg, now)
 
-    def _ranked(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig) -> tuple[Plan, ...]:
+    def _ranked(
+        self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig, now: float
+    ) -> tuple[Plan, ...]:
         """The rules' ranked candidates for this snapshot, computed once per agent and tick."""
         kept = self._candidates.get(ent)
         if kept is not None and kept[0] is snap:  # snapshots are memoised per tick
             return kept[1]
         ranked = self._heuristic.candidates(snap, cfg.max_candidates)
-        self._candidates[ent] = (snap, ranked)
+        self._candidates[ent] = (snap, ranked, now)
         return ranked
 
-    def _provisional(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig) -> None:
+    def _provisional(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig, now: float) -> None:
         """Keep the agent busy with the rules' plan until the model's plan arrives."""
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
             return
-        ranked = self._ranked(ent, snap, cfg)  # the rules' best plan comes first
+        ranked = self._ranked(ent, snap, cfg, now)  # the rules' best plan comes first
         plan = ranked[0] if ranked else self._heuristic_plan(snap)[0]
         self._next_plan_id += 1
         queue.replace(list(plan.steps), self._next_plan_id)
@@ -272,6 +355,7 @@ class PlanningSystem(esper.Processor):
         self._known -= deleted
         for ent in deleted:
             self._candidates.pop(ent, None)
+            self._idle_since.pop(ent, None)
         self._pending = [e for e in self._pending if e not in deleted]
         cancelled = {e for e in deleted if self._in_flight.pop(e, None) is not None}
         if cancelled and self._bridge is not None:
@@ -303,12 +387,25 @@ class PlanningSystem(esper.Processor):
             else:
                 take = self._pending[:limit]
                 self._pending = self._pending[len(take) :]
-            requests = []
-            for ent in take:
+            requests: list[PlanRequest] = []
+            out_of_time = False
+            for i, ent in enumerate(take):
                 st = self._state(ent)
-                snap = self._snapshots.snapshot(ent)
-                if st is None or snap is None:
+                if st is None:
                     continue
+                kept = self._candidates.pop(ent, None)
+                if kept is not None and now - kept[2] <= FRESH_S:
+                    snap, ranked = kept[0], kept[1]  # made when it asked: not made twice
+                else:
+                    if not self._has_time(not requests):
+                        self._pending[:0] = take[i:]  # these go out on a later tick
+                        out_of_time = True
+                        break
+                    fresh = self._snapshots.snapshot(ent)
+                    if fresh is None:
+                        continue
+                    snap, ranked = fresh, self._ranked(ent, fresh, cfg, now)
+                    self._candidates.pop(ent, None)
                 self._next_plan_id += 1
                 st.plan_id = self._next_plan_id
                 st.status = PlanStatus.IN_FLIGHT
@@ -316,14 +413,13 @@ class PlanningSystem(esper.Processor):
                     entity=ent,
                     plan_id=st.plan_id,
                     snapshot=snap,
-                    candidates=self._ranked(ent, snap, cfg),
+                    candidates=ranked,
                     requested_tick=st.requested_tick,
                     requested_at=st.requested_at,
                     deadline=st.deadline,
                     budget_s=max(0.0, st.deadline - now),
                 )
                 self._in_flight[ent] = req
-                self._candidates.pop(ent, None)
                 requests.append(req)
             if requests:
                 self._bridge.submit(
@@ -336,6 +432,8 @@ class PlanningSystem(esper.Processor):
                         tick,
                     )
                 )
+            if out_of_time:
+                return
 
     def _select_in_time(self, limit: int, tick: int, now: float) -> list[int]:
         """Up to ``limit`` waiting agents that a one-call-at-a-time engine can serve in time.
@@ -410,12 +508,15 @@ class PlanningSystem(esper.Processor):
 
     def abandon_all(self) -> None:
         """Forget every pending and in-flight request (the plugin is closing)."""
-        for ent in list(self._pending) + list(self._in_flight):
+        for ent in [*self._pending, *self._in_flight, *self._late]:
             st = self._state(ent)
             if st is not None and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
                 st.status = PlanStatus.IDLE
         self._pending.clear()
         self._in_flight.clear()
+        self._late.clear()
+        self._deadlines.clear()
+        self._idle_since.clear()
         self._held.clear()
         self._backlog.clear()
         self._candidates.clear()

@@ -1,8 +1,11 @@
-"""UniformGrid: the spatial index behind perception, rebuilt every tick.
+"""UniformGrid: the spatial index behind perception, kept up to date every tick.
 
 Agents are bucketed into square cells of ``cell_size`` map cells; a radius query visits only the
 buckets the query circle overlaps, so finding neighbours costs O(k) in the number of agents
-nearby, never an all-pairs scan. Rebuilding (``clear`` then ``insert`` for every agent) is O(n).
+nearby, never an all-pairs scan. The per-tick update (:meth:`UniformGrid.rebuild`) is
+incremental: an agent that has not moved costs one dictionary lookup, one that moved within its
+bucket an update in place, and only agents that appeared, left or crossed into another bucket
+touch the bucket structure, so a battle where most agents stand and shoot is cheap to index.
 
 Also home of :func:`to_cell`, the one rounding rule from continuous positions to map cells that
 snapshots, the validator's callers and the execution system all share.
@@ -12,10 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from operator import itemgetter
 
 from aiplanner.errors import ConfigError
 
 __all__ = ["UniformGrid", "to_cell"]
+
+_first = itemgetter(0)
 
 
 def _round_half_away(v: float) -> int:
@@ -30,6 +36,10 @@ def to_cell(x: float, y: float) -> tuple[int, int]:
     NaN and ``OverflowError`` for infinite coordinates.
     """
     return _round_half_away(x), _round_half_away(y)
+
+
+def _not_finite(entity: int, x: float, y: float) -> ValueError:
+    return ValueError(f"entity {entity}: position ({x!r}, {y!r}) is not finite")
 
 
 class UniformGrid:
@@ -48,9 +58,10 @@ class UniformGrid:
             raise ConfigError(f"cell_size must be a positive number, got {cell_size!r}")
         self._cell = float(cell_size)
         self._inv = 1.0 / self._cell
-        # Buckets as rows of columns: looking one up needs no tuple key built per probe.
-        self._rows: dict[int, dict[int, list[tuple[int, float, float]]]] = {}
-        self._where: dict[int, tuple[float, float]] = {}
+        # Buckets as rows of columns (looking one up needs no tuple key built per probe), each
+        # bucket id -> position, so a point moves or leaves in O(1).
+        self._rows: dict[int, dict[int, dict[int, tuple[float, float]]]] = {}
+        self._where: dict[int, tuple[float, float, int, int]] = {}  # id -> x, y, bucket
         # Bounds of the occupied buckets: an enormous radius then visits only real buckets.
         self._min_cx = self._min_cy = 0
         self._max_cx = self._max_cy = -1
@@ -72,100 +83,103 @@ class UniformGrid:
         self._min_cx = self._min_cy = 0
         self._max_cx = self._max_cy = -1
 
+    def _link(self, entity: int, pos: tuple[float, float], cx: int, cy: int) -> None:
+        """Put ``entity`` into bucket ``(cx, cy)``, widening the bounds if needed."""
+        row = self._rows.get(cx)
+        if row is None:
+            self._rows[cx] = {cy: {entity: pos}}
+        else:
+            bucket = row.get(cy)
+            if bucket is None:
+                row[cy] = {entity: pos}
+            else:
+                bucket[entity] = pos
+        if self._max_cx < self._min_cx:  # first point
+            self._min_cx = self._max_cx = cx
+            self._min_cy = self._max_cy = cy
+        else:
+            self._min_cx = min(self._min_cx, cx)
+            self._max_cx = max(self._max_cx, cx)
+            self._min_cy = min(self._min_cy, cy)
+            self._max_cy = max(self._max_cy, cy)
+
+    def _unlink(self, entity: int, cx: int, cy: int) -> None:
+        """Take ``entity`` out of bucket ``(cx, cy)``; empty buckets and rows go too (the bounds
+        may stay wider than needed, which only costs a few empty probes)."""
+        row = self._rows[cx]
+        bucket = row[cy]
+        del bucket[entity]
+        if not bucket:
+            del row[cy]
+            if not row:
+                del self._rows[cx]
+
     def insert(self, entity: int, x: float, y: float) -> None:
         """Add ``entity`` at ``(x, y)``, or move it there if present.
 
         Raises ``ValueError`` if a coordinate is NaN or infinite.
         """
         if not (math.isfinite(x) and math.isfinite(y)):
-            raise ValueError(f"entity {entity}: position ({x!r}, {y!r}) is not finite")
-        if entity in self._where:
-            self.remove(entity)
-        inv = self._inv
-        cx = math.floor(x * inv)
-        cy = math.floor(y * inv)
-        row = self._rows.get(cx)
-        if row is None:
-            self._rows[cx] = {cy: [(entity, x, y)]}
-        else:
-            bucket = row.get(cy)
-            if bucket is None:
-                row[cy] = [(entity, x, y)]
-            else:
-                bucket.append((entity, x, y))
-        self._where[entity] = (x, y)
-        if self._max_cx < self._min_cx:  # first point
-            self._min_cx = self._max_cx = cx
-            self._min_cy = self._max_cy = cy
-        else:
-            if cx < self._min_cx:
-                self._min_cx = cx
-            elif cx > self._max_cx:
-                self._max_cx = cx
-            if cy < self._min_cy:
-                self._min_cy = cy
-            elif cy > self._max_cy:
-                self._max_cy = cy
+            raise _not_finite(entity, x, y)
+        old = self._where.get(entity)
+        if old is not None:
+            self._unlink(entity, old[2], old[3])
+        cx = math.floor(x * self._inv)
+        cy = math.floor(y * self._inv)
+        self._where[entity] = (x, y, cx, cy)
+        self._link(entity, (x, y), cx, cy)
 
     def rebuild(self, points: Iterable[tuple[int, float, float]]) -> None:
-        """Replace the contents with ``points`` (``(id, x, y)``): the per-tick rebuild.
+        """Make the contents exactly ``points`` (``(id, x, y)``): the per-tick update.
 
-        Same result as :meth:`clear` then :meth:`insert` for each point, in one tight loop.
-        Raises ``ValueError`` (keeping the points before it) for a non-finite coordinate.
+        Same result as :meth:`clear` then :meth:`insert` for each point (a repeated id ends at
+        its last position), done incrementally (see the module docstring). Raises ``ValueError``
+        for a non-finite coordinate, the grid then holding exactly the points before it.
         """
-        self.clear()
+        pts = points if isinstance(points, list | tuple) else list(points)
         inv = self._inv
         floor = math.floor
         isfinite = math.isfinite
         rows = self._rows
         where = self._where
+        done = 0
         try:
-            for entity, x, y in points:
-                if entity in where or not (isfinite(x) and isfinite(y)):
-                    self.insert(entity, x, y)  # the slow path moves, or raises
-                    continue
+            for entity, x, y in pts:
+                old = where.get(entity)
+                if old is not None and old[0] == x and old[1] == y:
+                    done += 1
+                    continue  # has not moved: nothing to do
+                if not (isfinite(x) and isfinite(y)):
+                    raise _not_finite(entity, x, y)
                 cx = floor(x * inv)
                 cy = floor(y * inv)
-                row = rows.get(cx)
-                if row is None:
-                    rows[cx] = {cy: [(entity, x, y)]}
-                else:
-                    bucket = row.get(cy)
-                    if bucket is None:
-                        row[cy] = [(entity, x, y)]
-                    else:
-                        bucket.append((entity, x, y))
-                where[entity] = (x, y)
+                where[entity] = (x, y, cx, cy)
+                if old is not None:
+                    if old[2] == cx and old[3] == cy:
+                        rows[cx][cy][entity] = (x, y)  # moved within its bucket
+                        done += 1
+                        continue
+                    self._unlink(entity, old[2], old[3])
+                self._link(entity, (x, y), cx, cy)
+                done += 1
         finally:
-            # Bounds once at the end: cheaper than per point, as there are fewer buckets.
-            if rows:
-                self._min_cx = min(rows)
-                self._max_cx = max(rows)
-                self._min_cy = min(min(row) for row in rows.values())
-                self._max_cy = max(max(row) for row in rows.values())
+            kept = set(map(_first, pts[:done] if done < len(pts) else pts))
+            for entity in where.keys() - kept:
+                _, _, cx, cy = where.pop(entity)
+                self._unlink(entity, cx, cy)
 
     def remove(self, entity: int) -> bool:
         """Remove ``entity``; return whether it was present."""
-        pos = self._where.pop(entity, None)
-        if pos is None:
+        old = self._where.pop(entity, None)
+        if old is None:
             return False
-        cx = math.floor(pos[0] * self._inv)
-        cy = math.floor(pos[1] * self._inv)
-        row = self._rows[cx]
-        bucket = row[cy]
-        for i, item in enumerate(bucket):
-            if item[0] == entity:
-                del bucket[i]
-                break
-        if not bucket:
-            del row[cy]
-            if not row:
-                del self._rows[cx]
+        self._unlink(entity, old[2], old[3])
         return True
 
     def position(self, entity: int) -> tuple[float, float] | None:
         """Where ``entity`` was inserted, or None."""
-        return self._where.get(entity)
+        old = self._where.get(entity)
+        return None if old is None else (old[0], old[1])
 
     def query_points(
         self, x: float, y: float, radius: float
@@ -202,22 +216,17 @@ class UniformGrid:
             if row is None:
                 continue
             if span < len(row):
-                for cy in range(lo_y, hi_y + 1):
-                    bucket = row.get(cy)
-                    if bucket is None:
-                        continue
-                    for ent, px, py in bucket:
-                        d2 = (px - x) * (px - x) + (py - y) * (py - y)
-                        if d2 <= r2:
-                            append((sqrt(d2), ent, px, py))
+                buckets = [b for cy in range(lo_y, hi_y + 1) if (b := row.get(cy)) is not None]
             else:
                 # Fewer occupied buckets in this row than the circle spans: visit only those.
-                for cy, bucket in row.items():
-                    if lo_y <= cy <= hi_y:
-                        for ent, px, py in bucket:
-                            d2 = (px - x) * (px - x) + (py - y) * (py - y)
-                            if d2 <= r2:
-                                append((sqrt(d2), ent, px, py))
+                buckets = [b for cy, b in row.items() if lo_y <= cy <= hi_y]
+            for bucket in buckets:
+                for ent, (px, py) in bucket.items():
+                    dx = px - x
+                    dy = py - y
+                    d2 = dx * dx + dy * dy
+                    if d2 <= r2:
+                        append((sqrt(d2), ent, px, py))
         found.sort()
         return found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import esper
@@ -20,6 +21,7 @@ from aiplanner import (
     Tier,
 )
 from aiplanner.backends.base import CompletionRequest
+from aiplanner.planning_system import FRESH_S
 
 DT = 1 / 30
 
@@ -242,3 +244,129 @@ def test_serial_engine_gets_one_batch_at_a_time_and_only_agents_that_can_make_it
         assert sorted(s.invalid_reason for s in states).count("no_time") == 4
         assert plugin.stats()["tiers"] == {"llm": 2, "heuristic": 4}
         assert len(backend.calls) == 2
+
+
+class WorkClock:
+    """A fake plugin clock: moves when the test moves ``now``, and by ``work`` seconds at every
+    read, as if each piece of work between two reads took that long. Deterministic."""
+
+    def __init__(self, work: float = 0.0) -> None:
+        self.now = 0.0
+        self.work = work
+
+    def __call__(self) -> float:
+        self.now += self.work
+        return self.now
+
+
+def _served(ents: list[int]) -> list[int]:
+    return [e for e in ents if esper.component_for_entity(e, PlanState).tier is not None]
+
+
+def test_time_budget_spreads_a_burst_over_ticks(world: str) -> None:
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.0005)  # every clock read costs 0.5 ms: a 2 ms budget fits a few
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:  # rules only: every need met at once
+        served: list[list[int]] = []
+        for _ in range(12):
+            _tick(clock)
+            served.append(_served(ents))
+        first = served[0]
+        assert 1 <= len(first) < len(ents)  # the burst did not fit in one tick...
+        assert served[-1] == ents  # ...and everyone got a plan on a later one
+        for before, after in itertools.pairwise(served):
+            assert after[: len(before)] == before  # first come, first served: in id order
+        assert plugin.stats()["budget_cuts"]
+
+
+def test_no_budget_and_lockstep_do_the_whole_burst_in_one_tick(world: str) -> None:
+    ents = spawn_battle(12)
+    for cfg in (
+        PlannerConfig(tick_budget_ms=None, cache_enabled=False),
+        PlannerConfig(tick_budget_ms=2.0, cache_enabled=False, lockstep=True),
+    ):
+        clock = WorkClock(work=0.0005)
+        for e in ents:
+            esper.component_for_entity(e, PlanState).tier = None
+        _finish_plans(ents)
+        with PlannerPlugin(cfg, None, clock=clock) as plugin:
+            _tick(clock)
+            assert _served(ents) == ents
+            assert plugin.stats()["budget_cuts"] == 0
+
+
+def test_time_budget_starves_nobody_under_constant_demand(world: str) -> None:
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.0005)
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock):
+        last_served = dict.fromkeys(ents, 0)
+        longest_wait = 0
+        for tick in range(1, 41):
+            plan_ids = {e: esper.component_for_entity(e, PlanState).plan_id for e in ents}
+            _tick(clock)
+            for e in ents:
+                if esper.component_for_entity(e, PlanState).plan_id != plan_ids[e]:
+                    longest_wait = max(longest_wait, tick - last_served[e])
+                    last_served[e] = tick
+            _finish_plans(ents)  # every plan ends at once: everyone needs a new one every tick
+        # Served in id order every tick, the low ids would take the whole budget forever.
+        assert min(last_served.values()) > 30
+        assert longest_wait <= len(ents)
+
+
+def test_deadline_fallbacks_are_spread_and_late_agents_keep_their_provisional_plan(
+    world: str,
+) -> None:
+    gate = threading.Event()  # the backend never answers: every agent runs out of time
+    backend = ScriptedBackend(gate=gate, max_concurrency=16)
+    cfg = PlannerConfig(max_batch_size=12, max_wait_ms=0, plan_deadline_s=1.0, cache_enabled=False)
+    ents = spawn_battle(12)
+    clock = WorkClock()  # no work cost while the agents ask: they all ask on the first tick
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == len(ents)
+        provisional = {e: list(esper.component_for_entity(e, ActionQueue).steps) for e in ents}
+        clock.now += 1.0  # every deadline passes on the same tick
+        clock.work = 0.0005
+        fell_back: list[int] = []
+        for _ in range(12):
+            _tick(clock)
+            served = [e for e in ents if esper.component_for_entity(e, PlanState).tier]
+            fell_back.append(len(served))
+            for e in ents:
+                st = esper.component_for_entity(e, PlanState)
+                if st.tier is None:  # still late: busy with its provisional plan, call cancelled
+                    assert st.status is PlanStatus.IN_FLIGHT
+                    queue = esper.component_for_entity(e, ActionQueue)
+                    assert queue.steps == provisional[e] or queue.done
+        assert 1 <= fell_back[0] < len(ents)  # not all twelve fallbacks on one tick
+        assert fell_back[-1] == len(ents)
+        states = [esper.component_for_entity(e, PlanState) for e in ents]
+        assert {s.invalid_reason for s in states} == {"deadline"}
+        assert {s.tier for s in states} == {Tier.HEURISTIC}
+        stats = plugin.stats()
+        assert stats["deadline_misses"] == len(ents) and stats["in_flight"] == 0
+
+
+def test_a_request_reuses_the_snapshot_and_candidates_made_when_the_agent_asked(
+    world: str,
+) -> None:
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate)
+    ents = spawn_battle(2)
+    for wait_s, reused in ((0.1, True), (2 * FRESH_S, False)):
+        _finish_plans(ents)
+        clock = Clock()
+        cfg = PlannerConfig(max_batch_size=8, max_wait_ms=wait_s * 1000, cache_enabled=False)
+        with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+            planner = plugin.planning_system
+            assert planner is not None
+            _tick(clock)  # both ask; the partial batch waits for max_wait_ms
+            asked = plugin.snapshot_system.tick if plugin.snapshot_system else 0
+            assert plugin.stats()["pending"] == 2
+            while plugin.stats()["pending"]:
+                _tick(clock)
+            snaps = [planner._in_flight[e].snapshot for e in ents]
+            assert all((s.tick == asked) is reused for s in snaps)

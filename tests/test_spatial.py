@@ -91,6 +91,56 @@ def test_rebuild_equals_clear_and_insert(
     assert len(rebuilt) == len(expected)
 
 
+steps = st.sampled_from([0.0, 0.0, 0.0, 0.1, -0.3, 2.5, -7.0])
+small_world = st.dictionaries(st.integers(0, 60), st.tuples(coord, coord), max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=small_world,
+    changes=st.lists(
+        st.tuples(
+            st.dictionaries(st.integers(0, 60), st.tuples(steps, steps)),  # moves (or arrivals)
+            st.sets(st.integers(0, 60)),  # departures
+        ),
+        max_size=6,
+    ),
+    x=coord,
+    y=coord,
+    r=st.floats(min_value=0, max_value=80),
+)
+def test_successive_rebuilds_follow_moves_arrivals_and_departures(
+    start: dict[int, tuple[float, float]],
+    changes: list[tuple[dict[int, tuple[float, float]], set[int]]],
+    x: float,
+    y: float,
+    r: float,
+) -> None:
+    # The incremental update: standing still, moving within a bucket or across, leaving, arriving.
+    grid = UniformGrid(3.0)
+    frame = dict(start)
+    grid.rebuild([(e, px, py) for e, (px, py) in frame.items()])
+    for moved, left in changes:
+        frame = {e: p for e, p in frame.items() if e not in left}
+        for e, (dx, dy) in moved.items():
+            px, py = frame.get(e, (float(e), 50.0 - e))
+            frame[e] = (px + dx, py + dy)
+        grid.rebuild([(e, px, py) for e, (px, py) in frame.items()])
+        assert grid.query(x, y, r) == brute(frame, x, y, r)
+        assert grid.query(x, y, math.inf) == brute(frame, x, y, math.inf)
+        assert len(grid) == len(frame)
+        assert all(grid.position(e) == p for e, p in frame.items())
+
+
+def test_failed_rebuild_keeps_exactly_the_points_before_the_bad_one() -> None:
+    grid = UniformGrid(2.0)
+    grid.rebuild([(1, 0.0, 0.0), (2, 5.0, 5.0), (3, 9.0, 9.0)])
+    with pytest.raises(ValueError):
+        grid.rebuild([(3, 9.5, 9.0), (1, 0.0, 0.0), (4, math.inf, 0.0), (2, 5.0, 5.0)])
+    assert grid.query(0.0, 0.0, math.inf) == [1, 3]
+    assert grid.position(3) == (9.5, 9.0) and grid.position(2) is None and 4 not in grid
+
+
 def test_rebuild_rejects_non_finite_points() -> None:
     grid = UniformGrid()
     with pytest.raises(ValueError):
@@ -157,7 +207,7 @@ def test_query_visits_only_nearby_buckets() -> None:
     looked: list[int] = []
     rows = grid._rows  # white box: record which rows of buckets the query reads
 
-    class Spy(dict[int, dict[int, list[tuple[int, float, float]]]]):
+    class Spy(dict[int, dict[int, dict[int, tuple[float, float]]]]):
         def get(self, key, default=None):  # type: ignore[no-untyped-def]
             looked.append(key)
             return super().get(key, default)

@@ -1,0 +1,370 @@
+"""Whole-tick cost of a fighting battle: every processor, the real bridge, 60 fps pacing.
+
+What a player sees as stutter is the whole ``esper.process`` tick, so that is what is timed:
+SnapshotSystem + PlanningSystem + ActionExecutionSystem together, with the ScriptedBackend
+answering through the real bridge thread after 0.05-0.3 s (seeded), while the game loop sleeps
+out the rest of each 1/60 s frame as a game would. Two teams of N/2, each spread over its own half
+of a 64x48 map with 150 walls and 40 cover points (1000 agents: one per three cells), fight from
+the first tick; the dead are deleted by the execution system and replaced at random cells of their
+team's half between ticks (not timed), so the fight never ends.
+
+Prints per run the whole tick's p50/p99/max (ms), each processor's p50/p99, the longest tick's
+breakdown by processor, the planner's counters, and (unless ``--no-profile``) a cProfile of
+the slowest 1% (``--profile-share``) of the ticks of a second, profiled pass: profiling slows every
+tick, so the timed figures come from the unprofiled pass only.
+
+    python benchmarks/whole_tick.py                          # 100 and 1000 agents
+    python benchmarks/whole_tick.py --agents 1000 --ticks 600
+    python benchmarks/whole_tick.py --switch-interval 0.005 0.001   # sys.setswitchinterval
+    python benchmarks/whole_tick.py --tick-budget-ms 0 2          # planning budget off / 2 ms
+
+Single runs on a shared machine: write ``uptime``'s load beside every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import heapq
+import io
+import math
+import pstats
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import esper
+
+from aiplanner import (
+    ROLES,
+    ActionExecutionSystem,
+    ActionQueue,
+    Agent,
+    Ammo,
+    Battlefield,
+    Health,
+    Perception,
+    PlannerConfig,
+    PlannerPlugin,
+    PlanningSystem,
+    PlanState,
+    PlanStatus,
+    Position,
+    ScriptedBackend,
+    SnapshotSystem,
+    Team,
+    Weapon,
+)
+
+PROCESSORS = (SnapshotSystem.__name__, PlanningSystem.__name__, ActionExecutionSystem.__name__)
+
+
+def make_battlefield(
+    width: int = 64, height: int = 48, walls: int = 150, cover: int = 40, seed: int = 1
+) -> Battlefield:
+    """A seeded map: ``walls`` blocked cells and ``cover`` cover points in the middle band (the
+    two edge bands where teams spawn stay open), objective in the centre."""
+    rng = random.Random(seed)
+    blocked: set[tuple[int, int]] = set()
+    while len(blocked) < walls:
+        blocked.add((rng.randrange(6, width - 6), rng.randrange(0, height)))
+    points: list[tuple[int, int]] = []
+    while len(points) < cover:
+        c = (rng.randrange(4, width - 4), rng.randrange(1, height - 1))
+        if c not in blocked and c not in points:
+            points.append(c)
+    return Battlefield(width, height, frozenset(blocked), tuple(points), (width // 2, height // 2))
+
+
+def spawn_agent(rng: random.Random, team: int, band: tuple[int, int], field_: Battlefield) -> int:
+    """One armed agent of ``team`` at a random open cell of the column band ``[lo, hi)``."""
+    while True:
+        x = rng.randrange(*band)
+        y = rng.randrange(0, field_.height)
+        if (x, y) not in field_.blocked:
+            break
+    return esper.create_entity(
+        Agent(role=rng.choice(ROLES), speed=3.0),
+        Position(float(x), float(y)),
+        Health(100),
+        Ammo(6),
+        Team(team),
+        Perception(10.0),
+        Weapon(),
+        ActionQueue(),
+        PlanState(),
+    )
+
+
+class Battle:
+    """Two teams of ``n // 2`` agents, kept at strength by respawning in the team's half."""
+
+    def __init__(self, n: int, field_: Battlefield, seed: int) -> None:
+        self.per_team = (n // 2, n - n // 2)
+        self.field = field_
+        self.rng = random.Random(seed)
+        self.respawned = 0
+        esper.create_entity(field_)
+        mid = field_.width // 2
+        # Each team holds its half, the front lines within sight: the fight begins at once.
+        self._half = ((0, mid - 2), (mid + 2, field_.width))
+        for team, count in enumerate(self.per_team):
+            for _ in range(count):
+                spawn_agent(self.rng, team, self._half[team], field_)
+
+    def top_up(self) -> None:
+        """Replace the agents deleted since the last call (outside the timed tick)."""
+        alive = [0, 0]
+        for _, (team, health) in esper.get_components(Team, Health):
+            if health.hp > 0:
+                alive[team.team] += 1
+        for team, count in enumerate(self.per_team):
+            for _ in range(count - alive[team]):
+                spawn_agent(self.rng, team, self._half[team], self.field)
+                self.respawned += 1
+
+
+def _timed(proc: object, spent: dict[str, float]) -> None:
+    """Wrap ``proc.process`` so each call stores its duration (ms) in ``spent``."""
+    inner = proc.process  # type: ignore[attr-defined]
+    name = type(proc).__name__
+    clock = time.perf_counter
+
+    def timed(dt: float) -> None:
+        t0 = clock()
+        inner(dt)
+        spent[name] = (clock() - t0) * 1000.0
+
+    proc.process = timed  # type: ignore[attr-defined]
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(p / 100.0 * len(ordered))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Run:
+    agents: int
+    ticks: list[float] = field(default_factory=list)  # whole tick, ms
+    parts: dict[str, list[float]] = field(default_factory=dict)  # per processor, ms
+    longest: dict[str, float] = field(default_factory=dict)
+    longest_tick: int = -1
+    overruns: int = 0  # ticks longer than one 60 fps frame
+    idle_share: list[float] = field(default_factory=list)  # agents idle (no plan) after a tick
+    idle_waits: list[int] = field(default_factory=list)  # ticks an agent stood idle, each time
+    stats: dict[str, object] = field(default_factory=dict)
+    respawned: int = 0
+    profile: str = ""
+
+
+def run(
+    n: int,
+    ticks: int,
+    *,
+    warmup: int,
+    fps: float,
+    seed: int,
+    tick_budget_ms: float | None,
+    profile_share: float = 0.0,
+) -> Run:
+    """One battle of ``n`` agents for ``warmup + ticks`` paced ticks.
+
+    With ``profile_share > 0`` every tick is profiled and the slowest ``profile_share`` of them
+    are merged into ``Run.profile`` (their timings are then inflated by the profiler).
+    """
+    world = f"whole-tick-{n}"
+    esper.switch_world(world)
+    battle = Battle(n, make_battlefield(seed=seed), seed)
+    extra: dict[str, object] = {}
+    if tick_budget_ms is not None:
+        extra["tick_budget_ms"] = tick_budget_ms or None
+    cfg = PlannerConfig(max_batch_size=16, seed=seed, **extra)  # type: ignore[arg-type]
+    backend = ScriptedBackend(latency_s=(0.05, 0.3), seed=seed)
+    plugin = PlannerPlugin(cfg, backend).install()
+    spent: dict[str, float] = {}
+    for proc in (plugin.snapshot_system, plugin.planning_system, plugin.execution_system):
+        _timed(proc, spent)
+    out = Run(n, parts={p: [] for p in PROCESSORS})
+    keep = max(1, math.ceil(ticks * profile_share)) if profile_share > 0 else 0
+    slowest: list[tuple[float, int, cProfile.Profile]] = []  # min-heap of the slowest ticks
+    dt = 1.0 / fps
+    clock = time.perf_counter
+    next_frame = clock()
+    idle_since: dict[int, int] = {}
+    try:
+        for t in range(warmup + ticks):
+            battle.top_up()
+            spent.clear()
+            prof = cProfile.Profile() if keep and t >= warmup else None
+            t0 = clock()
+            if prof is not None:
+                prof.enable()
+            esper.process(dt)
+            if prof is not None:
+                prof.disable()
+            ms = (clock() - t0) * 1000.0
+            if t >= warmup:
+                out.ticks.append(ms)
+                for p in PROCESSORS:
+                    out.parts[p].append(spent.get(p, 0.0))
+                if ms > dt * 1000.0:
+                    out.overruns += 1
+                _count_idle(t, idle_since, out)
+                if ms > max(out.ticks[:-1], default=-1.0):
+                    out.longest = dict(spent)
+                    out.longest_tick = t - warmup
+                if prof is not None:
+                    item = (ms, t, prof)
+                    if len(slowest) < keep:
+                        heapq.heappush(slowest, item)
+                    elif ms > slowest[0][0]:
+                        heapq.heapreplace(slowest, item)
+            # 60 fps pacing: sleep out the frame; a late frame starts the next one at once.
+            next_frame = max(next_frame + dt, clock())
+            time.sleep(max(0.0, next_frame - clock()))
+        out.stats = plugin.stats()
+        out.respawned = battle.respawned
+    finally:
+        plugin.close()
+        esper.switch_world("default")
+        esper.delete_world(world)
+    if slowest:
+        merged = pstats.Stats(slowest[0][2])
+        for _, _, prof in slowest[1:]:
+            merged.add(prof)
+        buf = io.StringIO()
+        merged.stream = buf  # type: ignore[attr-defined]
+        merged.sort_stats("tottime").print_stats(22)
+        buf.write("\n")
+        merged.sort_stats("cumulative").print_stats(22)
+        lo = min(s[0] for s in slowest)
+        out.profile = (
+            f"cProfile of the {len(slowest)} slowest ticks (>= {lo:.1f} ms profiled) of "
+            f"{ticks}:\n" + _trim(buf.getvalue())
+        )
+    return out
+
+
+def _count_idle(tick: int, since: dict[int, int], out: Run) -> None:
+    """How many agents stand idle (waiting to be served, no plan at all), and for how long."""
+    states = esper.get_component(PlanState)
+    idle = {ent for ent, st in states if st.status is PlanStatus.IDLE}
+    out.idle_share.append(len(idle) / max(1, len(states)))
+    for ent in idle:
+        since.setdefault(ent, tick)
+    for ent in [e for e in since if e not in idle]:
+        out.idle_waits.append(tick - since.pop(ent))
+
+
+def _trim(text: str) -> str:
+    """Drop pstats' header lines and blank runs; shorten site-packages paths."""
+    lines = []
+    for line in text.splitlines():
+        if not line.strip() or "Ordered by" in line or "List reduced" in line:
+            continue
+        lines.append(line.replace(sys.prefix, "<venv>"))
+    return "\n".join(lines)
+
+
+def report(r: Run) -> str:
+    def fig(values: list[float]) -> str:
+        return (
+            f"p50 {percentile(values, 50):6.2f}  p99 {percentile(values, 99):6.2f}  "
+            f"max {max(values):6.2f}"
+        )
+
+    lines = [
+        f"== {r.agents} agents, {len(r.ticks)} ticks: whole tick ms  {fig(r.ticks)}  "
+        f"(>16.7 ms: {r.overruns})"
+    ]
+    for p in PROCESSORS:
+        lines.append(f"   {p:<22} {fig(r.parts[p])}")
+    breakdown = ", ".join(f"{p} {r.longest.get(p, 0.0):.2f}" for p in PROCESSORS)
+    lines.append(f"   longest tick (#{r.longest_tick}): {breakdown} ms")
+    waits = r.idle_waits or [0]
+    lines.append(
+        f"   idle agents after a tick: mean {100 * sum(r.idle_share) / len(r.idle_share):.1f}% "
+        f"max {100 * max(r.idle_share):.1f}%; idle spells (ticks): p50 {percentile(waits, 50)} "
+        f"p99 {percentile(waits, 99)} max {max(waits)}"
+    )
+    s = r.stats
+    lines.append(
+        f"   plans {s.get('plans')} tiers {s.get('tiers')} requests {s.get('requests')} "
+        f"deadline misses {s.get('deadline_misses')} provisional {s.get('provisional')} "
+        f"budget cuts {s.get('budget_cuts')} respawned {r.respawned}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--agents", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--ticks", type=int, default=900, help="timed ticks per run")
+    p.add_argument("--warmup", type=int, default=60, help="ticks before timing starts")
+    p.add_argument("--fps", type=float, default=60.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="sys.setswitchinterval seconds for the run (default: leave it as it is)",
+    )
+    p.add_argument(
+        "--tick-budget-ms",
+        type=float,
+        nargs="+",
+        default=[None],
+        help="PlannerConfig.tick_budget_ms (0: no budget; default: the config's default)",
+    )
+    p.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
+    p.add_argument("--profile-ticks", type=int, default=300)
+    p.add_argument(
+        "--profile-share",
+        type=float,
+        default=0.01,
+        help="share of the profiled ticks, slowest first, in the profile (1: all of them)",
+    )
+    args = p.parse_args(argv)
+    default_interval = sys.getswitchinterval()
+    for n in args.agents:
+        for interval in args.switch_interval:
+            for budget in args.tick_budget_ms:
+                sys.setswitchinterval(interval or default_interval)
+                try:
+                    r = run(
+                        n,
+                        args.ticks,
+                        warmup=args.warmup,
+                        fps=args.fps,
+                        seed=args.seed,
+                        tick_budget_ms=budget,
+                    )
+                    print(
+                        f"switch interval {sys.getswitchinterval() * 1000:.2f} ms, "
+                        f"tick_budget_ms {'default' if budget is None else budget}"
+                    )
+                    print(report(r), flush=True)
+                    if not args.no_profile:
+                        prof = run(
+                            n,
+                            args.profile_ticks,
+                            warmup=args.warmup,
+                            fps=args.fps,
+                            seed=args.seed,
+                            tick_budget_ms=budget,
+                            profile_share=args.profile_share,
+                        )
+                        print(prof.profile, flush=True)
+                finally:
+                    sys.setswitchinterval(default_interval)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
