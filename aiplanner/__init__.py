@@ -91,6 +91,8 @@ from aiplanner.scenarios import Scenario, load_scenarios
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.stream_parser import JsonArrayStream
+from aiplanner.training.situations import Situation, generate_situations
+from aiplanner.training.teacher import OutcomeTeacher
 from aiplanner.validation import RejectReason, validate_plan
 
 __all__ = [
@@ -139,6 +141,7 @@ __all__ = [
     "ModelNotFoundError",
     "OllamaBackend",
     "OpenAIBackend",
+    "OutcomeTeacher",
     "ParseError",
     "Perception",
     "Place",
@@ -165,6 +168,7 @@ __all__ = [
     "ScriptedReply",
     "SeenUnit",
     "SelfView",
+    "Situation",
     "SnapshotFormatError",
     "SnapshotSystem",
     "Step",
@@ -180,6 +184,7 @@ __all__ = [
     "create_backend",
     "evaluate",
     "free_options",
+    "generate_situations",
     "load_scenarios",
     "pack_cell",
     "unpack_cell",

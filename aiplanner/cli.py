@@ -33,6 +33,7 @@ from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 from aiplanner.strategies import Batch, PlanContext, run_batch
+from aiplanner.training.train import add_train_parser, train_main
 from aiplanner.tune import add_tune_parser, tune_main
 
 __all__ = ["main", "sample_snapshot"]
@@ -180,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--base-url", help="OpenAI-compatible server to probe")
     add_bench_parser(sub)
     add_tune_parser(sub)
+    add_train_parser(sub)
     args = parser.parse_args(argv)
     commands = {"plan": _plan, "doctor": _doctor, "bench": bench_main, "tune": tune_main}
+    commands["train"] = train_main
     return commands[args.command](args)

@@ -47,7 +47,7 @@ __all__ = [
     "OutcomeTeacher",
     "OutcomeWeights",
     "TeacherConfig",
-    "labels_digest",
+    "file_sha256",
     "load_labels",
     "save_labels",
 ]
@@ -307,6 +307,10 @@ def load_labels(path: Path) -> list[Label]:
     return out
 
 
-def labels_digest(path: Path) -> str:
-    """The sha256 (hex) of a labels file, as recorded in the training report."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) of a file (labels, model, adapter), as recorded in training reports."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -19,7 +19,7 @@ from aiplanner.training.situations import (
 from aiplanner.training.teacher import (
     OutcomeTeacher,
     TeacherConfig,
-    labels_digest,
+    file_sha256,
     load_labels,
     save_labels,
 )
@@ -105,7 +105,7 @@ def test_labels_round_trip_with_a_stable_digest(tmp_path: Path) -> None:
     labels = OutcomeTeacher(TeacherConfig(variants=1)).label_all(generate_situations(4, seed=2))
     path = tmp_path / "labels.jsonl"
     digest = save_labels(path, labels)
-    assert digest == labels_digest(path)
+    assert digest == file_sha256(path)
     back = load_labels(path)
     assert [b.situation for b in back] == [a.situation for a in labels]
     assert [b.candidates for b in back] == [a.candidates for a in labels]
