@@ -20,6 +20,7 @@ set. No randomness, threads or backends here.
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from typing import Final
 
 import esper
@@ -33,9 +34,8 @@ from aiplanner.errors import ConfigError
 
 __all__ = ["HEAL_REACH", "SCAN_SECONDS", "ActionExecutionSystem"]
 
-# Agents waiting for a plan carry out their provisional plan (see PlannerConfig.provisional).
-_RUNNING: Final = frozenset({PlanStatus.EXECUTING, PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT})
 _TARGET_KINDS: Final = (ArgKind.ENEMY, ArgKind.ALLY)
+_entity: Final = itemgetter(0)
 
 
 class ActionExecutionSystem(esper.Processor):
@@ -87,28 +87,37 @@ class ActionExecutionSystem(esper.Processor):
         exists = esper.entity_exists
         try_component = esper.try_component
         isfinite = math.isfinite
+        registry_get = self.registry.get
+        check_targets = self._check_targets
+        executing = PlanStatus.EXECUTING
+        # Every status but IDLE runs: agents waiting for a plan carry out their provisional plan
+        # (see PlannerConfig.provisional). An identity test: hashing an Enum runs Python code.
+        idle = PlanStatus.IDLE
         rows = sorted(
-            esper.get_components(cm.agent, cm.position, ActionQueue, PlanState),
-            key=lambda r: r[0],
+            esper.get_components(cm.agent, cm.position, ActionQueue, PlanState), key=_entity
         )
         for ent, (agent, pos, queue, state) in rows:
-            if state.status not in _RUNNING or not exists(ent):
+            status = state.status
+            if status is idle or not exists(ent):
                 continue
-            if queue.done and state.status is not PlanStatus.EXECUTING:
+            steps = queue.steps
+            index = queue.index
+            finished = index >= len(steps)
+            if finished and status is not executing:
                 continue  # waiting for a plan, provisional plan finished: stand by
             health = try_component(ent, health_type)
             if health is not None and hp(health) <= 0:
                 continue  # the dead do nothing; they are deleted below
-            step = queue.current
-            if step is None:
+            if finished:
                 self._stop(queue, state, "")
                 continue
+            step = steps[index]
             try:
-                self._check_targets(queue)
+                check_targets(queue)
                 x, y = xy(pos)
                 if not (isfinite(x) and isfinite(y)):
                     raise StepFailed("bad_position")
-                spec = self.registry.get(step.action)
+                spec = registry_get(step.action)
                 if spec is None:
                     raise StepFailed("unknown_action")
                 if len(step.args) != len(spec.args):
@@ -145,12 +154,14 @@ class ActionExecutionSystem(esper.Processor):
     def _check_targets(self, queue: ActionQueue) -> None:
         """Raise StepFailed('target_gone') if a remaining step names a gone or dead entity."""
         targets = self._targets
-        living = self.components.living_position
-        for step in queue.steps[queue.index :]:
+        steps = queue.steps
+        for k in range(queue.index, len(steps)):  # no slice copied per agent and tick
+            step = steps[k]
             found = targets.get(step.action)
             if found is None or found[0] != len(step.args):
                 continue  # no target argument; or a bad step, reported when it is reached
             args = step.args
+            living = self.components.living_position
             for i in found[1]:
                 if living(args[i]) is None:
                     raise StepFailed("target_gone")

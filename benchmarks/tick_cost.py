@@ -1,6 +1,7 @@
 """Per-tick cost of the plugin's processors at 100 / 1000 / 5000 agents.
 
 Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--caps 0 16]
+         [--tick-budget-ms 0 2]   (0: no time budget; default: the config's default)
 
 The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
 measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
@@ -10,6 +11,7 @@ apart). Figures are milliseconds per tick, median and p99 over the run, after a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -44,11 +46,15 @@ def _time_process(proc: object, spent: dict[str, float]) -> None:
     proc.process = timed  # type: ignore[attr-defined]
 
 
-def measure(n: int, ticks: int, cap: int | None) -> dict[str, float | str]:
+def measure(
+    n: int, ticks: int, cap: int | None, budget_ms: float | None = None
+) -> dict[str, float | str]:
     esper.switch_world(f"bench-{n}")
     side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
     spawn_battle(n, seed=1, field=make_field(side, side, seed=1))
     cfg = PlannerConfig(max_batch_size=16, max_plans_per_tick=cap)
+    if budget_ms is not None:
+        cfg = dataclasses.replace(cfg, tick_budget_ms=budget_ms or None)
     plugin = PlannerPlugin(cfg, ScriptedBackend()).install()
     spent: dict[str, float] = {}
     for proc in (plugin.snapshot_system, plugin.planning_system, plugin.execution_system):
@@ -73,6 +79,7 @@ def measure(n: int, ticks: int, cap: int | None) -> dict[str, float | str]:
     return {
         "agents": n,
         "max_plans_per_tick": str(cap),
+        "tick_budget_ms": str(cfg.tick_budget_ms),
         "snapshot+planning p50 ms": statistics.median(plan_ms),
         "snapshot+planning p99 ms": plan_ms[int(0.99 * (len(plan_ms) - 1))],
         "execution p50 ms": statistics.median(exec_ms),
@@ -87,15 +94,18 @@ def main() -> None:
     parser.add_argument(
         "--caps", type=int, nargs="*", default=[0, 16], help="max_plans_per_tick (0: no limit)"
     )
+    parser.add_argument("--tick-budget-ms", type=float, nargs="*", default=[None])
     args = parser.parse_args()
     for n in args.agents:
         for cap in args.caps:
-            r = measure(n, args.ticks, cap or None)
-            print(
-                "  ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+            for budget in args.tick_budget_ms:
+                r = measure(n, args.ticks, cap or None, budget)
+                print(
+                    "  ".join(
+                        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
+                    ),
+                    flush=True,
                 )
-            )
 
 
 if __name__ == "__main__":
