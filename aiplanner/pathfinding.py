@@ -65,9 +65,6 @@ def find_path(
     if not (0 <= gx < width and 0 <= gy < height) or goal in blocked:
         return None
 
-    def walkable(x: int, y: int) -> bool:
-        return 0 <= x < width and 0 <= y < height and (x, y) not in blocked
-
     def h(x: int, y: int) -> int:
         dx, dy = abs(x - gx), abs(y - gy)
         # Octile distance: exact on an empty map, so the heuristic is consistent.
@@ -79,9 +76,10 @@ def find_path(
     closed: set[tuple[int, int]] = set()
     h0 = h(sx, sy)
     heap: list[tuple[int, int, int, int]] = [(h0, h0, sx, sy)]
+    heappush, heappop = heapq.heappush, heapq.heappop
     expanded = 0
     while heap:
-        _, _, x, y = heapq.heappop(heap)
+        _, _, x, y = heappop(heap)
         node = (x, y)
         if node in closed:
             continue
@@ -96,18 +94,38 @@ def find_path(
             return None
         closed.add(node)
         g = best_g[node]
-        for dx, dy, cost in _MOVES:
-            nx, ny = x + dx, y + dy
-            if not walkable(nx, ny) or (nx, ny) in closed:
+        # Walkability of the four straight neighbours, tested once: the diagonal moves reuse
+        # them for their no-corner-cutting rule (the hot loop of every MoveTo; no calls here).
+        row_in = 0 <= y < height
+        col_in = 0 <= x < width
+        east = row_in and 0 <= x + 1 < width and (x + 1, y) not in blocked
+        south = col_in and 0 <= y + 1 < height and (x, y + 1) not in blocked
+        west = row_in and 0 <= x - 1 < width and (x - 1, y) not in blocked
+        north = col_in and 0 <= y - 1 < height and (x, y - 1) not in blocked
+        # The order of _MOVES: straight moves first, then the diagonals.
+        for nx, ny, cost, ok in (
+            (x + 1, y, _STRAIGHT, east),
+            (x, y + 1, _STRAIGHT, south),
+            (x - 1, y, _STRAIGHT, west),
+            (x, y - 1, _STRAIGHT, north),
+            (x + 1, y + 1, _DIAGONAL, east and south and (x + 1, y + 1) not in blocked),
+            (x + 1, y - 1, _DIAGONAL, east and north and (x + 1, y - 1) not in blocked),
+            (x - 1, y + 1, _DIAGONAL, west and south and (x - 1, y + 1) not in blocked),
+            (x - 1, y - 1, _DIAGONAL, west and north and (x - 1, y - 1) not in blocked),
+        ):
+            if not ok:
                 continue
-            if dx and dy and not (walkable(x + dx, y) and walkable(x, y + dy)):
+            cell = (nx, ny)
+            if cell in closed:
                 continue
             ng = g + cost
-            if ng < best_g.get((nx, ny), ng + 1):
-                best_g[(nx, ny)] = ng
-                parent[(nx, ny)] = node
-                nh = h(nx, ny)
-                heapq.heappush(heap, (ng + nh, nh, nx, ny))
+            if ng < best_g.get(cell, ng + 1):
+                best_g[cell] = ng
+                parent[cell] = node
+                dx = nx - gx if nx > gx else gx - nx
+                dy = ny - gy if ny > gy else gy - ny
+                nh = _STRAIGHT * (dx + dy) + (_DIAGONAL - 2 * _STRAIGHT) * (dx if dx < dy else dy)
+                heappush(heap, (ng + nh, nh, nx, ny))
     return None
 
 
