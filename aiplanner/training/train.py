@@ -197,8 +197,11 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
     del model, scorer, optimizer
 
     # 4. the decision with llama.cpp, before and after -----------------------------------------
-    before = _llama_eval(gguf_path, None, eval_set, settings.threads)
-    after = _llama_eval(gguf_path, adapter, eval_set, settings.threads)
+    # One llama.cpp thread: on a shared two-core machine its OpenMP threads spin against the
+    # other processes (measured under load 5: three examples in 6 s with one thread, 45 s with
+    # two). The figures do not depend on the thread count.
+    before = _llama_eval(gguf_path, None, eval_set, 1)
+    after = _llama_eval(gguf_path, adapter, eval_set, 1)
     log(f"decision accuracy ({len(eval_set)} examples): before {before}, after {after}")
 
     report: dict[str, Any] = {
