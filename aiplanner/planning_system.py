@@ -2,15 +2,16 @@
 
 Each tick, in this order (all on the game thread, never waiting on the backend):
 
-1. apply the outcomes that have arrived (those left over from the last tick first, then the new
+1. agents that need a plan (no plan yet, queue finished, plan invalidated), longest idle first,
+   are looked up in the plan cache, else queued for a batch (or, with no backend / an open
+   circuit breaker, given the heuristic plan at once). They come first: an idle agent stands
+   still, the others below are busy with their provisional plans;
+2. apply the outcomes that have arrived (those left over from the last tick first, then the new
    ones in entity-id order): a plan for a deleted entity or a superseded request is dropped; a
    plan past its deadline is discarded; every plan is re-validated against the agent's current
    snapshot; a failure gets the fallback tier;
-2. agents whose deadline has passed while waiting have their calls cancelled and get the fallback
+3. agents whose deadline has passed while waiting have their calls cancelled and get the fallback
    tier, in deadline order (found through a heap, not a scan of everyone waiting);
-3. agents that need a plan (no plan yet, queue finished, plan invalidated), longest idle first,
-   are looked up in the plan cache, else queued for a batch (or, with no backend / an open
-   circuit breaker, given the heuristic plan at once);
 4. queued agents are sent in batches of ``max_batch_size``, or when the oldest has waited
    ``max_wait_ms``, with the snapshot and ranked candidates computed when they asked (unless
    those are older than :data:`FRESH_S`).
@@ -133,10 +134,17 @@ class PlanningSystem(esper.Processor):
             self._apply_replay(tick, now)
             self._collect_needs(cfg, tick, now, replaying=True)
             return
+        # Lockstep: all submitted work answers before anything reads what the bridge thread
+        # changes (outcomes, the breaker), so a run repeats exactly.
+        bridge, limit_s = self._bridge, cfg.lockstep_timeout_s
+        if cfg.lockstep and self._in_flight and bridge and not bridge.wait_idle(limit_s):
+            raise PlannerError(
+                f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
+            )
+        self._collect_needs(cfg, tick, now)
         self._apply_outcomes(cfg, tick, now)
         self._expire(tick, now)
         self._serve_late(tick, now)
-        self._collect_needs(cfg, tick, now)
         self._dispatch(cfg, tick, now)
 
     def _has_time(self, first: bool) -> bool:
@@ -166,14 +174,10 @@ class PlanningSystem(esper.Processor):
             return None
         return esper.try_component(ent, PlanState)
 
-    # 1. outcomes -------------------------------------------------------------------------------
+    # 2. outcomes -------------------------------------------------------------------------------
     def _apply_outcomes(self, cfg: PlannerConfig, tick: int, now: float) -> None:
         if self._bridge is None:
             return
-        if cfg.lockstep and self._in_flight and not self._bridge.wait_idle(cfg.lockstep_timeout_s):
-            raise PlannerError(
-                f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
-            )
         arrived: list[PlanOutcome] = []
         for outcome in self._bridge.drain():
             if cfg.lockstep and outcome.ready_at is not None and outcome.ready_at > now:
@@ -226,7 +230,7 @@ class PlanningSystem(esper.Processor):
             self.cache.put(self._cache_key(cfg, req.snapshot), plan)
         self._apply(ent, st, plan, outcome.tier, tick, now)
 
-    # 2. deadlines -------------------------------------------------------------------------------
+    # 3. deadlines -------------------------------------------------------------------------------
     def _expire(self, tick: int, now: float) -> None:
         """Cancel the calls of agents past their deadline and queue them for their fallback."""
         heap = self._deadlines
@@ -269,7 +273,7 @@ class PlanningSystem(esper.Processor):
             first = False
             self._fallback(ent, st, tick, now, "deadline")
 
-    # 3. who needs a plan -------------------------------------------------------------------------
+    # 1. who needs a plan -------------------------------------------------------------------------
     def _collect_needs(
         self, cfg: PlannerConfig, tick: int, now: float, *, replaying: bool = False
     ) -> None:

@@ -196,7 +196,7 @@ def test_max_plans_per_tick_time_slices_a_burst(world: str) -> None:
         assert executing == sorted(ents)  # served in entity-id order, nobody starved
 
 
-def test_budget_also_holds_back_arrived_plans(world: str) -> None:
+def test_budget_serves_idle_agents_first_and_holds_back_arrived_plans(world: str) -> None:
     clock = Clock()
     backend = ScriptedBackend(virtual_time=True)
     cfg = PlannerConfig(max_wait_ms=0, lockstep=True, cache_enabled=False, max_plans_per_tick=3)
@@ -204,11 +204,14 @@ def test_budget_also_holds_back_arrived_plans(world: str) -> None:
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
         _tick(clock)  # 3 agents ask (budget), the other 3 wait for the next tick
         assert plugin.stats()["in_flight"] == 3
-        _tick(clock)  # 3 answers arrive and use the whole budget: nobody new asks
+        # The 3 waiting agents stand idle: they ask first and use the whole budget, while the
+        # 3 answers that arrived wait (their agents are busy with their provisional plans).
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == 6 and plugin.stats()["tiers"] == {}
+        _tick(clock)  # nobody idle: the budget goes to the oldest answers
         assert plugin.stats()["tiers"] == {"llm": 3}
-        assert plugin.stats()["in_flight"] == 0
-        _tick(clock, 3)
-        assert plugin.stats()["tiers"] == {"llm": 6}
+        _tick(clock)
+        assert plugin.stats()["tiers"] == {"llm": 6} and plugin.stats()["in_flight"] == 0
 
 
 def _wait_until(cond: object, ticks: int = 2000) -> None:
