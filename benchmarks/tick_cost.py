@@ -13,15 +13,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import esper
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from scenario import make_field, spawn_battle
 
 from aiplanner import (
     ActionExecutionSystem,
@@ -31,6 +25,7 @@ from aiplanner import (
     ScriptedBackend,
     SnapshotSystem,
 )
+from aiplanner.bench.world import make_field, spawn_battle
 
 
 def _time_process(proc: object, spent: dict[str, float]) -> None:
