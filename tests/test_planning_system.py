@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 
 import esper
+import pytest
 from scenario import spawn_battle
 
 from aiplanner import (
     ActionQueue,
     BackendUnavailable,
+    ConfigError,
     PlannerConfig,
     PlannerPlugin,
     PlanState,
@@ -373,3 +376,10 @@ def test_a_request_reuses_the_snapshot_and_candidates_made_when_the_agent_asked(
                 _tick(clock)
             snaps = [planner._in_flight[e].snapshot for e in ents]
             assert all((s.tick == asked) is reused for s in snaps)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan, math.inf])
+def test_tick_budget_must_be_a_positive_number_or_none(bad: float) -> None:
+    with pytest.raises(ConfigError, match="tick_budget_ms"):
+        PlannerConfig(tick_budget_ms=bad)
+    assert PlannerConfig(tick_budget_ms=None).tick_budget_ms is None
