@@ -16,6 +16,7 @@ flat when RSS and live objects grew by at most 10%, tick cost when the p50 grew 
     python benchmarks/soak.py                       # 1000 agents, 100,000 ticks
     python benchmarks/soak.py --ticks 20000 --windows 10
     python benchmarks/soak.py --agents 200 --ticks 5000 --tracemalloc
+    python benchmarks/soak.py --ticks 100000 --windows 200 --seconds 280   # what fits in 5 min
 
 Single runs on a shared machine: write ``uptime``'s load beside every figure.
 """
@@ -49,7 +50,7 @@ from aiplanner import (
     Team,
     Weapon,
 )
-from aiplanner.bench.world import fresh_world, make_field, spawn_battle
+from aiplanner.bench.world import fresh_world, make_field
 
 FPS = 60.0
 MEMORY_GROWTH = 0.10
@@ -72,15 +73,18 @@ class Window:
 
 
 class Armies:
-    """Two teams kept at strength: whoever died since the last call is replaced at the edge by a
-    new entity (new ids, so per-agent bookkeeping that is never freed would show)."""
+    """Two teams mixed over the whole map, kept at strength: whoever died since the last call is
+    replaced by a new entity (new ids, so per-agent bookkeeping that is never freed would show)
+    at a random open cell. Spread out from the start, the fight has no approach phase: its load
+    is about the same from the first window to the last."""
 
     def __init__(self, n: int, seed: int) -> None:
         side = max(40, int((n * 6) ** 0.5))  # about the density of the tick-cost benchmark
         self.field = make_field(side * 4 // 3, side, seed=seed)
-        self.size = (n - n // 2, n // 2)  # spawn_battle alternates teams, team 0 first
+        esper.create_entity(self.field)
+        self.size = (n - n // 2, n // 2)
         self.rng = random.Random(seed)
-        spawn_battle(n, seed=seed, field=self.field)
+        self.reinforce()
 
     def reinforce(self) -> int:
         """Replace the dead; return how many were alive."""
@@ -94,9 +98,8 @@ class Armies:
         return sum(alive)
 
     def _spawn(self, team: int) -> None:
-        band = (0, 4) if team == 0 else (self.field.width - 4, self.field.width)
         while True:
-            x, y = self.rng.randrange(*band), self.rng.randrange(self.field.height)
+            x, y = self.rng.randrange(self.field.width), self.rng.randrange(self.field.height)
             if (x, y) not in self.field.blocked:
                 break
         esper.create_entity(
@@ -127,12 +130,18 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
-def soak(agents: int, ticks: int, windows: int, seed: int, traced: bool) -> list[Window]:
+def soak(
+    agents: int, ticks: int, windows: int, seed: int, traced: bool, seconds: float | None
+) -> list[Window]:
     with fresh_world(f"soak-{agents}"):
-        return _soak(agents, ticks, windows, seed, traced)
+        return _soak(agents, ticks, windows, seed, traced, seconds)
 
 
-def _soak(agents: int, ticks: int, windows: int, seed: int, traced: bool) -> list[Window]:
+def _soak(
+    agents: int, ticks: int, windows: int, seed: int, traced: bool, seconds: float | None
+) -> list[Window]:
+    """Rows as the windows end; stops early at the end of the window in which ``seconds`` of
+    wall time ran out."""
     armies = Armies(agents, seed)
     tick = 0
     backend = ScriptedBackend(latency_s=(0.0, 0.02), failure_rate=0.02, seed=seed, keep_calls=0)
@@ -142,6 +151,7 @@ def _soak(agents: int, ticks: int, windows: int, seed: int, traced: bool) -> lis
     if traced:
         tracemalloc.start()
     size = max(1, ticks // windows)
+    stop_at = math.inf if seconds is None else time.monotonic() + seconds
     out: list[Window] = []
     spent: list[float] = []
     clock = time.perf_counter
@@ -170,6 +180,8 @@ def _soak(agents: int, ticks: int, windows: int, seed: int, traced: bool) -> lis
                 )
                 print(_row(out[-1]), flush=True)
                 spent = []
+                if time.monotonic() >= stop_at:
+                    break
     finally:
         if traced:
             tracemalloc.stop()
@@ -207,8 +219,10 @@ def verdict(rows: Sequence[Window]) -> list[str]:
     if first.traced_mib is not None and last.traced_mib is not None:
         lines[0] += f"; traced {first.traced_mib:.1f} -> {last.traced_mib:.1f} MiB"
     tick_flat = last.p50_ms <= first.p50_ms * (1 + TICK_GROWTH) + TICK_SLACK_MS
+    p50s = [w.p50_ms for w in rows[1:]]
     lines.append(
-        f"tick cost: p50 {first.p50_ms:.2f} -> {last.p50_ms:.2f} ms, "
+        f"tick cost: p50 {first.p50_ms:.2f} -> {last.p50_ms:.2f} ms "
+        f"(windows after the warm-up: {min(p50s):.2f}..{max(p50s):.2f}), "
         f"p99 {first.p99_ms:.2f} -> {last.p99_ms:.2f} ms: " + ("flat" if tick_flat else "GROWS")
     )
     return lines
@@ -221,11 +235,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=10, help="rows; the first is the warm-up")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python's heap")
+    parser.add_argument(
+        "--seconds", type=float, help="stop at the end of the window in which this time ran out"
+    )
     args = parser.parse_args()
     print(f"soak: {args.agents} agents, {args.ticks} ticks, load {os.getloadavg()}")
     print(HEADER)
     started = time.monotonic()
-    rows = soak(args.agents, args.ticks, args.windows, args.seed, args.tracemalloc)
+    rows = soak(args.agents, args.ticks, args.windows, args.seed, args.tracemalloc, args.seconds)
     print(f"wall {time.monotonic() - started:.0f} s, load {os.getloadavg()}")
     for line in verdict(rows):
         print(line)
