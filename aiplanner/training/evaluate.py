@@ -13,14 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
 from aiplanner.backends.base import Message
-from aiplanner.phrasing import LEAD, content_free_messages
+from aiplanner.decision import choose
+from aiplanner.evaluation import Case, Decision, evaluate
+from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.prompts import PromptBuilder
+from aiplanner.scenarios import load_scenarios
 from aiplanner.training.dataset import ScoringExample, prompt_pieces
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["Accuracy", "LlamaScorer", "accuracy"]
+__all__ = ["Accuracy", "LlamaScorer", "ScoredPlanner", "accuracy", "pick", "suite_scores"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +131,74 @@ class LlamaScorer:
 def pick(scores: Sequence[float], base: Sequence[float] | None = None) -> int:
     values = [s - (base[i] if base is not None else 0.0) for i, s in enumerate(scores)]
     return max(range(len(values)), key=lambda j: (values[j], -j))
+
+
+class ScoredPlanner:
+    """A scenario-suite planner (:class:`aiplanner.evaluation.ScenarioPlanner`): the scored
+    guided decision (:func:`aiplanner.decision.choose`, calibrated) computed with llama.cpp, so a
+    model with an adapter can be judged before the embedded backend loads adapters itself."""
+
+    def __init__(
+        self, scorer: LlamaScorer, *, rank_prior: float, label: str, registry: ActionRegistry
+    ) -> None:
+        self._scorer = scorer
+        self._prior = rank_prior
+        self._label = label
+        self._registry = registry
+        self._builder = PromptBuilder(registry, tier="compressed", mode="guided")
+        self._free: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return f"{self._label} prior={self._prior:g}"
+
+    def decide(self, cases: Sequence[Case]) -> list[Decision]:
+        out = []
+        for case in cases:
+            snap = case.scenario.snapshot
+            if len(case.candidates) == 1:
+                out.append(Decision(plan=case.candidates[0]))
+                continue
+            phrases = [plan_phrase(c, snap, self._registry) for c in case.candidates]
+            messages = situation_messages(snap, self._builder.role_instruction(snap.me.role))
+            raw = self._scorer.phrase_scores(messages, phrases)
+            missing = [p for p in dict.fromkeys(phrases) if p not in self._free]
+            if missing:
+                free = self._scorer.phrase_scores(content_free_messages(), missing)
+                self._free.update(zip(missing, free, strict=True))
+            choice = choose(raw, [self._free[p] for p in phrases], rank_prior=self._prior)
+            out.append(Decision(plan=case.candidates[choice.index], raw=choice.describe()))
+        return out
+
+
+def suite_scores(
+    gguf: Path,
+    adapter: Path | None,
+    rank_priors: Sequence[float] = (0.0, 1.0),
+    *,
+    registry: ActionRegistry = DEFAULT_REGISTRY,
+) -> dict[str, dict[str, object]]:
+    """The scenario suite (the test set: never trained on) judged for the scored decision with
+    each rank prior: ``{name: {sensible, decisions, overrides, overrides_right, fixes, breaks,
+    rules_wrong}}``. One llama.cpp thread (see :func:`aiplanner.training.train.train`)."""
+    scenarios = load_scenarios()
+    scorer = LlamaScorer(gguf, adapter, n_threads=1)
+    out: dict[str, dict[str, object]] = {}
+    try:
+        for prior in rank_priors:
+            label = "adapter" if adapter is not None else "base"
+            planner = ScoredPlanner(scorer, rank_prior=prior, label=label, registry=registry)
+            f = evaluate(planner, scenarios, registry=registry).overall
+            out[planner.name] = {
+                "decisions": f.decisions,
+                "sensible": f.sensible,
+                "agree": f.agree,
+                "overrides": f.overrides,
+                "overrides_right": f.overrides_right,
+                "fixes": f.fixes,
+                "breaks": f.breaks,
+                "rules_wrong": f.rules_wrong,
+            }
+    finally:
+        scorer.close()
+    return out

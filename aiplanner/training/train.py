@@ -203,6 +203,15 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
     before = _llama_eval(gguf_path, None, eval_set, 1)
     after = _llama_eval(gguf_path, adapter, eval_set, 1)
     log(f"decision accuracy ({len(eval_set)} examples): before {before}, after {after}")
+    suite: dict[str, Any] = {}
+    if not settings.quick:  # the scenario suite: the test set, measured here, never trained on
+        from aiplanner.training.evaluate import suite_scores
+
+        suite = {
+            "base": suite_scores(gguf_path, None),
+            "adapter": suite_scores(gguf_path, adapter),
+        }
+        log(f"scenario suite: {suite}")
 
     report: dict[str, Any] = {
         "settings": asdict(settings),
@@ -232,6 +241,7 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
         "before": before,
         "after": after,
         "torch_first_example_scores": {"before": hf_before, "after": hf_after},
+        "suite": suite,
         "versions": _versions(),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -326,11 +336,38 @@ def _markdown(r: dict[str, Any]) -> str:
         f"| calibrated, no rules prior | {_cell(b['calibrated'])} | {_cell(a['calibrated'])} |",
         f"| raw log-likelihood | {_cell(b['raw'])} | {_cell(a['raw'])} |",
         f"| rules' first candidate | {_cell(b['rules_first'])} | {_cell(a['rules_first'])} |",
+        *_suite_lines(r.get("suite") or {}),
         "",
         f"Versions: {r['versions']}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _suite_lines(suite: dict[str, Any]) -> list[str]:
+    if not suite:
+        return []
+    lines = [
+        "",
+        "Scenario suite (the test set, never trained on): sensible first actions, and the",
+        "decision's overrules of the rules' first choice (right / all; fixes, breaks):",
+        "",
+        "| model | decision | sensible | overrules right | fixes | breaks |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    first = next((f for rows in suite.values() for f in rows.values()), None)
+    if first is not None:
+        right = first["decisions"] - first["rules_wrong"]
+        lines.append(
+            f"| rules alone | first candidate | {right}/{first['decisions']} | - | - | - |"
+        )
+    for model, rows in suite.items():
+        for name, f in rows.items():
+            lines.append(
+                f"| {model} | {name.split(' ', 1)[-1]} | {f['sensible']}/{f['decisions']} | "
+                f"{f['overrides_right']}/{f['overrides']} | {f['fixes']} | {f['breaks']} |"
+            )
+    return lines
 
 
 def _cell(acc: dict[str, Any]) -> str:
