@@ -177,9 +177,11 @@ def named_places(snap: WorldSnapshot) -> tuple[Place, ...]:
     covers = 0
     for cell in snap.cover[: 2 * _MAX_COVER]:  # occupied or cut-off ones are skipped
         cost = walk(cell) if cell not in taken else None
-        if cost is not None and covers < _MAX_COVER:
+        if cost is not None:
             add("cover", cell, cost)
             covers += 1
+            if covers == _MAX_COVER:
+                break
     goal = snap.objective
     if goal is not None and goal != here:
         cost = walk(goal)
