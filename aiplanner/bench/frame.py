@@ -1,10 +1,10 @@
 """Suite ``frame``: the demo's frame time while the planner works (when pygame is installed).
 
 Runs the demo headless (SDL dummy driver: drawing and flip still happen) in a child process for
-each squad size, ``repeat`` runs each (one with ``--quick``), and records the whole-frame time
-(input + ``esper.process`` + draw + flip; the frame-rate cap's sleep excluded). A child process,
-because ``aiplanner`` never imports the demo or pygame, and so that each run starts with a fresh
-pygame, esper and engine.
+each squad size, ``repeat`` runs each (one with ``--quick``: 240 frames, 60 for a backend that
+answers at once), and records the whole-frame time (input + ``esper.process`` + draw + flip; the
+frame-rate cap's sleep excluded). A child process, because ``aiplanner`` never imports the demo
+or pygame, and so that each run starts with a fresh pygame, esper and engine.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def run(opts: BenchOptions, progress: Progress) -> SuiteResult:
     if importlib.util.find_spec("pygame") is None or importlib.util.find_spec("demo_game") is None:
         return {"skipped": "pygame or the demo is not installed (pip install 'aiplanner[demo]')"}
     squads = (5,) if opts.quick else (5, 10)
-    frames = 60 if opts.quick else 300
+    frames = 300 if not opts.quick else 60 if opts.instant else 240
     repeat = 1 if opts.quick else opts.repeat
     jobs = [(s, i) for s in squads for i in range(repeat)]
     per: dict[int, dict[str, list[float]]] = {s: {} for s in squads}

@@ -39,6 +39,12 @@ class BenchOptions:
     seed: int = 0
     concurrency: int | None = None
 
+    @property
+    def instant(self) -> bool:
+        """The backend answers in milliseconds (the scripted double, or rules alone): a quick
+        run can be shorter, where a model needs a few plan deadlines to show anything."""
+        return self.backend in ("scripted", "heuristic")
+
     def make_backend(self) -> Backend | None:
         """A new backend as asked (None for ``heuristic``).
 
