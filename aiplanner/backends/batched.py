@@ -10,10 +10,11 @@ as it can, in as few ``llama_decode`` calls as it can:
 * A *pass* takes every request waiting at its start. Their tokens beyond the root, and every
   continuation to score on its own branch sequence, are merged into one token tree
   (:mod:`aiplanner.backends.prefix_tree`): text shared by several requests is one batch row for
-  all their sequences. The rows go to ``llama_decode`` in chunks of at most ``n_batch`` (at most
-  ``chunk_tokens`` while other sequences are generating, so a large join does not hold them),
-  with logits only where a score or a first token needs them. A scoring request is answered,
-  and its sequences freed, as soon as the chunk holding its last row is evaluated.
+  all their sequences. The rows go to ``llama_decode`` in chunks of ``chunk_tokens`` (prefill
+  runs as fast in chunks of 128 as in one batch, and a large join then does not hold generating
+  sequences, cancellations or close for long), with logits only where a score or a first token
+  needs them. A scoring request is answered, and its sequences freed, as soon as the chunk
+  holding its last row is evaluated (requests are laid out one after another in the tree).
 * Generation: every live sequence advances one token per ``llama_decode``, all in the same batch
   (next to the current pass's rows), each with its own sampler and grammar. The grammar checks
   the sampled token first and filters the whole vocabulary only when it rejects it. A sequence
@@ -66,7 +67,8 @@ class WorkCancelled(Exception):
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """``n_ctx``: KV cells shared by all sequences; ``n_batch``: most rows per ``llama_decode``;
-    ``chunk_tokens``: most pass rows per decode while sequences are generating."""
+    ``chunk_tokens``: most rows of a pass per decode (prefill runs at the same rate in chunks of
+    128 as in one batch of 512, and a shorter decode is noticed sooner by the others)."""
 
     n_ctx: int = 4096
     n_batch: int = 512
@@ -91,7 +93,8 @@ class EngineSettings:
 class EngineStats:
     """Counters since construction. ``rows`` are tokens evaluated (prompt rows and generated
     tokens fed back); ``shared_rows`` those evaluated once for several requests;
-    ``decodes`` the ``llama_decode`` calls; ``passes`` the passes started."""
+    ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them;
+    ``passes`` the passes started."""
 
     passes: int = 0
     decodes: int = 0
@@ -99,6 +102,7 @@ class EngineStats:
     shared_rows: int = 0
     generated: int = 0
     scored: int = 0
+    decode_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,9 +449,9 @@ class BatchedEngine:
         feeding = [g for g in self._gens if g.pending is not None][: s.n_batch]
         if len(feeding) == s.n_batch:  # more than a batch is generating: take turns
             self._gens = [g for g in self._gens if g not in feeding] + feeding
-        room = s.n_batch - len(feeding)
-        if feeding:
-            room = min(room, s.chunk_tokens)
+        # Pass rows in chunks: a decode of a few hundred rows takes about a second here, and
+        # nothing (a generating sequence, a cancellation, close) is served during one.
+        room = min(s.n_batch - len(feeding), s.chunk_tokens)
         rows: list[tuple[int, Entry, tuple[int, ...]]] = []
         while self._next_row < len(self._rows) and len(rows) < room:
             i = self._next_row
@@ -468,7 +472,9 @@ class BatchedEngine:
             self._put(n, entry.token, entry.pos, seqs, entry.logits)
             n += 1
         batch.n_tokens = n
+        started = time.perf_counter()
         rc = self._lib.llama_decode(self._ctx, batch)
+        spent = time.perf_counter() - started
         shared = 0
         for _, _, seqs in rows:
             owners = {id(self._owner[q]) for q in seqs if q != _ROOT}
@@ -478,7 +484,12 @@ class BatchedEngine:
                 if q != _ROOT:
                     self._owner[q].cost += 1.0 / len(owners) / _n_seqs_of(self._owner[q], seqs)
         self._stats = _bump(
-            self._stats, decodes=1, rows=n, shared_rows=shared, generated=len(feeding)
+            self._stats,
+            decodes=1,
+            rows=n,
+            shared_rows=shared,
+            generated=len(feeding),
+            decode_s=spent,
         )
         if rc != 0:
             # 1: no KV slot (the reservation should prevent it); others: llama.cpp failed.
@@ -707,7 +718,7 @@ def _logsumexp(np: Any, logits: Any) -> float:
     return top + math.log(float(np.exp(logits.astype(np.float64) - top).sum()))
 
 
-def _bump(stats: EngineStats, **changes: int) -> EngineStats:
+def _bump(stats: EngineStats, **changes: float) -> EngineStats:
     return dataclasses.replace(
         stats, **{name: getattr(stats, name) + n for name, n in changes.items()}
     )

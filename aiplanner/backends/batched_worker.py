@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import codecs
 import contextlib
-import dataclasses
 import queue
 import threading
 import time
@@ -33,8 +32,6 @@ from aiplanner.backends.batched import (
     WorkCancelled,
 )
 from aiplanner.backends.embedded import (
-    THREAD_NAME,
-    EmbeddedStats,
     _as_backend_error,
     _Cancelled,
     _emit_quietly,
@@ -42,6 +39,7 @@ from aiplanner.backends.embedded import (
     _Job,
     _PromptFormat,
     _Scored,
+    _SerialWorker,
     _Settings,
 )
 from aiplanner.errors import BackendError, BackendUnavailable, ResponseTooLarge
@@ -57,33 +55,23 @@ BATCHED_MIN_CTX = 4096
 _TOKENIZER_CTX = 64
 
 
-class BatchedWorker:
+class BatchedWorker(_SerialWorker):
     """Serves :class:`~aiplanner.backends.embedded._Job` s through one batched engine.
 
+    The serial worker's queue, counters and ``submit`` are kept; the thread's loop and ``stop``
+    (which must fail every running job, not one) are this class's own.
     Thread-safe: :meth:`submit` and :meth:`stop` may be called from any thread.
     """
 
     def __init__(self, settings: _Settings, engine: EngineSettings | None = None) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._engine_settings = engine or EngineSettings(
             n_ctx=max(settings.n_ctx, BATCHED_MIN_CTX), n_threads=settings.n_threads
         )
         self._engine_settings.check()
-        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=settings.max_queue)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
         self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
-        self._stopping = False
-        self._load_error: tuple[str, Exception] | None = None
-        self._stats = EmbeddedStats()
         self._engine_stats = EngineStats()
         self._format: _PromptFormat | None = None  # set with the model, on the worker thread
-        self.load_s: float | None = None
-
-    @property
-    def stats(self) -> EmbeddedStats:
-        with self._lock:
-            return self._stats
 
     @property
     def engine_stats(self) -> EngineStats:
@@ -91,56 +79,20 @@ class BatchedWorker:
         with self._lock:
             return self._engine_stats
 
-    def _count(self, **changes: int) -> None:
-        with self._lock:
-            old = self._stats
-            self._stats = dataclasses.replace(
-                old, **{name: getattr(old, name) + n for name, n in changes.items()}
-            )
-
-    def submit(self, job: _Job) -> None:
-        """Queue ``job``, starting the worker thread on first use.
-
-        Raises :class:`BackendUnavailable` once stopped and a retryable :class:`BackendError`
-        when the queue is full.
-        """
-        with self._lock:
-            if self._stopping:
-                raise BackendUnavailable("the embedded backend is closed", retryable=False)
-            try:
-                self._jobs.put_nowait(job)
-            except queue.Full:
-                raise BackendError(
-                    f"the embedded backend has {self._settings.max_queue} requests queued",
-                    retryable=True,
-                ) from None
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._main, name=THREAD_NAME, daemon=True)
-                self._thread.start()
-
     def stop(self) -> threading.Thread | None:
         """Fail every queued and running job and tell the thread to exit.
 
         Returns the thread to wait for (None if it never started). Idempotent.
         """
-        closed = BackendUnavailable("the embedded backend was closed", retryable=False)
+        thread = super().stop()  # from here on no job reaches the engine
         with self._lock:
-            if not self._stopping:
-                self._stopping = True
-                for job in self._running.values():
-                    job.cancelled.set()
-                    _emit_quietly(job, _Failed(closed))
-                self._running.clear()
-                while True:
-                    try:
-                        item = self._jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        _emit_quietly(item, _Failed(closed))
-                # The queue was just drained under the lock, so there is room for the sentinel.
-                self._jobs.put_nowait(None)
-            return self._thread
+            running = list(self._running.values())
+            self._running.clear()
+        closed = BackendUnavailable("the embedded backend was closed", retryable=False)
+        for job in running:
+            job.cancelled.set()
+            _emit_quietly(job, _Failed(closed))
+        return thread
 
     # --- worker thread ------------------------------------------------------------------------
 
@@ -155,12 +107,12 @@ class BatchedWorker:
                 for job in jobs:
                     try:
                         if engine is None:
-                            llama, engine = self._load()
+                            llama, engine = self._load_batched()
                         self._start(job, llama, engine)
                     except Exception as exc:  # this job's failure only
-                        self._release(job)
-                        self._count(failed=1)
-                        _emit_quietly(job, _Failed(_as_backend_error(exc)))
+                        if self._release(job) or job.load_only:
+                            self._count(failed=1)
+                            _emit_quietly(job, _Failed(_as_backend_error(exc)))
                 if engine is not None and engine.busy:
                     try:
                         engine.step()
@@ -197,9 +149,10 @@ class BatchedWorker:
                     self._running[id(job)] = job
         return jobs
 
-    def _release(self, job: _Job) -> None:
+    def _release(self, job: _Job) -> bool:
+        """Take ``job`` off the running ones; False if :meth:`stop` already answered it."""
         with self._lock:
-            self._running.pop(id(job), None)
+            return self._running.pop(id(job), None) is not None
 
     def _start(self, job: _Job, llama: Llama | None, engine: BatchedEngine) -> None:
         assert llama is not None and self._format is not None
@@ -244,6 +197,9 @@ class BatchedWorker:
             if isinstance(result, BaseException):
                 self._ended(job, result)
                 return
+            if not self._release(job):
+                self._count(cancelled=1)
+                return
             rest = decoder.decode(b"", final=True)
             try:
                 if rest:
@@ -256,7 +212,6 @@ class BatchedWorker:
                     else result.first_token_at - job.submitted_at,
                     total_s=time.monotonic() - job.submitted_at,
                 )
-                self._release(job)
                 self._count(
                     completed=1,
                     prompt_tokens=result.prompt_tokens,
@@ -284,6 +239,9 @@ class BatchedWorker:
         if isinstance(result, BaseException):
             self._ended(job, result)
             return
+        if not self._release(job):
+            self._count(cancelled=1)
+            return
         answer = ScoreResult(
             logprobs=result.logprobs,
             tokens=tuple(len(b) for b in branches),
@@ -293,14 +251,12 @@ class BatchedWorker:
                 total_s=time.monotonic() - job.submitted_at,
             ),
         )
-        self._release(job)
         self._count(completed=1, prompt_tokens=result.prompt_tokens)
         with contextlib.suppress(_Cancelled):  # the caller's loop is gone: nobody to tell
             job.emit(_Scored(answer))
 
     def _ended(self, job: _Job, error: BaseException) -> None:
-        self._release(job)
-        if isinstance(error, WorkCancelled | _Cancelled):
+        if not self._release(job) or isinstance(error, WorkCancelled | _Cancelled):
             self._count(cancelled=1)
             return
         self._count(failed=1)
@@ -308,7 +264,7 @@ class BatchedWorker:
             error = _as_backend_error(error)
         _emit_quietly(job, _Failed(error))
 
-    def _load(self) -> tuple[Llama, BatchedEngine]:
+    def _load_batched(self) -> tuple[Llama, BatchedEngine]:
         if self._load_error is not None:
             message, cause = self._load_error
             raise BackendError(message, retryable=False) from cause

@@ -613,13 +613,12 @@ class EmbeddedBackend:
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
         batched = engine == "batched"
-        self._worker: _SerialWorker | BatchedWorker
+        self._batched: BatchedWorker | None = None
         if batched:
             from aiplanner.backends.batched_worker import BatchedWorker
 
-            self._worker = BatchedWorker(self._settings)
-        else:
-            self._worker = _SerialWorker(self._settings)
+            self._batched = BatchedWorker(self._settings)
+        self._worker = self._batched or _SerialWorker(self._settings)
         # A backend dropped without aclose() must not keep its thread and model forever.
         weakref.finalize(self, self._worker.stop)
         self._info = BackendInfo(
@@ -655,7 +654,7 @@ class EmbeddedBackend:
     def engine_stats(self) -> EngineStats | None:
         """The batched engine's counters (passes, decodes, tokens evaluated, tokens shared by
         several requests); None for the serial engine."""
-        return self._worker.engine_stats if not isinstance(self._worker, _SerialWorker) else None
+        return self._batched.engine_stats if self._batched is not None else None
 
     async def load(self) -> None:
         """Load the model now (on the worker thread) and wait for it.
