@@ -25,6 +25,7 @@ from typing import Final
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, Plan, Step
 from aiplanner.backends.base import Message
 from aiplanner.errors import ConfigError
+from aiplanner.places import unpack_cell
 from aiplanner.snapshot import SeenUnit, WorldSnapshot
 
 __all__ = [
@@ -134,6 +135,9 @@ def step_phrase(step: Step, snap: WorldSnapshot, registry: ActionRegistry) -> st
 
 
 def _arg_words(kind: ArgKind, value: int, snap: WorldSnapshot) -> str:
+    if kind in (ArgKind.PLACE, ArgKind.COVER):
+        x, y = unpack_cell(value)
+        return f"{x},{y}"
     if kind is ArgKind.ENEMY:
         return f"enemy {_rank(snap.enemies, value)}"
     if kind is ArgKind.ALLY:
@@ -151,10 +155,8 @@ def _rank(units: tuple[SeenUnit, ...], entity: int) -> str:
 
 def _place(spec: ActionSpec, step: Step, snap: WorldSnapshot) -> str:
     """Where an X/Y pair leads, against the snapshot, with its preposition."""
-    kinds = [a.kind for a in spec.args]
-    try:
-        cell = (step.args[kinds.index(ArgKind.X)], step.args[kinds.index(ArgKind.Y)])
-    except (ValueError, IndexError):
+    cell = _cell(spec, step)
+    if cell is None:
         return "somewhere new"
     if cell in snap.cover:
         return "to cover"
@@ -168,6 +170,18 @@ def _place(spec: ActionSpec, step: Step, snap: WorldSnapshot) -> str:
         closer = math.dist(cell, there) < math.dist(here, there)
         return f"{'closer to' if closer else 'away from'} enemy 1"
     return "somewhere new"
+
+
+def _cell(spec: ActionSpec, step: Step) -> tuple[int, int] | None:
+    """The cell a step goes to: its X/Y pair, or its first PLACE/COVER argument."""
+    kinds = [a.kind for a in spec.args]
+    for i, kind in enumerate(kinds):
+        if kind in (ArgKind.PLACE, ArgKind.COVER) and i < len(step.args):
+            return unpack_cell(step.args[i])
+    try:
+        return step.args[kinds.index(ArgKind.X)], step.args[kinds.index(ArgKind.Y)]
+    except (ValueError, IndexError):
+        return None
 
 
 def _living(units: tuple[SeenUnit, ...]) -> list[SeenUnit]:

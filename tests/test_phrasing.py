@@ -106,3 +106,22 @@ def test_a_game_action_gets_a_phrase_and_bad_templates_fail_clearly() -> None:
     )
     with pytest.raises(ConfigError, match="Bad"):
         plan_phrase(Plan((Step("Bad"),)), snap, reg)
+
+
+def test_a_place_argument_is_described_like_a_cell() -> None:
+    from aiplanner.places import pack_cell
+
+    reg = ActionRegistry(
+        [
+            ActionSpec(
+                "Go", "G", (ArgSpec("to", ArgKind.PLACE, 0, 2**31 - 1),), "go", "go {place}"
+            ),
+            ActionSpec("Rest", "R", (), "rest a while"),
+        ]
+    )
+    snap = _snap()
+    goal = snap.objective
+    assert goal is not None
+    assert plan_phrase(Plan((Step("Go", (pack_cell(*goal),)),)), snap, reg) == " go to the goal"
+    cover = snap.cover[0]
+    assert plan_phrase(Plan((Step("Go", (pack_cell(*cover),)),)), snap, reg) == " go to cover"
