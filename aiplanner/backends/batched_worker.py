@@ -51,6 +51,8 @@ __all__ = ["BATCHED_MIN_CTX", "BatchedWorker"]
 
 # The KV cache is shared by every sequence: a context sized for one request is too small.
 BATCHED_MIN_CTX = 4096
+# How long an idle worker waits for the rest of a batch after its first job arrives.
+_GATHER_S = 0.003
 # The high-level Llama object is kept for its tokenizer and chat template only.
 _TOKENIZER_CTX = 64
 
@@ -127,15 +129,22 @@ class BatchedWorker(_SerialWorker):
                 llama.close()
 
     def _take(self, *, block: bool) -> list[_Job] | None:
-        """The jobs that have arrived (waiting for one if ``block``); None once stopped."""
+        """The jobs that have arrived (waiting for one if ``block``); None once stopped.
+
+        Woken from idle by one job, it waits ``_GATHER_S`` for more: the agents of a batch are
+        submitted one after another by the event loop, and one pass for all of them beats a pass
+        for the first one and another for the rest.
+        """
         jobs: list[_Job] = []
         try:
             item = self._jobs.get() if block else self._jobs.get_nowait()
+            until = time.monotonic() + _GATHER_S if block else 0.0
             while True:
                 if item is None:
                     return None
                 jobs.append(item)
-                item = self._jobs.get_nowait()
+                left = until - time.monotonic()
+                item = self._jobs.get(timeout=left) if left > 0 else self._jobs.get_nowait()
         except queue.Empty:
             pass
         with self._lock:
