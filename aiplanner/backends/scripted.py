@@ -187,8 +187,9 @@ class ScriptedBackend:
         rng = random.Random(f"{self._seed}:{agents}:{tag.get('tick', 0)}")
         latency = rng.uniform(*self._latency) if isinstance(self._latency, tuple) else self._latency
         failed = rng.random() < self._failure_rate
-        with anyio.fail_after(timeout_s) if not self._virtual else _nullcontext():
-            try:
+        # fail_after raises when its block exits: the try must enclose the whole block.
+        try:
+            with anyio.fail_after(timeout_s) if not self._virtual else _nullcontext():
                 if self._gate is not None:
                     while not self._gate.is_set():
                         await anyio.sleep(0.002)
@@ -197,8 +198,8 @@ class ScriptedBackend:
                     await anyio.sleep(delay)
                 if reply.stall:
                     await anyio.sleep_forever()
-            except TimeoutError as exc:
-                raise BackendTimeout(f"scripted call passed its {timeout_s:.2f}s budget") from exc
+        except TimeoutError as exc:
+            raise BackendTimeout(f"scripted call passed its {timeout_s:.2f}s budget") from exc
         if reply.error is not None:
             raise reply.error
         if failed:
