@@ -322,6 +322,21 @@ def test_time_budget_starves_nobody_under_constant_demand(world: str) -> None:
         assert longest_wait <= len(ents)
 
 
+def test_no_agent_stays_idle_past_the_limit_whatever_the_budget(world: str) -> None:
+    from aiplanner.planning_system import IDLE_LIMIT_TICKS
+
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.005)  # each agent's work costs 5 ms: a 2 ms budget fits one a tick
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:
+        for _ in range(IDLE_LIMIT_TICKS):
+            _tick(clock)
+        assert len(_served(ents)) < len(ents)  # the budget held most of them back...
+        _tick(clock)
+        assert _served(ents) == ents  # ...but not past the limit
+        assert plugin.stats()["budget_cuts"]
+
+
 def test_deadline_fallbacks_are_spread_and_late_agents_keep_their_provisional_plan(
     world: str,
 ) -> None:
