@@ -63,8 +63,8 @@ class ActionSpec:
 
     ``phrase`` says the action in plain words, in the first person, for scored decisions
     (:mod:`aiplanner.phrasing`): ``{name}`` slots take the argument of that name, and ``{place}``
-    the cell of an X/Y pair described against the snapshot ("cover", "the goal", "closer to
-    enemy 91"...). Empty: the doc is used.
+    where the X/Y pair leads, described against the snapshot ("to cover", "to the goal",
+    "closer to enemy 1"...). Empty: the doc is used.
 
     ``handler``, ``propose`` and ``upkeep`` are the action's behaviour (see
     :mod:`aiplanner.behaviour`). They are left out of ``repr`` and comparisons, so

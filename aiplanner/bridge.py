@@ -49,6 +49,9 @@ class AsyncBridge:
         temperature: float = 0.0,
         seed: int = 0,
         serial: bool = False,
+        guided_decision: str = "score",
+        rank_prior: float = 1.0,
+        calibrated: bool = True,
     ) -> None:
         self.backend = backend
         self._serial = serial
@@ -66,6 +69,9 @@ class AsyncBridge:
             max_response_bytes=max_response_bytes,
             temperature=temperature,
             seed=seed,
+            guided_decision=guided_decision,
+            rank_prior=rank_prior,
+            calibrated=calibrated,
             lockstep=serial,
         )
         self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None

@@ -45,6 +45,14 @@ class PlannerConfig:
       (the model writes a compact plan under a schema).
     * ``prompt_tier``: the first LLM tier's prompt; the simplified retry always uses ``compressed``
       in guided mode.
+    * ``guided_decision``: ``score`` (default) ranks the candidates by the model's calibrated
+      log-likelihood of each one's plain-words phrase plus the rules' rank prior, generating
+      nothing (backends that cannot score fall back to ``generate``); ``generate`` asks the model
+      for the index. ``rank_prior``: score points a candidate pays per rank step below the rules'
+      first choice (0: the model alone decides). ``calibrated``: subtract each phrase's score
+      after a content-free context (see :mod:`aiplanner.decision`).
+    * ``model_teams``: only agents of these teams ask the model; the others get the rules'
+      plan at once (A/B battles, or a cheap side). None: every team.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
     * ``max_plans_per_tick``: time-slicing; at most this many agents get a plan applied or ask
       for one per tick, the others on later ticks (None: no limit). Bounds the cost of a tick
@@ -72,6 +80,10 @@ class PlannerConfig:
     max_plans_per_tick: int | None = None
     tick_budget_ms: float | None = 2.0
     max_candidates: int = 4
+    guided_decision: Literal["score", "generate"] = "score"
+    rank_prior: float = 1.0
+    calibrated: bool = True
+    model_teams: tuple[int, ...] | None = None
     simplified_retry: bool = True
     cache_enabled: bool = True
     cache_size: int = 2048
@@ -160,6 +172,14 @@ class PlannerConfig:
             raise ConfigError(f"unknown prompt tier {self.prompt_tier!r}; choose {PROMPT_TIERS}")
         if self.plan_deadline_s <= 0:
             raise ConfigError(f"plan_deadline_s must be positive, got {self.plan_deadline_s}")
+        if self.guided_decision not in ("score", "generate"):
+            raise ConfigError(
+                f"unknown guided_decision {self.guided_decision!r}; choose 'score' or 'generate'"
+            )
+        if self.model_teams is not None and not all(isinstance(t, int) for t in self.model_teams):
+            raise ConfigError(f"model_teams must be team numbers, got {self.model_teams!r}")
+        if not self.rank_prior >= 0:
+            raise ConfigError(f"rank_prior must be >= 0, got {self.rank_prior}")
         if not 1 <= self.max_candidates <= 9:
             raise ConfigError(f"max_candidates must be 1..9, got {self.max_candidates}")
         for name in ("cache_size", "cache_cell", "breaker_failures", "max_in_flight"):

@@ -137,6 +137,9 @@ class PlannerPlugin:
                 temperature=cfg.temperature,
                 seed=cfg.seed,
                 serial=cfg.lockstep,
+                guided_decision=cfg.guided_decision,
+                rank_prior=cfg.rank_prior,
+                calibrated=cfg.calibrated,
             )
             self._bridge.start()
         self.snapshot_system = SnapshotSystem(components=components)

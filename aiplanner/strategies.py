@@ -35,6 +35,7 @@ from aiplanner.backends.base import Backend, CompletionRequest, Finished, TextDe
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import Tier
+from aiplanner.decision import CalibrationCache, can_score, decide
 from aiplanner.errors import (
     BackendError,
     BackendTimeout,
@@ -57,6 +58,7 @@ __all__ = [
     "Ladder",
     "PlanContext",
     "Rung",
+    "Scoring",
     "ladder",
     "resolve_strategy",
     "run_batch",
@@ -105,6 +107,13 @@ class PlanContext:
     seed: int = 0
     clock: Callable[[], float] = time.monotonic
     lockstep: bool = False
+    # Guided decisions (aiplanner.decision): "score" the candidates' phrases where the backend
+    # can, else "generate" an index; the rules' rank prior per step; calibration on/off and the
+    # content-free scores it keeps per phrase.
+    guided_decision: str = "score"
+    rank_prior: float = 1.0
+    calibrated: bool = True
+    calibration: CalibrationCache = field(default_factory=CalibrationCache)
     _builders: dict[tuple[str, str], PromptBuilder] = field(default_factory=dict)
     _codecs: dict[str, PlanCodec] = field(default_factory=dict)
 
@@ -183,8 +192,15 @@ class Ladder:
 
 
 def ladder(ctx: PlanContext, batch: Batch, strategy: str) -> Ladder:
-    """The model tiers for ``batch``'s agents, best first: the one place they are decided."""
-    first = Rung(Tier.LLM, Generation(batch.prompt_tier, batch.mode, strategy, batch.tick))
+    """The model tiers for ``batch``'s agents, best first: the one place they are decided.
+
+    In guided mode the first rung scores the candidates (:class:`Scoring`) where the backend
+    can and ``guided_decision`` is ``score``; otherwise the model generates its answer.
+    """
+    first_attempt: Attempt = Generation(batch.prompt_tier, batch.mode, strategy, batch.tick)
+    if batch.mode == "guided" and ctx.guided_decision == "score" and can_score(ctx.backend):
+        first_attempt = Scoring(strategy)
+    first = Rung(Tier.LLM, first_attempt)
     if not batch.simplified_retry:
         return Ladder(strategy, (first,))
     simple = Rung(
@@ -234,6 +250,23 @@ async def run_batch(ctx: PlanContext, batch: Batch, *, started: float | None = N
 
 
 @dataclass(frozen=True, slots=True)
+class Scoring:
+    """The :data:`Attempt` that decides by scoring each candidate's phrase
+    (:func:`aiplanner.decision.decide`): no token is generated."""
+
+    strategy: str
+
+    async def __call__(
+        self, ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
+    ) -> PlanOutcome:
+        with ctx.scope(frozenset((req.entity,))) as scope:
+            outcome = await decide(ctx, req, tier, budget_s)
+        if scope.cancelled_caught:  # nobody waits for this plan: not a backend failure
+            return _cancelled(ctx, req, self.strategy)
+        return dataclasses.replace(outcome, strategy=self.strategy)
+
+
+@dataclass(frozen=True, slots=True)
 class Generation:
     """The :data:`Attempt` that has the model write its answer under a schema: the index of a
     candidate in guided mode, a compact plan in free mode, with ``prompt_tier``'s prompt."""
@@ -279,6 +312,8 @@ class Generation:
         except PlannerError as exc:
             _count_failure(ctx, exc)
             return _failed(req, exc, self.strategy, raw=text)
+        if self.mode == "guided" and plan in req.candidates:
+            ctx.metrics.record_decision(req.candidates.index(plan))
         return PlanOutcome(
             req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, self.strategy
         )
