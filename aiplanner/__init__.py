@@ -77,6 +77,7 @@ from aiplanner.evaluation import evaluate
 from aiplanner.execution_system import ActionExecutionSystem
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
+from aiplanner.places import FreeOptions, Place, free_options, pack_cell, unpack_cell
 from aiplanner.planning_system import EVENT_PLAN_APPLIED, PlanningSystem
 from aiplanner.plugin import (
     EXECUTION_PRIORITY,
@@ -84,7 +85,6 @@ from aiplanner.plugin import (
     SNAPSHOT_PRIORITY,
     PlannerPlugin,
 )
-from aiplanner.places import FreeOptions, Place, free_options, pack_cell, unpack_cell
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.scenarios import Scenario, load_scenarios
