@@ -1,67 +1,20 @@
-"""A small battle scenario for integration tests and benchmarks (not a test module)."""
+"""Scenarios for integration tests (not a test module): the battle world of the benchmarks
+(:mod:`aiplanner.bench.world`), hand-built snapshots and requests, a world digest."""
 
 from __future__ import annotations
 
 import hashlib
-import random
 
 import esper
 
+from aiplanner.bench.world import spawn_battle
 from aiplanner.components import (
-    ROLES,
     ActionQueue,
-    Agent,
-    Ammo,
     Battlefield,
     Health,
-    Perception,
     PlanState,
     Position,
-    Team,
-    Weapon,
 )
-
-
-def make_field(width: int = 40, height: int = 40, seed: int = 0) -> Battlefield:
-    rng = random.Random(seed)
-    blocked = frozenset(
-        (rng.randrange(4, width - 4), rng.randrange(0, height)) for _ in range(width * height // 25)
-    )
-    cover: list[tuple[int, int]] = []
-    while len(cover) < width * height // 40:
-        c = (rng.randrange(2, width - 2), rng.randrange(1, height - 1))
-        if c not in blocked and c not in cover:
-            cover.append(c)
-    return Battlefield(width, height, blocked, tuple(cover), (width // 2, height // 2))
-
-
-def spawn_battle(n_agents: int, seed: int = 0, field: Battlefield | None = None) -> list[int]:
-    """Create the map entity and ``n_agents`` agents in two teams on opposite sides."""
-    field = field or make_field(seed=seed)
-    esper.create_entity(field)
-    rng = random.Random(seed + 1)
-    ents = []
-    for i in range(n_agents):
-        team = i % 2
-        while True:
-            x = rng.randrange(0, 4) if team == 0 else rng.randrange(field.width - 4, field.width)
-            y = rng.randrange(0, field.height)
-            if (x, y) not in field.blocked:
-                break
-        ents.append(
-            esper.create_entity(
-                Agent(role=ROLES[i % len(ROLES)], speed=3.0),
-                Position(float(x), float(y)),
-                Health(100),
-                Ammo(6),
-                Team(team),
-                Perception(10.0),
-                Weapon(),
-                ActionQueue(),
-                PlanState(),
-            )
-        )
-    return ents
 
 
 def world_digest() -> str:
