@@ -42,7 +42,7 @@ from aiplanner.backends.embedded import (
     _SerialWorker,
     _Settings,
 )
-from aiplanner.errors import BackendError, BackendUnavailable, ResponseTooLarge
+from aiplanner.errors import BackendUnavailable, ResponseTooLarge
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -274,38 +274,12 @@ class BatchedWorker(_SerialWorker):
         _emit_quietly(job, _Failed(error))
 
     def _load_batched(self) -> tuple[Llama, BatchedEngine]:
-        if self._load_error is not None:
-            message, cause = self._load_error
-            raise BackendError(message, retryable=False) from cause
-        s = self._settings
-        started = time.perf_counter()
-        llama: Llama | None = None
-        try:
-            import llama_cpp
-            from llama_cpp import Llama
+        # This Llama only tokenizes; the engine makes its own context on the same model.
+        return self._load_model(_TOKENIZER_CTX, _TOKENIZER_CTX, self._build_engine)
 
-            llama = Llama(
-                model_path=str(s.path),
-                n_ctx=_TOKENIZER_CTX,
-                n_batch=_TOKENIZER_CTX,
-                n_threads=s.n_threads,
-                n_threads_batch=s.n_threads,
-                seed=s.seed,
-                verbose=s.verbose,
-            )
-            vocab = llama_cpp.llama_model_get_vocab(llama.model)
-            self._format = _PromptFormat(llama, s.chat_format, vocab)
-            engine = BatchedEngine(llama.model, self._engine_settings)
-        except Exception as exc:
-            if llama is not None:
-                llama.close()
-            if isinstance(exc, ImportError):
-                message = (
-                    "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'"
-                )
-            else:
-                message = f"could not load the model {s.path}: {exc}"
-            self._load_error = (message, exc)
-            raise BackendError(message, retryable=False) from exc
-        self.load_s = time.perf_counter() - started
-        return llama, engine
+    def _build_engine(self, llama: Llama) -> BatchedEngine:
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        self._format = _PromptFormat(llama, self._settings.chat_format, vocab)
+        return BatchedEngine(llama.model, self._engine_settings)

@@ -39,7 +39,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 from anyio.lowlevel import EventLoopToken, current_token
@@ -75,6 +75,8 @@ if TYPE_CHECKING:
 __all__ = ["THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
 
 THREAD_NAME = "aiplanner-embedded"
+_E = TypeVar("_E")  # the engine a worker builds on the loaded model
+_N_BATCH = 512  # llama-cpp-python's default batch size
 ChatFormat = Literal["auto", "chatml", "template"]
 _CHAT_FORMATS: tuple[str, ...] = ("auto", "chatml", "template")
 Engine = Literal["serial", "batched"]
@@ -310,6 +312,14 @@ class _SerialWorker:
                 llama.close()
 
     def _load(self) -> tuple[Llama, _Engine]:
+        s = self._settings
+        return self._load_model(s.n_ctx, _N_BATCH, lambda llama: _Engine(llama, s))
+
+    def _load_model(
+        self, n_ctx: int, n_batch: int, build: Callable[[Llama], _E]
+    ) -> tuple[Llama, _E]:
+        """Load the model with ``n_ctx`` and ``n_batch`` and build
+        the engine on it. A failure is remembered: every later load raises it again at once."""
         if self._load_error is not None:
             message, cause = self._load_error
             raise BackendError(message, retryable=False) from cause
@@ -321,13 +331,14 @@ class _SerialWorker:
 
             llama = Llama(
                 model_path=str(s.path),
-                n_ctx=s.n_ctx,
+                n_ctx=n_ctx,
                 n_threads=s.n_threads,
                 n_threads_batch=s.n_threads,
                 seed=s.seed,
                 verbose=s.verbose,
+                n_batch=n_batch,
             )
-            engine = _Engine(llama, s)
+            engine = build(llama)
         except Exception as exc:
             if llama is not None:
                 llama.close()
