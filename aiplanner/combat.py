@@ -11,7 +11,8 @@ What each does when executed:
   impossible (``unreachable``).
 * ``Attack`` (target): out of ``Weapon.range`` the agent walks toward the target (re-pathing
   when the target changes cell); in range it fires whenever its cooldown has run out, taking
-  ``damage`` hp and one round. The step ends when the target dies or the magazine is empty.
+  ``damage`` hp (a target in cover takes :data:`COVER_DAMAGE` of it, rounded down, at least 1)
+  and one round. The step ends when the target dies or the magazine is empty.
   Weapon cooldowns tick for everyone, once per tick (the upkeep of Attack).
 * ``Reload``: ``Weapon.reload_time`` seconds, then the magazine is full.
 * ``Heal`` (target, possibly itself): walks to within :data:`HEAL_REACH`, then adds
@@ -54,15 +55,19 @@ from aiplanner.behaviour import Proposal, ProposalContext, StepContext, StepFail
 from aiplanner.components import Ammo, Battlefield, Health, Position, Weapon
 from aiplanner.errors import ConfigError
 from aiplanner.snapshot import SeenUnit, WorldSnapshot
+from aiplanner.snapshot_system import COVER_RADIUS
 from aiplanner.spatial import to_cell
 
-__all__ = ["COVER_NEAR", "DEFAULT_REGISTRY", "HEAL_REACH", "SCAN_SECONDS", "WAIT_TICKS"]
+__all__ = ["COVER_DAMAGE", "COVER_NEAR", "DEFAULT_REGISTRY", "HEAL_REACH", "SCAN_SECONDS", "WAIT_TICKS"]
 
 HEAL_REACH: Final = 1.5
 """A healer must be this close (cells) to its patient."""
 SCAN_SECONDS: Final = 0.5
 COVER_NEAR: Final = 5.0
 """Cover farther than this (cells) is not worth running to under fire."""
+COVER_DAMAGE: Final = 0.5
+"""The share of a hit's damage that a target in cover takes (within ``COVER_RADIUS`` of a cover
+point, the same test the snapshot's ``in_cover`` makes): what makes taking cover worth it."""
 WAIT_TICKS: Final = 10
 _EPS: Final = 1e-9  # summed float dts land a hair short of round durations
 _RETREAT_CELLS: Final = 5.0
@@ -127,6 +132,15 @@ def _approach(ctx: StepContext, target: Position) -> None:
             pos.y += (target.y - pos.y) * step / d
 
 
+def _covered(field: Battlefield | None, pos: Position) -> bool:
+    """Whether ``pos`` is within ``COVER_RADIUS`` of one of ``field``'s cover points."""
+    if field is None:
+        return False
+    r2 = COVER_RADIUS * COVER_RADIUS
+    x, y = pos.x, pos.y
+    return any((cx - x) ** 2 + (cy - y) ** 2 <= r2 for cx, cy in field.cover)
+
+
 def _close_in(ctx: StepContext, target_id: int, reach: float) -> Health | None:
     """The target's Health once it is within ``reach``; None while still walking to it.
 
@@ -166,7 +180,11 @@ def attack(ctx: StepContext, args: tuple[int, ...], /) -> bool:
         return True
     if weapon.cooldown_left > 0:
         return False
-    target_health.hp -= weapon.damage
+    damage = weapon.damage
+    target_pos = esper.try_component(args[0], Position)
+    if target_pos is not None and _covered(ctx.field, target_pos):
+        damage = max(1, int(damage * COVER_DAMAGE))
+    target_health.hp -= damage
     weapon.cooldown_left = weapon.cooldown
     if ammo is not None:
         ammo.rounds -= 1
