@@ -13,7 +13,13 @@ import httpx
 import pytest
 
 from aiplanner.bench.errors import BenchError
-from aiplanner.bench.llama_server import LlamaServer, build_llama_server, cache_dir, cached_binary
+from aiplanner.bench.llama_server import (
+    BUILD_FLAGS,
+    LlamaServer,
+    build_llama_server,
+    cache_dir,
+    cached_binary,
+)
 
 pytest.importorskip("llama_cpp")  # the binary is named after the installed llama-cpp-python
 
@@ -99,3 +105,24 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log(
         LlamaServer(slots=2, model=str(model)).start()
     with pytest.raises(BenchError, match="slots"):
         LlamaServer(slots=0)
+
+
+def test_threads_adapter_and_flash_attention_reach_the_command_line(
+    fake_server: tuple[Path, Path], tmp_path: Path
+) -> None:
+    record, model = fake_server
+    lora = tmp_path / "adapter.gguf"
+    with LlamaServer(slots=2, model=str(model), threads=1, lora=lora):
+        args = record.read_text().split()
+    assert args[args.index("-t") + 1] == args[args.index("-tb") + 1] == "1"
+    assert args[args.index("--lora") + 1] == str(lora)
+    assert args[args.index("-fa") + 1] == "off"  # like the embedded engines: scores agree
+    with LlamaServer(slots=2, model=str(model), flash_attn=True):
+        args = record.read_text().split()
+    assert "--lora" not in args and args[args.index("-fa") + 1] == "on"
+
+
+def test_the_build_fetches_nothing_and_builds_the_server_for_this_cpu() -> None:
+    flags = set(BUILD_FLAGS)
+    assert {"-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"} <= flags
+    assert {"-DLLAMA_BUILD_SERVER=ON", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"} <= flags
