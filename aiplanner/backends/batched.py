@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiplanner.backends.decode_threads import ThreadGovernor
 from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
 from aiplanner.errors import BackendError, BackendTimeout, ConfigError
 
@@ -75,6 +76,7 @@ class EngineSettings:
     n_seq_max: int = 128
     n_threads: int = 2
     chunk_tokens: int = 128
+    adaptive_threads: bool = True  # one thread per decode where measured faster (decode_threads)
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -94,7 +96,8 @@ class EngineStats:
     """Counters since construction. ``rows`` are tokens evaluated (prompt rows and generated
     tokens fed back); ``shared_rows`` those evaluated once for several requests;
     ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them;
-    ``passes`` the passes started."""
+    ``passes`` the passes started; ``one_thread_decodes`` the decodes the thread governor ran on
+    one thread."""
 
     passes: int = 0
     decodes: int = 0
@@ -103,6 +106,7 @@ class EngineStats:
     generated: int = 0
     scored: int = 0
     decode_s: float = 0.0
+    one_thread_decodes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,8 @@ class BatchedEngine:
             raise BackendError("llama.cpp could not create the batched context", retryable=False)
         self._ctx = ctx
         self._mem = llama_cpp.llama_get_memory(ctx)
+        self._governor = ThreadGovernor(settings.n_threads if settings.adaptive_threads else 1)
+        self._threads = settings.n_threads
         self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
         # Candidates for a grammar that rejected the sampled token: ids never change.
         dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
@@ -472,9 +478,16 @@ class BatchedEngine:
             self._put(n, entry.token, entry.pos, seqs, entry.logits)
             n += 1
         batch.n_tokens = n
+        threads = self._settings.n_threads
+        if self._settings.adaptive_threads:
+            threads = self._governor.choose(n)
+            if threads != self._threads:
+                self._lib.llama_set_n_threads(self._ctx, threads, threads)
+                self._threads = threads
         started = time.perf_counter()
         rc = self._lib.llama_decode(self._ctx, batch)
         spent = time.perf_counter() - started
+        self._governor.record(n, threads, spent)
         shared = 0
         for _, _, seqs in rows:
             owners = {id(self._owner[q]) for q in seqs if q != _ROOT}
@@ -490,6 +503,7 @@ class BatchedEngine:
             shared_rows=shared,
             generated=len(feeding),
             decode_s=spent,
+            one_thread_decodes=int(threads == 1),
         )
         if rc != 0:
             # 1: no KV slot (the reservation should prevent it); others: llama.cpp failed.

@@ -347,6 +347,47 @@ def test_no_sequence_reads_another_requests_cells(llama: Any) -> None:
         engine.close()
 
 
+class _Alternating:
+    """A thread governor that gives every other decode one thread and the rest two."""
+
+    def __init__(self) -> None:
+        self.used: list[int] = []
+
+    def choose(self, rows: int) -> int:
+        return 1 if len(self.used) % 2 else 2
+
+    def record(self, rows: int, threads: int, seconds: float) -> None:
+        self.used.append(threads)
+
+
+@pytest.mark.model
+def test_the_governors_thread_count_reaches_llama_cpp_and_leaves_scores_alone(llama: Any) -> None:
+    import llama_cpp
+
+    engine = _engine(llama, n_seq_max=32, n_threads=2, chunk_tokens=32)
+    governor = _Alternating()
+    engine._governor = governor  # type: ignore[assignment]
+    results = _Results()
+    counts: list[int] = []
+    try:
+        works = [_score_work(llama, results, str(i), _situation(i)[1].content) for i in range(3)]
+        for w in works:
+            engine.add(w)
+
+        def done() -> bool:
+            counts.append(int(llama_cpp.llama_n_threads_batch(engine._ctx)))
+            return len(results.done) == len(works)
+
+        _run(engine, done)
+        assert set(governor.used) == {1, 2}
+        assert counts[1 : len(governor.used) + 1] == governor.used  # read after each decode
+        assert engine.stats.one_thread_decodes == governor.used.count(1)
+        for i, w in enumerate(works):
+            _close_to(results.done[str(i)].logprobs, _alone(llama, w.prompt, w.continuations))
+    finally:
+        engine.close()
+
+
 # --- backend level --------------------------------------------------------------------------------
 
 
