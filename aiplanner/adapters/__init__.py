@@ -7,20 +7,35 @@ decision asks it (``TRAINING.md``: not yet better than the base model). It was t
 plugin's own processors; ``TRAINING.md`` beside it records the data's hash, the seed, the
 settings, the loss curve, the hold-out accuracy before and after, and the adapter's hash.
 
-Load it beside the base model: ``Llama(model_path=..., lora_path=str(default_adapter()))``.
+The embedded backend applies it through :func:`resolve_adapter`: ``adapter="default"`` (the
+backend's default) means this adapter when the model is the default model it was trained for,
+and none for any other GGUF; ``None`` (or ``"none"``) turns it off; a path loads another
+adapter. ``$AIPLANNER_ADAPTER`` (a path, or ``none``) overrides the default.
 """
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Final
 
 from aiplanner.errors import ModelNotFoundError
 
-__all__ = ["DEFAULT_ADAPTER_NAME", "default_adapter"]
+__all__ = [
+    "ADAPTER_ENV_VAR",
+    "APPLIED_BY_DEFAULT",
+    "DEFAULT_ADAPTER_NAME",
+    "default_adapter",
+    "resolve_adapter",
+]
 
 DEFAULT_ADAPTER_NAME: Final = "smollm2-135m-game.gguf"
+ADAPTER_ENV_VAR: Final = "AIPLANNER_ADAPTER"
+APPLIED_BY_DEFAULT: Final = False
+"""Whether ``adapter="default"`` applies the shipped adapter to the default model: only once a
+shipped adapter beats the base model on the scenario suite (``TRAINING.md``)."""
+_OFF: Final = "none"
 
 
 def default_adapter() -> Path:
@@ -35,3 +50,41 @@ def default_adapter() -> Path:
     if magic != b"GGUF":
         raise ModelNotFoundError(f"the shipped adapter {path} is not a GGUF file")
     return path
+
+
+def resolve_adapter(adapter: str | os.PathLike[str] | None, model: Path) -> Path | None:
+    """The LoRA adapter to apply beside ``model``, or None.
+
+    ``"default"``: ``$AIPLANNER_ADAPTER`` if set (a path, or ``none``), else the shipped adapter
+    when ``model`` is the default model (the one it was trained for) and
+    :data:`APPLIED_BY_DEFAULT`, else none. ``None`` or
+    ``"none"``: none. Anything else: that file. Raises :class:`ModelNotFoundError` for a missing
+    or non-GGUF adapter, so a broken install fails at start-up instead of planning differently.
+    """
+    if adapter == "default":
+        env = os.environ.get(ADAPTER_ENV_VAR)
+        if env:
+            adapter = env
+        else:
+            use = APPLIED_BY_DEFAULT and _is_default_model(model)
+            return default_adapter() if use else None
+    if adapter is None or str(adapter).lower() == _OFF:
+        return None
+    path = Path(adapter).expanduser()
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelNotFoundError(f"LoRA adapter not found: {path} ({exc})") from exc
+    if magic != b"GGUF":
+        raise ModelNotFoundError(f"not a GGUF LoRA adapter (bad magic {magic!r}): {path}")
+    return path
+
+
+def _is_default_model(model: Path) -> bool:
+    from aiplanner.model_path import default_model_path
+
+    try:
+        return model.resolve() == default_model_path()
+    except ModelNotFoundError:
+        return False

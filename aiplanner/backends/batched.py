@@ -37,9 +37,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path as FilePath
 from typing import Any
 
 from aiplanner.backends.decode_threads import ThreadGovernor
+from aiplanner.backends.lora import apply_adapter, free_adapter
 from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
 from aiplanner.errors import BackendError, BackendTimeout, ConfigError
 
@@ -76,6 +78,8 @@ class EngineSettings:
     n_seq_max: int = 128
     n_threads: int = 2
     chunk_tokens: int = 128
+    adapter: FilePath | None = None  # a LoRA applied on the engine's context
+    adapter_scale: float = 1.0
     adaptive_threads: bool = True  # one thread per decode where measured faster (decode_threads)
 
     def check(self) -> None:
@@ -244,6 +248,13 @@ class BatchedEngine:
         if not ctx:
             raise BackendError("llama.cpp could not create the batched context", retryable=False)
         self._ctx = ctx
+        self._adapter: Any = None
+        if settings.adapter is not None:
+            try:
+                self._adapter = apply_adapter(model, ctx, settings.adapter, settings.adapter_scale)
+            except BackendError:
+                llama_cpp.llama_free(ctx)
+                raise
         self._mem = llama_cpp.llama_get_memory(ctx)
         self._governor = ThreadGovernor(settings.n_threads if settings.adaptive_threads else 1)
         self._threads = settings.n_threads
@@ -323,6 +334,9 @@ class BatchedEngine:
         lib = self._lib
         lib.llama_batch_free(self._batch)
         lib.llama_free(self._ctx)
+        if self._adapter is not None:
+            free_adapter(self._adapter)
+            self._adapter = None
 
     def fail_all(self, error: BaseException) -> None:
         """End every queued and running work with ``error`` (the engine stays usable)."""

@@ -68,7 +68,10 @@ class BatchedWorker(_SerialWorker):
     def __init__(self, settings: _Settings, engine: EngineSettings | None = None) -> None:
         super().__init__(settings)
         self._engine_settings = engine or EngineSettings(
-            n_ctx=max(settings.n_ctx, BATCHED_MIN_CTX), n_threads=settings.n_threads
+            n_ctx=max(settings.n_ctx, BATCHED_MIN_CTX),
+            n_threads=settings.n_threads,
+            adapter=settings.adapter,
+            adapter_scale=settings.adapter_scale,
         )
         self._engine_settings.check()
         self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
@@ -275,7 +278,7 @@ class BatchedWorker(_SerialWorker):
 
     def _load_batched(self) -> tuple[Llama, BatchedEngine]:
         # This Llama only tokenizes; the engine makes its own context on the same model.
-        return self._load_model(_TOKENIZER_CTX, _TOKENIZER_CTX, self._build_engine)
+        return self._load_model(_TOKENIZER_CTX, _TOKENIZER_CTX, self._build_engine, adapter=False)
 
     def _build_engine(self, llama: Llama) -> BatchedEngine:
         import llama_cpp

@@ -45,6 +45,7 @@ import anyio
 from anyio.lowlevel import EventLoopToken, current_token
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from aiplanner.adapters import resolve_adapter
 from aiplanner.backends.base import (
     BackendInfo,
     CompletionRequest,
@@ -56,6 +57,7 @@ from aiplanner.backends.base import (
     TextDelta,
     Usage,
 )
+from aiplanner.backends.lora import apply_adapter
 from aiplanner.errors import (
     BackendError,
     BackendTimeout,
@@ -182,6 +184,8 @@ class _Settings:
     verbose: bool
     chat_format: ChatFormat
     max_queue: int
+    adapter: Path | None = None  # a LoRA applied beside the model
+    adapter_scale: float = 1.0
 
 
 class _SerialWorker:
@@ -316,10 +320,12 @@ class _SerialWorker:
         return self._load_model(s.n_ctx, _N_BATCH, lambda llama: _Engine(llama, s))
 
     def _load_model(
-        self, n_ctx: int, n_batch: int, build: Callable[[Llama], _E]
+        self, n_ctx: int, n_batch: int, build: Callable[[Llama], _E], *, adapter: bool = True
     ) -> tuple[Llama, _E]:
-        """Load the model with ``n_ctx`` and ``n_batch`` and build
-        the engine on it. A failure is remembered: every later load raises it again at once."""
+        """Load the model with ``n_ctx`` and ``n_batch`` (and the settings' LoRA adapter on its
+        context, unless ``adapter`` is False: an engine with a context of its own applies it
+        there) and build the engine on it. A failure is remembered: every later load raises it
+        again at once."""
         if self._load_error is not None:
             message, cause = self._load_error
             raise BackendError(message, retryable=False) from cause
@@ -338,6 +344,8 @@ class _SerialWorker:
                 verbose=s.verbose,
                 n_batch=n_batch,
             )
+            if adapter and s.adapter is not None:
+                apply_adapter(llama.model, llama.ctx, s.adapter, s.adapter_scale)
             engine = build(llama)
         except Exception as exc:
             if llama is not None:
@@ -346,6 +354,8 @@ class _SerialWorker:
                 message = (
                     "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'"
                 )
+            elif isinstance(exc, BackendError):
+                message = str(exc)
             else:  # llama.cpp itself says only "Failed to load model from file"
                 message = f"could not load the model {s.path}: {exc}"
             # Remembered: loading again for every request would fail the same way, slowly.
@@ -586,10 +596,14 @@ class EmbeddedBackend:
     ``engine``: ``serial`` serves one request at a time; ``batched``
     (:mod:`aiplanner.backends.batched`) serves every request in flight together, sharing their
     common prefix, in one context whose KV cache (``n_ctx``, at least 4096) all of them share.
+    ``adapter``: a LoRA applied beside the model (:func:`aiplanner.adapters.resolve_adapter`):
+    ``"default"`` is the shipped game adapter for the default model (``$AIPLANNER_ADAPTER``
+    overrides it) and none for other models; None turns it off; a path loads that one, at
+    ``adapter_scale``.
 
-    Construction only resolves the path: it raises :class:`ModelNotFoundError` for a missing or
-    non-GGUF file and :class:`ConfigError` for a bad setting. The model loads on the worker thread
-    on first use, or when :meth:`load` / :meth:`load_sync` is called.
+    Construction only resolves the paths: it raises :class:`ModelNotFoundError` for a missing or
+    non-GGUF model or adapter file and :class:`ConfigError` for a bad setting. The model loads on
+    the worker thread on first use, or when :meth:`load` / :meth:`load_sync` is called.
     """
 
     def __init__(
@@ -605,8 +619,11 @@ class EmbeddedBackend:
         max_queue: int = 1024,
         grammar_cache_size: int = 64,
         engine: Engine = "serial",
+        adapter: str | os.PathLike[str] | None = "default",
+        adapter_scale: float = 1.0,
     ) -> None:
         path = resolve_model_path(model_path)
+        lora = resolve_adapter(adapter, path)
         threads = n_threads if n_threads is not None else min(4, os.cpu_count() or 1)
         if threads < 1:
             raise ConfigError(f"n_threads must be at least 1, got {threads}")
@@ -620,7 +637,9 @@ class EmbeddedBackend:
             raise ConfigError("max_queue must be positive")
         if engine not in _ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose {_ENGINES}")
-        self._settings = _Settings(path, threads, n_ctx, seed, verbose, chat_format, max_queue)
+        self._settings = _Settings(
+            path, threads, n_ctx, seed, verbose, chat_format, max_queue, lora, adapter_scale
+        )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
         batched = engine == "batched"
@@ -634,7 +653,7 @@ class EmbeddedBackend:
         weakref.finalize(self, self._worker.stop)
         self._info = BackendInfo(
             name="embedded",
-            model=path.name,
+            model=path.name if lora is None else f"{path.name}+{lora.name}",
             max_concurrency=_BATCHED_CONCURRENCY if batched else 1,
             parallel=batched,
             structured=True,
@@ -648,6 +667,11 @@ class EmbeddedBackend:
     @property
     def model_path(self) -> Path:
         return self._settings.path
+
+    @property
+    def adapter_path(self) -> Path | None:
+        """The LoRA adapter applied beside the model, if any."""
+        return self._settings.adapter
 
     @property
     def n_threads(self) -> int:
