@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 from operator import itemgetter
-from typing import Final
+from typing import Any, Final
 
 import esper
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
-from aiplanner.behaviour import StepContext, StepFailed, Upkeep
+from aiplanner.behaviour import ActionHandler, StepContext, StepFailed, Upkeep
 from aiplanner.combat import HEAL_REACH, SCAN_SECONDS
 from aiplanner.components import ActionQueue, PlanState, PlanStatus
 from aiplanner.errors import ConfigError
@@ -66,12 +66,17 @@ class ActionExecutionSystem(esper.Processor):
             if spec.upkeep is not None and spec.upkeep not in upkeep:
                 upkeep.append(spec.upkeep)
         self._upkeep = tuple(upkeep)
-        # Only actions with a target argument need the early check for gone targets.
-        self._targets = {
-            spec.name: (len(spec.args), where)
-            for spec in registry.actions
-            if (where := tuple(i for i, a in enumerate(spec.args) if a.kind in _TARGET_KINDS))
-        }
+        # Per action: its handler, its argument count and which arguments name an entity (only
+        # those need the early check for gone targets). The registry is immutable.
+        self._plans: dict[str, tuple[ActionHandler, int, tuple[int, ...]]] = {}
+        for spec in registry.actions:
+            assert spec.handler is not None  # require_handlers() above
+            where = tuple(i for i, a in enumerate(spec.args) if a.kind in _TARGET_KINDS)
+            self._plans[spec.name] = (spec.handler, len(spec.args), where)
+        # esper's cached query, and our rows of it: in entity-id order, each with the agent's
+        # health component (None without one), made again only when esper rebuilds the query.
+        self._rows_seen: object = None
+        self._rows: list[tuple[int, Any, Any, ActionQueue, PlanState, Any]] = []
 
     def process(self, dt: float) -> None:
         """Run the upkeep, each executing agent's step, then delete the dead."""
@@ -87,48 +92,57 @@ class ActionExecutionSystem(esper.Processor):
         exists = esper.entity_exists
         try_component = esper.try_component
         isfinite = math.isfinite
-        registry_get = self.registry.get
-        check_targets = self._check_targets
+        plans = self._plans
+        gone = self._gone
         executing = PlanStatus.EXECUTING
         # Every status but IDLE runs: agents waiting for a plan carry out their provisional plan
         # (see PlannerConfig.provisional). An identity test: hashing an Enum runs Python code.
         idle = PlanStatus.IDLE
-        rows = sorted(
-            esper.get_components(cm.agent, cm.position, ActionQueue, PlanState), key=_entity
-        )
-        for ent, (agent, pos, queue, state) in rows:
+        rows = esper.get_components(cm.agent, cm.position, ActionQueue, PlanState)
+        if rows is not self._rows_seen:  # esper rebuilt its query: an entity or component
+            # was added or removed since. Sort it once, with each agent's health component.
+            self._rows_seen = rows
+            self._rows = [
+                (ent, agent, pos, queue, state, try_component(ent, health_type))
+                for ent, (agent, pos, queue, state) in sorted(rows, key=_entity)
+            ]
+        for ent, agent, pos, queue, state, health in self._rows:
             status = state.status
-            if status is idle or not exists(ent):
+            if status is idle:
                 continue
             steps = queue.steps
             index = queue.index
-            finished = index >= len(steps)
-            if finished and status is not executing:
-                continue  # waiting for a plan, provisional plan finished: stand by
-            health = try_component(ent, health_type)
-            if health is not None and hp(health) <= 0:
-                continue  # the dead do nothing; they are deleted below
-            if finished:
-                self._stop(queue, state, "")
+            if index >= len(steps):  # the plan ran out
+                if status is not executing or not exists(ent):
+                    continue  # waiting for a plan, provisional plan finished: stand by
+                if health is None or hp(health) > 0:  # the dead do nothing; deleted below
+                    self._stop(queue, state, "")
+                continue
+            if (health is not None and hp(health) <= 0) or not exists(ent):
                 continue
             step = steps[index]
             try:
-                check_targets(queue)
+                # Remaining steps naming a gone or dead entity: drop the doomed plan now.
+                for k in range(index, len(steps)):  # no slice copied per agent and tick
+                    later = steps[k]
+                    known = plans.get(later.action)
+                    if known is not None and known[1] == len(later.args) and known[2]:
+                        for i in known[2]:
+                            if gone(later.args[i]):
+                                raise StepFailed("target_gone")
                 x, y = xy(pos)
                 if not (isfinite(x) and isfinite(y)):
                     raise StepFailed("bad_position")
-                spec = registry_get(step.action)
-                if spec is None:
+                known = plans.get(step.action)
+                if known is None:
                     raise StepFailed("unknown_action")
-                if len(step.args) != len(spec.args):
+                if len(step.args) != known[1]:
                     raise StepFailed("bad_arguments")
-                handler = spec.handler
-                assert handler is not None  # require_handlers() at construction
                 ctx.entity = ent
                 ctx.agent = agent
                 ctx.position = pos
                 ctx.queue = queue
-                done = handler(ctx, step.args)
+                done = known[0](ctx, step.args)
             except StepFailed as exc:
                 self._stop(queue, state, exc.reason)
                 continue
@@ -151,17 +165,13 @@ class ActionExecutionSystem(esper.Processor):
             queue.index = 0
         state.invalid_reason = reason
 
-    def _check_targets(self, queue: ActionQueue) -> None:
-        """Raise StepFailed('target_gone') if a remaining step names a gone or dead entity."""
-        targets = self._targets
-        steps = queue.steps
-        for k in range(queue.index, len(steps)):  # no slice copied per agent and tick
-            step = steps[k]
-            found = targets.get(step.action)
-            if found is None or found[0] != len(step.args):
-                continue  # no target argument; or a bad step, reported when it is reached
-            args = step.args
-            living = self.components.living_position
-            for i in found[1]:
-                if living(args[i]) is None:
-                    raise StepFailed("target_gone")
+    def _gone(self, entity: int) -> bool:
+        """Whether ``entity`` is gone, dead or without the mapped position and health (the
+        target test of :meth:`ComponentMap.living_position`, without building its answer)."""
+        if not esper.entity_exists(entity):
+            return True
+        cm = self.components
+        health = esper.try_component(entity, cm.health)
+        return (
+            health is None or cm.hp(health) <= 0 or esper.try_component(entity, cm.position) is None
+        )
