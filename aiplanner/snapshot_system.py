@@ -43,8 +43,6 @@ COVER_RADIUS: Final = 0.75
 OCCUPIED_RADIUS: Final = 0.5
 """A cover point with another agent this close is taken and not offered."""
 
-_CROWD_SCAN: Final = 48  # above this many neighbours, check cover occupancy through the grid
-
 
 @dataclass(frozen=True, slots=True)
 class _FieldIndex:
@@ -127,6 +125,9 @@ class SnapshotSystem(esper.Processor):
         # agent's row of ``components.query`` components.
         self._agents: dict[int, Sequence[Any]] = {}
         self._memo: dict[int, WorldSnapshot | None] = {}
+        # Cover point (index into _FieldIndex.cover) -> the agents of the grid within
+        # OCCUPIED_RADIUS of it; found when first asked, forgotten every tick.
+        self._near_cover: dict[int, list[int]] = {}
 
     @property
     def field(self) -> Battlefield | None:
@@ -146,6 +147,7 @@ class SnapshotSystem(esper.Processor):
         agents = self._agents
         agents.clear()
         self._memo.clear()
+        self._near_cover.clear()
         isfinite = math.isfinite
         xy = cm.xy
         hp = cm.hp
@@ -226,13 +228,13 @@ class SnapshotSystem(esper.Processor):
             in_cover=index.in_cover(x, y),
             weapon_range=cm.weapon_range_of(entity),
         )
-        enemies, allies, crowd = self._units(entity, team, x, y, radius)
+        enemies, allies = self._units(entity, team, x, y, radius)
         return WorldSnapshot(
             tick=self.tick,
             me=me,
             enemies=enemies,
             allies=allies,
-            cover=self._cover(index, entity, x, y, radius, crowd),
+            cover=self._cover(index, entity, x, y, radius),
             obstacles=tuple(
                 index.blocked[i]
                 for i in index.blocked_grid.query(x, y, radius)[: self.max_obstacles]
@@ -243,12 +245,11 @@ class SnapshotSystem(esper.Processor):
 
     def _units(
         self, entity: int, team: object, x: float, y: float, radius: float
-    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...], list[tuple[float, float]] | None]:
-        """(enemies, allies) within ``radius``, nearest first, ties by id, each capped; and the
-        positions of the living others within ``radius + OCCUPIED_RADIUS`` (for cover
-        occupancy), or None when there are too many for a linear scan to beat the grid."""
+    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...]]:
+        """(enemies, allies) within ``radius``, nearest first, ties by id, each capped."""
         cap = self.max_units
-        grid = self._grid
+        if cap == 0:
+            return (), ()
         index = self._index
         assert index is not None  # _build checked it
         agents = self._agents
@@ -263,54 +264,40 @@ class SnapshotSystem(esper.Processor):
         im = cm.max_index
         enemies: list[SeenUnit] = []
         allies: list[SeenUnit] = []
-        near = grid.query_points(x, y, radius + OCCUPIED_RADIUS)
-        crowd: list[tuple[float, float]] | None = [] if len(near) <= _CROWD_SCAN else None
-        for dist, other, ox, oy in near:
+        for dist, other, ox, oy in self._grid.query_points(x, y, radius):
             if other == entity:
                 continue
             row = agents[other]
-            other_hp = hp(row[ih])
-            if other_hp <= 0 or not exists(other):
-                continue
-            if crowd is not None:
-                crowd.append((ox, oy))
-            if dist > radius:
-                continue
             bucket = allies if team_of(row[it]) == team else enemies
             if len(bucket) >= cap:
-                if crowd is None and len(enemies) >= cap and len(allies) >= cap:
-                    break
+                if len(enemies) >= cap and len(allies) >= cap:
+                    break  # nearest first: nobody further on is shown
                 continue
+            other_hp = hp(row[ih])
+            if other_hp <= 0 or not exists(other):
+                continue  # died or was deleted since process()
             cx, cy = to_cell(ox, oy)
             bucket.append(
                 SeenUnit(other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp(row[im]))
             )
-        return tuple(enemies), tuple(allies), crowd
+        return tuple(enemies), tuple(allies)
 
     def _cover(
-        self,
-        index: _FieldIndex,
-        entity: int,
-        x: float,
-        y: float,
-        radius: float,
-        crowd: list[tuple[float, float]] | None,
+        self, index: _FieldIndex, entity: int, x: float, y: float, radius: float
     ) -> tuple[tuple[int, int], ...]:
+        """Free cover points within ``radius``, nearest first, capped: a point is taken when
+        another living agent stands within ``OCCUPIED_RADIUS`` of it."""
         cap = self.max_cover
         free: list[tuple[int, int]] = []
         if cap == 0:
             return ()
-        r2 = OCCUPIED_RADIUS * OCCUPIED_RADIUS
+        near_cover = self._near_cover
         for i in index.cover_grid.query(x, y, radius):
             cx, cy = index.cover[i]
-            if crowd is not None:
-                taken = any((ox - cx) ** 2 + (oy - cy) ** 2 <= r2 for ox, oy in crowd)
-            else:
-                taken = any(
-                    other != entity and self._alive(other)
-                    for other in self._grid.query(cx, cy, OCCUPIED_RADIUS)
-                )
-            if not taken:
+            near = near_cover.get(i)
+            if near is None:  # who stands on it, found once per tick whoever asks
+                near = near_cover[i] = self._grid.query(cx, cy, OCCUPIED_RADIUS)
+            if not any(other != entity and self._alive(other) for other in near):
                 free.append((cx, cy))
                 if len(free) >= cap:
                     break
