@@ -96,6 +96,7 @@ class PlanningSystem(esper.Processor):
         self._replay = replay
         self._heuristic = HeuristicPlanner(config().registry)
         self._known: set[int] = set()
+        self._agents_seen: object = None  # esper's query of agents when last adopted from
         self._pending: list[int] = []  # REQUESTED, oldest first
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, entity) of askers
         self._late: deque[int] = deque()  # past their deadline, waiting for their fallback
@@ -161,15 +162,18 @@ class PlanningSystem(esper.Processor):
         """Give every new agent (``cfg.components.agent``) the components planning needs; check
         its role."""
         components = cfg.components
-        for ent, agent in esper.get_component(components.agent):
-            if ent in self._known:
-                continue
-            cfg.check_role(ent, components.role_of(agent))
+        holders = esper.get_component(components.agent)
+        if holders is self._agents_seen:
+            return  # esper's query is unchanged: no entity or component came or went
+        agents = dict(holders)
+        for ent in sorted(agents.keys() - self._known):  # the new ones only, found in C
+            cfg.check_role(ent, components.role_of(agents[ent]))
             self._known.add(ent)
             if not esper.has_component(ent, PlanState):
                 esper.add_component(ent, PlanState())
             if not esper.has_component(ent, ActionQueue):
                 esper.add_component(ent, ActionQueue())
+        self._agents_seen = holders  # not before: a refused role is refused again next tick
 
     def _state(self, ent: int) -> PlanState | None:
         if not esper.entity_exists(ent):
@@ -281,7 +285,7 @@ class PlanningSystem(esper.Processor):
     ) -> None:
         known = self._known
         holders = esper.get_component(PlanState)
-        deleted = known.difference([ent for ent, _ in holders])
+        deleted = known.difference(dict(holders))
         if deleted:
             self._forget(deleted)
         llm_ok = self._bridge is not None and self._breaker.accepting()
@@ -367,6 +371,7 @@ class PlanningSystem(esper.Processor):
 
     def _forget(self, deleted: set[int]) -> None:
         self._known -= deleted
+        self._agents_seen = None  # an agent that only lost its PlanState is adopted again
         for ent in deleted:
             self._candidates.pop(ent, None)
             self._idle_since.pop(ent, None)

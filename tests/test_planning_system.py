@@ -12,6 +12,7 @@ from scenario import spawn_battle
 
 from aiplanner import (
     ActionQueue,
+    Agent,
     BackendUnavailable,
     ConfigError,
     PlannerConfig,
@@ -398,3 +399,27 @@ def test_tick_budget_must_be_a_positive_number_or_none(bad: float) -> None:
     with pytest.raises(ConfigError, match="tick_budget_ms"):
         PlannerConfig(tick_budget_ms=bad)
     assert PlannerConfig(tick_budget_ms=None).tick_budget_ms is None
+
+
+def test_adoption_notices_new_agents_and_ones_that_lost_their_plan_state(world: str) -> None:
+    ents = spawn_battle(2)
+    with PlannerPlugin(PlannerConfig(tick_budget_ms=None), None):
+        esper.process(DT)
+        esper.process(DT)  # nothing came or went: the adoption pass has nothing to do
+        late = spawn_battle(1)[0]
+        esper.process(DT)
+        assert esper.component_for_entity(late, PlanState).status is PlanStatus.EXECUTING
+        esper.remove_component(ents[0], PlanState)  # the game took it away
+        for _ in range(3):
+            esper.process(DT)
+        assert esper.component_for_entity(ents[0], PlanState).status is PlanStatus.EXECUTING
+
+
+def test_an_agent_with_an_unknown_role_is_refused_on_every_tick(world: str) -> None:
+    spawn_battle(2)
+    with PlannerPlugin(PlannerConfig(tick_budget_ms=None), None):
+        esper.process(DT)
+        esper.create_entity(Agent(role="wizard"))
+        for _ in range(2):  # refused again: not remembered as adopted
+            with pytest.raises(ConfigError, match="wizard"):
+                esper.process(DT)
