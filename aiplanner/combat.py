@@ -58,7 +58,14 @@ from aiplanner.snapshot import SeenUnit, WorldSnapshot
 from aiplanner.snapshot_system import COVER_RADIUS
 from aiplanner.spatial import to_cell
 
-__all__ = ["COVER_DAMAGE", "COVER_NEAR", "DEFAULT_REGISTRY", "HEAL_REACH", "SCAN_SECONDS", "WAIT_TICKS"]
+__all__ = [
+    "COVER_DAMAGE",
+    "COVER_NEAR",
+    "DEFAULT_REGISTRY",
+    "HEAL_REACH",
+    "SCAN_SECONDS",
+    "WAIT_TICKS",
+]
 
 HEAL_REACH: Final = 1.5
 """A healer must be this close (cells) to its patient."""
@@ -162,12 +169,13 @@ def move(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     """MoveTo / TakeCover / Retreat: walk the A* path to (x, y); done on arrival."""
     queue = ctx.queue
     pos: Position = ctx.position
-    goal = (args[0], args[1])
-    if not queue.path:
+    path = queue.path
+    if not path:
         # An empty path at this point means the step just started: path once per step.
-        queue.path = ctx.path((pos.x, pos.y), goal) or [goal]
-    _walk(pos, queue.path, ctx.agent.speed * ctx.dt)
-    return not queue.path
+        goal = (args[0], args[1])
+        path = queue.path = ctx.path((pos.x, pos.y), goal) or [goal]
+    _walk(pos, path, ctx.agent.speed * ctx.dt)
+    return not path
 
 
 def attack(ctx: StepContext, args: tuple[int, ...], /) -> bool:

@@ -19,7 +19,6 @@ set. No randomness, threads or backends here.
 
 from __future__ import annotations
 
-import math
 from operator import itemgetter
 from typing import Any, Final
 
@@ -91,7 +90,6 @@ class ActionExecutionSystem(esper.Processor):
         xy = cm.xy
         exists = esper.entity_exists
         try_component = esper.try_component
-        isfinite = math.isfinite
         plans = self._plans
         gone = self._gone
         executing = PlanStatus.EXECUTING
@@ -121,19 +119,26 @@ class ActionExecutionSystem(esper.Processor):
             if (health is not None and hp(health) <= 0) or not exists(ent):
                 continue
             step = steps[index]
+            known = plans.get(step.action)
             try:
                 # Remaining steps naming a gone or dead entity: drop the doomed plan now.
-                for k in range(index, len(steps)):  # no slice copied per agent and tick
-                    later = steps[k]
-                    known = plans.get(later.action)
-                    if known is not None and known[1] == len(later.args) and known[2]:
-                        for i in known[2]:
-                            if gone(later.args[i]):
-                                raise StepFailed("target_gone")
+                if known is not None and known[2] and known[1] == len(step.args):
+                    for i in known[2]:
+                        if gone(step.args[i]):
+                            raise StepFailed("target_gone")
+                if len(steps) > index + 1:
+                    for k in range(index + 1, len(steps)):  # no slice copied per agent and tick
+                        later = steps[k]
+                        ahead = plans.get(later.action)
+                        if ahead is not None and ahead[2] and ahead[1] == len(later.args):
+                            for i in ahead[2]:
+                                if gone(later.args[i]):
+                                    raise StepFailed("target_gone")
                 x, y = xy(pos)
-                if not (isfinite(x) and isfinite(y)):
+                # v - v is 0 for a finite number, NaN for an infinite one or NaN: the test of
+                # math.isfinite without two calls per agent and tick.
+                if x - x != 0 or y - y != 0:
                     raise StepFailed("bad_position")
-                known = plans.get(step.action)
                 if known is None:
                     raise StepFailed("unknown_action")
                 if len(step.args) != known[1]:
