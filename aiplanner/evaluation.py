@@ -261,7 +261,7 @@ def make_planner(
     rank_prior: float | None = None,
     temperature: float = 0.0,
 ) -> ScenarioPlanner:
-    """A built-in planner by name: ``rules``, ``random``, ``position-K``, or one of
+    """A built-in planner by name: ``rules``, ``random``, ``teacher``, ``position-K``, or one of
     :data:`MODEL_PLANNERS` (needs ``backend``; ``rank_prior`` applies to ``guided-score``, None
     meaning the pipeline's default). Raises :class:`ConfigError` for an unknown name, a model
     planner without a backend, or a setting the pipeline lacks."""
@@ -269,10 +269,14 @@ def make_planner(
         return RulesPlanner()
     if name == "random":
         return RandomPlanner(seed)
+    if name == "teacher":  # the outcome teacher's rollouts (the training extra's labeller)
+        from aiplanner.training.teacher import TeacherPlanner
+
+        return TeacherPlanner()
     if name.startswith("position-") and name.removeprefix("position-").isdigit():
         return PositionPlanner(int(name.removeprefix("position-")))
     if name not in MODEL_PLANNERS:
-        known = ", ".join(("rules", "random", "position-K", *MODEL_PLANNERS))
+        known = ", ".join(("rules", "random", "teacher", "position-K", *MODEL_PLANNERS))
         raise ConfigError(f"unknown planner {name!r}; choose one of {known}")
     if backend is None:
         raise ConfigError(f"planner {name!r} needs a backend")

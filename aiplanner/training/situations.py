@@ -37,7 +37,7 @@ from aiplanner.components import (
     Weapon,
 )
 from aiplanner.errors import ConfigError
-from aiplanner.snapshot import WorldSnapshot
+from aiplanner.snapshot import SeenUnit, WorldSnapshot
 from aiplanner.snapshot_system import SnapshotSystem
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "UnitSpec",
     "generate_situations",
     "isolated_world",
+    "situation_from_snapshot",
     "situation_snapshot",
 ]
 
@@ -289,6 +290,46 @@ def situation_snapshot(situation: Situation) -> tuple[WorldSnapshot, Roster]:
     if snap is None:
         raise ConfigError(f"situation {situation.seed}: the agent under test has no snapshot")
     return snap, roster
+
+
+def situation_from_snapshot(snap: WorldSnapshot, seed: int = 0) -> Situation:
+    """The world a snapshot describes, as a situation: the agent, the enemies and allies it
+    sees (in the snapshot's order), its map. What a snapshot does not say is filled in plainly:
+    the others are tactical, loaded (6 of 6) and with cooled weapons, the agent's own weapon is
+    cooled, and its perception reaches everyone it saw. Entity ids differ from the snapshot's:
+    :func:`situation_snapshot`'s roster lists the new ones in the same order.
+
+    Raises :class:`ConfigError` if the snapshot is not a legal world (units off the map, on a
+    wall or on one cell).
+    """
+    me = snap.me
+    others = (*snap.enemies, *snap.allies)
+    reach = max((8.0, *(u.dist + 1.0 for u in others)))
+    foe = me.team + 1
+
+    def unit(u: SeenUnit, team: int) -> UnitSpec:
+        return UnitSpec(team=team, role="tactical", x=u.x, y=u.y, hp=u.hp, max_hp=u.max_hp)
+
+    situation = Situation(
+        seed=seed,
+        kind="snapshot",
+        field=snap.field,
+        me=UnitSpec(
+            team=me.team,
+            role=me.role if me.role in ROLES else "tactical",
+            x=me.x,
+            y=me.y,
+            hp=me.hp,
+            max_hp=me.max_hp,
+            ammo=me.ammo,
+            capacity=me.ammo_capacity,
+            perception=reach,
+        ),
+        allies=tuple(unit(u, me.team) for u in snap.allies),
+        enemies=tuple(unit(u, foe) for u in snap.enemies),
+    )
+    situation.check()
+    return situation
 
 
 # --- the generator --------------------------------------------------------------------------

@@ -32,14 +32,21 @@ from typing import Final
 import esper
 import orjson
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, Plan, Step
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Plan, Step
 from aiplanner.components import ActionQueue, Health, PlanState, PlanStatus, Position, Tier
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import ConfigError
+from aiplanner.evaluation import Case, Decision
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.plugin import PlannerPlugin
 from aiplanner.snapshot import WorldSnapshot
-from aiplanner.training.situations import Roster, Situation, isolated_world, situation_snapshot
+from aiplanner.training.situations import (
+    Roster,
+    Situation,
+    isolated_world,
+    situation_from_snapshot,
+    situation_snapshot,
+)
 
 __all__ = [
     "Label",
@@ -47,6 +54,7 @@ __all__ = [
     "OutcomeTeacher",
     "OutcomeWeights",
     "TeacherConfig",
+    "TeacherPlanner",
     "file_sha256",
     "load_labels",
     "save_labels",
@@ -314,3 +322,48 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+class TeacherPlanner:
+    """The teacher as a scenario planner: for each case it rolls out the case's candidates in
+    the world the scenario's snapshot describes (:func:`situation_from_snapshot`) and picks the
+    best. Scored on the hand-written suite, it shows how far the teacher's labels agree with
+    game sense: the most an adapter trained on them can be expected to reach there."""
+
+    def __init__(self, teacher: OutcomeTeacher | None = None) -> None:
+        self.teacher = teacher if teacher is not None else OutcomeTeacher()
+
+    @property
+    def name(self) -> str:
+        return "teacher"
+
+    def decide(self, cases: Sequence[Case]) -> list[Decision]:
+        out: list[Decision] = []
+        for i, case in enumerate(cases):
+            snap = case.scenario.snapshot
+            try:
+                situation = situation_from_snapshot(snap, seed=i)
+            except ConfigError as exc:
+                out.append(Decision(plan=None, error=str(exc)))
+                continue
+            _, roster = situation_snapshot(situation)
+            ids = {snap.me.id: roster.me}
+            ids.update(zip((u.id for u in snap.enemies), roster.enemies, strict=True))
+            ids.update(zip((u.id for u in snap.allies), roster.allies, strict=True))
+            plans = [self._remap(plan, ids) for plan in case.candidates]
+            label = self.teacher.label(situation, plans)
+            out.append(Decision(plan=case.candidates[label.best], raw=f"margin {label.margin:.1f}"))
+        return out
+
+    def _remap(self, plan: Plan, ids: dict[int, int]) -> Plan:
+        """``plan`` with its entity arguments (targets) renamed by ``ids``."""
+        steps = []
+        for step in plan.steps:
+            spec = self.teacher.registry.get(step.action)
+            kinds = [a.kind for a in spec.args] if spec is not None else []
+            args = tuple(
+                ids.get(v, v) if k in (ArgKind.ENEMY, ArgKind.ALLY) else v
+                for v, k in zip(step.args, kinds, strict=False)
+            )
+            steps.append(Step(step.action, args))
+        return Plan(tuple(steps))

@@ -125,3 +125,52 @@ def test_bad_label_files_and_settings_are_refused(tmp_path: Path) -> None:
         TeacherConfig(dt=0)
     with pytest.raises(ConfigError):
         OutcomeTeacher().label(generate_situations(1)[0], [])
+
+
+# --- the teacher on the scenario suite ----------------------------------------------------------
+
+
+def test_a_snapshot_becomes_the_world_it_describes() -> None:
+    from aiplanner.scenarios import load_scenarios
+    from aiplanner.training.situations import situation_from_snapshot
+
+    for scenario in load_scenarios()[::7]:
+        snap = scenario.snapshot
+        again, roster = situation_snapshot(situation_from_snapshot(snap))
+        me, me2 = snap.me, again.me
+        assert (me2.x, me2.y, me2.hp, me2.ammo, me2.role, me2.in_cover) == (
+            me.x,
+            me.y,
+            me.hp,
+            me.ammo,
+            me.role,
+            me.in_cover,
+        )
+        assert len(roster.enemies) == len(snap.enemies)
+        seen = {u.id: (u.x, u.y, u.hp) for u in again.enemies}
+        for new_id, u in zip(roster.enemies, snap.enemies, strict=True):
+            assert seen[new_id] == (u.x, u.y, u.hp)  # every enemy, in the same place
+
+
+def test_the_teacher_decides_suite_cases_among_their_candidates_by_rollout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiplanner.combat as combat
+    from aiplanner.evaluation import Case, make_planner
+    from aiplanner.heuristic import HeuristicPlanner
+    from aiplanner.scenarios import load_scenarios
+
+    by_name = {s.name: s for s in load_scenarios()}
+    # In the open, trading shots with an enemy who sits in cover: the rules shoot back; the
+    # rollouts see that a covered shooter takes half damage and go for the cover point first.
+    scenario = by_name["tactical-open-duel-against-covered-enemy"]
+    candidates = tuple(HeuristicPlanner().candidates(scenario.snapshot, 4))
+    assert _first(candidates[0]) == "Attack"
+    case = Case(scenario, candidates)
+    [decision] = make_planner("teacher").decide([case])
+    assert decision.plan in candidates
+    assert decision.plan is not None and _first(decision.plan) == "TakeCover"
+    # It is the rule of the game that decides: were cover no protection, shooting back wins.
+    monkeypatch.setattr(combat, "COVER_DAMAGE", 1.0)
+    [decision] = make_planner("teacher").decide([case])
+    assert decision.plan is not None and _first(decision.plan) == "Attack"
