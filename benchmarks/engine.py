@@ -17,7 +17,9 @@ Rows (the same agents' snapshots for each; every repetition plans other agents):
   (:mod:`aiplanner.decision`), one agent after another.
 * ``score-batched``: ``EmbeddedBackend(engine="batched")``, every agent's scoring in flight at
   once. Also prints the tokens the engine evaluated per agent excluding rows shared by several
-  agents (target <= 60) and the round's wall time over its prefill limit (target <= 1.3).
+  agents (target <= 60) and the round's wall time over its prefill limit (target <= 1.3);
+  ``1-thread``: decodes the engine's thread governor ran on one thread because two were slower
+  (:mod:`aiplanner.backends.decode_threads`; the serial engine always uses ``--threads``).
 * ``free-seq`` / ``free-batched``: free mode (the model writes the plan), sequential on the
   serial engine against concurrent on the batched one; ``llm=`` counts first answers that passed
   validation.
@@ -192,6 +194,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 base.wall,
                 f"tokens={rows} own/agent={own:5.1f} passes={after.passes - before.passes} "
                 f"decodes={after.decodes - before.decodes} "
+                f"(1-thread {after.one_thread_decodes - before.one_thread_decodes}) "
                 f"in-decode={after.decode_s - before.decode_s:5.2f}s prefill-limit={limit:5.2f}s "
                 f"ratio={mine.wall / limit:4.2f}",
             )
@@ -201,8 +204,18 @@ async def main_async(args: argparse.Namespace) -> None:
             if not args.no_free:
                 free = await planned(gen_ctx, reqs, "sequential", "free")
                 line(f"free-seq{tag}", free, None)
+                before = batched.engine_stats()
                 r = await planned(context(batched, "score"), reqs, "concurrent", "free")
-                line(f"free-batched{tag}", r, free.wall)
+                after = batched.engine_stats()
+                assert before is not None and after is not None
+                line(
+                    f"free-batched{tag}",
+                    r,
+                    free.wall,
+                    f"tokens={after.rows - before.rows} generated="
+                    f"{after.generated - before.generated} decodes={after.decodes - before.decodes}"
+                    f" (1-thread {after.one_thread_decodes - before.one_thread_decodes})",
+                )
                 found.free(free.wall / r.wall, r.from_model == n)
         print(load())
         found.report()
