@@ -1,9 +1,11 @@
 """SnapshotSystem: rebuilds the spatial index each tick and builds agents' snapshots on demand.
 
-The per-tick work is O(n): one pass over living agents into a :class:`UniformGrid`. A
-:class:`WorldSnapshot` is built only for an agent someone asks about (usually one that needs a
-plan), from a radius query, so it costs O(k) in what that agent can see, and is memoised until
-the next tick.
+The per-tick work is O(n): one pass over living agents into one :class:`UniformGrid` per team.
+A :class:`WorldSnapshot` is built only for an agent someone asks about (usually one that needs a
+plan), and is memoised until the next tick. It shows the nearest few allies and enemies, so it
+asks its own team's grid, then the other teams' grids, for the units within half its perception
+radius first, and looks farther only when that did not find enough: its cost follows what it
+shows, not how crowded the whole circle is.
 
 What a snapshot shows:
 
@@ -42,6 +44,8 @@ COVER_RADIUS: Final = 0.75
 """An agent this close (cells) to a cover point is in cover."""
 OCCUPIED_RADIUS: Final = 0.5
 """A cover point with another agent this close is taken and not offered."""
+
+_NOWHERE: Final = object()  # not in any team's grid (team values may be None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,11 @@ class SnapshotSystem(esper.Processor):
         self.components = components
         self._cell_size = cell_size
         self._grid = UniformGrid(cell_size)  # raises ConfigError for a bad cell_size
+        # The index proper: one grid of living agents per team (team values are dict keys), and
+        # which team's grid holds each agent. ``_grid`` (all agents) is filled only when read.
+        self._teams: dict[Any, UniformGrid] = {}
+        self._team_of: dict[int, Any] = {}
+        self._grid_tick = 0
         self._field: Battlefield | None = None
         self._index: _FieldIndex | None = None
         # Component objects are changed in place, so holding them gives live values later: each
@@ -136,7 +145,12 @@ class SnapshotSystem(esper.Processor):
 
     @property
     def grid(self) -> UniformGrid:
-        """The index of living agents as of the last :meth:`process` (read it, don't change it)."""
+        """The index of living agents as of the last :meth:`process` (read it, don't change it).
+
+        Made from the per-team grids on the first read after each :meth:`process`."""
+        if self._grid_tick != self.tick:
+            self._grid_tick = self.tick
+            self._grid.rebuild([p for g in self._teams.values() for p in g.points()])
         return self._grid
 
     def process(self, dt: float) -> None:
@@ -151,15 +165,31 @@ class SnapshotSystem(esper.Processor):
         isfinite = math.isfinite
         xy = cm.xy
         hp = cm.hp
+        team_of = cm.team
         ip = cm.position_index
         ih = cm.health_index
-        points: list[tuple[int, float, float]] = []
+        it = cm.team_index
+        placed = self._team_of
+        placed.clear()
+        by_team: dict[Any, list[tuple[int, float, float]]] = {}
         for ent, row in esper.get_components(*cm.query):
             x, y = xy(row[ip])
             if hp(row[ih]) > 0 and isfinite(x) and isfinite(y):
+                team = team_of(row[it])
+                points = by_team.get(team)
+                if points is None:
+                    points = by_team[team] = []
                 points.append((ent, x, y))
                 agents[ent] = row
-        self._grid.rebuild(points)
+                placed[ent] = team
+        grids = self._teams
+        for team in [t for t in grids if t not in by_team]:
+            del grids[team]
+        for team, points in by_team.items():
+            grid = grids.get(team)
+            if grid is None:
+                grid = grids[team] = UniformGrid(self._cell_size)
+            grid.rebuild(points)
 
     def _refresh_field(self) -> None:
         """Read the map; rebuild its static lookups only when the map object changed."""
@@ -175,17 +205,31 @@ class SnapshotSystem(esper.Processor):
         cm = self.components
         return row is not None and cm.hp(row[cm.health_index]) > 0 and esper.entity_exists(entity)
 
+    def _position(self, entity: int) -> tuple[float, float] | None:
+        """Where ``entity`` was indexed by the last :meth:`process`, or None."""
+        team = self._team_of.get(entity, _NOWHERE)
+        return None if team is _NOWHERE else self._teams[team].position(entity)
+
+    def _near(
+        self, grids: Sequence[UniformGrid], x: float, y: float, radius: float
+    ) -> list[tuple[float, int, float, float]]:
+        """``UniformGrid.query_points`` over several grids: one list, sorted the same way."""
+        if len(grids) == 1:
+            return grids[0].query_points(x, y, radius)
+        found = [p for g in grids for p in g.query_points(x, y, radius)]
+        found.sort()
+        return found
+
     def neighbours(self, entity: int, radius: float) -> list[int]:
         """Other living agents within ``radius`` of ``entity``, nearest first, ties by id.
 
         Empty if ``entity`` is not a living agent of the last :meth:`process`.
         """
-        pos = self._grid.position(entity)
+        pos = self._position(entity)
         if pos is None:
             return []
-        return [
-            e for e in self._grid.query(pos[0], pos[1], radius) if e != entity and self._alive(e)
-        ]
+        near = self._near(list(self._teams.values()), pos[0], pos[1], radius)
+        return [e for _, e, _, _ in near if e != entity and self._alive(e)]
 
     def snapshot(self, entity: int) -> WorldSnapshot | None:
         """The snapshot of ``entity`` for this tick, built on first request and memoised.
@@ -203,7 +247,7 @@ class SnapshotSystem(esper.Processor):
 
     def _build(self, entity: int) -> WorldSnapshot | None:
         index = self._index
-        pos = self._grid.position(entity)
+        pos = self._position(entity)
         if index is None or pos is None or not self._alive(entity):
             return None
         cm = self.components
@@ -247,9 +291,24 @@ class SnapshotSystem(esper.Processor):
         self, entity: int, team: object, x: float, y: float, radius: float
     ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...]]:
         """(enemies, allies) within ``radius``, nearest first, ties by id, each capped."""
-        cap = self.max_units
-        if cap == 0:
+        if self.max_units == 0:
             return (), ()
+        own: list[UniformGrid] = []
+        others: list[UniformGrid] = []
+        for t, grid in self._teams.items():
+            (own if t == team else others).append(grid)
+        return (
+            self._nearest(others, entity, x, y, radius) if others else (),
+            self._nearest(own, entity, x, y, radius) if own else (),
+        )
+
+    def _nearest(
+        self, grids: Sequence[UniformGrid], entity: int, x: float, y: float, radius: float
+    ) -> tuple[SeenUnit, ...]:
+        """The ``max_units`` nearest living agents of ``grids`` within ``radius`` (ties by id),
+        ``entity`` left out: looked for within half the radius first, then within all of it
+        when that found too few (or the last one found could tie with one farther out)."""
+        cap = self.max_units
         index = self._index
         assert index is not None  # _build checked it
         agents = self._agents
@@ -257,30 +316,34 @@ class SnapshotSystem(esper.Processor):
         in_cover = index.in_cover
         cm = self.components
         hp = cm.hp
-        team_of = cm.team
         max_hp = cm.max_hp
         ih = cm.health_index
-        it = cm.team_index
         im = cm.max_index
-        enemies: list[SeenUnit] = []
-        allies: list[SeenUnit] = []
-        for dist, other, ox, oy in self._grid.query_points(x, y, radius):
-            if other == entity:
-                continue
-            row = agents[other]
-            bucket = allies if team_of(row[it]) == team else enemies
-            if len(bucket) >= cap:
-                if len(enemies) >= cap and len(allies) >= cap:
-                    break  # nearest first: nobody further on is shown
-                continue
-            other_hp = hp(row[ih])
-            if other_hp <= 0 or not exists(other):
-                continue  # died or was deleted since process()
-            cx, cy = to_cell(ox, oy)
-            bucket.append(
-                SeenUnit(other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp(row[im]))
-            )
-        return tuple(enemies), tuple(allies)
+        reach = radius * 0.5
+        while True:
+            found: list[SeenUnit] = []
+            last = 0.0
+            for dist, other, ox, oy in self._near(grids, x, y, reach):
+                if other == entity:
+                    continue
+                row = agents[other]
+                other_hp = hp(row[ih])
+                if other_hp <= 0 or not exists(other):
+                    continue  # died or was deleted since process()
+                cx, cy = to_cell(ox, oy)
+                found.append(
+                    SeenUnit(
+                        other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp(row[im])
+                    )
+                )
+                last = dist
+                if len(found) >= cap:
+                    break
+            # Everything within ``reach`` was seen in order: enough found strictly inside it
+            # means nobody farther out could come before them.
+            if reach >= radius or (len(found) >= cap and last < reach):
+                return tuple(found)
+            reach = radius
 
     def _cover(
         self, index: _FieldIndex, entity: int, x: float, y: float, radius: float
@@ -296,7 +359,11 @@ class SnapshotSystem(esper.Processor):
             cx, cy = index.cover[i]
             near = near_cover.get(i)
             if near is None:  # who stands on it, found once per tick whoever asks
-                near = near_cover[i] = self._grid.query(cx, cy, OCCUPIED_RADIUS)
+                near = near_cover[i] = [
+                    p[1]
+                    for g in self._teams.values()
+                    for p in g.query_points(cx, cy, OCCUPIED_RADIUS)
+                ]
             if not any(other != entity and self._alive(other) for other in near):
                 free.append((cx, cy))
                 if len(free) >= cap:

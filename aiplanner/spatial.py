@@ -176,6 +176,10 @@ class UniformGrid:
         self._unlink(entity, old[2], old[3])
         return True
 
+    def points(self) -> list[tuple[int, float, float]]:
+        """Every ``(id, x, y)`` held, in no particular order (what :meth:`rebuild` takes)."""
+        return [(entity, w[0], w[1]) for entity, w in self._where.items()]
+
     def position(self, entity: int) -> tuple[float, float] | None:
         """Where ``entity`` was inserted, or None."""
         old = self._where.get(entity)
