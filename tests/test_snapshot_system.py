@@ -376,3 +376,38 @@ def test_seen_units_carry_their_max_hp(world: str) -> None:
     (ally,) = snap.allies
     assert (ally.id, ally.hp, ally.max_hp, ally.hurt) == (big, 90, 200, True)
     assert WorldSnapshot.from_dict(orjson.loads(snap.to_json()), FIELD).allies == snap.allies
+
+
+def test_units_killed_after_process_make_room_for_farther_ones(world: str) -> None:
+    # Perception 8: the first look reaches 4 cells. Both near allies die after process(), so
+    # the one at 6 cells must come from the second, wider look.
+    esper.create_entity(FIELD)
+    me = agent(10, 10, 1, 100, "tactical", 8.0)
+    near = [agent(11, 10, 1), agent(10, 12, 1)]
+    far = agent(16, 10, 1)
+    agent(10, 19, 1)  # out of sight
+    enemy = agent(13, 10, 2)
+    system = SnapshotSystem(max_units=2)
+    system.process(0.016)
+    esper.component_for_entity(near[0], Health).hp = 0
+    esper.delete_entity(near[1])
+    snap = system.snapshot(me)
+    assert snap is not None
+    assert [u.id for u in snap.allies] == [far]
+    assert [u.id for u in snap.enemies] == [enemy]
+
+
+def test_grid_holds_every_team_and_follows_team_changes(world: str) -> None:
+    esper.create_entity(FIELD)
+    a = agent(1, 1, 1)
+    b = agent(2, 2, 2)
+    c = agent(3, 3, 3)
+    system = SnapshotSystem()
+    system.process(0.016)
+    assert sorted(system.grid.query(0, 0, 100)) == [a, b, c]
+    esper.component_for_entity(b, Team).team = 1  # b changes sides
+    esper.component_for_entity(c, Health).hp = 0
+    system.process(0.016)
+    assert sorted(system.grid.query(0, 0, 100)) == [a, b]
+    snap = system.snapshot(a)
+    assert snap is not None and [u.id for u in snap.allies] == [b] and snap.enemies == ()
