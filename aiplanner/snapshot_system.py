@@ -48,28 +48,74 @@ OCCUPIED_RADIUS: Final = 0.5
 _NOWHERE: Final = object()  # not in any team's grid (team values may be None)
 
 
+_MEMO_LIMIT: Final = 65536  # (cell, radius) entries per _Nearby before it starts over
+
+
+class _Nearby:
+    """Fixed points (cover, walls) near a position: the ids that ``UniformGrid.query`` gives,
+    sorted by (distance, id), from a short list of candidates made once per map cell and radius
+    (every point within ``radius`` of some position in that cell) instead of a grid walk."""
+
+    __slots__ = ("_grid", "_memo", "_points")
+
+    def __init__(self, points: tuple[tuple[int, int], ...], cell_size: float) -> None:
+        self._points = points
+        self._grid = UniformGrid(cell_size)
+        for i, (x, y) in enumerate(points):
+            self._grid.insert(i, x, y)
+        self._memo: dict[tuple[int, int, float], tuple[tuple[int, int, int], ...]] = {}
+
+    def query(self, x: float, y: float, radius: float) -> list[int]:
+        if not radius >= 0:  # negative or NaN: nothing, as the grid says
+            return []
+        fx = math.floor(x)
+        fy = math.floor(y)
+        key = (fx, fy, radius)
+        near = self._memo.get(key)
+        if near is None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            points = self._points
+            # Every position in the cell is within sqrt(0.5) < 0.75 of its centre.
+            near = self._memo[key] = tuple(
+                (i, *points[i]) for i in self._grid.query(fx + 0.5, fy + 0.5, radius + 0.75)
+            )
+        r2 = radius * radius
+        sqrt = math.sqrt
+        found: list[tuple[float, int]] = []
+        for i, px, py in near:
+            dx = px - x
+            dy = py - y
+            d2 = dx * dx + dy * dy  # the grid's own arithmetic: the same order, ties by id
+            if d2 <= r2:
+                found.append((sqrt(d2), i))
+        found.sort()
+        return [i for _, i in found]
+
+
 @dataclass(frozen=True, slots=True)
 class _FieldIndex:
     """Static lookups derived from one Battlefield, rebuilt only when the map object changes."""
 
     field: Battlefield
-    cover: tuple[tuple[int, int], ...]  # sorted by (x, y): grid ids index into it
+    cover: tuple[tuple[int, int], ...]  # sorted by (x, y): the ids of cover_near index into it
     cover_set: frozenset[tuple[int, int]]
-    cover_grid: UniformGrid
+    cover_near: _Nearby
     blocked: tuple[tuple[int, int], ...]  # sorted by (x, y)
-    blocked_grid: UniformGrid
+    blocked_near: _Nearby
 
     @classmethod
     def build(cls, field: Battlefield, cell_size: float) -> _FieldIndex:
         cover = tuple(sorted(set(field.cover)))
         blocked = tuple(sorted(field.blocked))
-        cover_grid = UniformGrid(cell_size)
-        for i, (x, y) in enumerate(cover):
-            cover_grid.insert(i, x, y)
-        blocked_grid = UniformGrid(cell_size)
-        for i, (x, y) in enumerate(blocked):
-            blocked_grid.insert(i, x, y)
-        return cls(field, cover, frozenset(cover), cover_grid, blocked, blocked_grid)
+        return cls(
+            field,
+            cover,
+            frozenset(cover),
+            _Nearby(cover, cell_size),
+            blocked,
+            _Nearby(blocked, cell_size),
+        )
 
     def in_cover(self, x: float, y: float) -> bool:
         cover = self.cover_set
@@ -281,7 +327,7 @@ class SnapshotSystem(esper.Processor):
             cover=self._cover(index, entity, x, y, radius),
             obstacles=tuple(
                 index.blocked[i]
-                for i in index.blocked_grid.query(x, y, radius)[: self.max_obstacles]
+                for i in index.blocked_near.query(x, y, radius)[: self.max_obstacles]
             ),
             objective=index.field.objective,
             field=index.field,
@@ -355,7 +401,7 @@ class SnapshotSystem(esper.Processor):
         if cap == 0:
             return ()
         near_cover = self._near_cover
-        for i in index.cover_grid.query(x, y, radius):
+        for i in index.cover_near.query(x, y, radius):
             cx, cy = index.cover[i]
             near = near_cover.get(i)
             if near is None:  # who stands on it, found once per tick whoever asks

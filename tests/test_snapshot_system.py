@@ -411,3 +411,34 @@ def test_grid_holds_every_team_and_follows_team_changes(world: str) -> None:
     assert sorted(system.grid.query(0, 0, 100)) == [a, b]
     snap = system.snapshot(a)
     assert snap is not None and [u.id for u in snap.allies] == [b] and snap.enemies == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    walls=st.sets(st.tuples(st.integers(0, 19), st.integers(0, 19)), max_size=120),
+    spots=st.lists(
+        st.tuples(st.floats(0, 19, allow_nan=False), st.floats(0, 19, allow_nan=False)),
+        min_size=1,
+        max_size=12,
+    ),
+    radius=st.sampled_from([0.0, 1.5, 4.0, 7.3, 30.0]),
+)
+def test_obstacles_match_brute_force(
+    walls: set[tuple[int, int]], spots: list[tuple[float, float]], radius: float
+) -> None:
+    # Several agents per map cell: the candidates kept per cell must serve every position in it.
+    with fresh_world():
+        esper.create_entity(Battlefield(20, 20, blocked=frozenset(walls)))
+        ids = [agent(x, y, 1, 100, "tactical", radius) for x, y in spots]
+        system = SnapshotSystem(max_obstacles=200)
+        for _ in range(2):  # the second tick answers from the kept candidates
+            system.process(0.016)
+            for ent, (x, y) in zip(ids, spots, strict=True):
+                snap = system.snapshot(ent)
+                assert snap is not None
+                near = sorted(
+                    (math.sqrt((wx - x) * (wx - x) + (wy - y) * (wy - y)), (wx, wy))
+                    for wx, wy in walls
+                    if (wx - x) * (wx - x) + (wy - y) * (wy - y) <= radius * radius
+                )
+                assert snap.obstacles == tuple(w for _, w in near)
