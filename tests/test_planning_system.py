@@ -423,3 +423,40 @@ def test_an_agent_with_an_unknown_role_is_refused_on_every_tick(world: str) -> N
         for _ in range(2):  # refused again: not remembered as adopted
             with pytest.raises(ConfigError, match="wizard"):
                 esper.process(DT)
+
+
+def test_arrived_plans_move_at_least_every_other_tick_while_idle_agents_use_the_budget(
+    world: str,
+) -> None:
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate, max_concurrency=16)
+    cfg = PlannerConfig(max_batch_size=6, max_wait_ms=0, plan_deadline_s=100.0, cache_enabled=False)
+    ents = spawn_battle(12)
+    askers, busy = ents[:6], ents[6:]
+    for e in busy:
+        esper.component_for_entity(e, PlanState).status = PlanStatus.EXECUTING
+    clock = WorkClock()
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        planner = plugin.planning_system
+        assert planner is not None
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == len(askers)
+        gate.set()
+        bridge = planner._bridge
+        assert bridge is not None
+        for _ in range(2000):  # the six answers wait in the bridge, not yet applied
+            if bridge.active_batches == 0:
+                break
+            threading.Event().wait(0.002)
+        clock.work = 0.005  # each agent's work costs 5 ms: a 2 ms budget fits one a tick
+        applied = []
+        for _ in range(8):
+            _finish_plans(busy)  # six agents need a plan on every tick: step 1 eats the budget
+            _tick(clock)
+            applied.append(
+                len([e for e in askers if esper.component_for_entity(e, PlanState).tier])
+            )
+        gains = [b - a for a, b in itertools.pairwise([0, *applied])]
+        assert max(gains) <= 1  # the budget holds: one arrived plan a tick at most...
+        assert all(a or b for a, b in itertools.pairwise(gains))  # ...never two ticks without
+        assert 4 <= applied[-1] < len(askers), applied  # ...and no free pass on every tick
