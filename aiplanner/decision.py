@@ -43,6 +43,7 @@ __all__ = [
     "can_score",
     "choose",
     "decide",
+    "score_phrases",
 ]
 
 DECISION_METHODS: Final = ("score", "generate")
@@ -177,6 +178,37 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
         result.ready_at,
         "score",
     )
+
+
+async def score_phrases(
+    ctx: PlanContext, req: PlanRequest, phrases: tuple[str, ...], tier: Tier, budget_s: float
+) -> tuple[ScoreResult, tuple[float, ...] | None]:
+    """Each of ``phrases`` scored as the continuation of ``req``'s situation after :data:`LEAD`,
+    as :func:`decide` scores candidates, with their content-free scores when ``ctx.calibrated``
+    (None otherwise). For other choices than among candidates (free mode's first step).
+
+    Raises :class:`PlannerError` for a failed call or no time left to calibrate.
+    """
+    started = time.monotonic()
+    backend = ctx.backend
+    if not isinstance(backend, ScoringBackend) or not backend.info.scoring:
+        raise ConfigError(f"backend {backend.info.name} cannot score continuations")
+    snap = req.snapshot
+    request = ScoreRequest(
+        messages=situation_messages(
+            snap, ctx.builder("compressed", "guided").role_instruction(snap.me.role)
+        ),
+        continuations=phrases,
+        lead=LEAD,
+        timeout_s=budget_s,
+        agents=(req.entity,),
+        tag={"shape": "score", "requests": (req,), "tier": tier.value},
+    )
+    result = await _score(ctx, backend, request)
+    if not ctx.calibrated:
+        return result, None
+    left = budget_s - (time.monotonic() - started)
+    return result, await _baseline(ctx, backend, phrases, left)
 
 
 async def _baseline(

@@ -32,6 +32,7 @@ __all__ = [
     "packed_schema",
     "verbose_plan_schema",
     "with_agent_id",
+    "with_first_step",
 ]
 
 Schema = dict[str, Any]
@@ -108,6 +109,50 @@ def compact_plan_schema(
             }
         }
     )
+
+
+def with_first_step(
+    plan_schema: Mapping[str, Any], spec: ActionSpec, values: Sequence[int]
+) -> Schema:
+    """``plan_schema`` (a :func:`compact_plan_schema`) with its first step fixed to ``spec`` with
+    ``values`` (as the compact form writes them: place indices for places); the steps after it
+    are free as before, up to the same maximum.
+
+    Raises :class:`ConfigError` when the schema has no step for ``spec`` or a value is not one
+    its step allows: the fixed step is always one the schema itself accepts.
+    """
+    try:
+        plan = plan_schema["properties"]["s"]
+        steps: Sequence[Mapping[str, Any]] = plan["items"]["anyOf"]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError("with_first_step needs a compact plan schema") from exc
+    for step in steps:
+        head, *args = step["prefixItems"]
+        if head.get("const") in (spec.code, spec.name):
+            break
+    else:
+        raise ConfigError(f"the plan schema has no step for {spec.name}")
+    if len(args) != len(values) or not all(map(_allows, args, values)):
+        raise ConfigError(f"{spec.name} {list(values)} is not a step the plan schema allows")
+    first = [{"const": head["const"]}, *({"const": v} for v in values)]
+    fixed = {"type": "array", "prefixItems": first, "minItems": len(first), "maxItems": len(first)}
+    return _closed_object(
+        {
+            "s": {
+                "type": "array",
+                "prefixItems": [fixed],
+                "items": plan["items"],
+                "minItems": 1,
+                "maxItems": plan["maxItems"],
+            }
+        }
+    )
+
+
+def _allows(arg: Mapping[str, Any], value: int) -> bool:
+    if "enum" in arg:
+        return value in arg["enum"]
+    return bool(arg.get("minimum", value) <= value <= arg.get("maximum", value))
 
 
 def choice_schema(n: int) -> Schema:

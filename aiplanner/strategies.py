@@ -26,11 +26,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import anyio
 from anyio import CancelScope
 
-from aiplanner.actions import ActionRegistry
+from aiplanner.actions import ActionRegistry, Step
 from aiplanner.backends.base import Backend, CompletionRequest, Finished, TextDelta, Usage
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.codec import ElementError, PlanCodec
@@ -44,9 +45,11 @@ from aiplanner.errors import (
     PlanRejected,
     ResponseTooLarge,
 )
+from aiplanner.free_first import choose_first_step
 from aiplanner.metrics import Metrics
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.schema import with_first_step
 from aiplanner.stream_parser import JsonArrayStream
 from aiplanner.validation import validate_plan
 
@@ -58,11 +61,14 @@ __all__ = [
     "Ladder",
     "PlanContext",
     "Rung",
+    "ScoredFirst",
     "Scoring",
     "ladder",
     "resolve_strategy",
     "run_batch",
 ]
+
+_N = TypeVar("_N", int, float)
 
 STRATEGY_NAMES: tuple[str, ...] = ("sequential", "packed", "concurrent")
 _MIN_RETRY_BUDGET_S = 0.15
@@ -114,6 +120,9 @@ class PlanContext:
     rank_prior: float = 1.0
     calibrated: bool = True
     calibration: CalibrationCache = field(default_factory=CalibrationCache)
+    # Free mode (aiplanner.free_first): "generate" the whole plan, or "score-first": the first
+    # step scored (rank_prior and calibrated as above) and the rest generated after it.
+    free_decision: str = "generate"
     _builders: dict[tuple[str, str], PromptBuilder] = field(default_factory=dict)
     _codecs: dict[str, PlanCodec] = field(default_factory=dict)
 
@@ -200,6 +209,13 @@ def ladder(ctx: PlanContext, batch: Batch, strategy: str) -> Ladder:
     first_attempt: Attempt = Generation(batch.prompt_tier, batch.mode, strategy, batch.tick)
     if batch.mode == "guided" and ctx.guided_decision == "score" and can_score(ctx.backend):
         first_attempt = Scoring(strategy)
+    elif (
+        batch.mode == "free"
+        and ctx.free_decision == "score-first"
+        and strategy != "packed"  # one packed call for all agents has no per-agent first step
+        and can_score(ctx.backend)
+    ):
+        first_attempt = ScoredFirst(Generation(batch.prompt_tier, "free", strategy, batch.tick))
     first = Rung(Tier.LLM, first_attempt)
     if not batch.simplified_retry:
         return Ladder(strategy, (first,))
@@ -277,8 +293,17 @@ class Generation:
     tick: int
 
     async def __call__(
-        self, ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
+        self,
+        ctx: PlanContext,
+        req: PlanRequest,
+        tier: Tier,
+        budget_s: float,
+        *,
+        first: Step | None = None,
+        first_values: tuple[int, ...] = (),
     ) -> PlanOutcome:
+        """``first`` (free mode): the plan's first step, fixed in the schema with its compact
+        values ``first_values`` (:func:`aiplanner.schema.with_first_step`)."""
         if self.mode == "guided" and len(req.candidates) == 1:
             # Nothing to choose: the rules' only legal plan is the answer, and no call is made.
             return PlanOutcome(
@@ -289,7 +314,11 @@ class Generation:
         try:
             call = CompletionRequest(
                 messages=ctx.builder(self.prompt_tier, self.mode).messages(req),
-                schema=codec.schema(req),  # ConfigError for a guided request without candidates
+                schema=codec.schema(req)  # ConfigError for a guided request without candidates
+                if first is None
+                else with_first_step(
+                    codec.schema(req), ctx.registry.spec(first.action), first_values
+                ),
                 max_tokens=codec.max_tokens(1),
                 temperature=ctx.temperature,
                 seed=ctx.seed,
@@ -317,6 +346,50 @@ class Generation:
         return PlanOutcome(
             req.entity, req.plan_id, plan, tier, None, text[:512], usage, ready_at, self.strategy
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFirst:
+    """The free-mode :data:`Attempt` that scores the first step (:mod:`aiplanner.free_first`)
+    and has ``generation`` write the rest after it; the outcome's usage is both calls', its
+    ``raw`` the generated plan (which holds the scored first step)."""
+
+    generation: Generation
+
+    async def __call__(
+        self, ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
+    ) -> PlanOutcome:
+        strategy = self.generation.strategy
+        started = time.monotonic()
+        try:
+            with ctx.scope(frozenset((req.entity,))) as scope:
+                choice = await choose_first_step(ctx, req, tier, budget_s)
+        except PlannerError as exc:
+            _count_failure(ctx, exc)
+            return _failed(req, exc, strategy)
+        if scope.cancelled_caught:
+            return _cancelled(ctx, req, strategy)
+        if choice.first.rank < len(req.candidates):
+            ctx.metrics.record_decision(choice.first.rank)
+        left = budget_s - (time.monotonic() - started)
+        out = await self.generation(
+            ctx, req, tier, left, first=choice.first.step, first_values=choice.first.values
+        )
+        scored, made = choice.usage, out.usage
+        usage = Usage(
+            _add(scored.prompt_tokens, made.prompt_tokens),
+            made.completion_tokens,
+            _add(scored.total_s, made.ttft_s),
+            _add(scored.total_s, made.total_s),
+        )
+        return dataclasses.replace(out, usage=usage)
+
+
+def _add(a: _N | None, b: _N | None) -> _N | None:
+    """The sum of two costs, either of which may be unknown (None when both are)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 async def _packed(

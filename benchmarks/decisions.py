@@ -5,13 +5,15 @@ Run: python benchmarks/decisions.py [--backend embedded|openai|ollama|heuristic]
          [--rank-prior X] [--no-order-check] [--limit N] [--json FILE]
 
 Scores the rules, the random floor (mean over ``--draws`` draws), every constant candidate
-position, and the model planners (:data:`aiplanner.evaluation.MODEL_PLANNERS`: guided by score,
-the model alone, guided by a generated index, free plans) through the real pipeline on the
-suite shipped with the package. Prints what the rules make of the suite (scenarios where their
-first choice is wrong, and whether a candidate could fix it), one table over the planners, one
-per role, and the spread of answers by candidate position and by action. ``--json`` writes
-every report with its per-scenario records. A model planner the pipeline cannot run (a setting
-its ``PlanContext`` lacks) is skipped with the reason.
+position, the model planners (:data:`aiplanner.evaluation.MODEL_PLANNERS`: guided by score,
+the model alone, guided by a generated index, free plans) and free plans whose first step is
+scored (``free-score-first`` with the rank prior, ``free-score-first-alone`` without it:
+:mod:`aiplanner.free_first`) through the real pipeline on the suite shipped with the package.
+Prints what the rules make of the suite (scenarios where their first choice is wrong, and
+whether a candidate could fix it), one table over the planners, one per role, and the spread of
+answers by candidate position and by action. ``--json`` writes every report with its
+per-scenario records. A model planner the pipeline cannot run (a setting its ``PlanContext``
+lacks) is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiplanner.errors import PlannerError
 from aiplanner.evaluation import (
     MODEL_PLANNERS,
     Case,
+    PipelinePlanner,
     Report,
     ScenarioPlanner,
     audit_suite,
@@ -39,6 +42,23 @@ from aiplanner.evaluation import (
 from aiplanner.scenarios import Scenario, load_scenarios
 
 BASELINES = ("rules", "random")
+FREE_SCORED = {
+    "free-score-first": None,  # the pipeline's rank prior (or --rank-prior)
+    "free-score-first-alone": 0.0,  # the model's calibrated scores alone
+}
+"""Free mode with its first step scored and the rest generated (aiplanner.free_first)."""
+
+
+def free_scored_planner(name: str, backend: Backend, rank_prior: float | None) -> ScenarioPlanner:
+    """A free planner whose ``PlanContext.free_decision`` is ``score-first``."""
+    planner = PipelinePlanner(backend, mode="free", name=name)
+    planner.settings["free_decision"] = "score-first"
+    prior = FREE_SCORED[name]
+    if prior is None:
+        prior = rank_prior
+    if prior is not None:
+        planner.settings["rank_prior"] = prior
+    return planner
 
 
 def _pct(x: float | None) -> str:
@@ -130,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="default: rules random position-0..N-1 and every model planner",
     )
     parser.add_argument("--draws", type=int, default=50, help="random floor: draws to average")
-    parser.add_argument("--rank-prior", type=float, help="guided-score: penalty per rank step")
+    parser.add_argument(
+        "--rank-prior", type=float, help="guided-score, free-score-first: penalty per rank step"
+    )
     parser.add_argument("--no-order-check", action="store_true")
     parser.add_argument("--order-seed", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N scenarios of each role")
@@ -147,9 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 chosen.append(s)
         scenarios = tuple(chosen)
     positions = [f"position-{k}" for k in range(args.max_candidates)]
-    names = args.planners or [*BASELINES, *positions, *MODEL_PLANNERS]
+    names = args.planners or [*BASELINES, *positions, *MODEL_PLANNERS, *FREE_SCORED]
     backend: Backend | None = None
-    if any(n in MODEL_PLANNERS for n in names):
+    model_names = {*MODEL_PLANNERS, *FREE_SCORED}
+    if any(n in model_names for n in names):
         backend = create_backend(
             args.backend, model=args.model, base_url=args.base_url, n_threads=args.threads
         )
@@ -177,15 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         for name in names:
-            if name in MODEL_PLANNERS and backend is None:
+            if name in model_names and backend is None:
                 skipped[name] = f"backend {args.backend} has no model"
                 continue
             try:
-                planner = make_planner(name, backend, rank_prior=args.rank_prior)
+                if name in FREE_SCORED and backend is not None:
+                    planner = free_scored_planner(name, backend, args.rank_prior)
+                else:
+                    planner = make_planner(name, backend, rank_prior=args.rank_prior)
             except PlannerError as exc:
                 skipped[name] = str(exc)
                 continue
-            if name in MODEL_PLANNERS:
+            if name in model_names:
                 warm_up(planner, scenarios[0], args.max_candidates)
             report = evaluate(
                 planner,

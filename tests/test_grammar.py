@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.errors import ConfigError
 from aiplanner.grammar import GrammarCache, schema_key, schema_to_gbnf, verify_gbnf
-from aiplanner.schema import choice_schema, compact_plan_schema, packed_schema, verbose_plan_schema
+from aiplanner.schema import (
+    choice_schema,
+    compact_plan_schema,
+    packed_schema,
+    verbose_plan_schema,
+    with_first_step,
+)
 
 # --- a matcher for the GBNF subset the converter writes ---------------------------------------
 
@@ -227,6 +233,11 @@ SHAPES: dict[str, dict[str, Any]] = {
     "compact_narrowed": compact_plan_schema(REGISTRY, enemy_ids=[91, 7], ally_ids=[3]),
     "compact_places": compact_plan_schema(
         REGISTRY, enemy_ids=[91], ally_ids=[], places=5, cover_places=[0, 3]
+    ),
+    "compact_first_step": with_first_step(
+        compact_plan_schema(REGISTRY, enemy_ids=[91, 7], ally_ids=[], places=4),
+        REGISTRY.spec("TakeCover"),
+        [2],
     ),
     "verbose": verbose_plan_schema(REGISTRY),
     "packed": packed_schema({12: choice_schema(3), 15: compact_plan_schema(REGISTRY, ids=[4])}),

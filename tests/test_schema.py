@@ -15,6 +15,7 @@ from aiplanner.schema import (
     packed_schema,
     verbose_plan_schema,
     with_agent_id,
+    with_first_step,
 )
 
 INT = {"type": "integer", "minimum": 0, "maximum": 10000}
@@ -330,3 +331,39 @@ def test_place_schemas_pass_llama_cpp_converter() -> None:
     grammar = pytest.importorskip("llama_cpp.llama_grammar")
     for schema in (COMPACT_PLACES, compact_plan_schema(PLACE_REGISTRY, places=2, cover_places=[1])):
         assert grammar.json_schema_to_gbnf(json.dumps(schema))
+
+
+def test_with_first_step_fixes_the_first_step_and_leaves_the_rest_free() -> None:
+    base = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91, 7], ally_ids=[], places=3)
+    attack = DEFAULT_REGISTRY.spec("Attack")
+    schema = with_first_step(base, attack, [7])
+    assert valid(schema, {"s": [["A", 7]]})
+    assert valid(schema, {"s": [["A", 7], ["M", 2], ["S"]]})
+    assert not valid(schema, {"s": [["A", 91]]})  # another target
+    assert not valid(schema, {"s": [["S"], ["A", 7]]})  # not first
+    assert not valid(schema, {"s": [["A", 7], ["A", 5]]})  # the rest as narrow as before
+    assert not valid(schema, {"s": [["A", 7]] * (DEFAULT_REGISTRY.max_steps + 1)})
+    move = with_first_step(base, DEFAULT_REGISTRY.spec("MoveTo"), [2])
+    assert valid(move, {"s": [["M", 2]]}) and not valid(move, {"s": [["M", 1]]})
+    assert valid(with_first_step(base, DEFAULT_REGISTRY.spec("Scan"), []), {"s": [["S"]]})
+
+
+@pytest.mark.parametrize(
+    ("action", "values"),
+    [
+        ("Attack", [5]),
+        ("MoveTo", [3]),
+        ("Heal", [1]),
+        ("Wait", [0]),
+        ("Wait", [5, 6]),
+        ("Scan", [1]),
+    ],
+)
+def test_with_first_step_refuses_a_step_the_schema_does_not_allow(
+    action: str, values: list[int]
+) -> None:
+    base = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91, 7], ally_ids=[], places=3)
+    with pytest.raises(ConfigError):
+        with_first_step(base, DEFAULT_REGISTRY.spec(action), values)
+    with pytest.raises(ConfigError):
+        with_first_step(choice_schema(2), DEFAULT_REGISTRY.spec("Scan"), [])
