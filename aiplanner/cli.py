@@ -139,6 +139,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
         path = resolve_model_path(args.model)
         rows.append(("embedded model", True, f"{path} ({path.stat().st_size / 1e6:.0f} MB)"))
+        rows.append(_adapter_row(path))
     except PlannerError as exc:
         rows.append(("embedded model", False, str(exc)))
     openai_base = args.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -155,6 +156,20 @@ def _doctor(args: argparse.Namespace) -> int:
     for name, ok, detail in rows:
         print(f"{name:<{width}}  {'ok ' if ok else 'no '}  {detail}")
     return 0
+
+
+def _adapter_row(model: Path) -> tuple[str, bool, str]:
+    """Which LoRA adapter the embedded backend applies beside ``model`` by default, and why."""
+    from aiplanner.adapters import ADAPTER_ENV_VAR, resolve_adapter
+
+    try:
+        adapter = resolve_adapter("default", model)
+    except PlannerError as exc:
+        return "embedded adapter", False, str(exc)
+    if adapter is None:
+        why = f"${ADAPTER_ENV_VAR}=none" if os.environ.get(ADAPTER_ENV_VAR) else "not applied"
+        return "embedded adapter", True, f"none ({why})"
+    return "embedded adapter", True, f"{adapter} ({adapter.stat().st_size / 1e6:.1f} MB)"
 
 
 def _probe(url: str) -> tuple[bool, str]:

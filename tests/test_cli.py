@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 import pytest
 
 from aiplanner.cli import main, sample_snapshot
+from aiplanner.errors import ModelNotFoundError
 from aiplanner.snapshot import WorldSnapshot
 
 
@@ -51,3 +54,33 @@ def test_doctor_reports_each_backend(
     out = capsys.readouterr().out
     assert "OPENAI_BASE_URL not set" in out
     assert "ollama" in out and "http://127.0.0.1:9/api/tags" in out
+
+
+def test_doctor_reports_the_adapter_and_a_broken_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import aiplanner.adapters as adapters
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:9")
+    monkeypatch.setattr(adapters, "APPLIED_BY_DEFAULT", True)
+    monkeypatch.delenv(adapters.ADAPTER_ENV_VAR, raising=False)
+    try:
+        shipped = adapters.default_adapter()
+        from aiplanner.model_path import default_model_path
+
+        default_model_path()
+    except ModelNotFoundError:
+        pytest.skip("the default model is not installed")
+    assert main(["doctor"]) == 0
+    row = next(r for r in capsys.readouterr().out.splitlines() if "embedded adapter" in r)
+    assert "ok" in row and str(shipped) in row
+    monkeypatch.setenv(adapters.ADAPTER_ENV_VAR, "none")
+    main(["doctor"])
+    assert "none ($AIPLANNER_ADAPTER=none)" in capsys.readouterr().out
+    broken = tmp_path / "broken.gguf"
+    broken.write_text("not a gguf")
+    monkeypatch.setenv(adapters.ADAPTER_ENV_VAR, str(broken))
+    main(["doctor"])
+    row = next(r for r in capsys.readouterr().out.splitlines() if "embedded adapter" in r)
+    assert " no " in row and "not a GGUF" in row
