@@ -14,7 +14,8 @@ with the simplified prompt), and each first answer is checked:
 Situations: the scenario suite (:mod:`aiplanner.scenarios`, when its files exist) and real ECS
 snapshots of seeded battles (``tests/scenario.py``). Run under the benchmark lock:
 
-    flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/free_mode.py --threads 2
+    flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/free_mode.py --threads 2 \
+        [--free-decision generate|score-first] [--rank-prior 1.0]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.codec import json_values
 from aiplanner.components import Tier
+from aiplanner.free_first import FREE_DECISIONS
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
 from aiplanner.prompts import PromptBuilder
@@ -79,10 +81,20 @@ def suite_requests() -> list[tuple[PlanRequest, object]]:
     ]
 
 
-async def plan_one(backend: Backend, req: PlanRequest) -> tuple[PlanOutcome, Metrics, float]:
+async def plan_one(
+    backend: Backend, req: PlanRequest, args: argparse.Namespace
+) -> tuple[PlanOutcome, Metrics, float]:
     out: list[PlanOutcome] = []
     metrics = Metrics()
-    ctx = PlanContext(backend, DEFAULT_REGISTRY, metrics, CircuitBreaker(1000), out.append)
+    ctx = PlanContext(
+        backend,
+        DEFAULT_REGISTRY,
+        metrics,
+        CircuitBreaker(1000),
+        out.append,
+        free_decision=args.free_decision,
+        rank_prior=args.rank_prior,
+    )
     started = time.monotonic()
     await run_batch(ctx, Batch((req,), "sequential", "free", "compressed", False, 0))
     return out[0], metrics, time.monotonic() - started
@@ -108,9 +120,9 @@ async def main_async(args: argparse.Namespace) -> None:
     tok_out: list[int] = []
     walls: list[float] = []
     try:
-        await plan_one(backend, items[-1][0])  # load the model, warm the shared prefix
+        await plan_one(backend, items[-1][0], args)  # load the model, warm the shared prefix
         for req, scenario in items:
-            outcome, _metrics, wall = await plan_one(backend, req)
+            outcome, _metrics, wall = await plan_one(backend, req, args)
             prompt = "\n".join(m.content for m in builder.messages(req))
             raw = outcome.raw.strip()
             try:
@@ -172,6 +184,13 @@ def main() -> None:
     parser.add_argument("--source", choices=("suite", "battle", "both"), default="both")
     parser.add_argument("--seeds", type=int, default=4, help="battles for real ECS snapshots")
     parser.add_argument("--per-seed", type=int, default=8, help="agents planned per battle")
+    parser.add_argument(
+        "--free-decision",
+        choices=FREE_DECISIONS,
+        default="generate",
+        help="score-first: the first step scored, the rest generated (aiplanner.free_first)",
+    )
+    parser.add_argument("--rank-prior", type=float, default=1.0, help="score-first's prior")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every answer")
     anyio.run(main_async, parser.parse_args())
 
