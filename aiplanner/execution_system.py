@@ -72,9 +72,9 @@ class ActionExecutionSystem(esper.Processor):
             assert spec.handler is not None  # require_handlers() above
             where = tuple(i for i, a in enumerate(spec.args) if a.kind in _TARGET_KINDS)
             self._plans[spec.name] = (spec.handler, len(spec.args), where)
-        # esper's cached query, and our rows of it: in entity-id order, each with the agent's
-        # health component (None without one), made again only when esper rebuilds the query.
+        # esper's cached queries our rows were made from, and the rows (see _agent_rows).
         self._rows_seen: object = None
+        self._states_seen: object = None
         self._rows: list[tuple[int, Any, Any, ActionQueue, PlanState, Any]] = []
 
     def process(self, dt: float) -> None:
@@ -89,22 +89,13 @@ class ActionExecutionSystem(esper.Processor):
         hp = cm.hp
         xy = cm.xy
         exists = esper.entity_exists
-        try_component = esper.try_component
         plans = self._plans
         gone = self._gone
         executing = PlanStatus.EXECUTING
         # Every status but IDLE runs: agents waiting for a plan carry out their provisional plan
         # (see PlannerConfig.provisional). An identity test: hashing an Enum runs Python code.
         idle = PlanStatus.IDLE
-        rows = esper.get_components(cm.agent, cm.position, ActionQueue, PlanState)
-        if rows is not self._rows_seen:  # esper rebuilt its query: an entity or component
-            # was added or removed since. Sort it once, with each agent's health component.
-            self._rows_seen = rows
-            self._rows = [
-                (ent, agent, pos, queue, state, try_component(ent, health_type))
-                for ent, (agent, pos, queue, state) in sorted(rows, key=_entity)
-            ]
-        for ent, agent, pos, queue, state, health in self._rows:
+        for ent, agent, pos, queue, state, health in self._agent_rows(cm):
             status = state.status
             if status is idle:
                 continue
@@ -159,6 +150,46 @@ class ActionExecutionSystem(esper.Processor):
             for ent, health in esper.get_component(health_type):
                 if hp(health) <= 0 and exists(ent):
                     esper.delete_entity(ent)
+
+    def _agent_rows(
+        self, cm: ComponentMap
+    ) -> list[tuple[int, Any, Any, ActionQueue, PlanState, Any]]:
+        """Every agent (an entity with the map's agent and position components, ActionQueue and
+        PlanState) in entity-id order, with its health component (None without one).
+
+        Made again only when esper rebuilt its queries (an entity or component came or went),
+        and then from the query the SnapshotSystem made this tick (agents with the map's
+        components) plus a look-up of queue and state, rather than from a query of our own:
+        esper builds each distinct query anew, one tuple per entity. Agents without the map's
+        team or health component are found by the full query, as before.
+        """
+        base = esper.get_components(*cm.query)
+        states = esper.get_component(PlanState)
+        if base is self._rows_seen and states is self._states_seen:
+            return self._rows
+        self._rows_seen = base
+        self._states_seen = states
+        try_component = esper.try_component
+        ia = cm.agent_index
+        ip = cm.position_index
+        ih = cm.health_index
+        rows = []
+        for ent, comps in base:
+            queue = try_component(ent, ActionQueue)
+            state = try_component(ent, PlanState)
+            if queue is not None and state is not None:
+                rows.append((ent, comps[ia], comps[ip], queue, state, comps[ih]))
+        if len(rows) != len(states):  # some agents lack the map's team or health component
+            health = cm.health
+            rows = [
+                (ent, agent, pos, queue, state, try_component(ent, health))
+                for ent, (agent, pos, queue, state) in esper.get_components(
+                    cm.agent, cm.position, ActionQueue, PlanState
+                )
+            ]
+        rows.sort(key=_entity)
+        self._rows = rows
+        return rows
 
     @staticmethod
     def _stop(queue: ActionQueue, state: PlanState, reason: str) -> None:

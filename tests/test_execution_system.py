@@ -475,3 +475,24 @@ def test_runs_are_deterministic() -> None:
             esper.delete_world(name)
 
     assert play() == play()
+
+
+def test_agents_without_team_or_health_run_and_rows_follow_new_components(world: str) -> None:
+    # The rows come from the snapshot query (agent, position, team, health) when it covers
+    # every agent, else from the full query: both must run everyone, in id order.
+    field()
+    bare = esper.create_entity(
+        Agent("tactical", 2.0), Position(0, 2), ActionQueue([Step("MoveTo", (4, 2))]), PlanState()
+    )
+    esper.component_for_entity(bare, PlanState).status = PlanStatus.EXECUTING
+    me = actor(0, 0, Step("MoveTo", (4, 0)), speed=2.0)
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert pos(bare) == pytest.approx((0.2, 2.0)) and pos(me) == pytest.approx((0.2, 0.0))
+    esper.add_component(bare, Health(0))  # it dies: it stops acting, and is deleted
+    system.process(DT)
+    assert pos(bare) == pytest.approx((0.2, 2.0)) and pos(me) == pytest.approx((0.4, 0.0))
+    late = actor(0, 4, Step("MoveTo", (4, 4)), speed=2.0)  # a new agent joins between ticks
+    system.process(DT)
+    assert not esper.entity_exists(bare)
+    assert pos(late) == pytest.approx((0.2, 4.0)) and pos(me) == pytest.approx((0.6, 0.0))
