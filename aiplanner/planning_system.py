@@ -151,6 +151,7 @@ class PlanningSystem(esper.Processor):
             raise PlannerError(
                 f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
             )
+        self._drop_stale_candidates(now)
         self._collect_needs(cfg, tick, now)
         self._apply_outcomes(cfg, tick, now)
         self._expire(tick, now)
@@ -380,8 +381,23 @@ class PlanningSystem(esper.Processor):
         if kept is not None and kept[0] is snap:  # snapshots are memoised per tick
             return kept[1]
         ranked = self._heuristic.candidates(snap, cfg.max_candidates)
+        self._candidates.pop(ent, None)  # re-inserted at the end: the dict stays oldest first
         self._candidates[ent] = (snap, ranked, now)
         return ranked
+
+    def _drop_stale_candidates(self, now: float) -> None:
+        """Forget snapshots and candidates older than FRESH_S: a request never sends them (it
+        makes new ones), and an agent waiting seconds for its batch would keep them alive long
+        enough to reach the garbage collector's oldest generation, whose passes are the longest.
+        Oldest first in the dict, so this stops at the first fresh one."""
+        candidates = self._candidates
+        stale = []
+        for ent, kept in candidates.items():
+            if now - kept[2] <= FRESH_S:
+                break
+            stale.append(ent)
+        for ent in stale:
+            del candidates[ent]
 
     def _provisional(self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig, now: float) -> None:
         """Keep the agent busy with the rules' plan until the model's plan arrives."""

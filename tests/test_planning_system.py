@@ -460,3 +460,21 @@ def test_arrived_plans_move_at_least_every_other_tick_while_idle_agents_use_the_
         assert max(gains) <= 1  # the budget holds: one arrived plan a tick at most...
         assert all(a or b for a, b in itertools.pairwise(gains))  # ...never two ticks without
         assert 4 <= applied[-1] < len(askers), applied  # ...and no free pass on every tick
+
+
+def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:
+    gate = threading.Event()
+    ents = spawn_battle(2)
+    clock = Clock()
+    cfg = PlannerConfig(max_batch_size=8, max_wait_ms=10_000, cache_enabled=False)
+    with PlannerPlugin(cfg, ScriptedBackend(gate=gate), clock=clock) as plugin:
+        planner = plugin.planning_system
+        assert planner is not None
+        _tick(clock)  # both ask; the partial batch waits
+        assert set(planner._candidates) == set(ents)
+        clock.now += FRESH_S / 2
+        _tick(clock)
+        assert set(planner._candidates) == set(ents)  # still fresh: kept for the request
+        clock.now += FRESH_S
+        _tick(clock)
+        assert planner._candidates == {} and plugin.stats()["pending"] == 2
