@@ -89,9 +89,9 @@ class Armies:
     def reinforce(self) -> int:
         """Replace the dead; return how many were alive."""
         alive = [0, 0]
-        for _, (team, health) in esper.get_components(Team, Health):
+        for _, (side, health) in esper.get_components(Team, Health):
             if health.hp > 0:
-                alive[team.team] += 1
+                alive[side.team] += 1
         for team, want in enumerate(self.size):
             for _ in range(want - alive[team]):
                 self._spawn(team)

@@ -2,17 +2,23 @@
 
 Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--caps 0 16]
          [--tick-budget-ms 0 2]   (0: no time budget; default: the config's default)
+         [--gc freeze default]    (freeze: gc.freeze() once the world is built; the default)
+         [--switch-interval 0.005 0.001]   (sys.setswitchinterval seconds; default: as it is)
 
 The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
 measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
-apart). Figures are milliseconds per tick, median and p99 over the run, after a warm-up.
+apart). Figures are milliseconds per tick, median and p99 over the run, after a warm-up; wall
+clock, and beside it the game thread's CPU time (``time.thread_time``: on a shared machine the
+difference is time spent waiting for a core or for the GIL).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import statistics
+import sys
 import time
 
 import esper
@@ -28,21 +34,24 @@ from aiplanner import (
 from aiplanner.bench.world import make_field, spawn_battle
 
 
-def _time_process(proc: object, spent: dict[str, float]) -> None:
-    """Wrap ``proc.process`` so each call adds its duration (ms) to ``spent``."""
+def _time_process(proc: object, spent: dict[str, float], cpu: dict[str, float]) -> None:
+    """Wrap ``proc.process`` so each call stores its duration (ms) in ``spent``, and the game
+    thread's CPU time for it in ``cpu``."""
     inner = proc.process  # type: ignore[attr-defined]
     name = type(proc).__name__
 
     def timed(dt: float) -> None:
+        c0 = time.thread_time()
         t0 = time.perf_counter()
         inner(dt)
         spent[name] = (time.perf_counter() - t0) * 1000.0
+        cpu[name] = (time.thread_time() - c0) * 1000.0
 
     proc.process = timed  # type: ignore[attr-defined]
 
 
 def measure(
-    n: int, ticks: int, cap: int | None, budget_ms: float | None = None
+    n: int, ticks: int, cap: int | None, budget_ms: float | None = None, gc_mode: str = "freeze"
 ) -> dict[str, float | str]:
     esper.switch_world(f"bench-{n}")
     side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
@@ -52,10 +61,15 @@ def measure(
         cfg = dataclasses.replace(cfg, tick_budget_ms=budget_ms or None)
     plugin = PlannerPlugin(cfg, ScriptedBackend()).install()
     spent: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for proc in (plugin.snapshot_system, plugin.planning_system, plugin.execution_system):
-        _time_process(proc, spent)
+        _time_process(proc, spent, cpu)
     plan_ms: list[float] = []
+    plan_cpu: list[float] = []
     exec_ms: list[float] = []
+    if gc_mode == "freeze":  # as a game does once a level is loaded
+        gc.collect()
+        gc.freeze()
     try:
         for t in range(ticks + 30):
             spent.clear()
@@ -63,20 +77,27 @@ def measure(
             if t < 30:
                 continue
             plan_ms.append(spent[SnapshotSystem.__name__] + spent[PlanningSystem.__name__])
+            plan_cpu.append(cpu[SnapshotSystem.__name__] + cpu[PlanningSystem.__name__])
             exec_ms.append(spent[ActionExecutionSystem.__name__])
         stats = plugin.stats()
     finally:
+        gc.unfreeze()
         plugin.close()
         esper.switch_world("default")
         esper.delete_world(f"bench-{n}")
     plan_ms.sort()
+    plan_cpu.sort()
     exec_ms.sort()
+    p99 = int(0.99 * (len(plan_ms) - 1))
     return {
         "agents": n,
         "max_plans_per_tick": str(cap),
         "tick_budget_ms": str(cfg.tick_budget_ms),
+        "gc": gc_mode,
         "snapshot+planning p50 ms": statistics.median(plan_ms),
-        "snapshot+planning p99 ms": plan_ms[int(0.99 * (len(plan_ms) - 1))],
+        "snapshot+planning p99 ms": plan_ms[p99],
+        "snapshot+planning CPU p50 ms": statistics.median(plan_cpu),
+        "snapshot+planning CPU p99 ms": plan_cpu[p99],
         "execution p50 ms": statistics.median(exec_ms),
         "plans applied": float(stats["plans"]),  # type: ignore[arg-type]
     }
@@ -90,17 +111,28 @@ def main() -> None:
         "--caps", type=int, nargs="*", default=[0, 16], help="max_plans_per_tick (0: no limit)"
     )
     parser.add_argument("--tick-budget-ms", type=float, nargs="*", default=[None])
+    parser.add_argument("--gc", nargs="*", default=["freeze"], choices=["freeze", "default"])
+    parser.add_argument("--switch-interval", type=float, nargs="*", default=[None])
     args = parser.parse_args()
+    default_interval = sys.getswitchinterval()
     for n in args.agents:
         for cap in args.caps:
             for budget in args.tick_budget_ms:
-                r = measure(n, args.ticks, cap or None, budget)
-                print(
-                    "  ".join(
-                        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                    ),
-                    flush=True,
-                )
+                for gc_mode in args.gc:
+                    for interval in args.switch_interval:
+                        sys.setswitchinterval(interval or default_interval)
+                        try:
+                            r = measure(n, args.ticks, cap or None, budget, gc_mode)
+                        finally:
+                            sys.setswitchinterval(default_interval)
+                        r["switch_interval_ms"] = (interval or default_interval) * 1000
+                        print(
+                            "  ".join(
+                                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in r.items()
+                            ),
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import heapq
 import io
@@ -356,32 +357,23 @@ def report(r: Run) -> str:
 
 def _one(args: argparse.Namespace, n: int, budget: float | None, gc_mode: str) -> None:
     """One configuration: the timed run, then (unless ``--no-profile``) the profiled one."""
-    r = run(
+    battle = functools.partial(
+        run,
         n,
-        args.ticks,
         warmup=args.warmup,
         fps=args.fps,
         seed=args.seed,
         tick_budget_ms=budget,
         gc_mode=gc_mode,
     )
+    r = battle(args.ticks)
     print(
         f"switch interval {sys.getswitchinterval() * 1000:.2f} ms, "
         f"tick_budget_ms {'default' if budget is None else budget}, gc {gc_mode}"
     )
     print(report(r), flush=True)
     if not args.no_profile:
-        prof = run(
-            n,
-            args.profile_ticks,
-            warmup=args.warmup,
-            fps=args.fps,
-            seed=args.seed,
-            tick_budget_ms=budget,
-            profile_share=args.profile_share,
-            gc_mode=gc_mode,
-        )
-        print(prof.profile, flush=True)
+        print(battle(args.profile_ticks, profile_share=args.profile_share).profile, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
