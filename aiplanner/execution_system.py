@@ -67,11 +67,11 @@ class ActionExecutionSystem(esper.Processor):
         self._upkeep = tuple(upkeep)
         # Per action: its handler, its argument count and which arguments name an entity (only
         # those need the early check for gone targets). The registry is immutable.
-        self._plans: dict[str, tuple[ActionHandler, int, tuple[int, ...]]] = {}
+        self._actions: dict[str, tuple[ActionHandler, int, tuple[int, ...]]] = {}
         for spec in registry.actions:
             assert spec.handler is not None  # require_handlers() above
             where = tuple(i for i, a in enumerate(spec.args) if a.kind in _TARGET_KINDS)
-            self._plans[spec.name] = (spec.handler, len(spec.args), where)
+            self._actions[spec.name] = (spec.handler, len(spec.args), where)
         # esper's cached queries our rows were made from, and the rows (see _agent_rows).
         self._rows_seen: object = None
         self._states_seen: object = None
@@ -89,7 +89,7 @@ class ActionExecutionSystem(esper.Processor):
         hp = cm.hp
         xy = cm.xy
         exists = esper.entity_exists
-        plans = self._plans
+        actions = self._actions
         gone = self._gone
         executing = PlanStatus.EXECUTING
         # Every status but IDLE runs: agents waiting for a plan carry out their provisional plan
@@ -110,7 +110,7 @@ class ActionExecutionSystem(esper.Processor):
             if (health is not None and hp(health) <= 0) or not exists(ent):
                 continue
             step = steps[index]
-            known = plans.get(step.action)
+            known = actions.get(step.action)
             try:
                 # Remaining steps naming a gone or dead entity: drop the doomed plan now.
                 if known is not None and known[2] and known[1] == len(step.args):
@@ -120,7 +120,7 @@ class ActionExecutionSystem(esper.Processor):
                 if len(steps) > index + 1:
                     for k in range(index + 1, len(steps)):  # no slice copied per agent and tick
                         later = steps[k]
-                        ahead = plans.get(later.action)
+                        ahead = actions.get(later.action)
                         if ahead is not None and ahead[2] and ahead[1] == len(later.args):
                             for i in ahead[2]:
                                 if gone(later.args[i]):
