@@ -16,10 +16,12 @@ Each tick, in this order (all on the game thread, never waiting on the backend):
    ``max_wait_ms``, with the snapshot and ranked candidates computed when they asked (unless
    those are older than :data:`FRESH_S`).
 
-Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-3 stop taking on
-per-agent work (a snapshot, a validation, the rules' ranking) once the tick has spent its budget,
-and carry on where they stopped on the next tick. Each step still does at least one agent per
-tick and serves its queue first come, first served, so nobody starves; an agent that misses a
+Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-4 take on one more
+agent's work (a snapshot, a validation, the rules' ranking) only while it can end within the
+tick's budget at the going rate (a moving average of one agent's work), and carry on where they
+stopped on the next tick. Each step serves its queue first come, first served; step 1 does at
+least one agent per tick, and a later step that the budget left without any progress on one tick
+does its first agent whatever the budget on the next, so nobody starves; an agent that misses a
 tick keeps running its provisional plan (or, idle, waits a frame). Lockstep and replay runs
 ignore the budget: they must repeat exactly.
 
