@@ -80,7 +80,7 @@ class EngineSettings:
     chunk_tokens: int = 128
     adapter: FilePath | None = None  # a LoRA applied on the engine's context
     adapter_scale: float = 1.0
-    adaptive_threads: bool = True  # one thread per decode where measured faster (decode_threads)
+    adaptive_threads: bool = True  # n_threads only where measured faster (decode_threads)
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -256,7 +256,7 @@ class BatchedEngine:
                 llama_cpp.llama_free(ctx)
                 raise
         self._mem = llama_cpp.llama_get_memory(ctx)
-        self._governor = ThreadGovernor(settings.n_threads if settings.adaptive_threads else 1)
+        self._governor = ThreadGovernor(settings.n_threads)
         self._threads = settings.n_threads
         self._batch = llama_cpp.llama_batch_init(settings.n_batch, 0, settings.n_seq_max)
         # Candidates for a grammar that rejected the sampled token: ids never change.
@@ -466,12 +466,17 @@ class BatchedEngine:
 
     def _decode_once(self) -> None:
         s = self._settings
-        feeding = [g for g in self._gens if g.pending is not None][: s.n_batch]
-        if len(feeding) == s.n_batch:  # more than a batch is generating: take turns
+        threads, limit = s.n_threads, None
+        if s.adaptive_threads:  # limit: a probe of the thread count, kept small (decode_threads)
+            threads, limit = self._governor.plan()
+        cap = s.n_batch if limit is None else min(limit, s.n_batch)
+        pending = [g for g in self._gens if g.pending is not None]
+        feeding = pending[:cap]
+        if len(feeding) < len(pending):  # more are generating than this decode holds: take turns
             self._gens = [g for g in self._gens if g not in feeding] + feeding
         # Pass rows in chunks: a decode of a few hundred rows takes about a second here, and
         # nothing (a generating sequence, a cancellation, close) is served during one.
-        room = min(s.n_batch - len(feeding), s.chunk_tokens)
+        room = min(cap - len(feeding), s.chunk_tokens)
         rows: list[tuple[int, Entry, tuple[int, ...]]] = []
         while self._next_row < len(self._rows) and len(rows) < room:
             i = self._next_row
@@ -492,16 +497,13 @@ class BatchedEngine:
             self._put(n, entry.token, entry.pos, seqs, entry.logits)
             n += 1
         batch.n_tokens = n
-        threads = self._settings.n_threads
-        if self._settings.adaptive_threads:
-            threads = self._governor.choose(n)
-            if threads != self._threads:
-                self._lib.llama_set_n_threads(self._ctx, threads, threads)
-                self._threads = threads
+        if threads != self._threads:
+            self._lib.llama_set_n_threads(self._ctx, threads, threads)
+            self._threads = threads
         started = time.perf_counter()
         rc = self._lib.llama_decode(self._ctx, batch)
         spent = time.perf_counter() - started
-        self._governor.record(n, threads, spent)
+        self._governor.record(n, threads, spent, probe=limit is not None)
         shared = 0
         for _, _, seqs in rows:
             owners = {id(self._owner[q]) for q in seqs if q != _ROOT}

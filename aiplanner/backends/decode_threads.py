@@ -1,106 +1,144 @@
-"""How many threads each ``llama_decode`` of the batched engine gets: the configured count, or one
-when one is measured faster.
+"""How many threads each ``llama_decode`` of the batched engine gets: one, or the configured
+count when that is measured faster.
 
 llama.cpp's threads meet at a barrier after every operation of the graph, hundreds per decode.
-When another process wants the same cores (the game, a second engine, a compiler), one of them
-is often descheduled and the other waits at each barrier for a scheduler slice: measured on two
-busy cores, a 10-row generation step took 1.3 to 4 s with two threads and 0.2 s with one, and a
-10-agent free-mode round stalled past its 60 s deadline. On a quiet machine two threads are
-faster. Neither is right everywhere, so :class:`ThreadGovernor` measures: it keeps, per size of
-decode (rows, in powers of two), the recent seconds per row with each thread count, uses the
-faster one, and now and then tries the other, so it follows the load as it comes and goes. One
-thread is measured first (at worst about twice as slow on a quiet machine); a try that loses
-makes the next one wait twice as long (``probe_s`` up to ``max_probe_s``) and at least ten times
-the seconds it lost, so tries cost about a tenth of the time however slow the losing count is.
+When other processes want the same cores (the game, a second engine, a compiler), one thread is
+often descheduled and the other waits at each barrier for a scheduler slice. Measured on two
+cores at load 7 to 10: a 10-row generation step took 1.3 to 6 s with two threads and 0.2 s with
+one, an 89-row chunk 26 s with two and a 128-row chunk 7.6 s with one; 10-agent free-mode
+rounds ran past their 60 s deadline; even a 16-row decode took 30 s on two threads at load 10.
+On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and measures:
 
-Pure Python and single-threaded (the engine's thread): it only decides and keeps counts.
+* It starts on one thread: never much slower, and safe under load.
+* Before a decode on more than one thread it looks whether other threads are ready to run on
+  the machine (Linux: ``procs_running`` in ``/proc/stat``, read at most every 50 ms): if they
+  would take the cores the decode's threads need, this decode runs on one thread. Without that
+  signal (other systems) it only measures.
+* Now and then it runs a *probe*: two small decodes back to back (at most ``probe_rows`` rows,
+  the engine cuts the batch), one with each count, and keeps the faster count until the next
+  probe; the probe of the configured count is skipped while the machine looks busy.
+* After a probe the next one waits ``probe_s``, doubled after every probe that changes nothing
+  (up to ``max_probe_s``), and at least ten times the seconds the losing count lost in it: probes
+  take about a tenth of the time at most, however slow the losing count is.
+
+Pure Python and single-threaded (the engine's thread): it only decides and keeps time.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 
-__all__ = ["ThreadGovernor"]
+__all__ = ["ThreadGovernor", "cores_taken", "runnable_elsewhere"]
 
-_SMOOTHING = 0.5  # weight of the newest measurement in the running estimate
-_MAX_BUCKET = 12  # decodes of 2048 rows and more share one estimate
-_TRY_SHARE = 10.0  # a losing try's extra seconds, times this, pass before the next try
+PROBE_ROWS = 16
+_LOOK_EVERY_S = 0.05
+_PROBE_SHARE = 10.0  # the seconds a probe's loser lost, times this, pass before the next probe
 
 
 class ThreadGovernor:
-    """Chooses 1 or ``most`` threads per decode (see the module docstring). ``clock`` is
-    injectable for tests. Raises ValueError for ``most`` < 1 or non-positive probe times.
-
-    Estimates are kept per size of decode, the schedule of tries for all sizes (the load is the
-    same for all); a size not measured yet starts with the latest winner.
-    """
+    """Chooses 1 or ``most`` threads per decode (see the module docstring). ``busy`` says
+    whether other threads want the cores now (default :func:`cores_taken`); it and ``clock`` are
+    injectable for tests. Raises ValueError for ``most`` < 1, ``probe_rows`` < 1 or probe times
+    that are not ``0 < probe_s <= max_probe_s``."""
 
     def __init__(
         self,
         most: int,
         *,
+        probe_rows: int = PROBE_ROWS,
         probe_s: float = 2.0,
         max_probe_s: float = 30.0,
+        busy: Callable[[], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if most < 1:
-            raise ValueError(f"most must be at least 1, got {most}")
+        if most < 1 or probe_rows < 1:
+            raise ValueError(f"most and probe_rows must be at least 1, got {most}, {probe_rows}")
         if not 0.0 < probe_s <= max_probe_s:
             raise ValueError("need 0 < probe_s <= max_probe_s")
         self._most = most
+        self._probe_rows = probe_rows
         self._probe_s = probe_s
         self._max_probe_s = max_probe_s
         self._clock = clock
-        self._per_row: dict[int, dict[int, float]] = {}  # bucket -> threads -> seconds per row
-        self._preferred = most  # the winner of the latest comparison (any size)
-        self._wait = {1: probe_s, most: probe_s}  # threads -> last wait between tries
-        self._next_try = {1: -math.inf, most: -math.inf}  # threads -> earliest next try
+        self._threads = 1
+        self._wait = probe_s
+        self._next_probe = -math.inf if most > 1 else math.inf
+        self._probe: dict[int, tuple[int, float]] = {}  # threads -> (rows, seconds) this probe
+        self._busy = busy if busy is not None else cores_taken(most)
+        self._looked_at = -math.inf
+        self._looked = False
 
-    def _best(self, known: dict[int, float]) -> int:
-        if len(known) < 2:
-            return self._preferred
-        return min(known, key=known.__getitem__)
+    @property
+    def threads(self) -> int:
+        """The count in use between probes."""
+        return self._threads
 
-    def choose(self, rows: int) -> int:
-        """The thread count for a decode of ``rows`` rows."""
-        if self._most == 1:
-            return 1
-        best = self._best(self._per_row.get(_bucket_of(rows), {}))
-        other = 1 if best == self._most else self._most
-        return other if self._clock() >= self._next_try[other] else best
-
-    def record(self, rows: int, threads: int, seconds: float) -> None:
-        """What a decode of ``rows`` rows with ``threads`` threads took."""
-        if rows < 1 or self._most == 1:
-            return
-        known = self._per_row.setdefault(_bucket_of(rows), {})
-        best_before = self._best(known)
-        value = seconds / rows
-        old = known.get(threads)
-        known[threads] = value if old is None else old + _SMOOTHING * (value - old)
+    def plan(self) -> tuple[int, int | None]:
+        """The thread count for the next decode, and the most rows it may hold (None: no limit;
+        a number: it is a probe, keep it small)."""
         now = self._clock()
-        if len(known) < 2:  # this size's first estimate: nothing to compare it with yet
-            if threads != best_before:
-                self._next_try[threads] = now + self._wait[threads]
+        if now < self._next_probe:
+            return (1 if self._threads > 1 and self._looks_busy(now) else self._threads), None
+        pending = [t for t in (1, self._most) if t not in self._probe]
+        if pending[0] > 1 and self._looks_busy(now):  # the probe would only measure the crowd
+            self._probe.clear()
+            self._next_probe = now + self._wait
+            return 1, None
+        return pending[0], self._probe_rows
+
+    def _looks_busy(self, now: float) -> bool:
+        if now - self._looked_at >= _LOOK_EVERY_S:
+            self._looked = self._busy()
+            self._looked_at = now
+        return self._looked
+
+    def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
+        """What a decode of ``rows`` rows with ``threads`` threads took; ``probe``: it was the
+        probe :meth:`plan` asked for."""
+        if not probe or rows < 1 or threads in self._probe:
             return
-        winner = min(known, key=known.__getitem__)
-        loser = 1 if winner == self._most else self._most
-        self._preferred = winner
-        if threads == loser:  # a try that lost, or the winner of old has slowed down
-            if threads != best_before:
-                self._wait[threads] = min(2.0 * self._wait[threads], self._max_probe_s)
-            extra = seconds - rows * known[winner]
-            self._next_try[threads] = now + max(self._wait[threads], _TRY_SHARE * extra)
-        elif winner != best_before:  # a try that won: the other count is the one to try now
-            self._wait[loser] = self._probe_s
-            self._next_try[loser] = now + self._probe_s
+        self._probe[threads] = (rows, seconds)
+        if len(self._probe) < 2:
+            return
+        per_row = {t: s / r for t, (r, s) in self._probe.items()}
+        winner = min(per_row, key=per_row.__getitem__)
+        loser = self._most if winner == 1 else 1
+        lost = self._probe[loser][0] * (per_row[loser] - per_row[winner])
+        self._probe.clear()
+        if winner == self._threads:
+            self._wait = min(2.0 * self._wait, self._max_probe_s)
+        else:
+            self._threads = winner
+            self._wait = self._probe_s
+        self._next_probe = self._clock() + max(self._wait, _PROBE_SHARE * lost)
 
-    def estimate(self, rows: int, threads: int) -> float | None:
-        """Seconds per row measured for this size with ``threads`` threads (None if never)."""
-        return self._per_row.get(_bucket_of(rows), {}).get(threads)
+
+def runnable_elsewhere() -> int | None:
+    """Threads ready to run on this machine besides the caller (Linux ``/proc/stat``), or None
+    where that is not known."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running "):
+                    return max(0, int(line.split()[1]) - 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
-def _bucket_of(rows: int) -> int:
-    return min(max(rows, 1).bit_length(), _MAX_BUCKET)
+def cores_taken(threads: int) -> Callable[[], bool]:
+    """A check: would a decode on ``threads`` threads find its cores taken by other runnable
+    threads now? False where that cannot be known."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+
+    def busy() -> bool:
+        others = runnable_elsewhere()
+        return others is not None and others > cores - threads
+
+    return busy

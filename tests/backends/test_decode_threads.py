@@ -1,6 +1,6 @@
-"""ThreadGovernor on a virtual clock: it measures before it trusts, uses the faster count per size
-of decode, retries the other after a wait that doubles while it keeps losing, and follows the
-load back when the other count wins again."""
+"""ThreadGovernor on a virtual clock: one thread until a probe shows the configured count faster,
+probes kept small, and spaced so that they cost about a tenth of the time at most; it follows
+the load both ways."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import itertools
 
 import pytest
 
-from aiplanner.backends.decode_threads import ThreadGovernor
+from aiplanner.backends import decode_threads
+from aiplanner.backends.decode_threads import ThreadGovernor, cores_taken, runnable_elsewhere
+
+
+def _never() -> bool:
+    return False
 
 
 class _Clock:
@@ -19,102 +24,129 @@ class _Clock:
         return self.now
 
 
-def _run(gov: ThreadGovernor, clock: _Clock, rows: int, per_row: dict[int, float]) -> int:
-    """One decode of ``rows`` rows taking ``per_row[threads]`` seconds a row; the count used."""
-    threads = gov.choose(rows)
-    clock.now += rows * per_row[threads]
-    gov.record(rows, threads, rows * per_row[threads])
+# Seconds per decode: a fixed part (one per barrier: hundreds a decode) plus a part per row.
+BUSY = {1: (0.05, 0.06), 2: (1.5, 0.25)}  # others want the cores: two threads wait at barriers
+QUIET = {1: (0.01, 0.008), 2: (0.008, 0.005)}
+
+
+def _run(
+    gov: ThreadGovernor, clock: _Clock, work: int, load: dict[int, tuple[float, float]]
+) -> int:
+    """One decode of up to ``work`` rows under ``load``; the thread count it used."""
+    threads, limit = gov.plan()
+    rows = work if limit is None else min(work, limit)
+    fixed, per_row = load[threads]
+    clock.now += fixed + rows * per_row
+    gov.record(rows, threads, fixed + rows * per_row, probe=limit is not None)
     return threads
 
 
-BUSY = {1: 0.02, 2: 0.30}  # another process on the cores: two threads wait at every barrier
-MILD = {1: 0.02, 2: 0.025}  # two threads a little slower
-QUIET = {1: 0.02, 2: 0.012}
-
-
-def test_one_configured_thread_is_always_one() -> None:
-    gov = ThreadGovernor(1)
-    assert gov.choose(10) == 1
-    gov.record(10, 1, 1.0)
-    assert gov.choose(10) == 1
-
-
-def test_both_counts_are_measured_before_either_is_trusted() -> None:
-    clock = _Clock()
-    gov = ThreadGovernor(2, clock=clock)
-    assert _run(gov, clock, 10, BUSY) == 1  # the cheap one first: at most twice as slow
-    assert _run(gov, clock, 10, BUSY) == 2
-    assert gov.estimate(10, 1) == pytest.approx(0.02)
-    assert gov.estimate(10, 2) == pytest.approx(0.30)
-    assert [_run(gov, clock, 10, BUSY) for _ in range(20)] == [1] * 20
-
-
-def test_on_a_quiet_machine_the_configured_count_is_kept() -> None:
-    clock = _Clock()
-    gov = ThreadGovernor(2, probe_s=1.0, max_probe_s=8.0, clock=clock)
-    used = [_run(gov, clock, 10, QUIET) for _ in range(2000)]
-    assert used.count(1) < 0.02 * len(used)  # a try of one thread now and then
-
-
-def test_losing_tries_wait_twice_as_long_each_time_up_to_the_cap() -> None:
-    clock = _Clock()
-    gov = ThreadGovernor(2, probe_s=2.0, max_probe_s=16.0, clock=clock)
-    tries: list[float] = []
-    for _ in range(6000):
-        if _run(gov, clock, 10, MILD) == 2:
-            tries.append(clock.now)  # when the try ended: the wait counts from there
-    # The gaps between tries (to within a decode or two): 2, 4, 8, 16, 16, ... s.
-    waits = [b - a for a, b in itertools.pairwise(tries)]
-    assert len(waits) >= 6
-    assert waits[:4] == pytest.approx([2.0, 4.0, 8.0, 16.0], abs=0.5)
-    assert waits[4:] == pytest.approx([16.0] * len(waits[4:]), abs=0.5)
-
-
-def test_a_costly_losing_try_waits_ten_times_its_cost_so_tries_take_a_tenth() -> None:
-    clock = _Clock()
-    gov = ThreadGovernor(2, probe_s=2.0, max_probe_s=16.0, clock=clock)
+def _share_of_time_on_two(
+    gov: ThreadGovernor, clock: _Clock, load: dict[int, tuple[float, float]], decodes: int
+) -> float:
     spent = {1: 0.0, 2: 0.0}
-    for _ in range(20_000):
+    for _ in range(decodes):
         started = clock.now
-        threads = _run(gov, clock, 10, BUSY)
+        threads = _run(gov, clock, 128, load)
         spent[threads] += clock.now - started
-    assert spent[2] / (spent[1] + spent[2]) < 0.12
+    return spent[2] / (spent[1] + spent[2])
 
 
-def test_when_the_load_goes_the_configured_count_wins_again() -> None:
+def test_one_configured_thread_is_always_one_and_never_probed() -> None:
+    gov = ThreadGovernor(1)
+    assert gov.plan() == (1, None)
+    gov.record(10, 1, 1.0, probe=False)
+    assert gov.plan() == (1, None)
+
+
+def test_it_starts_on_one_thread_with_a_small_probe_of_each_count() -> None:
     clock = _Clock()
-    gov = ThreadGovernor(2, probe_s=1.0, max_probe_s=4.0, clock=clock)
-    for _ in range(100):
-        _run(gov, clock, 10, BUSY)
-    assert gov.choose(10) == 1
-    used = [_run(gov, clock, 10, QUIET) for _ in range(1000)]
-    assert used[-200:].count(2) > 190  # two threads again, one thread tried now and then
+    gov = ThreadGovernor(2, busy=_never, probe_rows=16, clock=clock)
+    assert gov.threads == 1
+    assert gov.plan() == (1, 16)
+    _run(gov, clock, 128, QUIET)
+    assert gov.plan() == (2, 16)
+    _run(gov, clock, 128, QUIET)
+    assert gov.threads == 2 and gov.plan() == (2, None)  # two are faster here: kept
 
 
-def test_when_the_load_comes_the_slowed_count_is_left_at_once() -> None:
+def test_on_a_busy_machine_it_stays_on_one_thread_and_probes_cost_a_tenth() -> None:
     clock = _Clock()
-    gov = ThreadGovernor(2, clock=clock)
-    for _ in range(100):
-        _run(gov, clock, 10, QUIET)
-    assert gov.choose(10) == 2
-    used = [_run(gov, clock, 10, BUSY) for _ in range(20)]
-    assert used == [2] + [1] * 19  # one slow decode and its estimate passes one thread's
+    gov = ThreadGovernor(2, busy=_never, clock=clock)
+    share = _share_of_time_on_two(gov, clock, BUSY, 5000)
+    assert gov.threads == 1
+    assert share < 0.12  # about a tenth: the probe, then ten times what it lost
 
 
-def test_a_new_size_starts_with_the_winner_elsewhere_and_waits_for_the_next_try() -> None:
+def test_on_a_quiet_machine_it_runs_the_configured_count() -> None:
     clock = _Clock()
-    gov = ThreadGovernor(2, probe_s=2.0, clock=clock)
-    for _ in range(5):
-        _run(gov, clock, 10, BUSY)
-    assert gov.choose(128) == 1  # never measured at this size: one thread, as at 10 rows
-    _run(gov, clock, 128, BUSY)
-    assert gov.choose(128) == 1  # the costly try waits: ten times what the last one lost
-    clock.now += 10 * (10 * (BUSY[2] - BUSY[1]))
-    assert gov.choose(128) == 2
+    gov = ThreadGovernor(2, busy=_never, clock=clock)
+    share = _share_of_time_on_two(gov, clock, QUIET, 5000)
+    assert gov.threads == 2
+    assert share > 0.95  # the probes of one thread are short and rare
+
+
+def test_probes_that_change_nothing_wait_twice_as_long_each_time_up_to_the_cap() -> None:
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=8.0, clock=clock)
+    probes: list[float] = []
+    for _ in range(20_000):
+        threads, limit = gov.plan()
+        if limit is not None and threads == 1:
+            probes.append(clock.now)
+        _run(gov, clock, 128, QUIET)
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    # The first probe changed the count (wait probe_s); each later one changed nothing. A gap is
+    # the wait plus the probe and the decode under way (about 0.65 s on two threads).
+    assert gaps[:5] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.9)
+    assert max(gaps) < 8.0 + 0.9
+
+
+def test_it_follows_the_load_as_it_comes_and_goes() -> None:
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, max_probe_s=8.0, clock=clock)
+    for _ in range(200):
+        _run(gov, clock, 128, QUIET)
+    assert gov.threads == 2
+    for _ in range(200):
+        _run(gov, clock, 128, BUSY)
+    assert gov.threads == 1
+    for _ in range(2000):
+        _run(gov, clock, 128, QUIET)
+    assert gov.threads == 2
+
+
+def test_while_other_threads_want_the_cores_it_runs_on_one_and_skips_probes() -> None:
+    clock = _Clock()
+    crowded = [False]
+    gov = ThreadGovernor(2, busy=lambda: crowded[0], clock=clock)
+    for _ in range(50):
+        _run(gov, clock, 128, QUIET)
+    assert gov.threads == 2
+    crowded[0] = True
+    clock.now += 1.0  # the last look is stale
+    used = [_run(gov, clock, 128, BUSY) for _ in range(500)]
+    assert used == [1] * 500  # no decode on two threads, not even a probe
+    crowded[0] = False
+    clock.now += 1.0
+    assert 2 in [_run(gov, clock, 128, QUIET) for _ in range(3)]  # at most a probe of one first
+
+
+def test_the_busy_check_counts_other_runnable_threads_against_free_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cores = len(decode_threads.os.sched_getaffinity(0))
+    for others, busy in ((cores - 2, False), (cores - 1, True), (None, False)):
+        monkeypatch.setattr(decode_threads, "runnable_elsewhere", lambda n=others: n)
+        assert cores_taken(2)() is busy
+    found = runnable_elsewhere()  # this machine is Linux: /proc/stat says
+    assert found is not None and found >= 0
 
 
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         ThreadGovernor(0)
     with pytest.raises(ValueError):
-        ThreadGovernor(2, probe_s=5.0, max_probe_s=1.0)
+        ThreadGovernor(2, busy=_never, probe_rows=0)
+    with pytest.raises(ValueError):
+        ThreadGovernor(2, busy=_never, probe_s=5.0, max_probe_s=1.0)
