@@ -156,7 +156,7 @@ async def main_async(args: argparse.Namespace) -> None:
     sets = [agent_requests(n, seed=3 + i) for i in range(args.repeat + 1)]
     warm, rounds = sets[0], sets[1:]
     print(f"agents={n} threads={args.threads} repeat={args.repeat} {load()}", flush=True)
-    serial = EmbeddedBackend(n_threads=args.threads)
+    serial = EmbeddedBackend(n_threads=args.threads, engine="serial")
     batched = EmbeddedBackend(n_threads=args.threads, engine="batched")
     print(f"model={batched.info.model}", flush=True)
     gen_ctx = context(serial, "generate")

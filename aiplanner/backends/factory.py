@@ -7,9 +7,13 @@ does not need llama-cpp-python installed.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from aiplanner.backends.base import Backend
 from aiplanner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiplanner.backends.embedded import Engine
 
 __all__ = ["BACKEND_NAMES", "create_backend"]
 
@@ -22,16 +26,18 @@ def create_backend(
     model: str | None = None,
     base_url: str | None = None,
     n_threads: int | None = None,
+    engine: Engine = "auto",
 ) -> Backend | None:
     """Build the backend called ``name``; ``heuristic`` gives None (plan with rules alone).
 
-    ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``.
+    ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``;
+    ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``).
     Raises ConfigError for an unknown name, ModelNotFoundError for a missing model file.
     """
     if name == "embedded":
         from aiplanner.backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(model, n_threads=n_threads)
+        return EmbeddedBackend(model, n_threads=n_threads, engine=engine)
     if name == "openai":
         from aiplanner.backends.openai import OpenAIBackend
 

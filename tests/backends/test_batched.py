@@ -37,6 +37,7 @@ from aiplanner.backends.batched import (
     WorkCancelled,
 )
 from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.backends.factory import create_backend
 from aiplanner.errors import BackendTimeout, ConfigError
 from aiplanner.model_path import resolve_model_path
 from aiplanner.schema import choice_schema
@@ -348,16 +349,22 @@ def test_no_sequence_reads_another_requests_cells(llama: Any) -> None:
 
 
 class _Alternating:
-    """A thread governor that gives every other decode one thread and the rest two."""
+    """A thread governor that gives the second decode two threads and the others one (two
+    threads are slow on a busy machine), makes the first a probe of at most 5 rows, and reads
+    back the count llama.cpp has after each."""
 
-    def __init__(self) -> None:
-        self.used: list[int] = []
+    def __init__(self, read_back: Callable[[], int]) -> None:
+        self.used: list[tuple[int, int]] = []  # (asked, what llama.cpp had for the decode)
+        self.rows: list[tuple[int, bool]] = []
+        self._read_back = read_back
 
-    def choose(self, rows: int) -> int:
-        return 1 if len(self.used) % 2 else 2
+    def plan(self) -> tuple[int, int | None]:
+        n = len(self.used)
+        return (2 if n == 1 else 1), (5 if n == 0 else None)
 
-    def record(self, rows: int, threads: int, seconds: float) -> None:
-        self.used.append(threads)
+    def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
+        self.used.append((threads, self._read_back()))
+        self.rows.append((rows, probe))
 
 
 @pytest.mark.model
@@ -365,23 +372,19 @@ def test_the_governors_thread_count_reaches_llama_cpp_and_leaves_scores_alone(ll
     import llama_cpp
 
     engine = _engine(llama, n_seq_max=32, n_threads=2, chunk_tokens=32)
-    governor = _Alternating()
+    governor = _Alternating(lambda: int(llama_cpp.llama_n_threads_batch(engine._ctx)))
     engine._governor = governor  # type: ignore[assignment]
     results = _Results()
-    counts: list[int] = []
     try:
-        works = [_score_work(llama, results, str(i), _situation(i)[1].content) for i in range(3)]
+        works = [_score_work(llama, results, str(i), _situation(i)[1].content) for i in range(2)]
         for w in works:
             engine.add(w)
-
-        def done() -> bool:
-            counts.append(int(llama_cpp.llama_n_threads_batch(engine._ctx)))
-            return len(results.done) == len(works)
-
-        _run(engine, done)
-        assert set(governor.used) == {1, 2}
-        assert counts[1 : len(governor.used) + 1] == governor.used  # read after each decode
-        assert engine.stats.one_thread_decodes == governor.used.count(1)
+        _run(engine, lambda: len(results.done) == len(works))
+        assert {asked for asked, _ in governor.used} == {1, 2}
+        assert all(asked == had for asked, had in governor.used)
+        assert all(rows <= 5 for rows, probe in governor.rows if probe)
+        assert any(rows > 5 for rows, probe in governor.rows if not probe)
+        assert engine.stats.one_thread_decodes == [a for a, _ in governor.used].count(1)
         for i, w in enumerate(works):
             _close_to(results.done[str(i)].logprobs, _alone(llama, w.prompt, w.continuations))
     finally:
@@ -407,12 +410,34 @@ def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
     backend = EmbeddedBackend(path, engine="batched")
     assert backend.info.parallel and backend.info.scoring
     assert backend.info.max_concurrency >= 16
-    serial = EmbeddedBackend(path)
-    assert not serial.info.parallel
+    assert backend.engine_stats() is not None
+    serial = EmbeddedBackend(path, engine="serial")
+    assert not serial.info.parallel and serial.info.max_concurrency == 1
+    assert serial.engine_stats() is None
     with pytest.raises(ConfigError):
         EmbeddedBackend(path, engine="turbo")  # type: ignore[arg-type]
     backend.close()
     serial.close()
+
+
+def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
+    tmp_path: Any,
+) -> None:
+    path = tmp_path / "fake.gguf"
+    path.write_bytes(b"GGUF" + bytes(64))
+    made = [
+        EmbeddedBackend(path),
+        EmbeddedBackend(path, engine="auto"),
+        create_backend("embedded", model=str(path)),
+        create_backend("embedded", model=str(path), engine="serial"),
+    ]
+    try:
+        parallel = [b is not None and b.info.parallel for b in made]
+        assert parallel == [True, True, True, False]
+    finally:
+        for b in made:
+            if isinstance(b, EmbeddedBackend):
+                b.close()
 
 
 @pytest.mark.model

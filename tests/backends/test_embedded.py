@@ -178,7 +178,8 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     backend = EmbeddedBackend(fake_gguf, n_threads=1)
     assert isinstance(backend, Backend)
     assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
-    assert (backend.info.max_concurrency, backend.info.parallel) == (1, False)
+    # The default engine (auto) is the batched one: many requests in flight at once.
+    assert backend.info.max_concurrency > 1 and backend.info.parallel
     assert backend.info.structured
     assert backend.load_s is None
     assert not _worker_threads()

@@ -9,13 +9,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import esper
 import pygame
 import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.components import PlanState, PlanStatus, Position, Tier
-from demo_game.app import Options, main, parse_args, run
+from demo_game.app import Options, build_backend, main, parse_args, run
 from demo_game.game import Command, Game
 from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
 
@@ -149,6 +150,17 @@ def test_defaults_follow_the_brief() -> None:
         "crossroads",
     )
     assert parse_args(["--squad-size", "50"]).squad_size == 50
+
+
+def test_the_embedded_engine_is_chosen_on_the_command_line(tmp_path: Path) -> None:
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    assert parse_args([]).engine == "auto"
+    for engine, parallel in (("auto", True), ("serial", False), ("batched", True)):
+        opts = parse_args(["--engine", engine, "--model", str(model)])
+        backend = build_backend(opts, [])
+        assert backend is not None and backend.info.parallel is parallel
+        anyio.run(backend.aclose)
 
 
 def _view(make_game: GameFactory) -> View:
