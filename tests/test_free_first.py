@@ -208,3 +208,51 @@ def test_score_first_failure_is_an_error_outcome_not_an_exception() -> None:
     outcome = _run(_ctx(backend), _req())
     assert not outcome.ok and outcome.plan is None and isinstance(outcome.error, ConfigError)
     assert not backend.calls  # nothing generated after a failed choice
+
+
+@pytest.mark.model
+def test_real_model_first_steps_depend_on_the_situation() -> None:
+    """With the embedded model, a hurt ally in a quiet spot and an empty goal get plans that
+    start differently (plain generation began 65 of 66 suite plans with Scan), each valid
+    at the LLM tier, its first step one of the agent's legal ones, and no copy of the prompt."""
+    from aiplanner.backends.embedded import EmbeddedBackend
+    from aiplanner.codec import json_values
+    from aiplanner.heuristic import HeuristicPlanner
+    from aiplanner.prompts import PromptBuilder
+    from aiplanner.scenarios import load_scenarios
+
+    names = ("support-hurt-ally-quiet", "exploration-on-the-goal")
+    by_name = {s.name: s for s in load_scenarios()}
+    reqs = [
+        PlanRequest(
+            i + 1, i + 1, snap, HeuristicPlanner().candidates(snap, 4), 0, 0.0, 120.0, 120.0
+        )
+        for i, snap in enumerate(by_name[n].snapshot for n in names)
+    ]
+    out: list[PlanOutcome] = []
+
+    async def main() -> None:
+        backend = EmbeddedBackend(n_threads=2)
+        ctx = PlanContext(
+            backend,
+            DEFAULT_REGISTRY,
+            Metrics(),
+            CircuitBreaker(),
+            out.append,
+            free_decision="score-first",
+        )
+        try:
+            for req in reqs:
+                await run_batch(ctx, Batch((req,), "sequential", "free", "compressed", False, 0))
+        finally:
+            await backend.aclose()
+
+    anyio.run(main)
+    builder = PromptBuilder(DEFAULT_REGISTRY, mode="free")
+    for req, o in zip(reqs, out, strict=True):
+        assert o.ok and o.tier is Tier.LLM and o.plan is not None, (o.error, o.raw)
+        legal = {f.step for f in first_steps(req, DEFAULT_REGISTRY)}
+        assert o.plan.steps[0] in legal
+        prompt = "\n".join(m.content for m in builder.messages(req))
+        assert orjson.loads(o.raw) not in json_values(prompt)
+    assert len({o.plan.steps[0].action for o in out if o.plan is not None}) >= 2
