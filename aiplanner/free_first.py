@@ -11,6 +11,14 @@ grammar with that first step fixed (:func:`aiplanner.schema.with_first_step`).
 
 Selected with ``PlanContext.free_decision = "score-first"`` on a backend that can score; the
 default, ``"generate"``, writes the whole plan.
+
+Measured on the 66-scenario suite (``benchmarks/decisions.py --planners free-score-first free
+--no-order-check``, embedded SmolLM2-135M, 2 threads, load 7-10): generated, valid 100%,
+sensible 24.2%, Scan first in 65 of 66; scored first with ``rank_prior`` 2, valid 100%, sensible
+54.5%, largest share of one first action 37.9% (Attack 25, MoveTo 25, Heal 12, Scan 3,
+TakeCover 1), first step equal to the rules' in 54.5%; with ``rank_prior`` 1, sensible 42.4%,
+MoveTo ("walk closer to enemy 1", inflated by calibration) first in 36. The rules: 63.6%; a
+random legal plan: 40.2%.
 """
 
 from __future__ import annotations
