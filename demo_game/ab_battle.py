@@ -32,6 +32,12 @@ from demo_game.game import DT, Game, GameSettings
 __all__ = ["BattleResult", "Summary", "main", "play", "summarise"]
 
 _WORLD = "demo_game_ab"
+_LOCKSTEP_TIMEOUT_S = 600.0
+"""How long a tick waits for the model, and the wall-clock budget of each plan: long enough
+that a loaded machine cannot make the rules fill in for a slow answer (measured: under load 11,
+3-agent scoring calls ran past the default 4 s budget and the model squad got 0-7 model plans a
+round instead of 5-17, so the result depended on the load). Answers still arrive on the next
+tick, so the game is the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,13 @@ def play(
     # 20 with them, 11 of 20 without; damage ratio 1.40 against 1.02). Lockstep already makes
     # the model's answer arrive on the next tick.
     cfg = dataclasses.replace(
-        base, seed=seed, lockstep=True, provisional=False, model_teams=(model_team,)
+        base,
+        seed=seed,
+        lockstep=True,
+        lockstep_timeout_s=_LOCKSTEP_TIMEOUT_S,
+        plan_deadline_s=_LOCKSTEP_TIMEOUT_S,
+        provisional=False,
+        model_teams=(model_team,),
     )
     previous = esper.current_world
     esper.switch_world(_WORLD)

