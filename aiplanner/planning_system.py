@@ -16,12 +16,10 @@ Each tick, in this order (all on the game thread, never waiting on the backend):
    ``max_wait_ms``, with the snapshot and ranked candidates computed when they asked (unless
    those are older than :data:`FRESH_S`).
 
-Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-4 take on one more
-agent's work (a snapshot, a validation, the rules' ranking) only while it can end within the
-tick's budget at the going rate (a moving average of one agent's work), and carry on where they
-stopped on the next tick. Each step serves its queue first come, first served; step 1 does at
-least one agent per tick, and a later step that the budget left without any progress on one tick
-does its first agent whatever the budget on the next, so nobody starves; an agent that misses a
+Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-3 stop taking on
+per-agent work (a snapshot, a validation, the rules' ranking) once the tick has spent its budget,
+and carry on where they stopped on the next tick. Each step still does at least one agent per
+tick and serves its queue first come, first served, so nobody starves; an agent that misses a
 tick keeps running its provisional plan (or, idle, waits a frame). Lockstep and replay runs
 ignore the budget: they must repeat exactly.
 
@@ -73,7 +71,6 @@ A replay applies exactly these plans at these ticks and asks no backend; agents 
 IDLE_LIMIT_TICKS = 6
 """An agent the time budget has left without a plan this many ticks is served regardless."""
 _since_and_id = operator.itemgetter(0, 1)  # idle agents: longest idle first, then by id
-_RATE_WEIGHT = 0.2  # weight of the latest agent's work in the going rate
 
 
 class PlanningSystem(esper.Processor):
@@ -105,10 +102,6 @@ class PlanningSystem(esper.Processor):
         self._late: deque[int] = deque()  # past their deadline, waiting for their fallback
         self._idle_since: dict[int, int] = {}  # idle agents not served yet -> tick first seen
         self._work_until = math.inf  # plugin clock: this tick's time budget ends here
-        self._per_agent_s = 0.0  # the going rate: one agent's work, a moving average
-        self._mark = math.nan  # plugin clock at the last budget check of the current step
-        self._starved: set[str] = set()  # steps the budget left with no progress last tick
-        self._starving: set[str] = set()  # the same, this tick
         self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
         self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
         self._held_seq = 0
@@ -134,8 +127,6 @@ class PlanningSystem(esper.Processor):
         tick = self._snapshots.tick
         now = self._clock()
         self._budget = cfg.max_plans_per_tick or len(self._known) + 1_000_000
-        self._starved, self._starving = self._starving, self._starved
-        self._starving.clear()
         budget_ms = cfg.tick_budget_ms
         if budget_ms is None or cfg.lockstep or self._replay is not None:
             self._work_until = math.inf
@@ -160,26 +151,12 @@ class PlanningSystem(esper.Processor):
         self._serve_late(tick, now)
         self._dispatch(cfg, tick, now)
 
-    def _has_time(self, first: bool, step: str = "") -> bool:
-        """Whether one more agent's work fits in this tick's time budget: whether it can end
-        before the budget does, at the going rate per agent. The first agent of the tick of
-        step 1 (``step`` empty) always fits; that of a later ``step`` fits anyway when the
-        budget left that step without any progress on the previous tick: every queue moves at
-        least every other tick, and nobody starves."""
-        if first:
-            self._mark = math.nan  # the time between two checks of one step is one agent's work
-            if not step or step in self._starved:
-                return True
-        now = self._clock()
-        spent = now - self._mark
-        if spent >= 0:  # false for NaN: no agent measured since the last mark
-            self._per_agent_s += _RATE_WEIGHT * (spent - self._per_agent_s)
-        self._mark = now
-        if now + self._per_agent_s < self._work_until:
+    def _has_time(self, first: bool) -> bool:
+        """Whether one more agent's work fits in this tick's time budget. A step's first agent
+        of the tick always does, so every queue moves on every tick."""
+        if first or self._clock() < self._work_until:
             return True
         self._metrics.record_budget_cut()
-        if first:
-            self._starving.add(step)  # it goes first on the next tick
         return False
 
     def _adopt_new_agents(self, cfg: PlannerConfig) -> None:
@@ -220,7 +197,7 @@ class PlanningSystem(esper.Processor):
         arrived.sort(key=lambda o: o.entity)
         ready, self._backlog = self._backlog + arrived, []  # left over from last tick go first
         for i, outcome in enumerate(ready):
-            if self._budget <= 0 or not self._has_time(i == 0, "outcomes"):
+            if self._budget <= 0 or not self._has_time(i == 0):
                 self._backlog = ready[i:]  # time-slicing: the rest waits for the next tick
                 return
             self._budget -= 1
@@ -295,7 +272,7 @@ class PlanningSystem(esper.Processor):
         """The fallback for agents past their deadline, oldest deadline first, within budget."""
         late = self._late
         first = True
-        while late and self._has_time(first, "late"):
+        while late and self._has_time(first):
             ent = late.popleft()
             st = self._state(ent)
             if st is None or st.status not in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
@@ -328,11 +305,7 @@ class PlanningSystem(esper.Processor):
             # the demand would otherwise leave agents standing for seconds (measured: 60% of
             # 1000 agents idle with a 2 ms budget). Oldest first, so the rest are newer.
             overdue = tick - first >= IDLE_LIMIT_TICKS
-            if self._budget <= 0:
-                break
-            if overdue:
-                self._mark = math.nan  # unchecked: the next interval is not one agent's work
-            elif not self._has_time(i == 0):
+            if self._budget <= 0 or (not overdue and not self._has_time(i == 0)):
                 break  # time-slicing: the others ask on the next tick
             if not exists(ent):
                 continue
@@ -459,7 +432,7 @@ class PlanningSystem(esper.Processor):
                 if kept is not None and now - kept[2] <= FRESH_S:
                     snap, ranked = kept[0], kept[1]  # made when it asked: not made twice
                 else:
-                    if not self._has_time(not requests, "dispatch"):
+                    if not self._has_time(not requests):
                         self._pending[:0] = take[i:]  # these go out on a later tick
                         out_of_time = True
                         break

@@ -425,7 +425,7 @@ def test_an_agent_with_an_unknown_role_is_refused_on_every_tick(world: str) -> N
                 esper.process(DT)
 
 
-def test_arrived_plans_move_at_least_every_other_tick_while_idle_agents_use_the_budget(
+def test_arrived_plans_move_on_every_tick_while_idle_agents_use_the_budget(
     world: str,
 ) -> None:
     gate = threading.Event()
@@ -457,9 +457,8 @@ def test_arrived_plans_move_at_least_every_other_tick_while_idle_agents_use_the_
                 len([e for e in askers if esper.component_for_entity(e, PlanState).tier])
             )
         gains = [b - a for a, b in itertools.pairwise([0, *applied])]
-        assert max(gains) <= 1  # the budget holds: one arrived plan a tick at most...
-        assert all(a or b for a, b in itertools.pairwise(gains))  # ...never two ticks without
-        assert 4 <= applied[-1] < len(askers), applied  # ...and no free pass on every tick
+        # The budget holds (one arrived plan a tick), and nobody starves: one on every tick.
+        assert gains[: len(askers)] == [1] * len(askers)
 
 
 def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:
