@@ -420,7 +420,7 @@ def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
     serial.close()
 
 
-def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
+def test_auto_the_default_engine_is_serial_and_the_factory_passes_the_choice(
     tmp_path: Any,
 ) -> None:
     path = tmp_path / "fake.gguf"
@@ -430,10 +430,11 @@ def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
         EmbeddedBackend(path, engine="auto"),
         create_backend("embedded", model=str(path)),
         create_backend("embedded", model=str(path), engine="serial"),
+        create_backend("embedded", model=str(path), engine="batched"),
     ]
     try:
         parallel = [b is not None and b.info.parallel for b in made]
-        assert parallel == [True, True, True, False]
+        assert parallel == [False, False, False, False, True]
     finally:
         for b in made:
             if isinstance(b, EmbeddedBackend):

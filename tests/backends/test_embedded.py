@@ -178,8 +178,11 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     backend = EmbeddedBackend(fake_gguf, n_threads=1)
     assert isinstance(backend, Backend)
     assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
-    # The default engine (auto) is the batched one: many requests in flight at once.
-    assert backend.info.max_concurrency > 1 and backend.info.parallel
+    # The default engine (auto) is the serial one: one request at a time.
+    assert backend.info.max_concurrency == 1 and not backend.info.parallel
+    batched = EmbeddedBackend(fake_gguf, n_threads=1, engine="batched")
+    assert batched.info.max_concurrency > 1 and batched.info.parallel
+    batched.close()
     assert backend.info.structured
     assert backend.load_s is None
     assert not _worker_threads()
