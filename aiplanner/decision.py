@@ -142,25 +142,10 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
         return PlanOutcome(
             req.entity, req.plan_id, req.candidates[0], Tier.HEURISTIC, strategy="score"
         )
-    started = time.monotonic()
     snap = req.snapshot
     try:
         phrases = tuple(plan_phrase(c, snap, ctx.registry) for c in req.candidates)
-        instruction = ctx.builder("compressed", "guided").role_instruction(snap.me.role)
-        request = ScoreRequest(
-            messages=situation_messages(snap, instruction),
-            continuations=phrases,
-            lead=LEAD,
-            timeout_s=budget_s,
-            agents=(req.entity,),
-            tag={"shape": "score", "requests": (req,), "tier": tier.value},
-        )
-        result = await _score(ctx, backend, request)
-        baseline: tuple[float, ...] | None = None
-        if ctx.calibrated:
-            baseline = await _baseline(
-                ctx, backend, phrases, budget_s - (time.monotonic() - started)
-            )
+        result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s)
         choice = choose(result.logprobs, baseline, rank_prior=ctx.rank_prior)
         plan = validate_plan(req.candidates[choice.index], snap, ctx.registry)
         ctx.metrics.record_decision(choice.index)
@@ -184,8 +169,8 @@ async def score_phrases(
     ctx: PlanContext, req: PlanRequest, phrases: tuple[str, ...], tier: Tier, budget_s: float
 ) -> tuple[ScoreResult, tuple[float, ...] | None]:
     """Each of ``phrases`` scored as the continuation of ``req``'s situation after :data:`LEAD`,
-    as :func:`decide` scores candidates, with their content-free scores when ``ctx.calibrated``
-    (None otherwise). For other choices than among candidates (free mode's first step).
+    with their content-free scores when ``ctx.calibrated`` (None otherwise): the scoring call of
+    :func:`decide` (candidates' phrases) and of free mode's first step (its options' phrases).
 
     Raises :class:`PlannerError` for a failed call or no time left to calibrate.
     """
