@@ -59,6 +59,7 @@ from aiplanner.components import (
 )
 from aiplanner.config import STRATEGIES, PlannerConfig
 from aiplanner.errors import (
+    BackendBusy,
     BackendError,
     BackendHTTPError,
     BackendTimeout,
@@ -115,6 +116,7 @@ __all__ = [
     "ArgKind",
     "ArgSpec",
     "Backend",
+    "BackendBusy",
     "BackendError",
     "BackendHTTPError",
     "BackendInfo",

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from aiplanner.errors import BackendError, CircuitOpen, PlannerError
+from aiplanner.errors import BackendBusy, BackendError, CircuitOpen, PlannerError
 
 __all__ = ["CircuitBreaker"]
 
@@ -81,7 +81,8 @@ class CircuitBreaker:
         """One call to backend ``name`` through the breaker.
 
         Raises :class:`CircuitOpen` when no call may be made. Inside, a ``BackendError`` counts as
-        a failure; any other ``PlannerError`` (the engine answered, the model's text was bad) or a
+        a failure, except :class:`BackendBusy` (the backend works, but was full); that or any
+        other ``PlannerError`` (the engine answered, the model's text was bad) or a
         normal exit as a success; leaving without a verdict (cancelled) releases a trial.
         """
         if not self.allow():
@@ -91,6 +92,10 @@ class CircuitBreaker:
             yield
             self.record_success()
             verdict = True
+        except BackendBusy:  # alive and working on others' requests: not a fault
+            self.record_success()
+            verdict = True
+            raise
         except BackendError:
             self.record_failure()
             verdict = True

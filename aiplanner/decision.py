@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
+
+import anyio
 
 from aiplanner.backends.base import Backend, ScoreRequest, ScoreResult, ScoringBackend, Usage
 from aiplanner.components import Tier
@@ -35,6 +37,10 @@ from aiplanner.validation import validate_plan
 
 if TYPE_CHECKING:
     from aiplanner.strategies import PlanContext
+
+_A = TypeVar("_A")
+_B = TypeVar("_B")
+_T = TypeVar("_T")
 
 __all__ = [
     "DECISION_METHODS",
@@ -189,11 +195,44 @@ async def score_phrases(
         agents=(req.entity,),
         tag={"shape": "score", "requests": (req,), "tier": tier.value},
     )
-    result = await _score(ctx, backend, request)
     if not ctx.calibrated:
-        return result, None
-    left = budget_s - (time.monotonic() - started)
-    return result, await _baseline(ctx, backend, phrases, left)
+        return await _score(ctx, backend, request), None
+    if not backend.info.parallel:  # one call at a time: the situation first, then what is missing
+        result = await _score(ctx, backend, request)
+        left = budget_s - (time.monotonic() - started)
+        return result, await _baseline(ctx, backend, phrases, left)
+    # A backend serving calls together (the batched engine evaluates both in one pass): the
+    # content-free scores of phrases never seen are asked at the same time, not one pass later.
+    return await _together(
+        lambda: _score(ctx, backend, request),
+        lambda: _baseline(ctx, backend, phrases, budget_s),
+    )
+
+
+async def _together(
+    first: Callable[[], Awaitable[_A]], second: Callable[[], Awaitable[_B]]
+) -> tuple[_A, _B]:
+    """Both awaited at once; the first :class:`PlannerError` raised (the other call is then
+    cancelled) is raised as it is, not wrapped in an exception group."""
+    a: list[_A] = []
+    b: list[_B] = []
+    failed: list[PlannerError] = []
+
+    async def run(
+        job: Callable[[], Awaitable[_T]], out: list[_T], scope: anyio.CancelScope
+    ) -> None:
+        try:
+            out.append(await job())
+        except PlannerError as exc:
+            failed.append(exc)
+            scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, first, a, group.cancel_scope)
+        group.start_soon(run, second, b, group.cancel_scope)
+    if failed:
+        raise failed[0]
+    return a[0], b[0]
 
 
 async def _baseline(

@@ -22,6 +22,7 @@ Errors raised from an underlying exception keep it as ``__cause__`` (``raise ...
 from __future__ import annotations
 
 __all__ = [
+    "BackendBusy",
     "BackendError",
     "BackendHTTPError",
     "BackendTimeout",
@@ -107,6 +108,12 @@ class BackendTimeout(BackendError, TimeoutError):
     """The deadline or a read timeout passed before the answer was complete."""
 
     retryable = False
+
+
+class BackendBusy(BackendTimeout):
+    """The backend is working, but on others' requests: this one could not be answered before
+    its deadline (an in-process engine's queue, or shed because the work ahead of it outlasts its
+    deadline). Load, not a fault: the circuit breaker does not count it as a failure."""
 
 
 class CircuitOpen(BackendError):

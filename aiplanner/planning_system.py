@@ -50,6 +50,7 @@ from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.snapshot import WorldSnapshot, quantised_key
 from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.strategies import Batch
+from aiplanner.throughput import ServiceRate
 from aiplanner.validation import validate_plan
 
 __all__ = ["EVENT_PLAN_APPLIED", "FRESH_S", "PlanningSystem", "ReplayLog"]
@@ -111,6 +112,8 @@ class PlanningSystem(esper.Processor):
         # it asks, reused for its provisional plan and (if still fresh) for its request.
         self._candidates: dict[int, tuple[WorldSnapshot, tuple[Plan, ...], float]] = {}
         self._next_plan_id = 0
+        # Busy seconds per answer of a backend serving many calls at once (admission, step 4).
+        self._service = ServiceRate()
 
     # -- queries ---------------------------------------------------------------------------------
     @property
@@ -150,6 +153,8 @@ class PlanningSystem(esper.Processor):
         self._expire(tick, now)
         self._serve_late(tick, now)
         self._dispatch(cfg, tick, now)
+        if not self._in_flight:
+            self._service.idle()
 
     def _has_time(self, first: bool) -> bool:
         """Whether one more agent's work fits in this tick's time budget. A step's first agent
@@ -215,6 +220,7 @@ class PlanningSystem(esper.Processor):
                 del self._in_flight[ent]
             return
         del self._in_flight[ent]
+        self._service.answered(now)
         if now > st.deadline:
             self._metrics.record_deadline_miss()
             self._fallback(ent, st, tick, now, "deadline")
@@ -255,11 +261,14 @@ class PlanningSystem(esper.Processor):
         if not expired:
             return
         gone = set(expired)
+        waiting = set(self._late)  # already queued for their fallback (see _fallback)
         for ent in expired:
             self._in_flight.pop(ent, None)
             self._candidates.pop(ent, None)
-            if self._state(ent) is not None:
+            st = self._state(ent)
+            if st is not None and ent not in waiting:
                 self._metrics.record_deadline_miss()
+                st.invalid_reason = "deadline"
                 self._late.append(ent)  # busy with its provisional plan until served
         self._pending = [e for e in self._pending if e not in gone]
         if self._held:
@@ -278,7 +287,7 @@ class PlanningSystem(esper.Processor):
             if st is None or st.status not in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
                 continue  # deleted, or given a plan some other way meanwhile
             first = False
-            self._fallback(ent, st, tick, now, "deadline")
+            self._fallback(ent, st, tick, now, st.invalid_reason or "deadline", defer=False)
 
     # 1. who needs a plan -------------------------------------------------------------------------
     def _collect_needs(
@@ -415,13 +424,13 @@ class PlanningSystem(esper.Processor):
             if not (full or waited_ms >= cfg.max_wait_ms or cfg.lockstep):
                 return
             limit = min(cfg.max_batch_size, cfg.max_in_flight - len(self._in_flight))
-            if serial and not cfg.lockstep:
-                take = self._select_in_time(limit, tick, now)
-                if not take:
-                    return
-            else:
+            if cfg.lockstep:
                 take = self._pending[:limit]
                 self._pending = self._pending[len(take) :]
+            else:
+                take = self._select_in_time(limit, tick, now, serial=serial)
+                if not take:
+                    return
             requests: list[PlanRequest] = []
             out_of_time = False
             for i, ent in enumerate(take):
@@ -467,18 +476,25 @@ class PlanningSystem(esper.Processor):
                         tick,
                     )
                 )
+                self._service.busy(now)
             if out_of_time:
                 return
 
-    def _select_in_time(self, limit: int, tick: int, now: float) -> list[int]:
-        """Up to ``limit`` waiting agents that a one-call-at-a-time engine can serve in time.
+    def _select_in_time(self, limit: int, tick: int, now: float, *, serial: bool) -> list[int]:
+        """Up to ``limit`` waiting agents whose plan can arrive before their deadline.
 
-        The k-th agent of a sequential batch waits for k calls. With the recent median call time
-        as the estimate, an agent joins the batch only if its plan can arrive before its
-        deadline; one that cannot make even a call of its own gets the fallback now instead of
-        burning engine time; the rest keep waiting for the next batch.
+        One-call-at-a-time engine: the k-th agent of a sequential batch waits for k calls, each
+        the recent median call time. A backend serving many calls at once: the k-th agent sent
+        now waits behind the ``n`` already in flight, ``(n + k)`` times the busy seconds per
+        answer it was measured to take (:class:`~aiplanner.throughput.ServiceRate`). An agent
+        joins only if its plan can arrive in time; one that cannot make even a plan of its own
+        gets the fallback now instead of burning engine time (and delaying the others); the rest
+        keep their provisional plan and wait for room. Before anything is measured, all go.
         """
-        call_s = self._metrics.call_s.percentile(50) or 0.0
+        if serial:
+            call_s, ahead = self._metrics.call_s.percentile(50) or 0.0, 0
+        else:
+            call_s, ahead = self._service.per_plan_s or 0.0, len(self._in_flight)
         chosen: list[int] = []
         keep: list[int] = []
         for ent in self._pending:
@@ -486,7 +502,7 @@ class PlanningSystem(esper.Processor):
             if st is None:
                 continue
             left = st.deadline - now
-            if len(chosen) < limit and left >= (len(chosen) + 1) * call_s:
+            if len(chosen) < limit and left >= (ahead + len(chosen) + 1) * call_s:
                 chosen.append(ent)
             elif left < call_s:
                 self._metrics.record_deadline_miss()
@@ -497,8 +513,24 @@ class PlanningSystem(esper.Processor):
         return chosen
 
     # -- applying ---------------------------------------------------------------------------------
-    def _fallback(self, ent: int, st: PlanState, tick: int, now: float, why: str) -> None:
-        """Heuristic plan, or the emergency plan if even that does not validate."""
+    def _fallback(
+        self, ent: int, st: PlanState, tick: int, now: float, why: str, *, defer: bool = True
+    ) -> None:
+        """Heuristic plan, or the emergency plan if even that does not validate.
+
+        An agent still waiting on its request (busy with its provisional plan) once the tick's
+        time budget is spent is queued for :meth:`_serve_late` instead (``why`` kept as its
+        ``invalid_reason``): a burst of fallbacks (a batch past its deadline, many agents with
+        no time left) is spread over ticks rather than computed in one."""
+        if (
+            defer
+            and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
+            and self._clock() >= self._work_until
+        ):
+            st.invalid_reason = why
+            self._metrics.record_budget_cut()
+            self._late.append(ent)
+            return
         snap = self._snapshots.snapshot(ent)
         if snap is None:
             return

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import pytest
+
 from aiplanner.breaker import CircuitBreaker
+from aiplanner.errors import BackendBusy, BackendTimeout
 
 
 class FakeClock:
@@ -44,3 +47,15 @@ def test_cancelled_trial_lets_another_through() -> None:
     assert b.allow()
     b.release_trial()
     assert b.allow()
+
+
+def test_a_busy_backend_is_not_a_failing_one() -> None:
+    b = CircuitBreaker(failures=2, cooldown_s=10.0, clock=FakeClock())
+    for _ in range(5):  # an engine full of others' work, answering them
+        with pytest.raises(BackendBusy), b.guard("embedded"):
+            raise BackendBusy("shed")
+    assert b.state == "closed"
+    for _ in range(2):  # a timeout of any other kind is a fault
+        with pytest.raises(BackendTimeout), b.guard("server"):
+            raise BackendTimeout("no answer")
+    assert b.state == "open"

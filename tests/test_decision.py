@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import replace
 
 import anyio
@@ -174,3 +175,44 @@ def test_wrong_number_of_scores_is_an_error_not_a_pick() -> None:
     backend = ScriptedBackend(scoring=True, scorer=lambda r: [0.0])
     out = _decide(_ctx(backend), _req())
     assert not out.ok and isinstance(out.error, ConfigError)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_calibration_goes_out_with_the_situation_only_where_calls_run_together(
+    parallel: bool,
+) -> None:
+    req = _req()
+    gate = threading.Event()
+    backend = ScriptedBackend(scoring=True, gate=gate, parallel=parallel)
+    got: list[PlanOutcome] = []
+
+    async def run() -> None:
+        async def one() -> None:
+            got.append(await decide(_ctx(backend), req, Tier.LLM, 30.0))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(one)
+            with anyio.fail_after(10.0):  # a hang guard, not a timing
+                while len(backend.score_calls) < 1:
+                    await anyio.sleep(0.002)
+                await anyio.sleep(0.05)  # room for a second call, if it is going out now
+            gated = len(backend.score_calls)
+            gate.set()
+        # A batched engine evaluates both in one pass; a serial one gets them one after another.
+        assert gated == (2 if parallel else 1)
+
+    anyio.run(run)
+    assert got[0].ok and len(backend.score_calls) == 2
+
+
+def test_a_failed_calibration_call_is_the_agents_error_not_an_exception_group() -> None:
+    req = _req()
+
+    def scorer(request: ScoreRequest) -> object:
+        if request.messages[-1].content == CONTENT_FREE:
+            return ScriptedReply(error=BackendUnavailable("calibration down"))
+        return [0.0] * len(request.continuations)
+
+    backend = ScriptedBackend(scoring=True, scorer=scorer, parallel=True)  # type: ignore[arg-type]
+    out = _decide(_ctx(backend), req)
+    assert isinstance(out.error, BackendUnavailable) and "calibration down" in str(out.error)

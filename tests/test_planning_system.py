@@ -477,3 +477,74 @@ def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:
         clock.now += FRESH_S
         _tick(clock)
         assert planner._candidates == {} and plugin.stats()["pending"] == 2
+
+
+def test_admission_fallbacks_past_the_budget_wait_for_later_ticks_with_their_reason(
+    world: str,
+) -> None:
+    gate = threading.Event()  # never opened: no call is ever made
+    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    cfg = PlannerConfig(
+        max_batch_size=16, max_wait_ms=100, plan_deadline_s=0.5, cache_enabled=False
+    )
+    ents = spawn_battle(12)
+    clock = WorkClock()  # no work cost while the agents ask: they all ask on the first tick
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        for _ in range(5):
+            plugin.metrics.record_call(1.0, None)  # calls take 1 s: nobody can make 0.5 s
+        _tick(clock)  # all ask; the partial batch waits for max_wait_ms
+        assert plugin.stats()["pending"] == len(ents)
+        provisional = {e: list(esper.component_for_entity(e, ActionQueue).steps) for e in ents}
+        clock.now += 0.2
+        clock.work = 0.0005  # a 2 ms budget fits a few fallbacks a tick
+        _tick(clock)  # admission: all twelve are out of time at once
+        served = _served(ents)
+        assert 1 <= len(served) < len(ents)  # the burst did not go in one tick
+        for e in ents:
+            if e not in served:  # waiting for its fallback: busy with its provisional plan
+                assert esper.component_for_entity(e, PlanState).status is PlanStatus.REQUESTED
+                assert esper.component_for_entity(e, ActionQueue).steps == provisional[e]
+        clock.now += 1.0  # their deadlines pass while some still wait: counted once
+        for _ in range(len(ents)):
+            _tick(clock)
+        states = [esper.component_for_entity(e, PlanState) for e in ents]
+        assert _served(ents) == ents
+        assert {s.invalid_reason for s in states} == {"no_time"}
+        assert {s.tier for s in states} == {Tier.HEURISTIC}
+        assert plugin.stats()["deadline_misses"] == len(ents)
+        assert len(backend.calls) == 0
+
+
+def test_a_parallel_backend_gets_only_the_agents_its_measured_rate_can_serve_in_time(
+    world: str,
+) -> None:
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate, parallel=True, max_concurrency=64)
+    cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=5.5, cache_enabled=False)
+    ents = spawn_battle(8)
+    later = ents[2:]
+    agents = {e: esper.component_for_entity(e, Agent) for e in later}
+    for e in later:  # not agents yet: they join after the rate is measured
+        esper.remove_component(e, Agent)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)  # nothing measured yet: both go
+        assert plugin.stats()["in_flight"] == 2
+        clock.now += 4.0  # both answered 4 s after they went: 2 s of busy backend per plan
+        gate.set()
+        _wait_until(lambda: plugin.stats()["in_flight"] == 0)
+        gate.clear()
+        for e, agent in agents.items():
+            esper.add_component(e, agent)
+        _tick(clock)
+        # 5.5 s left at 2 s a plan: two of the six can be answered in time, four wait.
+        assert plugin.stats()["in_flight"] == 2 and plugin.stats()["pending"] == 4
+        clock.now += 4.0  # 1.5 s left, behind two in flight: no plan of theirs can make it
+        _tick(clock)
+        states = [esper.component_for_entity(e, PlanState) for e in later]
+        assert sorted(s.invalid_reason for s in states).count("no_time") == 4
+        assert plugin.stats()["pending"] == 0 and plugin.stats()["in_flight"] == 2
+        gate.set()
+        _wait_until(lambda: plugin.stats()["in_flight"] == 0)
+        assert plugin.stats()["tiers"] == {"llm": 4, "heuristic": 4}
+        assert len(backend.calls) == 4

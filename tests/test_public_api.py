@@ -24,6 +24,7 @@ EXPECTED = [
     "ArgKind",
     "ArgSpec",
     "Backend",
+    "BackendBusy",
     "BackendError",
     "BackendHTTPError",
     "BackendInfo",

@@ -21,7 +21,10 @@ as it can, in as few ``llama_decode`` calls as it can:
   is handed back the moment it ends, and its cells are freed at once.
 * Requests that arrive during a pass join the next one (continuous batching). Cancellation and
   deadlines are checked before every decode; a cancelled request's rows are dropped from the
-  rest of its pass.
+  rest of its pass. A scoring request whose answer the rows ahead of it cannot reach before its
+  deadline, at the rate recent decodes measured, is shed at once (:class:`BackendBusy`, which
+  the circuit breaker does not count as a fault), so that the requests behind it finish sooner
+  instead of all of them being late.
 
 Everything here runs on the one thread that owns the engine (llama.cpp contexts are not
 thread-safe); results go back through each work's callbacks, on that thread.
@@ -43,7 +46,7 @@ from typing import Any
 from aiplanner.backends.decode_threads import ThreadGovernor
 from aiplanner.backends.lora import apply_adapter, free_adapter
 from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
-from aiplanner.errors import BackendError, BackendTimeout, ConfigError
+from aiplanner.errors import BackendBusy, BackendError, ConfigError
 
 __all__ = [
     "BatchedEngine",
@@ -61,6 +64,8 @@ _TOP_K = 40
 _TOP_P = 0.95
 _MIN_P = 0.05
 _ROOT = 0
+# Decodes of at least this many rows measure the prefill rate that shedding estimates with.
+_RATE_MIN_ROWS = 32
 
 
 class WorkCancelled(Exception):
@@ -81,6 +86,9 @@ class EngineSettings:
     adapter: FilePath | None = None  # a LoRA applied on the engine's context
     adapter_scale: float = 1.0
     adaptive_threads: bool = True  # n_threads only where measured faster (decode_threads)
+    # Rows/s assumed for shedding late requests until decodes measure it; None: no shedding
+    # before the first prompt-sized decode.
+    assumed_rate: float | None = None
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -90,6 +98,8 @@ class EngineSettings:
             raise ConfigError(f"n_seq_max must be in [2, 256], got {self.n_seq_max}")
         if self.n_batch < 1 or self.chunk_tokens < 1 or self.n_threads < 1:
             raise ConfigError("n_batch, chunk_tokens and n_threads must be positive")
+        if self.assumed_rate is not None and not self.assumed_rate > 0.0:
+            raise ConfigError(f"assumed_rate must be positive, got {self.assumed_rate}")
         if self.n_batch < self.n_seq_max:
             # llama.cpp keeps room for one output per sequence in every batch (an assertion).
             raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
@@ -101,7 +111,8 @@ class EngineStats:
     tokens fed back); ``shared_rows`` those evaluated once for several requests;
     ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them;
     ``passes`` the passes started; ``one_thread_decodes`` the decodes the thread governor ran on
-    one thread."""
+    one thread; ``shed`` the scoring requests ended early because the rows ahead of them
+    outlasted their deadline."""
 
     passes: int = 0
     decodes: int = 0
@@ -111,6 +122,7 @@ class EngineStats:
     scored: int = 0
     decode_s: float = 0.0
     one_thread_decodes: int = 0
+    shed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +290,7 @@ class BatchedEngine:
         self._readers: dict[int, list[_Active]] = {}
         self._dead: set[int] = set()  # sequences freed while their pass still has rows
         self._stats = EngineStats()
+        self._rate = settings.assumed_rate  # rows/s of recent prompt-sized decodes (shedding)
 
     # --- public -------------------------------------------------------------------------------
 
@@ -318,6 +331,7 @@ class BatchedEngine:
             self._end_pass()
             if self._waiting:
                 self._start_pass()
+        self._shed(time.monotonic())
         self._decode_once()
 
     def close(self) -> None:
@@ -504,6 +518,9 @@ class BatchedEngine:
         rc = self._lib.llama_decode(self._ctx, batch)
         spent = time.perf_counter() - started
         self._governor.record(n, threads, spent, probe=limit is not None)
+        if n >= _RATE_MIN_ROWS and spent > 0.0:
+            sample = n / spent
+            self._rate = sample if self._rate is None else 0.7 * self._rate + 0.3 * sample
         shared = 0
         for _, _, seqs in rows:
             owners = {id(self._owner[q]) for q in seqs if q != _ROOT}
@@ -696,6 +713,46 @@ class BatchedEngine:
         self._truncate_root(0)
         self._dead.add(_ROOT)
 
+    def _shed(self, now: float) -> None:
+        """End, with :class:`BackendBusy`, each scoring request of the pass whose answer the
+        rows still ahead of it cannot reach before its deadline at the measured rate: its rows
+        are then skipped, so the requests behind it finish sooner instead of all being late.
+
+        Rows are counted as evaluated once for all their sequences; a shed request's own rows
+        no longer count for the requests behind it. Generation is not shed (its length is not
+        known); its prompt rows count as rows ahead.
+        """
+        rate = self._rate
+        if rate is None or self._next_row >= len(self._rows):
+            return
+        ends: dict[int, list[_Scoring]] = {}  # row -> requests answered by it
+        for active in self._active:
+            if isinstance(active, _Scoring) and active.pending:
+                ends.setdefault(max(active.pending), []).append(active)
+        if not ends:
+            return
+        last = max(ends)
+        ahead = 0
+        own: dict[int, int] = {}  # id(request) -> rows ahead that only it needs
+        for i in range(self._next_row, last + 1):
+            live = [q for q in self._rows[i].seqs if q not in self._dead]
+            if not live:
+                continue
+            ahead += 1
+            owners = {id(self._owner[q]) for q in live if q != _ROOT}
+            if len(owners) == 1 and _ROOT not in live:
+                key = owners.pop()
+                own[key] = own.get(key, 0) + 1
+            for active in ends.get(i, ()):
+                if now + ahead / rate > active.work.deadline:
+                    error = BackendBusy(
+                        f"shed: {ahead} rows ahead of its answer at {rate:.0f} rows/s outlast "
+                        "its deadline"
+                    )
+                    ahead -= own.get(id(active), 0)
+                    self._stats = _bump(self._stats, shed=1)
+                    self._finish(active, error)
+
     def _reap(self) -> None:
         now = time.monotonic()
         for active in list(self._active):
@@ -739,7 +796,7 @@ def _ended(work: Work, now: float) -> BaseException | None:
     if work.cancelled.is_set():
         return WorkCancelled()
     if now > work.deadline:
-        return BackendTimeout("the request's deadline passed")
+        return BackendBusy("the request's deadline passed before the engine reached it")
     return None
 
 

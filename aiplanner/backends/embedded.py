@@ -59,6 +59,7 @@ from aiplanner.backends.base import (
 )
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.errors import (
+    BackendBusy,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
@@ -382,7 +383,7 @@ class _Engine:
     def run(self, job: _Job) -> Finished:
         """Generate for ``job``, emitting TextDelta events; return the Finished event to send.
 
-        Raises :class:`_Cancelled`, :class:`BackendTimeout`, :class:`ResponseTooLarge`,
+        Raises :class:`_Cancelled`, :class:`BackendBusy`, :class:`ResponseTooLarge`,
         :class:`ConfigError` (a grammar llama.cpp rejects) or :class:`BackendError`.
         """
         llama = self._llama
@@ -451,7 +452,7 @@ class _Engine:
     def score(self, job: _Job) -> ScoreResult:
         """Score ``job.continuations`` after its prompt and lead (see the module docstring).
 
-        Raises :class:`_Cancelled`, :class:`BackendTimeout` or :class:`BackendError`.
+        Raises :class:`_Cancelled`, :class:`BackendBusy` or :class:`BackendError`.
         """
         import numpy as np
 
@@ -728,9 +729,9 @@ class EmbeddedBackend:
         """Generate for ``request``: TextDelta events, then one Finished.
 
         Raises :class:`ConfigError` for an unsupported ``schema`` or ``max_tokens`` < 1,
-        :class:`BackendTimeout` once ``request.timeout_s`` has passed (waiting in the queue
-        included), :class:`ResponseTooLarge`, :class:`BackendUnavailable` once closed, and
-        :class:`BackendError` if the model cannot be loaded or fails.
+        :class:`BackendBusy` (a :class:`BackendTimeout`) once ``request.timeout_s`` has passed
+        (waiting in the queue included), :class:`ResponseTooLarge`, :class:`BackendUnavailable`
+        once closed, and :class:`BackendError` if the model cannot be loaded or fails.
         """
         if request.max_tokens < 1:
             raise ConfigError(f"max_tokens must be at least 1, got {request.max_tokens}")
@@ -753,8 +754,9 @@ class EmbeddedBackend:
         """Score ``request.continuations`` (see :class:`ScoreRequest`); nothing is generated.
 
         Raises :class:`ConfigError` for a request without continuations,
-        :class:`BackendTimeout` once ``request.timeout_s`` has passed (queueing included),
-        :class:`BackendUnavailable` once closed and :class:`BackendError` if the model fails.
+        :class:`BackendBusy` (a :class:`BackendTimeout`) once ``request.timeout_s`` has passed
+        (queueing included), :class:`BackendUnavailable` once closed and :class:`BackendError`
+        if the model fails.
         """
         if not request.continuations:
             raise ConfigError("a score request needs at least one continuation")
@@ -808,7 +810,7 @@ class EmbeddedBackend:
                     with anyio.move_on_after(job.deadline - time.monotonic()):
                         event = await receive.receive()
                     if event is None:
-                        raise BackendTimeout(
+                        raise BackendBusy(  # the engine is in-process: late means busy
                             f"no complete answer within {job.deadline - job.submitted_at:.3g} s"
                         )
                     if isinstance(event, _Failed):
@@ -845,7 +847,7 @@ def _check(job: _Job) -> None:
     if job.cancelled.is_set():
         raise _Cancelled
     if time.monotonic() > job.deadline:
-        raise BackendTimeout(f"no complete answer within {job.deadline - job.submitted_at:.3g} s")
+        raise BackendBusy(f"no complete answer within {job.deadline - job.submitted_at:.3g} s")
 
 
 def _emit_quietly(job: _Job, event: _Event) -> None:

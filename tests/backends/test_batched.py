@@ -38,7 +38,7 @@ from aiplanner.backends.batched import (
 )
 from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
 from aiplanner.backends.factory import create_backend
-from aiplanner.errors import BackendTimeout, ConfigError
+from aiplanner.errors import BackendBusy, BackendTimeout, ConfigError
 from aiplanner.model_path import resolve_model_path
 from aiplanner.schema import choice_schema
 
@@ -192,17 +192,53 @@ def test_a_cancelled_request_frees_its_sequences_at_once(llama: Any) -> None:
 
 
 @pytest.mark.model
-def test_a_passed_deadline_ends_the_request_with_backend_timeout(llama: Any) -> None:
+def test_a_passed_deadline_ends_the_request_with_backend_busy(llama: Any) -> None:
     engine = _engine(llama, n_seq_max=8)
     results = _Results()
     try:
         work = _score_work(llama, results, "late", "Too late.")
         engine.add(ScoreWork(work.prompt, work.continuations, time.monotonic() - 1, work.done))
         engine.step()
+        # Busy, not a fault: the circuit breaker must not open because the engine is full.
+        assert isinstance(results.done["late"], BackendBusy)
         assert isinstance(results.done["late"], BackendTimeout)
         assert engine.free_sequences == 7
     finally:
         engine.close()
+
+
+@pytest.mark.model
+def test_a_request_the_rows_ahead_cannot_reach_in_time_is_shed_and_frees_the_rest(
+    llama: Any,
+) -> None:
+    # At an assumed 2 rows/s a 100 s deadline allows ~200 rows: a request whose answer is 300+
+    # rows away cannot make it; the short ones (~50 rows each) before and after it can, once
+    # the long one's own rows no longer count.
+    engine = _engine(llama, n_seq_max=16, assumed_rate=2.0)
+    results = _Results()
+    long_user = " ".join(f"word{i}" for i in range(150))
+    deadline = time.monotonic() + 100.0
+    try:
+        for name, user in (("a", "Short one."), ("long", long_user), ("c", "Short two.")):
+            w = _score_work(llama, results, name, user)
+            engine.add(ScoreWork(w.prompt, w.continuations, deadline, w.done))
+        engine.step()  # the pass starts; shedding is decided before its first decode
+        assert isinstance(results.done.get("long"), BackendBusy)
+        assert "shed" in str(results.done["long"])
+        assert engine.stats.shed == 1
+        _run(engine, lambda: "a" in results.done and "c" in results.done)
+        assert isinstance(results.done["a"], ScoreOutcome)
+        assert isinstance(results.done["c"], ScoreOutcome)
+        c = _score_work(llama, _Results(), "c", "Short two.")
+        _close_to(results.done["c"].logprobs, _alone(llama, c.prompt, c.continuations))
+        assert engine.free_sequences == 15 and _kv_empty(engine, llama, 16)
+    finally:
+        engine.close()
+
+
+def test_an_assumed_rate_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="assumed_rate"):
+        EngineSettings(assumed_rate=0.0).check()
 
 
 @pytest.mark.model
