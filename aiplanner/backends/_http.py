@@ -16,8 +16,14 @@ Retries
     Only for failures where trying again may help and the caller has seen nothing yet: refused or
     reset connections (:class:`BackendUnavailable`), 429 (honouring ``Retry-After``) and 5xx
     (:class:`BackendHTTPError` with ``retryable``). A backoff that would end past the deadline is
-    not slept: the retryable error is raised at once. Once text has been yielded nothing is
-    retried, because the caller already acted on the partial output.
+    not slept: the retryable error is raised at once. When the deadline passes after the backoff,
+    while the retry still waits for the server's status, that same error is raised too: the
+    retry learnt nothing new, so the caller sees the server's last answer (say the 502) whichever
+    side of the backoff the budget ran out, never a :class:`BackendTimeout` that hides it. A
+    retry that got a status line and then ran out of time did learn something: an error status
+    is raised as such (its body cut short), a 2xx stream that stalls as :class:`BackendTimeout`.
+    Once text has been yielded nothing is retried, because the caller already acted on the
+    partial output.
 """
 
 from __future__ import annotations
@@ -357,12 +363,19 @@ class HttpStreamer:
         return base * (0.5 + 0.5 * self._rng.random())
 
     async def _open(
-        self, client: httpx.AsyncClient, path: str, body: bytes, deadline: float
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        body: bytes,
+        deadline: float,
+        previous: BackendError | None,
     ) -> httpx.Response:
         """Send the request and return the streaming response once its status is 2xx.
 
-        Raises :class:`BackendHTTPError` (with ``Retry-After`` parsed), :class:`BackendTimeout`,
-        or the mapped httpx error.
+        Raises :class:`BackendHTTPError` (with ``Retry-After`` parsed; also when the deadline
+        cuts its error body short), :class:`BackendTimeout`, or the mapped httpx error. When
+        this is a retry and the deadline passes before the status arrives, raises ``previous``,
+        the error the retry was made for.
         """
         what = f"{self._name} request"
         request = client.build_request(
@@ -377,6 +390,10 @@ class HttpStreamer:
                 response = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise map_httpx_error(exc, what) from exc
+        except BackendTimeout:
+            if previous is None:
+                raise
+            raise previous  # noqa: B904 -- the deadline stays visible as __context__
         if response.is_success:
             return response
         chunks = response.aiter_bytes()
@@ -387,8 +404,8 @@ class HttpStreamer:
                     error_body += chunk
                     if len(error_body) >= _MAX_ERROR_BODY:
                         break
-        except httpx.HTTPError:
-            pass  # The status says enough; a broken error body adds nothing.
+        except (httpx.HTTPError, BackendTimeout):
+            pass  # The status says enough; a broken or late error body adds nothing.
         finally:
             await _close_response(response, chunks)
         raise BackendHTTPError(
@@ -421,13 +438,14 @@ class HttpStreamer:
             await slots.acquire()
         try:
             attempt = 0
+            previous: BackendError | None = None
             ttft: float | None = None
             while True:
                 decoder = decoder_factory()
                 response: httpx.Response | None = None
                 chunks: AsyncIterator[bytes] | None = None
                 try:
-                    response = await self._open(client, path, body, deadline)
+                    response = await self._open(client, path, body, deadline, previous)
                     chunks = response.aiter_bytes()
                     reader = _LineReader(
                         chunks, deadline, self._settings.max_response_bytes, self._name
@@ -451,6 +469,7 @@ class HttpStreamer:
                     if delay >= deadline - anyio.current_time():
                         raise
                     attempt += 1
+                    previous = exc
                     _log.info(
                         "%s: retry %d/%d in %.2fs after: %s",
                         self._name,

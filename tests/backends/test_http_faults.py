@@ -8,6 +8,7 @@ on pytest-timeout (not a stopwatch) to prove that nothing hangs.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from fakeservers import (
     FakeServer,
+    RecordedRequest,
     Reply,
     collect,
     ndjson_reply,
@@ -209,15 +211,75 @@ def test_429_asking_past_the_deadline_fails_now(wire: Wire) -> None:
     assert len(srv.requests) == 1
 
 
-def test_backoff_never_sleeps_past_the_deadline(wire: Wire) -> None:
-    # 20 retries with 0.2 s doubling backoff would take minutes; a 1 s budget allows a few.
+def _backoffs_slept(records: Sequence[logging.LogRecord]) -> list[float]:
+    """The backoffs the backend chose to sleep, from its "retry n/m in <delay>s" log lines:
+    what it decided, not what a stopwatch saw."""
+    delays: list[float] = []
+    for record in records:
+        if "retry" in record.getMessage():
+            assert isinstance(record.args, tuple)
+            delay = record.args[3]
+            assert isinstance(delay, float)
+            delays.append(delay)
+    return delays
+
+
+def test_backoff_never_sleeps_past_the_deadline(
+    wire: Wire, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 20 retries with 0.2 s doubling backoff (capped at 2 s) would take half a minute; a 2 s
+    # budget allows a few. Whether the budget runs out in a backoff or in the retry after it,
+    # the caller gets the server's 502; the first answer has 1.8 s to arrive, so load cannot
+    # turn it into a timeout.
+    caplog.set_level(logging.INFO, logger="aiplanner")
+    budget_s = 2.0
     with (
-        FakeServer(status_reply(502)) as srv,
-        pytest.raises(BackendHTTPError) as info,
+        FakeServer(status_reply(502, {"error": "bad gateway"})) as srv,
+        pytest.raises(BackendHTTPError, match="bad gateway") as info,
     ):
-        _run(_make(wire, srv.url, max_retries=20, backoff_base_s=0.2), _request(1.0))
+        _run(_make(wire, srv.url, max_retries=20, backoff_base_s=0.2), _request(budget_s))
     assert info.value.status == 502
-    assert 1 <= len(srv.requests) < 8
+    slept = _backoffs_slept(caplog.records)
+    assert 1 <= len(slept) < 20  # the deadline ended the retries, not their number
+    assert sum(slept) < budget_s
+    assert len(slept) <= len(srv.requests) <= len(slept) + 1
+
+
+@pytest.mark.timeout(30)
+def test_deadline_during_a_retry_reports_the_server_error(wire: Wire) -> None:
+    # The retry (Retry-After: 0) reaches a server that holds it without a status until the
+    # client has given up: the retry learnt nothing, so the 502 it was made for is raised.
+    release = threading.Event()
+    first = status_reply(502, {"error": "bad gateway"}, headers={"Retry-After": "0"})
+
+    def handler(request: RecordedRequest) -> Reply:
+        if request is srv.requests[0]:
+            return first
+        release.wait(30.0)
+        return wire.stream(["too late"])
+
+    with FakeServer(handler) as srv:
+        try:
+            with pytest.raises(BackendHTTPError, match="bad gateway") as info:
+                _run(_make(wire, srv.url, max_retries=3), _request(timeout_s=1.0))
+        finally:
+            release.set()
+    assert info.value.status == 502
+    assert info.value.retryable
+    assert isinstance(info.value.__context__, BackendTimeout)
+    assert len(srv.requests) == 2
+
+
+@pytest.mark.timeout(30)
+def test_deadline_cutting_an_error_body_still_reports_the_status(wire: Wire) -> None:
+    half_a_body = Reply(status=503, chunks=(b'{"error": "overlo',), stall=True)
+    with (
+        FakeServer(half_a_body) as srv,
+        pytest.raises(BackendHTTPError, match="overlo") as info,
+    ):
+        _run(_make(wire, srv.url, max_retries=0, read_timeout_s=60.0), _request(timeout_s=0.5))
+    assert info.value.status == 503
+    assert len(srv.requests) == 1
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 422])
