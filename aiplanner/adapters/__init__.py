@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Final
 
 from aiplanner.errors import ModelNotFoundError
+from aiplanner.model_path import check_gguf, default_model_path
 
 __all__ = [
     "ADAPTER_ENV_VAR",
@@ -44,14 +45,7 @@ def default_adapter() -> Path:
     """The shipped adapter's path. Raises :class:`ModelNotFoundError` if it is missing or is
     not a GGUF file (a broken install)."""
     path = Path(str(resources.files(__name__).joinpath(DEFAULT_ADAPTER_NAME)))
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise ModelNotFoundError(f"the shipped adapter {path} is missing: {exc}") from exc
-    if magic != b"GGUF":
-        raise ModelNotFoundError(f"the shipped adapter {path} is not a GGUF file")
-    return path
+    return check_gguf(path, "LoRA adapter shipped with aiplanner")
 
 
 def resolve_adapter(adapter: str | os.PathLike[str] | None, model: Path) -> Path | None:
@@ -72,20 +66,10 @@ def resolve_adapter(adapter: str | os.PathLike[str] | None, model: Path) -> Path
             return default_adapter() if use else None
     if adapter is None or str(adapter).lower() == _OFF:
         return None
-    path = Path(adapter).expanduser()
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise ModelNotFoundError(f"LoRA adapter not found: {path} ({exc})") from exc
-    if magic != b"GGUF":
-        raise ModelNotFoundError(f"not a GGUF LoRA adapter (bad magic {magic!r}): {path}")
-    return path
+    return check_gguf(Path(adapter).expanduser(), "LoRA adapter")
 
 
 def _is_default_model(model: Path) -> bool:
-    from aiplanner.model_path import default_model_path
-
     try:
         return model.resolve() == default_model_path()
     except ModelNotFoundError:
