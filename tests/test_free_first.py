@@ -215,7 +215,8 @@ def test_real_model_first_steps_depend_on_the_situation() -> None:
     """With the embedded model, a hurt ally in a quiet spot and an empty goal get plans that
     start differently (plain generation began 65 of 66 suite plans with Scan), each valid
     at the LLM tier, its first step one of the agent's legal ones, and no copy of the prompt."""
-    from aiplanner.backends.embedded import EmbeddedBackend
+    from embedded_runs import plan_free_one_by_one
+
     from aiplanner.codec import json_values
     from aiplanner.heuristic import HeuristicPlanner
     from aiplanner.prompts import PromptBuilder
@@ -229,25 +230,7 @@ def test_real_model_first_steps_depend_on_the_situation() -> None:
         )
         for i, snap in enumerate(by_name[n].snapshot for n in names)
     ]
-    out: list[PlanOutcome] = []
-
-    async def main() -> None:
-        backend = EmbeddedBackend(n_threads=2)
-        ctx = PlanContext(
-            backend,
-            DEFAULT_REGISTRY,
-            Metrics(),
-            CircuitBreaker(),
-            out.append,
-            free_decision="score-first",
-        )
-        try:
-            for req in reqs:
-                await run_batch(ctx, Batch((req,), "sequential", "free", "compressed", False, 0))
-        finally:
-            await backend.aclose()
-
-    anyio.run(main)
+    out = plan_free_one_by_one(reqs, n_threads=2, free_decision="score-first")
     builder = PromptBuilder(DEFAULT_REGISTRY, mode="free")
     for req, o in zip(reqs, out, strict=True):
         assert o.ok and o.tier is Tier.LLM and o.plan is not None, (o.error, o.raw)

@@ -9,6 +9,7 @@ import anyio
 import esper
 import orjson
 import pytest
+from embedded_runs import plan_free_one_by_one
 from scenario import make_request, real_requests
 
 from aiplanner import DEFAULT_REGISTRY, Tier
@@ -176,18 +177,7 @@ def test_free_answers_cannot_name_what_the_agent_was_not_offered(world: str) -> 
 def test_free_first_answers_are_valid_and_copy_nothing(world: str) -> None:
     reqs: list[PlanRequest] = real_requests(6, seed=13)  # type: ignore[assignment]
     builder = PromptBuilder(DEFAULT_REGISTRY, mode="free")
-    out: list[PlanOutcome] = []
-
-    async def main() -> None:
-        backend = EmbeddedBackend(n_threads=1)
-        ctx = PlanContext(backend, DEFAULT_REGISTRY, Metrics(), CircuitBreaker(), out.append)
-        try:
-            for req in reqs:
-                await run_batch(ctx, Batch((req,), "sequential", "free", "compressed", False, 0))
-        finally:
-            await backend.aclose()
-
-    anyio.run(main)
+    out = plan_free_one_by_one(reqs, n_threads=1)
     for req, o in zip(reqs, out, strict=True):
         assert o.ok and o.tier is Tier.LLM, (o.error, o.raw)
         prompt = "\n".join(m.content for m in builder.messages(req))
