@@ -11,6 +11,14 @@ that cannot be carried out does the same with ``PlanState.invalid_reason`` set (
 :class:`StepFailed` reason); before each step the remaining steps are checked for targets that
 are gone or dead (``target_gone``), so a doomed plan is dropped early instead of walking on.
 
+What runs every tick is only what can change: what a step needs (its handler, whether its
+arguments fit, which entities the rest of the plan names) is worked out once per step, when the
+plan, its length, its index or its current step changes (a step replaced in place further on
+in a plan of the same length is not noticed by the early check), and a named entity's health
+component is looked up once per tick, its ``hp`` read live (a target killed earlier in the same
+tick counts as gone). A component added or removed by a handler during the loop is seen from
+the next tick.
+
 The game's components are read through a :class:`ComponentMap`: an agent is an entity with its
 marker and position components plus ``PlanState`` and ``ActionQueue``; entities whose mapped
 health is ``<= 0`` are deleted after the loop (deferred, as esper does) when ``delete_dead`` is
@@ -24,7 +32,7 @@ from typing import Any, Final
 
 import esper
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind
+from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Step
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.behaviour import ActionHandler, StepContext, StepFailed, Upkeep
 from aiplanner.combat import HEAL_REACH, SCAN_SECONDS
@@ -35,6 +43,13 @@ __all__ = ["HEAL_REACH", "SCAN_SECONDS", "ActionExecutionSystem"]
 
 _TARGET_KINDS: Final = (ArgKind.ENEMY, ArgKind.ALLY)
 _entity: Final = itemgetter(0)
+_MISSING: Final = object()
+
+# What one step of one agent needs, worked out when its plan or step index changes: the plan's
+# step list (by identity), its length, the index and the step (by identity) it was made for; the
+# step's handler (None when the step cannot run) and the reason it cannot; the entities the rest
+# of the plan names.
+_StepView = tuple[list[Step], int, int, Step, "ActionHandler | None", str, tuple[int, ...]]
 
 
 class ActionExecutionSystem(esper.Processor):
@@ -76,6 +91,10 @@ class ActionExecutionSystem(esper.Processor):
         self._rows_seen: object = None
         self._states_seen: object = None
         self._rows: list[tuple[int, Any, Any, ActionQueue, PlanState, Any]] = []
+        self._views: dict[int, _StepView] = {}  # entity -> its current step, worked out
+        # Entity -> its health component, or None without the mapped health or position: the
+        # part of the gone-target test that only changes when a component comes or goes.
+        self._healths: dict[int, Any] = {}
 
     def process(self, dt: float) -> None:
         """Run the upkeep, each executing agent's step, then delete the dead."""
@@ -89,19 +108,23 @@ class ActionExecutionSystem(esper.Processor):
         hp = cm.hp
         xy = cm.xy
         exists = esper.entity_exists
-        actions = self._actions
-        gone = self._gone
         executing = PlanStatus.EXECUTING
         # Every status but IDLE runs: agents waiting for a plan carry out their provisional plan
         # (see PlannerConfig.provisional). An identity test: hashing an Enum runs Python code.
         idle = PlanStatus.IDLE
+        views = self._views
+        view_of = self._view
+        healths = self._healths
+        healths.clear()  # hp is read live; which component holds it is looked up once a tick
+        health_of = self._health_of
         for ent, agent, pos, queue, state, health in self._agent_rows(cm):
             status = state.status
             if status is idle:
                 continue
             steps = queue.steps
             index = queue.index
-            if index >= len(steps):  # the plan ran out
+            n = len(steps)
+            if index >= n:  # the plan ran out
                 if status is not executing or not exists(ent):
                     continue  # waiting for a plan, provisional plan finished: stand by
                 if health is None or hp(health) > 0:  # the dead do nothing; deleted below
@@ -109,36 +132,39 @@ class ActionExecutionSystem(esper.Processor):
                 continue
             if (health is not None and hp(health) <= 0) or not exists(ent):
                 continue
+            view = views.get(ent)
             step = steps[index]
-            known = actions.get(step.action)
+            if (
+                view is None
+                or view[3] is not step
+                or view[0] is not steps
+                or view[1] != n
+                or view[2] != index
+            ):
+                view = views[ent] = view_of(steps, index)
             try:
-                # Remaining steps naming a gone or dead entity: drop the doomed plan now.
-                if known is not None and known[2] and known[1] == len(step.args):
-                    for i in known[2]:
-                        if gone(step.args[i]):
-                            raise StepFailed("target_gone")
-                if len(steps) > index + 1:
-                    for k in range(index + 1, len(steps)):  # no slice copied per agent and tick
-                        later = steps[k]
-                        ahead = actions.get(later.action)
-                        if ahead is not None and ahead[2] and ahead[1] == len(later.args):
-                            for i in ahead[2]:
-                                if gone(later.args[i]):
-                                    raise StepFailed("target_gone")
+                # Steps naming a gone or dead entity (this one or later): drop the doomed plan.
+                for target in view[6]:
+                    if not exists(target):
+                        raise StepFailed("target_gone")
+                    target_health = healths.get(target, _MISSING)
+                    if target_health is _MISSING:
+                        target_health = healths[target] = health_of(target)
+                    if target_health is None or hp(target_health) <= 0:
+                        raise StepFailed("target_gone")
                 x, y = xy(pos)
                 # v - v is 0 for a finite number, NaN for an infinite one or NaN: the test of
                 # math.isfinite without two calls per agent and tick.
                 if x - x != 0 or y - y != 0:
                     raise StepFailed("bad_position")
-                if known is None:
-                    raise StepFailed("unknown_action")
-                if len(step.args) != known[1]:
-                    raise StepFailed("bad_arguments")
+                handler = view[4]
+                if handler is None:
+                    raise StepFailed(view[5])
                 ctx.entity = ent
                 ctx.agent = agent
                 ctx.position = pos
                 ctx.queue = queue
-                done = known[0](ctx, step.args)
+                done = handler(ctx, step.args)
             except StepFailed as exc:
                 self._stop(queue, state, exc.reason)
                 continue
@@ -159,9 +185,9 @@ class ActionExecutionSystem(esper.Processor):
 
         Made again only when esper rebuilt its queries (an entity or component came or went),
         and then from the query the SnapshotSystem made this tick (agents with the map's
-        components) plus a look-up of queue and state, rather than from a query of our own:
-        esper builds each distinct query anew, one tuple per entity. Agents without the map's
-        team or health component are found by the full query, as before.
+        components) and the entities holding a queue and a state, rather than from a query of
+        our own: esper builds each distinct query anew, one tuple per entity. Agents without the
+        map's team or health component are found by the full query, as before.
         """
         base = esper.get_components(*cm.query)
         states = esper.get_component(PlanState)
@@ -169,18 +195,19 @@ class ActionExecutionSystem(esper.Processor):
             return self._rows
         self._rows_seen = base
         self._states_seen = states
-        try_component = esper.try_component
+        state_of = dict(states)
+        queue_of = dict(esper.get_component(ActionQueue))
         ia = cm.agent_index
         ip = cm.position_index
         ih = cm.health_index
-        rows = []
-        for ent, comps in base:
-            queue = try_component(ent, ActionQueue)
-            state = try_component(ent, PlanState)
-            if queue is not None and state is not None:
-                rows.append((ent, comps[ia], comps[ip], queue, state, comps[ih]))
+        rows = [
+            (ent, comps[ia], comps[ip], queue_of[ent], state_of[ent], comps[ih])
+            for ent, comps in base
+            if ent in queue_of and ent in state_of
+        ]
         if len(rows) != len(states):  # some agents lack the map's team or health component
             health = cm.health
+            try_component = esper.try_component
             rows = [
                 (ent, agent, pos, queue, state, try_component(ent, health))
                 for ent, (agent, pos, queue, state) in esper.get_components(
@@ -189,6 +216,11 @@ class ActionExecutionSystem(esper.Processor):
             ]
         rows.sort(key=_entity)
         self._rows = rows
+        views = self._views
+        if len(views) > len(rows):  # forget the steps of agents gone since
+            kept = {row[0] for row in rows}
+            for ent in [e for e in views if e not in kept]:
+                del views[ent]
         return rows
 
     @staticmethod
@@ -201,13 +233,30 @@ class ActionExecutionSystem(esper.Processor):
             queue.index = 0
         state.invalid_reason = reason
 
-    def _gone(self, entity: int) -> bool:
-        """Whether ``entity`` is gone, dead or without the mapped position and health (the
-        target test of :meth:`ComponentMap.living_position`, without building its answer)."""
-        if not esper.entity_exists(entity):
-            return True
+    def _view(self, steps: list[Step], index: int) -> _StepView:
+        """What the step at ``index`` of ``steps`` needs (see ``_StepView``): the entities named
+        by it and the steps after it, in order (an unknown action or one with the wrong number
+        of arguments names none), its handler, or None and the reason it cannot run."""
+        actions = self._actions
+        targets: list[int] = []
+        for k in range(index, len(steps)):
+            step = steps[k]
+            known = actions.get(step.action)
+            if known is not None and known[1] == len(step.args):
+                targets.extend(step.args[i] for i in known[2])
+        step = steps[index]
+        known = actions.get(step.action)
+        n = len(steps)
+        if known is None:
+            return steps, n, index, step, None, "unknown_action", tuple(targets)
+        if known[1] != len(step.args):
+            return steps, n, index, step, None, "bad_arguments", tuple(targets)
+        return steps, n, index, step, known[0], "", tuple(targets)
+
+    def _health_of(self, entity: int) -> Any:
+        """The mapped health component of ``entity``, or None if it lacks it or the mapped
+        position (the target test of :meth:`ComponentMap.living_position`, hp read apart)."""
         cm = self.components
-        health = esper.try_component(entity, cm.health)
-        return (
-            health is None or cm.hp(health) <= 0 or esper.try_component(entity, cm.position) is None
-        )
+        if esper.try_component(entity, cm.position) is None:
+            return None
+        return esper.try_component(entity, cm.health)

@@ -496,3 +496,58 @@ def test_agents_without_team_or_health_run_and_rows_follow_new_components(world:
     system.process(DT)
     assert not esper.entity_exists(bare)
     assert pos(late) == pytest.approx((0.2, 4.0)) and pos(me) == pytest.approx((0.6, 0.0))
+
+
+# --- what is worked out once per step, what is read every tick ------------------------------
+
+
+def test_a_later_steps_target_killed_earlier_in_the_same_tick_drops_the_plan(world: str) -> None:
+    field()
+    foe = target(1, 0, hp=10)
+    killer = actor(0, 0, Step("Attack", (foe,)), ammo=Ammo(6))
+    walker = actor(0, 5, Step("MoveTo", (5, 5)), Step("Attack", (foe,)))
+    system = ActionExecutionSystem(delete_dead=False)
+    system.process(DT)
+    assert esper.component_for_entity(foe, Health).hp <= 0
+    assert state(killer).invalid_reason == ""
+    assert state(walker).invalid_reason == "target_gone"
+    assert pos(walker) == (0.0, 5.0)  # dropped before walking on
+
+
+def test_a_target_that_loses_its_position_between_ticks_is_gone(world: str) -> None:
+    field()
+    foe = target(15, 15)
+    me = actor(0, 0, Step("MoveTo", (5, 0)), Step("Attack", (foe,)))
+    system = ActionExecutionSystem()
+    system.process(DT)
+    assert state(me).status is PlanStatus.EXECUTING
+    esper.remove_component(foe, Position)
+    system.process(DT)
+    assert state(me).invalid_reason == "target_gone"
+
+
+@pytest.mark.parametrize("how", ["append", "replace_current", "new_list", "index"])
+def test_a_plan_the_game_changes_between_ticks_is_read_anew(world: str, how: str) -> None:
+    field()
+    foe = target(15, 15, hp=0)  # dead: a plan naming it is dropped at once
+    me = actor(0, 0, Step("Scan"), Step("MoveTo", (5, 0)), Step("Attack", (foe,)))
+    q = queue(me)
+    q.steps.pop()  # the plan as run: Scan, then MoveTo
+    system = ActionExecutionSystem(delete_dead=False)
+    system.process(DT)
+    assert state(me).status is PlanStatus.EXECUTING and q.progress == pytest.approx(DT)
+    if how == "append":  # the same list, grown
+        q.steps.append(Step("Attack", (foe,)))
+    elif how == "replace_current":  # the same list and length, its running step replaced
+        q.steps[0] = Step("Attack", (foe,))
+    elif how == "new_list":
+        q.steps = [Step("Scan"), Step("Attack", (foe,))]
+    else:  # the game moves the index onto a step that cannot run
+        q.steps = [Step("Scan"), Step("Scan"), Step("Attack", (foe, 1))]
+        system.process(DT)
+        assert state(me).status is PlanStatus.EXECUTING
+        q.index = 2
+    system.process(DT)
+    expected = "bad_arguments" if how == "index" else "target_gone"
+    assert state(me).invalid_reason == expected
+    assert state(me).status is PlanStatus.IDLE
