@@ -148,21 +148,22 @@ def _covered(field: Battlefield | None, pos: Position) -> bool:
     return any((cx - x) ** 2 + (cy - y) ** 2 <= r2 for cx, cy in field.cover)
 
 
-def _close_in(ctx: StepContext, target_id: int, reach: float) -> Health | None:
-    """The target's Health once it is within ``reach``; None while still walking to it.
+def _close_in(ctx: StepContext, target_id: int, reach: float) -> tuple[Position, Health] | None:
+    """The target's Position and Health once it is within ``reach``; None while still walking
+    to it.
 
     Raises StepFailed('target_gone') if the target is gone or dead.
     """
     target = _living(target_id)
     if target is None:
         raise StepFailed("target_gone")
-    target_pos, target_health = target
+    target_pos = target[0]
     pos: Position = ctx.position
     if math.hypot(target_pos.x - pos.x, target_pos.y - pos.y) > reach:
         _approach(ctx, target_pos)
         return None
     ctx.queue.path = []
-    return target_health
+    return target
 
 
 def move(ctx: StepContext, args: tuple[int, ...], /) -> bool:
@@ -180,17 +181,17 @@ def move(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 def attack(ctx: StepContext, args: tuple[int, ...], /) -> bool:
     weapon = _weapon(ctx.entity)
-    target_health = _close_in(ctx, args[0], weapon.range)
-    if target_health is None:
+    target = _close_in(ctx, args[0], weapon.range)
+    if target is None:
         return False
+    target_pos, target_health = target
     ammo = esper.try_component(ctx.entity, Ammo)
     if ammo is not None and ammo.rounds <= 0:
         return True
     if weapon.cooldown_left > 0:
         return False
     damage = weapon.damage
-    target_pos = esper.try_component(args[0], Position)
-    if target_pos is not None and _covered(ctx.field, target_pos):
+    if _covered(ctx.field, target_pos):
         damage = max(1, int(damage * COVER_DAMAGE))
     target_health.hp -= damage
     weapon.cooldown_left = weapon.cooldown
@@ -218,9 +219,10 @@ def reload(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 
 def heal(ctx: StepContext, args: tuple[int, ...], /) -> bool:
-    target_health = _close_in(ctx, args[0], HEAL_REACH)
-    if target_health is None:
+    target = _close_in(ctx, args[0], HEAL_REACH)
+    if target is None:
         return False
+    target_health = target[1]
     amount = _weapon(ctx.entity).heal_amount
     target_health.hp = max(target_health.hp, min(target_health.max_hp, target_health.hp + amount))
     return True
