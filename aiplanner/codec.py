@@ -1,11 +1,13 @@
 """The plan codec: model text to :class:`~aiplanner.actions.Plan` and back, in both modes.
 
 * guided: the model answers ``{"c":1}``, the index of one of ``PlanRequest.candidates``;
-* free: the model writes ``{"s":[["M",2],["A",91]]}`` (codes and argument order from the
+* free: the model writes ``{"plan":[["M",2],["A",91]]}`` (codes and argument order from the
   registry): every place (an X,Y pair, a ``PLACE`` or ``COVER`` argument) is the index of one of
   the named places the prompt lists (:mod:`aiplanner.places`), turned back into its cell here.
   A step may also spell its places as cells, ``["M",3,4]`` (the step's length tells which), and
-  the verbose ``{"steps":[{"act":"MoveTo","x":3,"y":4}]}`` form is accepted too.
+  the verbose ``{"steps":[{"act":"MoveTo","x":3,"y":4}]}`` form and the compact form under its
+  old key, ``{"s":[...]}``, are accepted too (schemas, prompts and :meth:`PlanCodec.encode` use
+  :data:`~aiplanner.schema.PLAN_KEY` only).
 
 Packed answers are one JSON array with one element per agent, each with its ``"id"``; the
 streaming parser (:mod:`aiplanner.stream_parser`) splits the array and
@@ -45,7 +47,13 @@ from aiplanner.places import (
     with_cells,
 )
 from aiplanner.requests import PlanRequest
-from aiplanner.schema import choice_schema, compact_plan_schema, packed_schema
+from aiplanner.schema import (
+    LEGACY_PLAN_KEY,
+    PLAN_KEY,
+    choice_schema,
+    compact_plan_schema,
+    packed_schema,
+)
 
 __all__ = ["MAX_TEXT_CHARS", "ElementError", "PlanCodec", "extract_json", "json_values"]
 
@@ -235,12 +243,14 @@ class PlanCodec:
             if "c" not in value:
                 raise ParseError('expected a choice {"c": index}', raw=raw)
             return _choose(value["c"], req, raw)
-        if "s" in value:
-            steps, compact = value["s"], True
+        if PLAN_KEY in value:
+            steps, compact = value[PLAN_KEY], True
+        elif LEGACY_PLAN_KEY in value:
+            steps, compact = value[LEGACY_PLAN_KEY], True
         elif "steps" in value:
             steps, compact = value["steps"], False
         else:
-            raise ParseError('expected a plan {"s": [...]}', raw=raw)
+            raise ParseError(f'expected a plan {{"{PLAN_KEY}": [...]}}', raw=raw)
         if not isinstance(steps, list):
             raise ParseError("the plan's steps must be a JSON array", raw=raw)
         if not steps:
@@ -286,15 +296,16 @@ class PlanCodec:
     # -- encoding ----------------------------------------------------------------------------
 
     def encode(self, plan: Plan, req: PlanRequest | None = None) -> str:
-        """``plan`` in the compact free form, places spelt as cells: ``{"s":[["M",3,4],["A",91]]}``.
-        With ``req``, a step whose places are all named places of ``req``'s snapshot names them
-        by index instead, as the model does: ``{"s":[["M",2],["A",91]]}``.
+        """``plan`` in the compact free form, places spelt as cells:
+        ``{"plan":[["M",3,4],["A",91]]}``. With ``req``, a step whose places are all named places
+        of ``req``'s snapshot names them by index instead, as the model does:
+        ``{"plan":[["M",2],["A",91]]}``.
 
         Raises :class:`ConfigError` for an action the registry does not know or a wrong number of
         arguments.
         """
         places = None if req is None else free_options(req.snapshot).places
-        return orjson.dumps({"s": self._compact_steps(plan, places)}).decode()
+        return orjson.dumps({PLAN_KEY: self._compact_steps(plan, places)}).decode()
 
     def encode_choice(self, index: int) -> str:
         """A guided answer, ``{"c":index}``."""
@@ -303,14 +314,14 @@ class PlanCodec:
     def encode_element(
         self, entity: int, plan_or_index: Plan | int, req: PlanRequest | None = None
     ) -> str:
-        """One packed element: ``{"id":12,"c":0}`` for an index, ``{"id":12,"s":[...]}`` for a
+        """One packed element: ``{"id":12,"c":0}`` for an index, ``{"id":12,"plan":[...]}`` for a
         plan (places as :meth:`encode` writes them). Raises :class:`ConfigError` as
         :meth:`encode` does."""
         if isinstance(plan_or_index, int):
             return orjson.dumps({"id": entity, "c": plan_or_index}).decode()
         places = None if req is None else free_options(req.snapshot).places
         steps = self._compact_steps(plan_or_index, places)
-        return orjson.dumps({"id": entity, "s": steps}).decode()
+        return orjson.dumps({"id": entity, PLAN_KEY: steps}).decode()
 
     def _compact_steps(
         self, plan: Plan, places: Sequence[Place] | None = None
@@ -342,7 +353,7 @@ class PlanCodec:
         if self.mode == "guided":
             body = {"c": 99}
         else:
-            body = {"s": [_longest_step(self.registry)] * self.registry.max_steps}
+            body = {PLAN_KEY: [_longest_step(self.registry)] * self.registry.max_steps}
         element = len(orjson.dumps({"id": _LARGE_ID, **body}))
         chars = 2 + n_agents * element + (n_agents - 1)
         # n_agents == 1 may be a single answer or a packed array of one: cover both.

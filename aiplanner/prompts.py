@@ -15,7 +15,8 @@ those, so the user message carries no coordinates, walls or map size.
 
 No prompt holds an answer the model could copy: a 135M model returned the one example plan it
 was shown verbatim in 22 of 30 situations. Worked examples (full tier) show the answer's shape
-with named slots (``{"s":[["A",<target_id>]]}``), which no answer grammar can produce.
+with named slots (``{"plan":[["A",<target_id>]]}``), which no answer grammar can produce. The
+plan's key is a word, not a letter: after ``{"s":[["`` the model wrote ``S`` (Scan) again.
 
 The system message depends only on the builder (registry, tier, mode) and the shape (single or
 packed), never on the agent, its role or the batch: engines reuse the KV cache of a common prefix,
@@ -37,6 +38,7 @@ from aiplanner.config import MODES, PROMPT_TIERS
 from aiplanner.errors import ConfigError
 from aiplanner.places import Place, free_options, slots, with_cells
 from aiplanner.requests import PlanRequest
+from aiplanner.schema import PLAN_KEY
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
 __all__ = ["ROLE_INSTRUCTIONS", "PromptBuilder"]
@@ -239,7 +241,7 @@ class PromptBuilder:
                 f"Write a plan of 1 to {self.registry.max_steps} steps fitting the role, "
                 "naming only the ids and place numbers given."
             )
-            shape = '"s":[[code,args...],...]}'
+            shape = f'"{PLAN_KEY}":[[code,args...],...]}}'
         if packed:
             reply = (
                 "Each soldier's block starts with #id. Reply one JSON array, one element per "
@@ -285,8 +287,8 @@ class PromptBuilder:
         else:
             lines.append(
                 f"Write a plan of 1 to {self.registry.max_steps} steps. Answer with JSON only, "
-                'in the compact form {"s": [[code, arg1, arg2, ...], ...]} where code is the '
-                "one-letter action code and the arguments follow in the order listed above, "
+                f'in the compact form {{"{PLAN_KEY}": [[code, arg1, arg2, ...], ...]}} where code '
+                "is the one-letter action code and the arguments follow in the order listed above, "
                 "except that a place (an x, y pair, or a place argument) is written as one "
                 "number: the number of one of the places listed with the situation. Only "
                 "target the units listed as targets."
@@ -328,7 +330,7 @@ class PromptBuilder:
                 body = '"c":<option>'
             else:
                 steps = ",".join(self._slot_step(s) for s in candidates[pick].steps)
-                body = f'"s":[{steps}]'
+                body = f'"{PLAN_KEY}":[{steps}]'
             text = f'[{{"id":<your id>,{body}}}]' if packed else f"{{{body}}}"
             out.append(f"Reasoning: {why} Answer: {text}")
         return out

@@ -6,8 +6,10 @@ action changes the prompt docs, the schemas and the codec together.
 Shapes (examples with the default registry):
 
 * verbose (the baseline): ``{"steps":[{"act":"MoveTo","x":3,"y":4},{"act":"Reload"}]}``
-* compact: ``{"s":[["M",3,4],["A",91]]}``; in free mode with named places
-  ``{"s":[["M",2],["A",91]]}`` (place 2 of the prompt's list)
+* compact: ``{"plan":[["M",3,4],["A",91]]}``; in free mode with named places
+  ``{"plan":[["M",2],["A",91]]}`` (place 2 of the prompt's list). The key (:data:`PLAN_KEY`) is
+  not an action code: under the one-letter key ``"s"`` the 135M model wrote ``S`` (Scan) as the
+  first code in 65 of 66 suite plans, repeating the letter it had just written.
 * choice (guided mode): ``{"c":1}``
 * packed (several agents): ``[{"id":12,"c":0},{"id":15,"c":2}]``
 
@@ -20,13 +22,15 @@ schema has exactly one key order and no optional parts for a small model to wand
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec
 from aiplanner.errors import ConfigError
 from aiplanner.places import PLACE_STRIDE, slots
 
 __all__ = [
+    "LEGACY_PLAN_KEY",
+    "PLAN_KEY",
     "choice_schema",
     "compact_plan_schema",
     "packed_schema",
@@ -36,6 +40,12 @@ __all__ = [
 ]
 
 Schema = dict[str, Any]
+
+PLAN_KEY: Final = "plan"
+"""The key of a compact plan's steps: ``{"plan":[...]}``. Not a letter any action code could be."""
+
+LEGACY_PLAN_KEY: Final = "s"
+"""The key compact plans had before :data:`PLAN_KEY`: still decoded, never asked for."""
 
 _CELL_MAX = PLACE_STRIDE - 1
 _PACKED_MAX = PLACE_STRIDE * PLACE_STRIDE - 1
@@ -66,7 +76,7 @@ def compact_plan_schema(
     places: int | None = None,
     cover_places: Sequence[int] = (),
 ) -> Schema:
-    """The compact free-mode form, ``{"s":[["M",3,4],["A",91]]}``: a one-letter code, then the
+    """The compact free-mode form, ``{"plan":[["M",3,4],["A",91]]}``: a one-letter code, then the
     integer arguments in declaration order.
 
     ``ids`` narrows every enemy and ally id argument to those ids; ``enemy_ids`` / ``ally_ids``
@@ -76,7 +86,7 @@ def compact_plan_schema(
 
     ``places`` (the number of named places, :mod:`aiplanner.places`) switches cells to place
     indices: an X,Y pair and a ``PLACE`` argument become one integer in ``0..places-1``
-    (``{"s":[["M",2]]}``), a ``COVER`` argument one of ``cover_places``; an action with a place
+    (``{"plan":[["M",2]]}``), a ``COVER`` argument one of ``cover_places``; an action with a place
     and no place to name is left out. Without ``places`` each of them is written as ``x, y``.
 
     Raises :class:`ConfigError` when the narrowing leaves no action at all.
@@ -101,7 +111,7 @@ def compact_plan_schema(
         raise ConfigError("no action of the registry is possible with the given ids and size")
     return _closed_object(
         {
-            "s": {
+            PLAN_KEY: {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": registry.max_steps,
@@ -122,7 +132,7 @@ def with_first_step(
     its step allows: the fixed step is always one the schema itself accepts.
     """
     try:
-        plan = plan_schema["properties"]["s"]
+        plan = plan_schema["properties"][PLAN_KEY]
         steps: Sequence[Mapping[str, Any]] = plan["items"]["anyOf"]
     except (KeyError, TypeError) as exc:
         raise ConfigError("with_first_step needs a compact plan schema") from exc
@@ -138,7 +148,7 @@ def with_first_step(
     fixed = {"type": "array", "prefixItems": first, "minItems": len(first), "maxItems": len(first)}
     return _closed_object(
         {
-            "s": {
+            PLAN_KEY: {
                 "type": "array",
                 "prefixItems": [fixed],
                 "items": plan["items"],

@@ -11,9 +11,10 @@ scored (``free-score-first`` with the rank prior, ``free-score-first-alone`` wit
 :mod:`aiplanner.free_first`) through the real pipeline on the suite shipped with the package.
 Prints what the rules make of the suite (scenarios where their first choice is wrong, and
 whether a candidate could fix it), one table over the planners, one per role, and the spread of
-answers by candidate position and by action. ``--json`` writes every report with its
-per-scenario records. A model planner the pipeline cannot run (a setting its ``PlanContext``
-lacks) is skipped with the reason.
+answers by candidate position and by action, and for free plans the verbatim copies (an answer
+equal, as JSON, to some JSON value of the prompt it was given). ``--json`` writes every report
+with its per-scenario records. A model planner the pipeline cannot run (a setting its
+``PlanContext`` lacks) is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -26,22 +27,28 @@ from pathlib import Path
 
 import orjson
 
-from aiplanner import HeuristicPlanner, create_backend
+from aiplanner import DEFAULT_REGISTRY, HeuristicPlanner, create_backend
 from aiplanner.backends.base import Backend
+from aiplanner.codec import extract_json, json_values
 from aiplanner.errors import PlannerError
 from aiplanner.evaluation import (
     MODEL_PLANNERS,
     Case,
     PipelinePlanner,
+    Record,
     Report,
     ScenarioPlanner,
     audit_suite,
     evaluate,
     make_planner,
 )
+from aiplanner.prompts import PromptBuilder
+from aiplanner.requests import PlanRequest
 from aiplanner.scenarios import Scenario, load_scenarios
 
 BASELINES = ("rules", "random")
+FREE_PLANNERS = ("free", "free-score-first", "free-score-first-alone")
+"""The planners that write free plans: their answers are checked for verbatim copies."""
 FREE_SCORED = {
     "free-score-first": None,  # the pipeline's rank prior (or --rank-prior)
     "free-score-first-alone": 0.0,  # the model's calibrated scores alone
@@ -59,6 +66,27 @@ def free_scored_planner(name: str, backend: Backend, rank_prior: float | None) -
     if prior is not None:
         planner.settings["rank_prior"] = prior
     return planner
+
+
+def prompt_copies(records: Sequence[Record], scenarios: Sequence[Scenario]) -> int:
+    """How many free-mode answers in ``records`` equal (as JSON) a JSON value of the compressed
+    free prompt their scenario gives (built as :class:`PipelinePlanner` builds the request)."""
+    builder = PromptBuilder(DEFAULT_REGISTRY, mode="free")
+    by_name = {s.name: s for s in scenarios}
+    copies = 0
+    for record in records:
+        scenario = by_name.get(record.scenario)
+        if scenario is None or not record.raw:
+            continue
+        try:
+            answer = orjson.loads(extract_json(record.raw))
+        except (PlannerError, orjson.JSONDecodeError):
+            continue
+        snap = scenario.snapshot
+        req = PlanRequest(snap.me.id, 1, snap, (), snap.tick, 0.0, 60.0, 60.0)
+        prompt = "\n".join(m.content for m in builder.messages(req))
+        copies += answer in json_values(prompt)
+    return copies
 
 
 def _pct(x: float | None) -> str:
@@ -184,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit = print_audit(scenarios, args.max_candidates)
     reports: list[Report] = []
     skipped: dict[str, str] = {}
+    copies: dict[str, int] = {}
 
     def save() -> None:
         # After every planner: a run cut short keeps what it measured.
@@ -194,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "load_average": {"start": list(load), "now": list(os.getloadavg())},
                 "audit": audit,
                 "skipped": skipped,
+                "verbatim_copies": copies,
                 "reports": [r.to_dict() for r in reports],
             }
             args.json.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
@@ -222,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 order_seed=None if args.no_order_check or name == "random" else args.order_seed,
             )
             reports.append(report)
+            if name in FREE_PLANNERS:
+                copies[name] = prompt_copies(report.records, scenarios)
             save()
             f = report.overall
             print(
@@ -242,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_roles(reports)
     print()
     print_spread(reports)
+    for name, n in copies.items():
+        print(f"verbatim copies of a prompt JSON value, {name}: {n}/{len(scenarios)}")
     end = os.getloadavg()
     print(f"\nload average at end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}")
     return 0

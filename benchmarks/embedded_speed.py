@@ -33,7 +33,7 @@ from aiplanner.schema import compact_plan_schema
 
 SYSTEM = (
     "You command one soldier in a grid battle game. Reply with JSON only, in the form "
-    '{"s":[[code,args...],...]} with one to four steps. Codes: M x y = move to cell x,y; '
+    '{"plan":[[code,args...],...]} with one to four steps. Codes: M x y = move to cell x,y; '
     "A id = shoot the visible enemy id; C x y = run to the cover point x,y; R = reload; "
     "H id = heal the visible ally id; T x y = fall back to cell x,y; S = scan for enemies; "
     "W ticks = hold position. Prefer cover when hurt, reload when out of ammo, attack the "

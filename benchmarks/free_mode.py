@@ -5,7 +5,7 @@ with the simplified prompt), and each first answer is checked:
 
 * valid: decoded and validated at the LLM tier (the grammar leaves nothing else possible);
 * copy: the answer equals (as JSON) some JSON value found anywhere in the prompt it was given,
-  or the example the old prompt showed, ``{"s":[["M",6,8],["A",91]]}``;
+  or its steps are those of the example an old prompt showed, ``{"s":[["M",6,8],["A",91]]}``;
 * spread: the first actions chosen, and the largest share of any one answer text;
 * sensible: the first step fits the scenario's acceptable actions (suite situations only), beside
   the rules' plan (``HeuristicPlanner.plan``) on the same situations;
@@ -41,12 +41,14 @@ from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.schema import PLAN_KEY
 from aiplanner.strategies import Batch, PlanContext, run_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from scenario import real_requests
 
-OLD_EXAMPLE = orjson.loads('{"s":[["M",6,8],["A",91]]}')
+OLD_EXAMPLE_STEPS = [["M", 6, 8], ["A", 91]]
+"""The steps of the example an old prompt showed (under the plan's old key, ``"s"``)."""
 
 
 def battle_requests(seeds: range, per_seed: int) -> list[PlanRequest]:
@@ -130,7 +132,7 @@ async def main_async(args: argparse.Namespace) -> None:
             except orjson.JSONDecodeError:
                 answer = raw
             copies += answer in json_values(prompt)
-            old_copies += answer == OLD_EXAMPLE
+            old_copies += isinstance(answer, dict) and answer.get(PLAN_KEY) == OLD_EXAMPLE_STEPS
             answers[raw] += 1
             walls.append(wall)
             if outcome.usage.prompt_tokens is not None:

@@ -116,49 +116,59 @@ TWO_STEPS = Plan((Step("MoveTo", (3, 4)), Step("Attack", (91,))))
 @pytest.mark.parametrize(
     "text",
     [
-        '{"s":[["M",3,4],["A",91]]}',
-        '```json\n{"s": [["M", 3, 4], ["A", 91]]}\n```\nThis moves then shoots.',
-        'Here {"s":[["M",3,4],["A",91]],"note":"a } or ] inside \\" a string"} done',
+        '{"plan":[["M",3,4],["A",91]]}',
+        '```json\n{"plan": [["M", 3, 4], ["A", 91]]}\n```\nThis moves then shoots.',
+        'Here {"plan":[["M",3,4],["A",91]],"note":"a } or ] inside \\" a string"} done',
         '{"steps":[{"act":"MoveTo","x":3,"y":4},{"act":"Attack","target_id":91}]}',
         '{"plan_id":"p1","steps":[{"act":"MoveTo","y":4,"x":3},{"act":"Attack","target_id":91}]}',
-        '{"s":[["MoveTo",3,4],["Attack",91]]}',  # full names for codes are tolerated
+        '{"plan":[["MoveTo",3,4],["Attack",91]]}',  # full names for codes are tolerated
     ],
 )
 def test_free_decode_compact_and_verbose(text: str) -> None:
     assert FREE.decode(text, REQ) == TWO_STEPS
 
 
+def test_free_decode_accepts_the_old_compact_key() -> None:
+    """Answers written before the key was renamed still decode; the new key wins when both are
+    there, and the error for neither names the new one."""
+    assert FREE.decode('{"s":[["M",3,4],["A",91]]}', REQ) == TWO_STEPS
+    assert FREE.decode_element({"id": 12, "s": [["M", 3, 4], ["A", 91]]}, BY_ID) == (12, TWO_STEPS)
+    assert FREE.decode('{"plan":[["R"]],"s":[["S"]]}', REQ) == Plan((Step("Reload"),))
+    with pytest.raises(ParseError, match='"plan"'):
+        FREE.decode('{"p":[["R"]]}', REQ)
+
+
 def test_free_decode_argless_and_bounded_steps() -> None:
-    plan = FREE.decode('{"s":[["R"],["S"],["W",120],["H",12]]}', REQ)
+    plan = FREE.decode('{"plan":[["R"],["S"],["W",120],["H",12]]}', REQ)
     assert plan == Plan((Step("Reload"), Step("Scan"), Step("Wait", (120,)), Step("Heal", (12,))))
 
 
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ('{"s":[["X",1]]}', "unknown_action"),
-        ('{"s":[["Fly",1]]}', "unknown_action"),
-        ('{"s":[[7,1]]}', "unknown_action"),
-        ('{"s":[["m",3,4]]}', "unknown_action"),  # codes are case-sensitive
+        ('{"plan":[["X",1]]}', "unknown_action"),
+        ('{"plan":[["Fly",1]]}', "unknown_action"),
+        ('{"plan":[[7,1]]}', "unknown_action"),
+        ('{"plan":[["m",3,4]]}', "unknown_action"),  # codes are case-sensitive
         ('{"steps":[{"act":"Teleport"}]}', "unknown_action"),
-        ('{"s":[["M",9]]}', "bad_place"),  # one integer: a place index, and there is no 9
-        ('{"s":[["M",-1]]}', "bad_place"),
-        ('{"s":[["M","0"]]}', "bad_place"),
-        ('{"s":[["M",true]]}', "bad_place"),
-        ('{"s":[["M",3,4,5]]}', "bad_arguments"),
-        ('{"s":[["R",1]]}', "bad_arguments"),
-        ('{"s":[["M","3",4]]}', "bad_arguments"),
-        ('{"s":[["M",3.0,4]]}', "bad_arguments"),
-        ('{"s":[["M",true,4]]}', "bad_arguments"),
-        ('{"s":[["M",null,4]]}', "bad_arguments"),
-        ('{"s":[["M",-1,4]]}', "bad_arguments"),
-        ('{"s":[["W",0]]}', "bad_arguments"),
-        ('{"s":[["W",121]]}', "bad_arguments"),
-        ('{"s":[["A",123456789012345678901234567890]]}', "bad_arguments"),
+        ('{"plan":[["M",9]]}', "bad_place"),  # one integer: a place index, and there is no 9
+        ('{"plan":[["M",-1]]}', "bad_place"),
+        ('{"plan":[["M","0"]]}', "bad_place"),
+        ('{"plan":[["M",true]]}', "bad_place"),
+        ('{"plan":[["M",3,4,5]]}', "bad_arguments"),
+        ('{"plan":[["R",1]]}', "bad_arguments"),
+        ('{"plan":[["M","3",4]]}', "bad_arguments"),
+        ('{"plan":[["M",3.0,4]]}', "bad_arguments"),
+        ('{"plan":[["M",true,4]]}', "bad_arguments"),
+        ('{"plan":[["M",null,4]]}', "bad_arguments"),
+        ('{"plan":[["M",-1,4]]}', "bad_arguments"),
+        ('{"plan":[["W",0]]}', "bad_arguments"),
+        ('{"plan":[["W",121]]}', "bad_arguments"),
+        ('{"plan":[["A",123456789012345678901234567890]]}', "bad_arguments"),
         ('{"steps":[{"act":"MoveTo","x":3}]}', "bad_arguments"),
         ('{"steps":[{"act":"MoveTo","x":3,"y":4,"z":5}]}', "bad_arguments"),
-        ('{"s":[["R"],["R"],["R"],["R"],["R"]]}', "too_many_steps"),
-        ('{"s":[]}', "empty_plan"),
+        ('{"plan":[["R"],["R"],["R"],["R"],["R"]]}', "too_many_steps"),
+        ('{"plan":[]}', "empty_plan"),
         ('{"steps":[]}', "empty_plan"),
     ],
 )
@@ -172,14 +182,14 @@ def test_free_rejections(text: str, reason: str) -> None:
     "text",
     [
         '{"c":1}',  # a guided answer in free mode
-        '{"s":"M3,4"}',
-        '{"s":[{"act":"MoveTo","x":1,"y":2}]}',  # verbose steps under the compact key
+        '{"plan":"M3,4"}',
+        '{"plan":[{"act":"MoveTo","x":1,"y":2}]}',  # verbose steps under the compact key
         '{"steps":[["M",1,2]]}',
-        '{"s":[[]]}',
+        '{"plan":[[]]}',
         '["M",3,4]',
-        '{"s":[["M",3,4]]',
+        '{"plan":[["M",3,4]]',
         "no json here",
-        '{"s":[["M",3,4]],"x":NaN}',
+        '{"plan":[["M",3,4]],"x":NaN}',
     ],
 )
 def test_free_shape_errors_are_parse_errors(text: str) -> None:
@@ -188,9 +198,9 @@ def test_free_shape_errors_are_parse_errors(text: str) -> None:
 
 
 def test_json_values_finds_every_value_nested_ones_too() -> None:
-    text = 'e.g. {"s":[["M",6,8],["A",91]]} or [1, {"c":2}] but not {broken or ["open"'
+    text = 'e.g. {"plan":[["M",6,8],["A",91]]} or [1, {"c":2}] but not {broken or ["open"'
     assert json_values(text) == [
-        {"s": [["M", 6, 8], ["A", 91]]},
+        {"plan": [["M", 6, 8], ["A", 91]]},
         [["M", 6, 8], ["A", 91]],
         ["M", 6, 8],
         ["A", 91],
@@ -224,7 +234,10 @@ BY_ID = {12: make_req(12), 15: make_req(15)}
 
 def test_decode_element_guided_and_free() -> None:
     assert GUIDED.decode_element({"id": 15, "c": 2}, BY_ID) == (15, CANDIDATES[2])
-    assert FREE.decode_element({"id": 12, "s": [["M", 3, 4], ["A", 91]]}, BY_ID) == (12, TWO_STEPS)
+    assert FREE.decode_element({"id": 12, "plan": [["M", 3, 4], ["A", 91]]}, BY_ID) == (
+        12,
+        TWO_STEPS,
+    )
 
 
 @pytest.mark.parametrize(
@@ -250,9 +263,9 @@ def test_decode_element_errors(value: object, reason: str, entity: int | None) -
 
 def test_decode_element_free_rejections_keep_reason_and_id() -> None:
     with pytest.raises(ElementError) as info:
-        FREE.decode_element({"id": 15, "s": [["Q", 1]]}, BY_ID)
+        FREE.decode_element({"id": 15, "plan": [["Q", 1]]}, BY_ID)
     assert (info.value.reason, info.value.entity) == ("unknown_action", 15)
-    assert info.value.raw == '{"id":15,"s":[["Q",1]]}'
+    assert info.value.raw == '{"id":15,"plan":[["Q",1]]}'
     assert isinstance(info.value.__cause__, PlanRejected)
 
 
@@ -260,10 +273,10 @@ def test_decode_element_free_rejections_keep_reason_and_id() -> None:
 
 
 def test_encode_forms() -> None:
-    assert FREE.encode(TWO_STEPS) == '{"s":[["M",3,4],["A",91]]}'
+    assert FREE.encode(TWO_STEPS) == '{"plan":[["M",3,4],["A",91]]}'
     assert GUIDED.encode_choice(1) == '{"c":1}'
     assert GUIDED.encode_element(12, 0) == '{"id":12,"c":0}'
-    assert FREE.encode_element(12, Plan((Step("Reload"),))) == '{"id":12,"s":[["R"]]}'
+    assert FREE.encode_element(12, Plan((Step("Reload"),))) == '{"id":12,"plan":[["R"]]}'
 
 
 def test_encode_refuses_plans_the_registry_cannot_express() -> None:
@@ -296,10 +309,10 @@ def test_round_trip_with_a_custom_registry() -> None:
     )
     codec = PlanCodec(registry, mode="free")
     plan = Plan((Step("Dig", (4,)),))
-    assert codec.encode(plan) == '{"s":[["D",4]]}'
+    assert codec.encode(plan) == '{"plan":[["D",4]]}'
     assert codec.decode(codec.encode(plan), REQ) == plan
     with pytest.raises(PlanRejected) as info:
-        codec.decode('{"s":[["M",1,2]]}', REQ)  # the default registry's move is unknown here
+        codec.decode('{"plan":[["M",1,2]]}', REQ)  # the default registry's move is unknown here
     assert info.value.reason == "unknown_action"
 
 
@@ -317,11 +330,11 @@ def test_schema_free_is_narrowed_to_the_snapshot() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     v = jsonschema.Draft202012Validator(FREE.schema(REQ))
     n = len(free_options(REQ.snapshot).places)
-    assert v.is_valid({"s": [["A", 92], ["H", 15], ["H", 12], ["M", n - 1]]})
-    assert not v.is_valid({"s": [["A", 15]]})  # an ally, not an enemy
-    assert not v.is_valid({"s": [["H", 91]]})
-    assert not v.is_valid({"s": [["M", n]]})  # no such place
-    assert not v.is_valid({"s": [["M", 6, 8]]})  # cells are not written in free mode
+    assert v.is_valid({"plan": [["A", 92], ["H", 15], ["H", 12], ["M", n - 1]]})
+    assert not v.is_valid({"plan": [["A", 15]]})  # an ally, not an enemy
+    assert not v.is_valid({"plan": [["H", 91]]})
+    assert not v.is_valid({"plan": [["M", n]]})  # no such place
+    assert not v.is_valid({"plan": [["M", 6, 8]]})  # cells are not written in free mode
 
 
 def test_packed_schema_follows_request_order_and_refuses_duplicates() -> None:
@@ -380,7 +393,7 @@ def test_a_place_index_decodes_to_its_cell() -> None:
     places = free_options(REQ.snapshot).places
     assert places[0].cell == (6, 8) and places[0].name == "cover"
     for i, p in enumerate(places):
-        plan = FREE.decode(f'{{"s":[["M",{i}],["T",{i}],["A",91]]}}', REQ)
+        plan = FREE.decode(f'{{"plan":[["M",{i}],["T",{i}],["A",91]]}}', REQ)
         assert plan == Plan(
             (Step("MoveTo", p.cell), Step("Retreat", p.cell), Step("Attack", (91,)))
         )
@@ -388,10 +401,10 @@ def test_a_place_index_decodes_to_its_cell() -> None:
 
 def test_encode_with_the_request_names_places_by_index() -> None:
     plan = Plan((Step("TakeCover", (6, 8)), Step("Attack", (91,))))
-    assert FREE.encode(plan, REQ) == '{"s":[["C",0],["A",91]]}'
-    assert FREE.encode(plan) == '{"s":[["C",6,8],["A",91]]}'
+    assert FREE.encode(plan, REQ) == '{"plan":[["C",0],["A",91]]}'
+    assert FREE.encode(plan) == '{"plan":[["C",6,8],["A",91]]}'
     unnamed = Plan((Step("MoveTo", (30, 1)),))  # not a named place: spelt as a cell
-    assert FREE.encode(unnamed, REQ) == '{"s":[["M",30,1]]}'
+    assert FREE.encode(unnamed, REQ) == '{"plan":[["M",30,1]]}'
     assert FREE.decode(FREE.encode(unnamed, REQ), REQ) == unnamed
 
 
@@ -408,23 +421,23 @@ PLACES_FREE = PlanCodec(PLACE_REGISTRY, mode="free")
 
 def test_place_and_cover_kinds_decode_to_packed_cells() -> None:
     places = free_options(REQ.snapshot).places
-    assert PLACES_FREE.decode('{"s":[["G",1],["H",0,3]]}', REQ) == Plan(
+    assert PLACES_FREE.decode('{"plan":[["G",1],["H",0,3]]}', REQ) == Plan(
         (Step("Go", (pack_cell(*places[1].cell),)), Step("Hide", (pack_cell(6, 8), 3)))
     )
     # Spelt as cells: x, y for each place argument.
-    assert PLACES_FREE.decode('{"s":[["G",4,5],["H",6,8,3]]}', REQ) == Plan(
+    assert PLACES_FREE.decode('{"plan":[["G",4,5],["H",6,8,3]]}', REQ) == Plan(
         (Step("Go", (pack_cell(4, 5),)), Step("Hide", (pack_cell(6, 8), 3)))
     )
-    err = rejected(PLACES_FREE, '{"s":[["H",1,3]]}')  # place 1 is not a cover point
+    err = rejected(PLACES_FREE, '{"plan":[["H",1,3]]}')  # place 1 is not a cover point
     assert err.reason == "bad_place"
-    err = rejected(PLACES_FREE, '{"s":[["G",-4,5]]}')
+    err = rejected(PLACES_FREE, '{"plan":[["G",-4,5]]}')
     assert err.reason == "bad_arguments"
 
 
 @given(st.integers(0, 31), st.integers(0, 23), st.integers(1, 9))
 def test_place_kinds_round_trip(x: int, y: int, n: int) -> None:
     plan = Plan((Step("Go", (pack_cell(x, y),)), Step("Hide", (pack_cell(6, 8), n))))
-    assert PLACES_FREE.encode(plan) == f'{{"s":[["G",{x},{y}],["H",6,8,{n}]]}}'
+    assert PLACES_FREE.encode(plan) == f'{{"plan":[["G",{x},{y}],["H",6,8,{n}]]}}'
     for req in (None, REQ):
         assert PLACES_FREE.decode(PLACES_FREE.encode(plan, req), REQ) == plan
 

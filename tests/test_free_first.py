@@ -56,7 +56,7 @@ def test_first_steps_are_exactly_the_legal_ones_one_per_phrase() -> None:
     assert shots == {u.id for u in options.enemies}
     schema = PlanCodec(DEFAULT_REGISTRY, mode="free").schema(req)
     codes = {
-        item["prefixItems"][0]["const"] for item in schema["properties"]["s"]["items"]["anyOf"]
+        item["prefixItems"][0]["const"] for item in schema["properties"]["plan"]["items"]["anyOf"]
     }
     assert {DEFAULT_REGISTRY.spec(s.step.action).code for s in steps} == codes
 
@@ -117,9 +117,9 @@ def test_pick_first_refuses_bad_input(
 def _fixed_first(request: CompletionRequest) -> str:
     """What a model under the schema writes when it stops after the fixed first step."""
     assert request.schema is not None
-    plan: dict[str, Any] = request.schema["properties"]["s"]
+    plan: dict[str, Any] = request.schema["properties"]["plan"]
     (fixed,) = plan["prefixItems"]
-    return orjson.dumps({"s": [[item["const"] for item in fixed["prefixItems"]]]}).decode()
+    return orjson.dumps({"plan": [[item["const"] for item in fixed["prefixItems"]]]}).decode()
 
 
 def _run(ctx: PlanContext, req: PlanRequest) -> PlanOutcome:
@@ -161,7 +161,7 @@ def test_score_first_starts_the_plan_with_the_best_scored_step(wanted: str) -> N
     (call,) = backend.calls
     assert call.schema is not None
     free = PlanCodec(DEFAULT_REGISTRY, mode="free").schema(req)
-    assert call.schema["properties"]["s"]["items"] == free["properties"]["s"]["items"]
+    assert call.schema["properties"]["plan"]["items"] == free["properties"]["plan"]["items"]
     assert orjson.loads(outcome.raw) == orjson.loads(_fixed_first(call))  # the generated plan
 
 

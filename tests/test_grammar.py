@@ -282,19 +282,19 @@ def test_grammar_accepts_exactly_the_compact_json_of_valid_values(
 
 def test_real_plan_schemas_reject_wrong_values() -> None:
     compact = _grammar(compact_plan_schema(REGISTRY, enemy_ids=[91, 7], ally_ids=[3]))
-    assert compact.accepts('{"s":[["M",3,4],["A",91],["R"]]}')
-    assert not compact.accepts('{"s":[["A",92]]}')  # not a visible enemy
-    assert not compact.accepts('{"s":[["H",91]]}')  # an enemy is not an ally
-    assert not compact.accepts('{"s":[]}')  # minItems 1
-    assert not compact.accepts('{"s":[["R"],["R"],["R"],["R"],["R"]]}')  # maxItems 4
-    assert not compact.accepts('{"s":[["M",3]]}')  # MoveTo takes x and y
-    assert not compact.accepts('{"s":[["W",0]]}')  # ticks >= 1
-    assert not compact.accepts('{"s":[["M",03,4]]}')  # no leading zeros
+    assert compact.accepts('{"plan":[["M",3,4],["A",91],["R"]]}')
+    assert not compact.accepts('{"plan":[["A",92]]}')  # not a visible enemy
+    assert not compact.accepts('{"plan":[["H",91]]}')  # an enemy is not an ally
+    assert not compact.accepts('{"plan":[]}')  # minItems 1
+    assert not compact.accepts('{"plan":[["R"],["R"],["R"],["R"],["R"]]}')  # maxItems 4
+    assert not compact.accepts('{"plan":[["M",3]]}')  # MoveTo takes x and y
+    assert not compact.accepts('{"plan":[["W",0]]}')  # ticks >= 1
+    assert not compact.accepts('{"plan":[["M",03,4]]}')  # no leading zeros
     places = _grammar(compact_plan_schema(REGISTRY, enemy_ids=[91], ally_ids=[], places=3))
-    assert places.accepts('{"s":[["M",2],["A",91],["T",0]]}')
-    assert not places.accepts('{"s":[["M",3]]}')  # only places 0..2
-    assert not places.accepts('{"s":[["M",6,8],["A",91]]}')  # a cell is not a place
-    assert not places.accepts('{"s":[["H",12]]}')  # nobody to heal: Heal is left out
+    assert places.accepts('{"plan":[["M",2],["A",91],["T",0]]}')
+    assert not places.accepts('{"plan":[["M",3]]}')  # only places 0..2
+    assert not places.accepts('{"plan":[["M",6,8],["A",91]]}')  # a cell is not a place
+    assert not places.accepts('{"plan":[["H",12]]}')  # nobody to heal: Heal is left out
     packed = _grammar(packed_schema({12: choice_schema(3), 15: choice_schema(2)}))
     assert packed.accepts('[{"id":12,"c":2},{"id":15,"c":1}]')
     assert not packed.accepts('[{"id":15,"c":1},{"id":12,"c":2}]')  # order is fixed
@@ -435,8 +435,8 @@ def test_unsupported_schemas_raise_config_error_naming_it(
 
 def test_errors_say_where() -> None:
     schema = compact_plan_schema(REGISTRY)
-    schema["properties"]["s"]["items"]["anyOf"][2]["prefixItems"][1]["pattern"] = "x"
-    with pytest.raises(ConfigError, match=r"#/properties/s/items/anyOf/2/prefixItems/1"):
+    schema["properties"]["plan"]["items"]["anyOf"][2]["prefixItems"][1]["pattern"] = "x"
+    with pytest.raises(ConfigError, match=r"#/properties/plan/items/anyOf/2/prefixItems/1"):
         schema_to_gbnf(schema)
 
 

@@ -22,6 +22,7 @@ from aiplanner.errors import ConfigError, ParseError, PlanRejected
 from aiplanner.places import free_options
 from aiplanner.prompts import ROLE_INSTRUCTIONS, PromptBuilder
 from aiplanner.requests import PlanRequest
+from aiplanner.schema import LEGACY_PLAN_KEY, PLAN_KEY
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
 FIELD = Battlefield(32, 24, frozenset({(6, 7), (6, 6)}), ((6, 8), (3, 2)), (20, 20))
@@ -211,9 +212,20 @@ def test_guided_system_gives_no_example_index_to_copy() -> None:
 
 def test_free_system_states_the_shape_without_an_example() -> None:
     system = PromptBuilder(mode="free").messages(make_req())[0].content
-    assert system.endswith('Reply only {"s":[[code,args...],...]}')
+    assert system.endswith('Reply only {"plan":[[code,args...],...]}')
     assert "M=MoveTo(place)" in system and "A=Attack(target_id)" in system
     assert not re.search(r"\d", system.replace("1 to 4", ""))  # no number the model could copy
+
+
+@pytest.mark.parametrize("tier", ["compressed", "full"])
+def test_free_prompts_name_the_plan_key_and_never_the_old_one(tier: str) -> None:
+    """The model is asked for the key the schema requires; the old one-letter key (Scan's
+    letter, which the model then repeated as its first action) appears nowhere."""
+    builder = PromptBuilder(tier=tier, mode="free")
+    for msgs in (builder.messages(make_req()), builder.packed_messages([make_req()])):
+        text = "\n".join(m.content for m in msgs)
+        assert f'"{PLAN_KEY}":' in text
+        assert f'"{LEGACY_PLAN_KEY}"' not in text
 
 
 def test_full_tier_is_the_verbose_baseline() -> None:
@@ -246,7 +258,7 @@ def test_full_tier_examples_show_the_answer_shape_with_named_slots(mode: str) ->
         # With every slot filled in, it is an answer of the mode's shape.
         assert codec.decode(re.sub(r"<\w+>", "0", a), example_req)
     if mode == "free":
-        assert '{"s":[["A",<target_id>]]}' in answers
+        assert '{"plan":[["A",<target_id>]]}' in answers
     packed = PromptBuilder(tier="full", mode=mode).packed_messages([make_req()])[0].content
     assert all(
         a.startswith('[{"id":<your id>,') for a in re.findall(r"Answer: (.+)$", packed, re.M)
@@ -268,6 +280,9 @@ def test_no_prompt_holds_an_answer_the_agent_could_give(tier: str, mode: str) ->
             for fragment in json_values("\n".join(m.content for m in msgs)):
                 assert not single.is_valid(fragment), fragment
                 assert not packed.is_valid(fragment), fragment
+                # Nor one the codec would take from a backend without a grammar.
+                with pytest.raises((ParseError, PlanRejected)):
+                    codec.decode(orjson.dumps(fragment).decode(), req)
 
 
 @pytest.mark.parametrize("mode", ["guided", "free"])

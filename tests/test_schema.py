@@ -10,6 +10,8 @@ import pytest
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec
 from aiplanner.errors import ConfigError
 from aiplanner.schema import (
+    LEGACY_PLAN_KEY,
+    PLAN_KEY,
     choice_schema,
     compact_plan_schema,
     packed_schema,
@@ -31,7 +33,7 @@ def step(code: str, *args: dict[str, Any]) -> dict[str, Any]:
 COMPACT_DEFAULT = {
     "type": "object",
     "properties": {
-        "s": {
+        "plan": {
             "type": "array",
             "minItems": 1,
             "maxItems": 4,
@@ -49,7 +51,7 @@ COMPACT_DEFAULT = {
             },
         }
     },
-    "required": ["s"],
+    "required": ["plan"],
     "additionalProperties": False,
 }
 
@@ -80,6 +82,15 @@ def walk(node: object) -> list[dict[str, Any]]:
 
 def test_compact_schema_of_default_registry_is_pinned() -> None:
     assert compact_plan_schema(DEFAULT_REGISTRY) == COMPACT_DEFAULT
+
+
+def test_plan_key_can_be_no_action_code() -> None:
+    """The model writes the first code right after the key: a key that is itself a possible code
+    (the old ``"s"``, Scan's letter) gets repeated as the first action."""
+    assert list(compact_plan_schema(DEFAULT_REGISTRY)["properties"]) == [PLAN_KEY]
+    with pytest.raises(ConfigError, match="one letter"):
+        ActionRegistry([ActionSpec("Plan", PLAN_KEY, (), "a step named like the key")])
+    assert DEFAULT_REGISTRY.by_code(LEGACY_PLAN_KEY.upper()) is not None  # why it was renamed
 
 
 def test_verbose_schema_of_default_registry_is_pinned() -> None:
@@ -150,50 +161,50 @@ def test_no_schema_uses_items_false_and_every_object_is_closed() -> None:
 
 def test_compact_schema_accepts_and_rejects() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY)
-    assert valid(schema, {"s": [["M", 3, 4], ["A", 91]]})
-    assert valid(schema, {"s": [["R"], ["S"], ["W", 5], ["H", 2]]})
-    assert not valid(schema, {"s": []})  # empty plan
-    assert not valid(schema, {"s": [["R"]] * 5})  # over max_steps
-    assert not valid(schema, {"s": [["M", 3]]})  # missing argument
-    assert not valid(schema, {"s": [["M", 3, 4, 5]]})  # extra argument
-    assert not valid(schema, {"s": [["X", 1]]})  # unknown code
-    assert not valid(schema, {"s": [["W", 0]]})  # below the declared lo
-    assert not valid(schema, {"s": [["R"]], "why": "x"})  # extra key
+    assert valid(schema, {"plan": [["M", 3, 4], ["A", 91]]})
+    assert valid(schema, {"plan": [["R"], ["S"], ["W", 5], ["H", 2]]})
+    assert not valid(schema, {"plan": []})  # empty plan
+    assert not valid(schema, {"plan": [["R"]] * 5})  # over max_steps
+    assert not valid(schema, {"plan": [["M", 3]]})  # missing argument
+    assert not valid(schema, {"plan": [["M", 3, 4, 5]]})  # extra argument
+    assert not valid(schema, {"plan": [["X", 1]]})  # unknown code
+    assert not valid(schema, {"plan": [["W", 0]]})  # below the declared lo
+    assert not valid(schema, {"plan": [["R"]], "why": "x"})  # extra key
 
 
 def test_ids_narrow_enemy_and_ally_arguments() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[92, 91, 91], ally_ids=[12])
-    assert valid(schema, {"s": [["A", 91], ["H", 12]]})
-    assert not valid(schema, {"s": [["A", 12]]})  # an ally is not a target
-    assert not valid(schema, {"s": [["H", 91]]})
+    assert valid(schema, {"plan": [["A", 91], ["H", 12]]})
+    assert not valid(schema, {"plan": [["A", 12]]})  # an ally is not a target
+    assert not valid(schema, {"plan": [["H", 91]]})
     attack = next(a for a in walk(schema) if a.get("prefixItems", [{}])[0] == {"const": "A"})
     assert attack["prefixItems"][1] == {"enum": [91, 92]}  # sorted, deduplicated
 
 
 def test_ids_applies_to_both_kinds_unless_overridden() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, ids=[7], ally_ids=[8])
-    assert valid(schema, {"s": [["A", 7], ["H", 8]]})
-    assert not valid(schema, {"s": [["H", 7]]})
+    assert valid(schema, {"plan": [["A", 7], ["H", 8]]})
+    assert not valid(schema, {"plan": [["H", 7]]})
 
 
 def test_actions_without_a_possible_target_are_left_out() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[], ally_ids=[4])
-    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["s"]["items"]["anyOf"]]
+    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["plan"]["items"]["anyOf"]]
     assert codes == ["M", "C", "R", "H", "T", "S", "W"]
-    assert not valid(schema, {"s": [["A", 1]]})
+    assert not valid(schema, {"plan": [["A", 1]]})
 
 
 def test_ids_outside_the_declared_range_are_not_allowed() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[5, 2**31])
-    assert not valid(schema, {"s": [["A", 2**31]]})
-    assert valid(schema, {"s": [["A", 5]]})
+    assert not valid(schema, {"plan": [["A", 2**31]]})
+    assert valid(schema, {"plan": [["A", 5]]})
 
 
 def test_size_narrows_cells_to_the_map() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, size=(32, 24))
-    assert valid(schema, {"s": [["M", 31, 23]]})
-    assert not valid(schema, {"s": [["M", 32, 0]]})
-    assert not valid(schema, {"s": [["T", 0, 24]]})
+    assert valid(schema, {"plan": [["M", 31, 23]]})
+    assert not valid(schema, {"plan": [["M", 32, 0]]})
+    assert not valid(schema, {"plan": [["T", 0, 24]]})
 
 
 def test_no_possible_action_is_a_config_error() -> None:
@@ -213,10 +224,10 @@ def test_schema_follows_the_registry() -> None:
         max_steps=2,
     )
     schema = compact_plan_schema(registry)
-    assert valid(schema, {"s": [["D", 9], ["H"]]})
-    assert not valid(schema, {"s": [["D", 10]]})
-    assert not valid(schema, {"s": [["M", 1, 1]]})  # not in this registry
-    assert not valid(schema, {"s": [["H"], ["H"], ["H"]]})  # max_steps=2
+    assert valid(schema, {"plan": [["D", 9], ["H"]]})
+    assert not valid(schema, {"plan": [["D", 10]]})
+    assert not valid(schema, {"plan": [["M", 1, 1]]})  # not in this registry
+    assert not valid(schema, {"plan": [["H"], ["H"], ["H"]]})  # max_steps=2
     verbose = verbose_plan_schema(registry)
     assert valid(verbose, {"steps": [{"act": "Dig", "depth": 3}]})
     assert not valid(verbose, {"steps": [{"act": "Dig"}]})
@@ -224,11 +235,11 @@ def test_schema_follows_the_registry() -> None:
 
 def test_packed_schema_checks_ids_order_and_count() -> None:
     schema = packed_schema({12: choice_schema(2), 15: compact_plan_schema(DEFAULT_REGISTRY)})
-    assert valid(schema, [{"id": 12, "c": 1}, {"id": 15, "s": [["R"]]}])
-    assert not valid(schema, [{"id": 15, "s": [["R"]]}, {"id": 12, "c": 1}])  # order
+    assert valid(schema, [{"id": 12, "c": 1}, {"id": 15, "plan": [["R"]]}])
+    assert not valid(schema, [{"id": 15, "plan": [["R"]]}, {"id": 12, "c": 1}])  # order
     assert not valid(schema, [{"id": 12, "c": 1}])  # one agent missing
-    assert not valid(schema, [{"id": 12, "c": 1}, {"id": 15, "s": [["R"]]}, {"id": 15, "c": 0}])
-    assert not valid(schema, [{"c": 1}, {"id": 15, "s": [["R"]]}])  # id is required
+    assert not valid(schema, [{"id": 12, "c": 1}, {"id": 15, "plan": [["R"]]}, {"id": 15, "c": 0}])
+    assert not valid(schema, [{"c": 1}, {"id": 15, "plan": [["R"]]}])  # id is required
 
 
 def test_packed_schema_rejects_bad_elements() -> None:
@@ -257,7 +268,7 @@ def test_llama_cpp_converter_accepts_the_schemas() -> None:
 COMPACT_PLACES = {
     "type": "object",
     "properties": {
-        "s": {
+        "plan": {
             "type": "array",
             "minItems": 1,
             "maxItems": 4,
@@ -275,7 +286,7 @@ COMPACT_PLACES = {
             },
         }
     },
-    "required": ["s"],
+    "required": ["plan"],
     "additionalProperties": False,
 }
 
@@ -285,15 +296,15 @@ def test_compact_schema_with_named_places_is_pinned() -> None:
         DEFAULT_REGISTRY, enemy_ids=[92, 91], ally_ids=[15], places=3, cover_places=[1]
     )
     assert schema == COMPACT_PLACES
-    assert valid(schema, {"s": [["C", 1], ["A", 92]]})
-    assert not valid(schema, {"s": [["M", 3]]})  # only 3 places
-    assert not valid(schema, {"s": [["M", 3, 4]]})  # a cell is not a place
-    assert not valid(schema, {"s": [["A", 93]]})
+    assert valid(schema, {"plan": [["C", 1], ["A", 92]]})
+    assert not valid(schema, {"plan": [["M", 3]]})  # only 3 places
+    assert not valid(schema, {"plan": [["M", 3, 4]]})  # a cell is not a place
+    assert not valid(schema, {"plan": [["A", 93]]})
 
 
 def test_with_no_place_the_moves_are_left_out() -> None:
     schema = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91], ally_ids=[], places=0)
-    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["s"]["items"]["anyOf"]]
+    codes = [s["prefixItems"][0]["const"] for s in schema["properties"]["plan"]["items"]["anyOf"]]
     assert codes == ["A", "R", "S", "W"]
 
 
@@ -310,19 +321,19 @@ PLACE_REGISTRY = ActionRegistry(
 
 def test_place_and_cover_kinds_are_one_index_each() -> None:
     schema = compact_plan_schema(PLACE_REGISTRY, places=4, cover_places=[3, 0, 7])
-    assert valid(schema, {"s": [["G", 2], ["H", 3, 5]]})
-    assert not valid(schema, {"s": [["H", 2, 5]]})  # place 2 is not cover
-    assert not valid(schema, {"s": [["H", 7, 5]]})  # there is no place 7
+    assert valid(schema, {"plan": [["G", 2], ["H", 3, 5]]})
+    assert not valid(schema, {"plan": [["H", 2, 5]]})  # place 2 is not cover
+    assert not valid(schema, {"plan": [["H", 7, 5]]})  # there is no place 7
     no_cover = compact_plan_schema(PLACE_REGISTRY, places=4)
-    codes = [s["prefixItems"][0]["const"] for s in no_cover["properties"]["s"]["items"]["anyOf"]]
+    codes = [s["prefixItems"][0]["const"] for s in no_cover["properties"]["plan"]["items"]["anyOf"]]
     assert codes == ["G", "R"]
 
 
 def test_place_and_cover_kinds_without_places_are_cells() -> None:
     schema = compact_plan_schema(PLACE_REGISTRY, size=(10, 8))
-    assert valid(schema, {"s": [["G", 9, 7], ["H", 0, 0, 1]]})
-    assert not valid(schema, {"s": [["G", 10, 7]]})
-    assert not valid(schema, {"s": [["G", 3]]})
+    assert valid(schema, {"plan": [["G", 9, 7], ["H", 0, 0, 1]]})
+    assert not valid(schema, {"plan": [["G", 10, 7]]})
+    assert not valid(schema, {"plan": [["G", 3]]})
     verbose = verbose_plan_schema(PLACE_REGISTRY)
     assert valid(verbose, {"steps": [{"act": "Go", "to": 5 * 65536 + 3}]})
 
@@ -337,15 +348,15 @@ def test_with_first_step_fixes_the_first_step_and_leaves_the_rest_free() -> None
     base = compact_plan_schema(DEFAULT_REGISTRY, enemy_ids=[91, 7], ally_ids=[], places=3)
     attack = DEFAULT_REGISTRY.spec("Attack")
     schema = with_first_step(base, attack, [7])
-    assert valid(schema, {"s": [["A", 7]]})
-    assert valid(schema, {"s": [["A", 7], ["M", 2], ["S"]]})
-    assert not valid(schema, {"s": [["A", 91]]})  # another target
-    assert not valid(schema, {"s": [["S"], ["A", 7]]})  # not first
-    assert not valid(schema, {"s": [["A", 7], ["A", 5]]})  # the rest as narrow as before
-    assert not valid(schema, {"s": [["A", 7]] * (DEFAULT_REGISTRY.max_steps + 1)})
+    assert valid(schema, {"plan": [["A", 7]]})
+    assert valid(schema, {"plan": [["A", 7], ["M", 2], ["S"]]})
+    assert not valid(schema, {"plan": [["A", 91]]})  # another target
+    assert not valid(schema, {"plan": [["S"], ["A", 7]]})  # not first
+    assert not valid(schema, {"plan": [["A", 7], ["A", 5]]})  # the rest as narrow as before
+    assert not valid(schema, {"plan": [["A", 7]] * (DEFAULT_REGISTRY.max_steps + 1)})
     move = with_first_step(base, DEFAULT_REGISTRY.spec("MoveTo"), [2])
-    assert valid(move, {"s": [["M", 2]]}) and not valid(move, {"s": [["M", 1]]})
-    assert valid(with_first_step(base, DEFAULT_REGISTRY.spec("Scan"), []), {"s": [["S"]]})
+    assert valid(move, {"plan": [["M", 2]]}) and not valid(move, {"plan": [["M", 1]]})
+    assert valid(with_first_step(base, DEFAULT_REGISTRY.spec("Scan"), []), {"plan": [["S"]]})
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,12 @@ from aiplanner.errors import (
     ModelNotFoundError,
     ResponseTooLarge,
 )
-from aiplanner.schema import choice_schema, compact_plan_schema
+from aiplanner.schema import PLAN_KEY, choice_schema, compact_plan_schema
 from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
 SYSTEM = (
     "You command one soldier on a grid. Reply with JSON only: "
-    '{"s":[[code,args...],...]}, one to four steps. Codes: M x y move, A id attack, '
+    '{"plan":[[code,args...],...]}, one to four steps. Codes: M x y move, A id attack, '
     "C x y take cover, R reload, H id heal, T x y retreat, S scan, W ticks wait."
 )
 # Needs several hundred tokens and cannot end early: a request that is still running when the
@@ -245,8 +245,8 @@ def test_backend_dropped_without_close_stops_its_thread(fake_gguf: Path) -> None
 
 def _check_plan(value: Any, snap: WorldSnapshot) -> None:
     """The answer fits the schema built from ``snap``: codes, arity, bounds, visible ids."""
-    assert isinstance(value, dict) and list(value) == ["s"]
-    steps = value["s"]
+    assert isinstance(value, dict) and list(value) == [PLAN_KEY]
+    steps = value[PLAN_KEY]
     assert isinstance(steps, list) and 1 <= len(steps) <= DEFAULT_REGISTRY.max_steps
     enemies = {u.id for u in snap.enemies}
     allies = {snap.me.id, *(u.id for u in snap.allies)}
