@@ -185,9 +185,10 @@ class ActionExecutionSystem(esper.Processor):
 
         Made again only when esper rebuilt its queries (an entity or component came or went),
         and then from the query the SnapshotSystem made this tick (agents with the map's
-        components) and the entities holding a queue and a state, rather than from a query of
-        our own: esper builds each distinct query anew, one tuple per entity. Agents without the
-        map's team or health component are found by the full query, as before.
+        components), the planner's query of states and a look-up of each queue, rather than from
+        a query of our own: esper builds each distinct query anew, one tuple per entity, and
+        keeps it until the next change (objects the garbage collector then walks). Agents
+        without the map's team or health component are found by the full query, as before.
         """
         base = esper.get_components(*cm.query)
         states = esper.get_component(PlanState)
@@ -196,18 +197,17 @@ class ActionExecutionSystem(esper.Processor):
         self._rows_seen = base
         self._states_seen = states
         state_of = dict(states)
-        queue_of = dict(esper.get_component(ActionQueue))
+        try_component = esper.try_component
         ia = cm.agent_index
         ip = cm.position_index
         ih = cm.health_index
         rows = [
-            (ent, comps[ia], comps[ip], queue_of[ent], state_of[ent], comps[ih])
+            (ent, comps[ia], comps[ip], queue, state_of[ent], comps[ih])
             for ent, comps in base
-            if ent in queue_of and ent in state_of
+            if ent in state_of and (queue := try_component(ent, ActionQueue)) is not None
         ]
         if len(rows) != len(states):  # some agents lack the map's team or health component
             health = cm.health
-            try_component = esper.try_component
             rows = [
                 (ent, agent, pos, queue, state, try_component(ent, health))
                 for ent, (agent, pos, queue, state) in esper.get_components(

@@ -173,6 +173,7 @@ class SnapshotSystem(esper.Processor):
         # which team's grid holds each agent. ``_grid`` (all agents) is filled only when read.
         self._teams: dict[Any, UniformGrid] = {}
         self._team_of: dict[int, Any] = {}
+        self._columns: dict[Any, tuple[list[int], list[float], list[float]]] = {}
         self._grid_tick = 0
         self._field: Battlefield | None = None
         self._index: _FieldIndex | None = None
@@ -217,25 +218,35 @@ class SnapshotSystem(esper.Processor):
         it = cm.team_index
         placed = self._team_of
         placed.clear()
-        by_team: dict[Any, list[tuple[int, float, float]]] = {}
+        # Per team, the ids and coordinates as three columns, kept from tick to tick: no tuple
+        # per agent and tick (see UniformGrid.rebuild_columns).
+        by_team = self._columns
+        for ents, xs, ys in by_team.values():
+            ents.clear()
+            xs.clear()
+            ys.clear()
         for ent, row in esper.get_components(*cm.query):
             x, y = xy(row[ip])
             if hp(row[ih]) > 0 and isfinite(x) and isfinite(y):
                 team = team_of(row[it])
-                points = by_team.get(team)
-                if points is None:
-                    points = by_team[team] = []
-                points.append((ent, x, y))
+                columns = by_team.get(team)
+                if columns is None:
+                    columns = by_team[team] = ([], [], [])
+                columns[0].append(ent)
+                columns[1].append(x)
+                columns[2].append(y)
                 agents[ent] = row
                 placed[ent] = team
         grids = self._teams
+        for team in [t for t, columns in by_team.items() if not columns[0]]:
+            del by_team[team]
         for team in [t for t in grids if t not in by_team]:
             del grids[team]
-        for team, points in by_team.items():
+        for team, (ents, xs, ys) in by_team.items():
             grid = grids.get(team)
             if grid is None:
                 grid = grids[team] = UniformGrid(self._cell_size)
-            grid.rebuild(points)
+            grid.rebuild_columns(ents, xs, ys)
 
     def _refresh_field(self) -> None:
         """Read the map; rebuild its static lookups only when the map object changed."""

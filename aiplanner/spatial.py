@@ -14,14 +14,11 @@ snapshots, the validator's callers and the execution system all share.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from operator import itemgetter
+from collections.abc import Iterable, Sequence
 
 from aiplanner.errors import ConfigError
 
 __all__ = ["UniformGrid", "to_cell"]
-
-_first = itemgetter(0)
 
 
 def _round_half_away(v: float) -> int:
@@ -137,6 +134,20 @@ class UniformGrid:
         for a non-finite coordinate, the grid then holding exactly the points before it.
         """
         pts = points if isinstance(points, list | tuple) else list(points)
+        self.rebuild_columns([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts])
+
+    def rebuild_columns(
+        self, entities: Sequence[int], xs: Sequence[float], ys: Sequence[float]
+    ) -> None:
+        """:meth:`rebuild` from three columns: the ids, their x and their y, in step.
+
+        The per-tick form: no tuple made per point, so a tick that indexes a thousand agents
+        does not set off a collection of the garbage collector's youngest generation (which
+        counts the container objects made and not yet freed) on its own. Raises ``ValueError``
+        if the columns differ in length, or as :meth:`rebuild` does.
+        """
+        if not len(entities) == len(xs) == len(ys):
+            raise ValueError(f"columns of {len(entities)}, {len(xs)} and {len(ys)} points")
         inv = self._inv
         floor = math.floor
         isfinite = math.isfinite
@@ -144,7 +155,7 @@ class UniformGrid:
         where = self._where
         done = 0
         try:
-            for entity, x, y in pts:
+            for entity, x, y in zip(entities, xs, ys, strict=True):
                 old = where.get(entity)
                 if old is not None and old[0] == x and old[1] == y:
                     done += 1
@@ -163,10 +174,11 @@ class UniformGrid:
                 self._link(entity, (x, y), cx, cy)
                 done += 1
         finally:
-            kept = set(map(_first, pts[:done] if done < len(pts) else pts))
-            for entity in where.keys() - kept:
-                _, _, cx, cy = where.pop(entity)
-                self._unlink(entity, cx, cy)
+            kept = set(entities[:done] if done < len(entities) else entities)
+            if len(kept) != len(where):
+                for entity in where.keys() - kept:
+                    _, _, cx, cy = where.pop(entity)
+                    self._unlink(entity, cx, cy)
 
     def remove(self, entity: int) -> bool:
         """Remove ``entity``; return whether it was present."""

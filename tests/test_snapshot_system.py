@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 from collections.abc import Iterator
@@ -442,3 +443,34 @@ def test_obstacles_match_brute_force(
                     if (wx - x) * (wx - x) + (wy - y) * (wy - y) <= radius * radius
                 )
                 assert snap.obstacles == tuple(w for _, w in near)
+
+
+def test_a_tick_of_the_index_sets_off_no_young_collection(world: str) -> None:
+    # Nothing is made per agent that stays alive for the rest of the tick's indexing (a tuple
+    # per agent used to be: a thousand agents then set off a collection on every tick).
+    esper.create_entity(Battlefield(64, 64))
+    ents = [agent(float(i % 60), float(i // 60), team=i % 2) for i in range(1200)]
+    system = SnapshotSystem()
+    system.process(0.1)  # the grids are made: that allocates, once
+    for e in ents:
+        esper.component_for_entity(e, Position).x += 0.3  # everyone moves
+    started: list[int] = []
+
+    def log(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started.append(info["generation"])
+
+    was_enabled, threshold = gc.isenabled(), gc.get_threshold()
+    gc.enable()
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    gc.callbacks.append(log)
+    try:
+        system.process(0.1)
+    finally:
+        gc.callbacks.remove(log)
+        gc.set_threshold(*threshold)
+        if not was_enabled:
+            gc.disable()
+    assert started == []
+    assert system.snapshot(ents[0]) is not None and len(system.grid) == len(ents)

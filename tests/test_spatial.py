@@ -229,3 +229,41 @@ def test_query_visits_only_nearby_buckets() -> None:
 )
 def test_to_cell_rounds_half_away_from_zero(x: float, y: float, cell: tuple[int, int]) -> None:
     assert to_cell(x, y) == cell
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    old=points,
+    new=st.lists(st.tuples(st.integers(0, 50), coord, coord), max_size=60),
+    bad_at=st.none() | st.integers(0, 59),
+)
+def test_rebuild_columns_equals_clear_and_insert_up_to_a_bad_point(
+    old: dict[int, tuple[float, float]],
+    new: list[tuple[int, float, float]],
+    bad_at: int | None,
+) -> None:
+    if bad_at is not None and bad_at < len(new):
+        new[bad_at] = (new[bad_at][0], math.nan, 0.0)
+    else:
+        bad_at = None
+    grid = UniformGrid(3.0)
+    for ent, (px, py) in old.items():
+        grid.insert(ent, px, py)
+    columns = ([p[0] for p in new], [p[1] for p in new], [p[2] for p in new])
+    if bad_at is None:
+        grid.rebuild_columns(*columns)
+    else:
+        with pytest.raises(ValueError):
+            grid.rebuild_columns(*columns)
+    # The points before a bad one (each id at its last position); nothing else.
+    expected = {ent: (px, py) for ent, px, py in new[:bad_at]}
+    assert sorted(grid.points()) == sorted((e, px, py) for e, (px, py) in expected.items())
+    assert grid.query(0.0, 0.0, math.inf) == brute(expected, 0.0, 0.0, math.inf)
+
+
+def test_rebuild_columns_of_different_lengths_is_refused_and_changes_nothing() -> None:
+    grid = UniformGrid(2.0)
+    grid.rebuild([(1, 0.0, 0.0)])
+    with pytest.raises(ValueError, match="columns"):
+        grid.rebuild_columns([1, 2], [0.0, 1.0], [0.0])
+    assert grid.points() == [(1, 0.0, 0.0)]
