@@ -76,6 +76,7 @@ from aiplanner.errors import (
 )
 from aiplanner.evaluation import evaluate
 from aiplanner.execution_system import ActionExecutionSystem
+from aiplanner.gc_pacing import FrameCollector
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
 from aiplanner.places import FreeOptions, Place, free_options, pack_cell, unpack_cell
@@ -134,6 +135,7 @@ __all__ = [
     "EmbeddedBackend",
     "EmbeddedStats",
     "Finished",
+    "FrameCollector",
     "FreeOptions",
     "Health",
     "HeuristicPlanner",

@@ -17,7 +17,7 @@ tick, so the timed figures come from the unprofiled pass only.
     python benchmarks/whole_tick.py --agents 1000 --ticks 600
     python benchmarks/whole_tick.py --switch-interval 0.005 0.001   # sys.setswitchinterval
     python benchmarks/whole_tick.py --tick-budget-ms 0 2          # planning budget off / 2 ms
-    python benchmarks/whole_tick.py --gc default freeze           # garbage collector as is / frozen
+    python benchmarks/whole_tick.py --gc default freeze idle      # as is / frozen / between frames
 
 ``--gc freeze`` (the default) calls ``gc.freeze()`` once the world is built, as a game does after
 loading a level: the objects of the imports, the map and the first agents then never go through
@@ -25,7 +25,10 @@ the cycle collector again, so a full collection walks only what the game made si
 1000 agents: about 65,000 objects and up to 57 ms of CPU per full collection unfrozen). Each run
 prints the collections during the timed ticks, per generation, with their CPU time. Beside each
 wall-clock figure the game thread's CPU time (``time.thread_time``) is shown: on a shared machine
-the difference is time spent waiting for a core or for the GIL.
+the difference is time spent waiting for a core or for the GIL. ``--gc idle`` uses
+:class:`aiplanner.gc_pacing.FrameCollector`: frozen, automatic collection off, and a collection
+after each tick in the frame's idle time (not part of the tick; printed apart, with the frames
+whose tick and collection together overran 1/60 s).
 
 Single runs on a shared machine: write ``uptime``'s load beside every figure.
 """
@@ -55,6 +58,7 @@ from aiplanner import (
     Agent,
     Ammo,
     Battlefield,
+    FrameCollector,
     Health,
     Perception,
     PlannerConfig,
@@ -170,6 +174,8 @@ class Run:
     overruns: int = 0  # ticks longer than one 60 fps frame
     idle_share: list[float] = field(default_factory=list)  # agents idle (no plan) after a tick
     idle_waits: list[int] = field(default_factory=list)  # ticks an agent stood idle, each time
+    between: list[float] = field(default_factory=list)  # --gc idle: collection after a tick, ms
+    frame_overruns: int = 0  # --gc idle: tick + collection longer than a frame
     stats: dict[str, object] = field(default_factory=dict)
     respawned: int = 0
     profile: str = ""
@@ -205,9 +211,12 @@ def run(
         _timed(proc, spent)
     out = Run(n, parts={p: [] for p in PROCESSORS}, gc_ms={0: [], 1: [], 2: []})
     collecting = _GcLog(out.gc_ms)
+    pacer = FrameCollector() if gc_mode == "idle" else None
     if gc_mode == "freeze":
         gc.collect()
         gc.freeze()
+    elif pacer is not None:
+        pacer.start()
     keep = max(1, math.ceil(ticks * profile_share)) if profile_share > 0 else 0
     slowest: list[tuple[float, int, cProfile.Profile]] = []  # min-heap of the slowest ticks
     dt = 1.0 / fps
@@ -248,6 +257,14 @@ def run(
                         heapq.heappush(slowest, item)
                     elif ms > slowest[0][0]:
                         heapq.heapreplace(slowest, item)
+            if pacer is not None:
+                g0 = clock()
+                pacer.between_frames()
+                between_ms = (clock() - g0) * 1000.0
+                if t >= warmup:
+                    out.between.append(between_ms)
+                    if ms + between_ms > dt * 1000.0:
+                        out.frame_overruns += 1
             # 60 fps pacing: sleep out the frame; a late frame starts the next one at once.
             next_frame = max(next_frame + dt, clock())
             time.sleep(max(0.0, next_frame - clock()))
@@ -255,6 +272,8 @@ def run(
         out.respawned = battle.respawned
     finally:
         collecting.close()
+        if pacer is not None:
+            pacer.stop()
         gc.unfreeze()
         plugin.close()
         esper.switch_world("default")
@@ -346,6 +365,11 @@ def report(r: Run) -> str:
             f"gen{g} {len(v)}x max {max(v, default=0.0):.2f} ms CPU" for g, v in r.gc_ms.items()
         )
     )
+    if r.between:
+        lines.append(
+            f"   gc between ticks ms     {fig(r.between)}  "
+            f"(tick + collection > 16.7 ms: {r.frame_overruns})"
+        )
     s = r.stats
     lines.append(
         f"   plans {s.get('plans')} tiers {s.get('tiers')} requests {s.get('requests')} "
@@ -401,8 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--gc",
         nargs="+",
         default=["freeze"],
-        choices=["freeze", "default"],
-        help="freeze: gc.freeze() once the world is built (default); default: leave gc as it is",
+        choices=["freeze", "default", "idle"],
+        help="freeze: gc.freeze() once the world is built (default); default: leave gc as it "
+        "is; idle: aiplanner.gc_pacing.FrameCollector (collections between ticks)",
     )
     p.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
     p.add_argument("--profile-ticks", type=int, default=300)

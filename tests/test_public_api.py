@@ -42,6 +42,7 @@ EXPECTED = [
     "EmbeddedBackend",
     "EmbeddedStats",
     "Finished",
+    "FrameCollector",
     "FreeOptions",
     "Health",
     "HeuristicPlanner",
