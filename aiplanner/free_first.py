@@ -1,24 +1,29 @@
 """Free mode, scored first: the first step is decided by scoring, the rest is generated.
 
 Generating a free plan from its first token lets the likeliest first token decide the whole plan
-whatever the situation (the 135M model began 65 of 66 suite plans with Scan). Here the first
-step is chosen the way guided mode chooses (:mod:`aiplanner.decision`): every first step the
-agent's free grammar allows (:func:`first_steps`, one per distinct plain-words phrase) is scored
-as the continuation of the situation, calibrated by its content-free score, and the rules' rank
-enters as an explicit prior (``rank_prior`` per rank step; a step none of the rules' candidates
-starts with ranks after all of them). The model then writes the rest of the plan under the free
-grammar with that first step fixed (:func:`aiplanner.schema.with_first_step`).
+whatever the situation: the 135M model began 65 of 66 suite plans with Scan under the plan's old key
+``"s"`` (it repeated the letter), and under ``"plan"`` it still picks its first code by the agent's
+role (tactical Retreat, support MoveTo, stealth and exploration Scan), not by what it sees. Here the
+first step is chosen the way guided mode chooses (:mod:`aiplanner.decision`): every first step the
+agent's free grammar allows (:func:`first_steps`, one per distinct plain-words phrase) is scored as
+the continuation of the situation, calibrated by its content-free score, and the rules' rank enters
+as an explicit prior (``rank_prior`` per rank step; a step none of the rules' candidates starts with
+ranks after all of them). The model then writes the rest of the plan under the free grammar with
+that first step fixed (:func:`aiplanner.schema.with_first_step`).
 
 Selected with ``PlanContext.free_decision = "score-first"`` on a backend that can score; the
 default, ``"generate"``, writes the whole plan.
 
 Measured on the 66-scenario suite (``benchmarks/decisions.py --planners free-score-first free
---no-order-check``, embedded SmolLM2-135M, 2 threads, load 7-10): generated, valid 100%,
-sensible 24.2%, Scan first in 65 of 66; scored first with ``rank_prior`` 2, valid 100%, sensible
-54.5%, largest share of one first action 37.9% (Attack 25, MoveTo 25, Heal 12, Scan 3,
-TakeCover 1), first step equal to the rules' in 54.5%; with ``rank_prior`` 1, sensible 42.4%,
-MoveTo ("walk closer to enemy 1", inflated by calibration) first in 36. The rules: 63.6%; a
-random legal plan: 40.2%.
+--no-order-check``, embedded SmolLM2-135M): generated under ``"plan"`` (1 thread, load 1.1-1.6),
+valid 100%, sensible 24.2%, first actions Scan 32, Retreat 18, MoveTo 16 (under ``"s"``: Scan 65,
+Retreat 1); scored first with the default ``rank_prior`` 1 (1 thread, load 1.0-1.4), valid 100%,
+sensible 45.5%, largest share of one first action 60.6% (MoveTo 40, Heal 12, Attack 11, Scan 2,
+Retreat 1), either key. Earlier (2 threads, load 7-10): scored first with ``rank_prior`` 2, valid
+100%, sensible 54.5%, largest share of one first action 37.9% (Attack 25, MoveTo 25, Heal 12, Scan
+3, TakeCover 1), first step equal to the rules' in 54.5%; with ``rank_prior`` 1, sensible 42.4%,
+MoveTo ("walk closer to enemy 1", inflated by calibration) first in 36. The rules: 63.6%; a random
+legal plan: 40.2%.
 """
 
 from __future__ import annotations
