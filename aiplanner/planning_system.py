@@ -43,7 +43,7 @@ from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
 from aiplanner.components import ActionQueue, PlanState, PlanStatus, Tier
 from aiplanner.config import PlannerConfig
-from aiplanner.errors import PlannerError, PlanRejected
+from aiplanner.errors import BackendBusy, PlannerError, PlanRejected
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
@@ -220,7 +220,8 @@ class PlanningSystem(esper.Processor):
                 del self._in_flight[ent]
             return
         del self._in_flight[ent]
-        self._service.answered(now)
+        if not isinstance(outcome.error, BackendBusy):  # a shed request took no service
+            self._service.answered(now)
         if now > st.deadline:
             self._metrics.record_deadline_miss()
             self._fallback(ent, st, tick, now, "deadline")

@@ -9,8 +9,9 @@
 
 Every agent goes down one ladder of model tiers (:func:`ladder`, the one place they are decided):
 the LLM with the batch's prompt, then, if ``simplified_retry``, the LLM with the simplified prompt
-and the two best candidates. Each rung is one :data:`Attempt` for one agent. A rung starts only
-while the agent's budget lasts (``budget_s`` counted from the batch's submission, on
+and the two best candidates (not after :class:`~aiplanner.errors.BackendBusy`: a backend too full
+to answer in time is not asked again). Each rung is one :data:`Attempt` for one agent. A rung
+starts only while the agent's budget lasts (``budget_s`` counted from the batch's submission, on
 ``PlanContext.clock``) and its call gets what is left; the first plan ends the climb, and every
 agent still wanted gets exactly one outcome, through ``emit``, as soon as it is known. A strategy
 only decides how the first rung is reached: one call per agent, or one packed call for them all
@@ -38,6 +39,7 @@ from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import Tier
 from aiplanner.decision import CalibrationCache, can_score, decide
 from aiplanner.errors import (
+    BackendBusy,
     BackendError,
     BackendTimeout,
     ParseError,
@@ -194,8 +196,8 @@ class Ladder:
             if rung.keep is not None and len(req.candidates) > rung.keep:
                 req = dataclasses.replace(req, candidates=req.candidates[: rung.keep])
             outcome = await rung.attempt(ctx, req, rung.tier, left)
-            if outcome.ok:
-                break
+            if outcome.ok or isinstance(outcome.error, BackendBusy):
+                break  # a retry on a backend too full to answer in time only adds to its load
         if outcome is not None:
             ctx.emit(outcome)
 

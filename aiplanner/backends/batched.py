@@ -366,6 +366,7 @@ class BatchedEngine:
         lib = self._lib
         s = self._settings
         admitted: list[tuple[Work, list[tuple[int, ...]]]] = []
+        needs: dict[int, int] = {}  # id(work) -> KV cells it needs (its rows, about)
         seqs_left = len(self._free)
         cells_left = s.n_ctx - len(self._root) - sum(self._reserved.values())
         while self._waiting:
@@ -391,10 +392,15 @@ class BatchedEngine:
                 break  # waits for a later pass, in order
             self._waiting.popleft()
             admitted.append((work, paths))
+            needs[id(work)] = need
             seqs_left -= len(paths)
             cells_left -= need
         if not admitted:
             return
+        # Shortest first: the rows are evaluated in this order, so the most requests are
+        # answered soonest, and a short request (an agent's content-free calibration) is never
+        # the one left at the end of the pass, shed or late, after its agent's long one was done.
+        admitted.sort(key=lambda item: needs[id(item[0])])
         # Keep warm what this pass's prompts share, if that beats what the root holds now.
         prompts = [work.prompt for work, _ in admitted]
         # One request alone: keep its prompt warm (like a single-slot prompt cache).

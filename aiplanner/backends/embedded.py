@@ -597,10 +597,9 @@ class EmbeddedBackend:
     ``engine``: ``serial`` serves one request at a time; ``batched``
     (:mod:`aiplanner.backends.batched`) serves every request in flight together, sharing their
     common prefix, in one context whose KV cache (``n_ctx``, at least 4096) all of them share;
-    ``auto`` (the default) is ``serial`` for now: the batched engine decides a 10-agent round
-    2.7-3x faster (``benchmarks/engine.py``), but it hands every answer over at the end of its
-    pass, and in the live demo (3v3, one thread, no preloaded model) all of them missed the 4 s
-    plan deadline while the serial engine's first answers made it.
+    ``auto`` (the default) is ``batched``: it decides a 10-agent round 2.7-3x faster
+    (``benchmarks/engine.py``) and, in the live demo, more of the plans come from the model
+    (README); ``serial`` stays selectable.
     ``adapter``: a LoRA applied beside the model (:func:`aiplanner.adapters.resolve_adapter`):
     ``"default"`` is the shipped game adapter for the default model (``$AIPLANNER_ADAPTER``
     overrides it) and none for other models; None turns it off; a path loads that one, at
@@ -647,7 +646,7 @@ class EmbeddedBackend:
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
-        batched = engine == "batched"  # auto: serial (see the docstring)
+        batched = engine != "serial"  # auto: batched (see the docstring)
         self._batched: BatchedWorker | None = None
         if batched:
             from aiplanner.backends.batched_worker import BatchedWorker

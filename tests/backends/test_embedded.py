@@ -175,12 +175,12 @@ def test_bad_settings_raise_config_error(fake_gguf: Path, kw: dict[str, Any]) ->
 
 
 def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> None:
-    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+    backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
     assert isinstance(backend, Backend)
     assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
-    # The default engine (auto) is the serial one: one request at a time.
+    # The serial engine: one request at a time; the default (auto) is the batched one.
     assert backend.info.max_concurrency == 1 and not backend.info.parallel
-    batched = EmbeddedBackend(fake_gguf, n_threads=1, engine="batched")
+    batched = EmbeddedBackend(fake_gguf, n_threads=1)
     assert batched.info.max_concurrency > 1 and batched.info.parallel
     batched.close()
     assert backend.info.structured
