@@ -15,7 +15,7 @@ from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, St
 from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Tier
-from aiplanner.errors import BackendTimeout, BackendUnavailable
+from aiplanner.errors import BackendBusy, BackendTimeout, BackendUnavailable
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import (
@@ -339,3 +339,26 @@ def test_packed_plans_released_while_streaming_carry_their_times() -> None:
     for o in out:
         assert o.usage.ttft_s is not None and o.usage.total_s is not None
         assert o.usage.total_s >= o.usage.ttft_s
+
+
+@pytest.mark.parametrize("strategy", ["sequential", "concurrent"])
+def test_a_backend_too_busy_to_answer_is_not_asked_again_with_the_simplified_prompt(
+    strategy: str,
+) -> None:
+    reqs = [make_request(e) for e in (1, 2)]
+
+    def responder(call: CompletionRequest) -> ScriptedReply | None:
+        if call.tag["tier"] != Tier.LLM.value:
+            return None  # the simplified retry answers normally
+        if call.agents == (1,):  # full of other work: shed
+            return ScriptedReply(error=BackendBusy("shed: 400 rows ahead"))
+        return ScriptedReply('{"c":9}')  # out of range: a bad answer, worth the retry
+
+    backend = ScriptedBackend(responder)
+    out: list[PlanOutcome] = []
+    anyio.run(run_batch, _ctx(backend, out), _batch(reqs, strategy))
+    got = _by_entity(out)
+    assert isinstance(got[1].error, BackendBusy) and got[1].tier is None
+    assert got[2].tier is Tier.LLM_SIMPLE
+    retried = [c.agents for c in backend.calls if c.tag["tier"] == Tier.LLM_SIMPLE.value]
+    assert retried == [(2,)]

@@ -236,6 +236,20 @@ def test_a_request_the_rows_ahead_cannot_reach_in_time_is_shed_and_frees_the_res
         engine.close()
 
 
+@pytest.mark.model
+def test_the_shortest_request_of_a_pass_is_answered_first(llama: Any) -> None:
+    engine = _engine(llama, n_batch=32, n_seq_max=16)  # a pass of several decodes
+    results = _Results()
+    try:
+        engine.add(_score_work(llama, results, "long", " ".join(f"w{i}" for i in range(40))))
+        engine.add(_score_work(llama, results, "short", "Short."))
+        _run(engine, lambda: len(results.done) == 2)
+        assert engine.stats.passes == 1 and results.order == ["short", "long"]
+        assert all(isinstance(r, ScoreOutcome) for r in results.done.values())
+    finally:
+        engine.close()
+
+
 def test_an_assumed_rate_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="assumed_rate"):
         EngineSettings(assumed_rate=0.0).check()
