@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 __all__ = ["Histogram", "Metrics"]
 
+_MODEL_TIERS = frozenset({"llm", "llm_simple"})  # Tier values of plans the model made
+
 
 class Histogram:
     """The last ``window`` samples, with percentiles on demand (nearest-rank)."""
@@ -62,6 +64,7 @@ class Metrics:
         self.deadline_misses = 0
         self.budget_cuts = 0  # planning steps the tick's time budget cut short (work deferred)
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
+        self.model_latency_s = Histogram()  # the same, for plans from the model (llm tiers)
         self.call_s = Histogram()  # one backend call, wall time
         self.ttft_s = Histogram()  # one backend call, time to first token
         self.ttfp_s = Histogram()  # one batch, submission -> first plan out of the backend
@@ -93,6 +96,8 @@ class Metrics:
             self._applied_times.append(self._clock())
             if latency_s is not None:
                 self.latency_s.add(latency_s)
+                if tier in _MODEL_TIERS:
+                    self.model_latency_s.add(latency_s)
 
     def record_tokens(self, prompt: int | None, completion: int | None, agents: int) -> None:
         """One call's tokens, shared evenly among the ``agents`` it planned for."""
@@ -154,6 +159,8 @@ class Metrics:
                 "latency_p50_ms": _ms(self.latency_s.percentile(50)),
                 "latency_p95_ms": _ms(self.latency_s.percentile(95)),
                 "latency_p99_ms": _ms(self.latency_s.percentile(99)),
+                "model_latency_p50_ms": _ms(self.model_latency_s.percentile(50)),
+                "model_latency_p99_ms": _ms(self.model_latency_s.percentile(99)),
                 "call_p50_ms": _ms(self.call_s.percentile(50)),
                 "ttft_p50_ms": _ms(self.ttft_s.percentile(50)),
                 "ttfp_ms": _ms(self.ttfp_s.percentile(50)),

@@ -60,6 +60,7 @@ __all__ = [
 
 BACKENDS = ("embedded", "openai", "ollama", "heuristic", "scripted")
 _LOCAL_OPENAI_URL = "http://127.0.0.1:8080"  # llama.cpp's llama-server default
+_LOAD_TIMEOUT_S = 120.0  # loading the embedded model before the first frame
 WORLD_NAME = "demo_game"
 
 
@@ -302,6 +303,13 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
     if log:
         for w in result.warnings:
             print(f"demo_game: warning: {w}", file=sys.stderr)
+    if isinstance(backend, aiplanner.EmbeddedBackend):
+        # Loaded before the first frame: the first agents' 4 s deadlines are not spent on it.
+        try:
+            backend.load_sync(timeout_s=_LOAD_TIMEOUT_S)
+        except aiplanner.PlannerError as exc:
+            backend.close()
+            raise DemoError(f"cannot load the model: {exc}") from exc
 
     recorder = PlanRecorder() if opts.record else None
     if opts.headless:

@@ -30,3 +30,12 @@ def test_stats_reports_tiers_rates_and_tokens() -> None:
     assert s["in_tokens_per_plan"] == 50.0 and s["out_tokens_per_plan"] == 5.0
     assert s["invalid"] == {"bad_target": 1}
     assert s["latency_p50_ms"] == 200.0
+
+
+def test_the_models_plans_have_their_own_latency() -> None:
+    m = Metrics()
+    for tier, latency in (("llm", 0.5), ("llm_simple", 1.5), ("heuristic", 4.0), ("cache", 0.0)):
+        m.record_plan(tier, latency)
+    s = m.stats()
+    assert s["model_latency_p50_ms"] == 500.0 and s["model_latency_p99_ms"] == 1500.0
+    assert s["latency_p99_ms"] == 4000.0  # every tier

@@ -16,7 +16,7 @@ import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.components import PlanState, PlanStatus, Position, Tier
-from demo_game.app import Options, build_backend, main, parse_args, run
+from demo_game.app import DemoError, Options, build_backend, main, parse_args, run
 from demo_game.game import Command, Game
 from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
 
@@ -298,3 +298,11 @@ def test_embedded_model_plans_some_agents_live() -> None:
     tiers = result.stats["tiers"]
     assert isinstance(tiers, dict)
     assert tiers.get("llm", 0) > 0, result.stats
+
+
+def test_a_model_that_cannot_load_stops_the_demo_before_its_first_frame(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    model = tmp_path / "broken.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))  # the magic, then nothing llama.cpp can read
+    with pytest.raises(DemoError, match="cannot load the model"):
+        run(Options(backend="embedded", model=str(model), headless=True, frames=5), log=False)

@@ -1,0 +1,89 @@
+"""How much of the live demo the embedded model plans, per engine and squad size, in one run.
+
+Run (timings go under the bench lock; the load average is printed at the start and the end):
+
+    flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/demo_share.py
+        [--squads 3 10 32] [--engines batched serial] [--frames 1200] [--threads 2]
+
+Each row is the demo run headless in a child process (SDL dummy driver: drawing and flip still
+happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the share of applied
+plans that came from the model (the rest from the rules after a deadline, a shed request or a
+stale answer, or the cache), ``model p50/p99`` the time from an agent asking to its model plan
+being applied, ``frame p99`` the whole frame (input, ``esper.process``, draw, flip), ``busy``
+the requests the engine could not answer in time (:class:`~aiplanner.errors.BackendBusy`).
+The issue's targets are printed beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from aiplanner.bench.frame import demo_frames
+from aiplanner.bench.stats import percentile
+
+_WARMUP_FRAMES = 10
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--squads", type=int, nargs="+", default=[3, 10, 32])
+    p.add_argument("--engines", nargs="+", default=["batched", "serial"])
+    p.add_argument("--frames", type=int, default=1200)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    print(f"frames={args.frames} threads={args.threads} {_load()}", flush=True)
+    for squad in args.squads:
+        for engine in args.engines:
+            ms, stats = demo_frames(
+                {
+                    "backend": "embedded",
+                    "engine": engine,
+                    "threads": args.threads,
+                    "squad_size": squad,
+                    "seed": args.seed,
+                    "headless": True,
+                    "frames": args.frames,
+                }
+            )
+            ms = ms[_WARMUP_FRAMES:] or ms
+            tiers = stats.get("tiers") or {}
+            assert isinstance(tiers, dict)
+            plans = sum(int(v) for v in tiers.values())
+            model = int(tiers.get("llm", 0)) + int(tiers.get("llm_simple", 0))
+            errors = stats.get("errors") or {}
+            assert isinstance(errors, dict)
+            print(
+                f"{squad:>2}v{squad:<2} {engine:<8} model={model:3d}/{plans:3d} "
+                f"({100.0 * model / max(1, plans):5.1f}%) "
+                f"model p50={_s(stats.get('model_latency_p50_ms'))} "
+                f"p99={_s(stats.get('model_latency_p99_ms'))} "
+                f"frame p99={percentile(ms, 99):5.1f} ms max={max(ms):5.1f} ms "
+                f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)}",
+                flush=True,
+            )
+    print(_load())
+    print(
+        "targets (issue 9): 10v10 >= 90% from the model, model p50 <= 0.5 s, p99 <= 1.5 s, "
+        "frame p99 <= 16.7 ms; 32v32 >= 70% from the model"
+    )
+
+
+def _s(ms: object) -> str:
+    return f"{float(ms) / 1000.0:4.2f}s" if isinstance(ms, int | float) else "   -"
+
+
+def _stale(stats: dict[str, object]) -> int:
+    invalid = stats.get("invalid") or {}
+    assert isinstance(invalid, dict)
+    return sum(int(v) for k, v in invalid.items() if str(k).startswith("stale_"))
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load={one:.2f}/{five:.2f}/{fifteen:.2f}"
+
+
+if __name__ == "__main__":
+    main()
