@@ -36,6 +36,7 @@ from aiplanner.behaviour import (
     Proposal,
     ProposalContext,
     StepContext,
+    StepDeferred,
     StepFailed,
     Upkeep,
 )
@@ -177,6 +178,7 @@ __all__ = [
     "SnapshotSystem",
     "Step",
     "StepContext",
+    "StepDeferred",
     "StepFailed",
     "Team",
     "TextDelta",

@@ -17,6 +17,7 @@ The built-in verbs are declared this way in :mod:`aiplanner.combat`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -38,6 +39,7 @@ __all__ = [
     "Proposal",
     "ProposalContext",
     "StepContext",
+    "StepDeferred",
     "StepFailed",
     "Upkeep",
 ]
@@ -58,6 +60,13 @@ class StepFailed(PlannerError):
         self.reason = reason
 
 
+class StepDeferred(PlannerError):
+    """Raised by :meth:`StepContext.path` when this tick's paths are used up (see
+    ``ActionExecutionSystem(max_paths_per_tick=...)``): the agent waits, its step unchanged,
+    and the handler runs again next tick. A handler asks for its path before it changes
+    anything. The execution system catches it: it never reaches the game loop."""
+
+
 class StepContext:
     """What a handler sees of the agent it runs a step for, and of the world.
 
@@ -65,6 +74,7 @@ class StepContext:
     ``agent`` and ``position`` are that agent's components of the types the
     :class:`~aiplanner.adapter.ComponentMap` declares; ``queue.progress`` and ``queue.path`` are
     the handler's to use while the step lasts (both are reset when the step ends).
+    ``paths_left`` is how many more paths this tick may find (the execution system sets it).
     """
 
     __slots__ = (
@@ -74,6 +84,7 @@ class StepContext:
         "entity",
         "field",
         "max_path_nodes",
+        "paths_left",
         "position",
         "queue",
     )
@@ -87,14 +98,19 @@ class StepContext:
         self.position: Any = None
         self.queue = ActionQueue()  # the running agent's, once a step runs
         self.dt = 0.0
+        self.paths_left = sys.maxsize
 
     def path(self, start: tuple[float, float], goal: tuple[int, int]) -> list[tuple[int, int]]:
         """A* cells from ``start`` (a position) to ``goal``, start excluded.
 
-        Raises :class:`StepFailed` (``no_map`` or ``unreachable``).
+        Raises :class:`StepFailed` (``no_map`` or ``unreachable``), or :class:`StepDeferred`
+        when this tick's paths are used up.
         """
         if self.field is None:
             raise StepFailed("no_map")
+        if self.paths_left <= 0:
+            raise StepDeferred("no paths left this tick")
+        self.paths_left -= 1
         path = find_path(self.field, to_cell(*start), goal, self.max_path_nodes)
         if path is None:
             raise StepFailed("unreachable")

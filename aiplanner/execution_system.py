@@ -23,10 +23,18 @@ The game's components are read through a :class:`ComponentMap`: an agent is an e
 marker and position components plus ``PlanState`` and ``ActionQueue``; entities whose mapped
 health is ``<= 0`` are deleted after the loop (deferred, as esper does) when ``delete_dead`` is
 set. No randomness, threads or backends here.
+
+At most ``max_paths_per_tick`` A* searches run per tick (each can take a millisecond on a
+large map, and a burst of new plans asks for hundreds at once): an agent whose step needs a
+path once they are used up waits for the next tick, its step unchanged
+(:class:`~aiplanner.behaviour.StepDeferred`). Agents keep their id order, so a burst is served
+over a few ticks, lowest ids first; ``None`` lifts the cap. A count, not a time budget, so
+replays repeat exactly.
 """
 
 from __future__ import annotations
 
+import sys
 from operator import itemgetter
 from typing import Any, Final
 
@@ -34,7 +42,7 @@ import esper
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Step
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
-from aiplanner.behaviour import ActionHandler, StepContext, StepFailed, Upkeep
+from aiplanner.behaviour import ActionHandler, StepContext, StepDeferred, StepFailed, Upkeep
 from aiplanner.combat import HEAL_REACH, SCAN_SECONDS
 from aiplanner.components import ActionQueue, PlanState, PlanStatus
 from aiplanner.errors import ConfigError
@@ -55,8 +63,8 @@ _StepView = tuple[list[Step], int, int, Step, "ActionHandler | None", str, tuple
 class ActionExecutionSystem(esper.Processor):
     """Runs the current step of every executing agent (see the module docstring).
 
-    Raises :class:`ConfigError` if ``max_path_nodes < 1`` or an action of ``registry`` has no
-    handler.
+    Raises :class:`ConfigError` if ``max_path_nodes < 1``, ``max_paths_per_tick < 1`` or an
+    action of ``registry`` has no handler.
     """
 
     def __init__(
@@ -66,9 +74,13 @@ class ActionExecutionSystem(esper.Processor):
         components: ComponentMap = DEFAULT_COMPONENTS,
         delete_dead: bool = True,
         max_path_nodes: int = 4000,
+        max_paths_per_tick: int | None = 16,
     ) -> None:
         if max_path_nodes < 1:
             raise ConfigError(f"max_path_nodes must be at least 1, got {max_path_nodes}")
+        if max_paths_per_tick is not None and max_paths_per_tick < 1:
+            raise ConfigError(f"max_paths_per_tick must be at least 1, got {max_paths_per_tick}")
+        self.max_paths_per_tick = max_paths_per_tick
         registry.require_handlers()
         self.registry = registry
         self.components = components
@@ -104,6 +116,7 @@ class ActionExecutionSystem(esper.Processor):
         ctx = self._ctx
         ctx.field = cm.read_map()
         ctx.dt = dt
+        ctx.paths_left = self.max_paths_per_tick or sys.maxsize
         health_type = cm.health
         hp = cm.hp
         xy = cm.xy
@@ -165,6 +178,8 @@ class ActionExecutionSystem(esper.Processor):
                 ctx.position = pos
                 ctx.queue = queue
                 done = handler(ctx, step.args)
+            except StepDeferred:
+                continue  # no path left this tick: the same step runs again next tick
             except StepFailed as exc:
                 self._stop(queue, state, exc.reason)
                 continue

@@ -551,3 +551,55 @@ def test_a_plan_the_game_changes_between_ticks_is_read_anew(world: str, how: str
     expected = "bad_arguments" if how == "index" else "target_gone"
     assert state(me).invalid_reason == expected
     assert state(me).status is PlanStatus.IDLE
+
+
+# --- paths per tick -------------------------------------------------------------------------
+
+
+def test_paths_per_tick_are_capped_and_the_others_wait_in_id_order(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    field()
+    per_tick: list[list[int]] = []
+
+    def counting(f: Battlefield, a: tuple[int, int], b: tuple[int, int], n: int = 4000) -> object:
+        per_tick[-1].append(b[1])  # which agent (its row) asked
+        return find_path(f, a, b, n)
+
+    monkeypatch.setattr(behaviour_module, "find_path", counting)
+    movers = [actor(0, y, Step("MoveTo", (6, y)), speed=2.0) for y in range(5)]
+    system = ActionExecutionSystem(max_paths_per_tick=2)
+    for _ in range(4):
+        per_tick.append([])
+        system.process(DT)
+    assert per_tick == [[0, 1], [2, 3], [4], []]
+    # Each waited its turn without moving, its step unchanged, then walked at full speed.
+    assert [pos(e)[0] for e in movers] == pytest.approx([0.8, 0.8, 0.6, 0.6, 0.4])
+    assert all(state(e).status is PlanStatus.EXECUTING for e in movers)
+    assert all(state(e).invalid_reason == "" and queue(e).index == 0 for e in movers)
+    run(system, 30)
+    assert [pos(e) for e in movers] == [(6.0, float(y)) for y in range(5)]
+
+
+def test_an_attacker_without_a_path_this_tick_neither_moves_nor_fires(world: str) -> None:
+    field()
+    foe = target(10, 0)
+    walker = actor(0, 2, Step("MoveTo", (6, 2)))  # lower id: takes the tick's only path
+    shooter = actor(0, 0, Step("Attack", (foe,)), ammo=Ammo(6), weapon=Weapon(range=3.0))
+    system = ActionExecutionSystem(max_paths_per_tick=1)
+    system.process(DT)
+    assert queue(walker).path and pos(walker) != (0.0, 2.0)
+    assert pos(shooter) == (0.0, 0.0) and not queue(shooter).path
+    assert state(shooter).status is PlanStatus.EXECUTING
+    system.process(DT)  # the walker needs no new path: the shooter gets it
+    assert queue(shooter).path and pos(shooter)[0] > 0.0
+    assert esper.component_for_entity(foe, Health).hp == 100
+
+
+def test_no_cap_paths_everyone_at_once_and_a_cap_below_one_is_refused(world: str) -> None:
+    field()
+    movers = [actor(0, y, Step("MoveTo", (6, y))) for y in range(20)]  # more than the default
+    ActionExecutionSystem(max_paths_per_tick=None).process(DT)
+    assert all(pos(e)[0] > 0.0 for e in movers)
+    with pytest.raises(ConfigError, match="max_paths_per_tick"):
+        ActionExecutionSystem(max_paths_per_tick=0)

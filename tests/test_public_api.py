@@ -84,6 +84,7 @@ EXPECTED = [
     "SnapshotSystem",
     "Step",
     "StepContext",
+    "StepDeferred",
     "StepFailed",
     "Team",
     "TextDelta",
