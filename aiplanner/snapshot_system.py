@@ -81,13 +81,14 @@ class _Nearby:
                 (i, *points[i]) for i in self._grid.query(fx + 0.5, fy + 0.5, radius + 0.75)
             )
         r2 = radius * radius
+        r2_near = r2 * (1.0 + 1e-9)  # the grid's boundary rule (UniformGrid.query_points)
         sqrt = math.sqrt
         found: list[tuple[float, int]] = []
         for i, px, py in near:
             dx = px - x
             dy = py - y
             d2 = dx * dx + dy * dy  # the grid's own arithmetic: the same order, ties by id
-            if d2 <= r2:
+            if d2 <= r2 or (d2 <= r2_near and sqrt(d2) <= radius):
                 found.append((sqrt(d2), i))
         found.sort()
         return [i for _, i in found]

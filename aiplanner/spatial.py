@@ -222,6 +222,9 @@ class UniformGrid:
         else:
             lo_x, hi_x, lo_y, hi_y = self._min_cx, self._max_cx, self._min_cy, self._max_cy
         r2 = radius * radius
+        # d2 <= r2 implies sqrt(d2) <= radius; the converse can fail by an ulp (sqrt rounds),
+        # so points just past r2 are decided by their distance, as documented.
+        r2_near = r2 * (1.0 + 1e-9)
         sqrt = math.sqrt
         found: list[tuple[float, int, float, float]] = []
         append = found.append
@@ -241,7 +244,7 @@ class UniformGrid:
                     dx = px - x
                     dy = py - y
                     d2 = dx * dx + dy * dy
-                    if d2 <= r2:
+                    if d2 <= r2 or (d2 <= r2_near and sqrt(d2) <= radius):
                         append((sqrt(d2), ent, px, py))
         found.sort()
         return found

@@ -267,3 +267,14 @@ def test_rebuild_columns_of_different_lengths_is_refused_and_changes_nothing() -
     with pytest.raises(ValueError, match="columns"):
         grid.rebuild_columns([1, 2], [0.0, 1.0], [0.0])
     assert grid.points() == [(1, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("cell", [0.5, 4.0])
+def test_a_point_whose_distance_rounds_to_the_radius_is_found(cell: float) -> None:
+    # dx*dx + dy*dy is a hair over radius**2, but sqrt rounds it to exactly the radius: inside,
+    # as the documented distance says (found by the brute-force comparison above).
+    grid = UniformGrid(cell)
+    grid.insert(0, 0.0, 0.0)
+    y = 1.192092896e-07
+    assert 8.0**2 + y**2 > 8.0 * 8.0 and math.sqrt(8.0**2 + y**2) == 8.0
+    assert grid.query(8.0, y, 8.0) == [0] == brute({0: (0.0, 0.0)}, 8.0, y, 8.0)
