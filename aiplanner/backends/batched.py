@@ -37,7 +37,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -89,6 +89,10 @@ class EngineSettings:
     # Rows/s assumed for shedding late requests until decodes measure it; None: no shedding
     # before the first prompt-sized decode.
     assumed_rate: float | None = None
+    # Finished prompts kept in the KV cache (their own sequences, least recently used dropped
+    # first) for later requests to start from: an agent asking again, or another one whose
+    # situation begins the same way, evaluates only what differs. 0: none.
+    prefix_cache: int = 32
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -100,6 +104,8 @@ class EngineSettings:
             raise ConfigError("n_batch, chunk_tokens and n_threads must be positive")
         if self.assumed_rate is not None and not self.assumed_rate > 0.0:
             raise ConfigError(f"assumed_rate must be positive, got {self.assumed_rate}")
+        if not 0 <= self.prefix_cache < self.n_seq_max:
+            raise ConfigError(f"prefix_cache must be in [0, n_seq_max), got {self.prefix_cache}")
         if self.n_batch < self.n_seq_max:
             # llama.cpp keeps room for one output per sequence in every batch (an assertion).
             raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
@@ -112,7 +118,8 @@ class EngineStats:
     ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them;
     ``passes`` the passes started; ``one_thread_decodes`` the decodes the thread governor ran on
     one thread; ``shed`` the scoring requests ended early because the rows ahead of them
-    outlasted their deadline."""
+    outlasted their deadline; ``reused_rows`` prompt rows not evaluated because a kept prompt
+    (``prefix_cache``) held them, beyond what the root held."""
 
     passes: int = 0
     decodes: int = 0
@@ -123,6 +130,7 @@ class EngineStats:
     decode_s: float = 0.0
     one_thread_decodes: int = 0
     shed: int = 0
+    reused_rows: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +287,8 @@ class BatchedEngine:
         self._closed = False
         self._root: tuple[int, ...] = ()
         self._free = list(range(settings.n_seq_max - 1, _ROOT, -1))  # pop() gives the lowest
+        # Kept prompts: seq -> the tokens its cells hold (positions 0..), least recent first.
+        self._cache: OrderedDict[int, tuple[int, ...]] = OrderedDict()
         self._waiting: deque[Work] = deque()
         self._active: list[_Active] = []
         self._gens: list[_Generating] = []  # past their prompt: one token per decode
@@ -310,7 +320,18 @@ class BatchedEngine:
 
     @property
     def free_sequences(self) -> int:
-        return len(self._free)
+        """Sequences no request holds (kept prompts count: they are given up on demand)."""
+        return len(self._free) + len(self._cache)
+
+    @property
+    def kept_prompts(self) -> int:
+        """Finished prompts kept for later requests to start from."""
+        return len(self._cache)
+
+    def drop_kept(self) -> None:
+        """Give up every kept prompt (their sequences and cells)."""
+        while self._cache:
+            self._evict()
 
     def add(self, work: Work) -> None:
         """Queue ``work`` for the next pass. Raises :class:`ConfigError` for a request the
@@ -368,11 +389,19 @@ class BatchedEngine:
         admitted: list[tuple[Work, list[tuple[int, ...]]]] = []
         needs: dict[int, int] = {}  # id(work) -> KV cells it needs (its rows, about)
         seqs_left = len(self._free)
-        cells_left = s.n_ctx - len(self._root) - sum(self._reserved.values())
+        cells_left = (
+            s.n_ctx
+            - len(self._root)
+            - sum(self._reserved.values())
+            - sum(len(t) for t in self._cache.values())  # at most: some cells are shared
+        )
         while self._waiting:
             work = self._waiting[0]
             paths = _paths_of(work)
             need = _cells(work, paths, self._root, s.n_ctx)
+            while self._cache and (len(paths) > seqs_left or need > cells_left):
+                cells_left += self._evict()  # a kept prompt gives way to a request
+                seqs_left += 1
             alone = s.n_ctx - min(common_prefix(self._root, work.prompt), len(work.prompt) - 1)
             if need > alone and not (admitted or self._active):
                 self._waiting.popleft()
@@ -401,15 +430,21 @@ class BatchedEngine:
         # answered soonest, and a short request (an agent's content-free calibration) is never
         # the one left at the end of the pass, shed or late, after its agent's long one was done.
         admitted.sort(key=lambda item: needs[id(item[0])])
-        # Keep warm what this pass's prompts share, if that beats what the root holds now.
-        prompts = [work.prompt for work, _ in admitted]
+        # Keep warm what this pass's prompts share, if that beats what the root holds now; the
+        # prompts that a kept prompt serves better than the root do not vote (their rows would
+        # not be shared with the root's).
+        prompts = [
+            work.prompt
+            for work, _ in admitted
+            if self._best_kept(work.prompt)[1] <= _reach(self._root, work.prompt)
+        ]
         # One request alone: keep its prompt warm (like a single-slot prompt cache).
         length, members = (
             (len(prompts[0]) - 1, [0]) if len(prompts) == 1 else shared_prefix(prompts)
         )
-        kept = sum(min(common_prefix(self._root, p), len(p) - 1) for p in prompts)
+        kept = sum(_reach(self._root, p) for p in prompts)
         all_paths: list[Path] = []
-        if length * len(members) > kept:
+        if prompts and length * len(members) > kept:
             new_root = prompts[members[0]][:length]
             self._truncate_root(common_prefix(self._root, new_root))
             k = len(self._root)
@@ -419,16 +454,28 @@ class BatchedEngine:
             new_root = self._root
         readers: dict[int, list[_Active]] = {}
         planned: list[tuple[_Active, list[tuple[int, ...]], int]] = []
+        reused = 0
         for work, paths in admitted:
-            start = min(common_prefix(self._root, work.prompt), len(work.prompt) - 1)
+            last = len(work.prompt) - 1  # always evaluated here, for its logits
+            start = from_root = _reach(self._root, work.prompt)
+            base, n = self._best_kept(work.prompt)
+            if n > start:
+                start = n
+            else:
+                base = _ROOT
             active = self._activate(work, paths)
             if active is None:
                 continue
+            if base != _ROOT:
+                self._cache.move_to_end(base)
+                reused += start - from_root
             for seq, tokens in zip(active.seqs, paths, strict=True):
                 if start:
-                    lib.llama_memory_seq_cp(self._mem, _ROOT, seq, 0, start)
-                all_paths.append(Path(seq, tokens, start, len(work.prompt) - 1, len(tokens)))
+                    lib.llama_memory_seq_cp(self._mem, base, seq, 0, start)
+                all_paths.append(Path(seq, tokens, start, last, len(tokens), base))
             planned.append((active, paths, start))
+        if reused:
+            self._stats = _bump(self._stats, reused_rows=reused)
         self._root = new_root
         plan = plan_pass(all_paths)
         for active, paths, _ in planned:
@@ -701,14 +748,40 @@ class BatchedEngine:
             self._lib.llama_sampler_free(active.chain)
             if active.grammar is not None:
                 self._lib.llama_sampler_free(active.grammar)
+        keep = None
+        if self._settings.prefix_cache and isinstance(result, ScoreOutcome | GenerateOutcome):
+            keep = active.seqs[0]  # holds the whole prompt: every row of it was evaluated
         for seq in active.seqs:
-            self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
             del self._owner[seq]
-            self._free.append(seq)
             if self._next_row < len(self._rows):
                 self._dead.add(seq)
+            if seq == keep:
+                self._lib.llama_memory_seq_rm(self._mem, seq, len(active.work.prompt), -1)
+                self._cache[seq] = active.work.prompt
+            else:
+                self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+                self._free.append(seq)
+        while len(self._cache) > self._settings.prefix_cache:
+            self._evict()
         self._reserved.pop(id(active), None)
         _call(active.work.done, result)
+
+    def _best_kept(self, prompt: tuple[int, ...]) -> tuple[int, int]:
+        """The kept prompt that holds the most of ``prompt`` (its sequence, how many tokens;
+        ``(0, 0)`` if none)."""
+        best, reach = _ROOT, 0
+        for seq, tokens in self._cache.items():
+            n = _reach(tokens, prompt)
+            if n > reach:
+                best, reach = seq, n
+        return best, reach
+
+    def _evict(self) -> int:
+        """Give up the least recently used kept prompt; the cells it was counted for."""
+        seq, tokens = self._cache.popitem(last=False)
+        self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._free.append(seq)
+        return len(tokens)
 
     def _truncate_root(self, length: int) -> None:
         if length < len(self._root):
@@ -774,6 +847,12 @@ class BatchedEngine:
                 else:
                     _call(work.done, error)
             self._waiting = keep
+
+
+def _reach(held: tuple[int, ...], prompt: tuple[int, ...]) -> int:
+    """How many of ``prompt``'s tokens cells holding ``held`` spare (never its last one, which
+    is evaluated for its logits)."""
+    return min(common_prefix(held, prompt), len(prompt) - 1)
 
 
 def _paths_of(work: Work) -> list[tuple[int, ...]]:

@@ -10,9 +10,10 @@ of them sees its cell (a unified KV cache). Preorder keeps each sequence's rows 
 position order, so the rows can be cut into consecutive chunks (one ``llama_decode`` each) and
 every chunk still continues each sequence right where the memory ends, as llama.cpp requires.
 
-Only paths with the same ``start`` share nodes: llama.cpp accepts a row with several sequence ids
-only when those sequences hold the same positions in memory, and paths with the same start hold
-the same tokens before it (the root's).
+Only paths with the same ``base`` and ``start`` share nodes: llama.cpp accepts a row with several
+sequence ids only when those sequences hold the same positions in memory, and paths copied from
+the same sequence (``base``: the warm root, or a kept prompt) up to the same start hold the same
+tokens before it.
 
 Pure Python, no llama.cpp: the engine feeds the entries to ``llama_decode``.
 """
@@ -39,6 +40,7 @@ class Path:
     start: int
     want_from: int = 0
     want_to: int = 0
+    base: int = 0  # the sequence ``tokens[:start]`` were copied from (0: the root)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ def plan_pass(paths: Sequence[Path]) -> PassPlan:
 
     Raises ValueError for a sequence id used twice or a ``start`` outside the path.
     """
-    roots: dict[int, dict[int, _Node]] = {}  # start -> first-level nodes
+    roots: dict[tuple[int, int], dict[int, _Node]] = {}  # (base, start) -> first-level nodes
     where: dict[tuple[int, int], _Node] = {}
     seen: set[int] = set()
     for path in paths:
@@ -92,7 +94,7 @@ def plan_pass(paths: Sequence[Path]) -> PassPlan:
             path.start <= path.want_from and path.want_to <= len(path.tokens)
         ):
             raise ValueError(f"wanted positions [{path.want_from}, {path.want_to}) not evaluated")
-        level = roots.setdefault(path.start, {})
+        level = roots.setdefault((path.base, path.start), {})
         for pos in range(path.start, len(path.tokens)):
             token = path.tokens[pos]
             node = level.get(token)

@@ -103,6 +103,7 @@ def _tokens(llama: Any, text: str) -> tuple[int, ...]:
 
 def _engine(llama: Any, **kw: Any) -> BatchedEngine:
     kw.setdefault("n_threads", 1)
+    kw.setdefault("prefix_cache", 0)  # every sequence and cell freed when its request ends
     return BatchedEngine(llama.model, EngineSettings(**kw))
 
 
@@ -248,6 +249,63 @@ def test_the_shortest_request_of_a_pass_is_answered_first(llama: Any) -> None:
         assert all(isinstance(r, ScoreOutcome) for r in results.done.values())
     finally:
         engine.close()
+
+
+@pytest.mark.model
+def test_a_kept_prompt_spares_the_rows_a_later_request_shares_with_it(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=16, prefix_cache=4)
+    results = _Results()
+    shared = "Me: badly hurt, one bullet, in the open. Enemy 91: 3 steps. Enemy 17: 5 steps."
+    try:
+        for name, user in (
+            ("first", f"{shared}\nAlly 8: far."),
+            ("other", "Something else entirely, to move the warm root away."),
+        ):
+            engine.add(_score_work(llama, results, name, user))
+            _run(engine, lambda name=name: name in results.done)  # type: ignore[misc]
+        assert engine.kept_prompts == 2
+        rows_before = engine.stats.rows
+        engine.add(_score_work(llama, results, "again", f"{shared}\nAlly 8: close."))
+        _run(engine, lambda: "again" in results.done)
+        # Its situation's first lines came from the first request's kept cells, not the root.
+        assert engine.stats.reused_rows >= len(_tokens(llama, shared)) - 2
+        again = _score_work(llama, _Results(), "again", f"{shared}\nAlly 8: close.")
+        evaluated = engine.stats.rows - rows_before
+        assert evaluated < len(again.prompt) - len(_tokens(llama, shared)) + 4 * 4
+        _close_to(results.done["again"].logprobs, _alone(llama, again.prompt, again.continuations))
+        engine.drop_kept()
+        assert engine.kept_prompts == 0 and engine.free_sequences == 15
+        assert _kv_empty(engine, llama, 16)
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_kept_prompts_are_bounded_and_give_way_to_a_request_that_needs_their_sequences(
+    llama: Any,
+) -> None:
+    engine = _engine(llama, n_seq_max=8, prefix_cache=3)
+    results = _Results()
+    try:
+        for i in range(5):
+            engine.add(_score_work(llama, results, f"s{i}", f"Situation number {i} here."))
+            _run(engine, lambda i=i: f"s{i}" in results.done)  # type: ignore[misc]
+        assert engine.kept_prompts == 3 and engine.free_sequences == 7
+        # Six branches need six sequences; four are free: two kept prompts give way.
+        system = _tokens(llama, "You are a soldier.")
+        wide = tuple((100 + j, 7) for j in range(6))
+        engine.add(ScoreWork(system, wide, time.monotonic() + HANG_GUARD_S, results.sink("wide")))
+        _run(engine, lambda: "wide" in results.done)
+        assert isinstance(results.done["wide"], ScoreOutcome)
+        assert len(results.done["wide"].logprobs) == 6
+        assert engine.kept_prompts <= 3 and engine.free_sequences == 7
+    finally:
+        engine.close()
+
+
+def test_the_prefix_cache_must_leave_sequences_for_requests() -> None:
+    with pytest.raises(ConfigError, match="prefix_cache"):
+        EngineSettings(n_seq_max=8, prefix_cache=8).check()
 
 
 def test_an_assumed_rate_must_be_positive() -> None:
