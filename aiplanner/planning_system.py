@@ -112,6 +112,9 @@ class PlanningSystem(esper.Processor):
         # it asks, reused for its provisional plan and (if still fresh) for its request.
         self._candidates: dict[int, tuple[WorldSnapshot, tuple[Plan, ...], float]] = {}
         self._next_plan_id = 0
+        # The rules' plan each waiting agent carries out meanwhile: (its queue's plan id, the
+        # plan, its tier). Past the deadline it is the agent's fallback, as it stands.
+        self._stopgaps: dict[int, tuple[int, Plan, Tier]] = {}
         # Busy seconds per answer of a backend serving many calls at once (admission, step 4).
         self._service = ServiceRate()
 
@@ -390,9 +393,10 @@ class PlanningSystem(esper.Processor):
         if queue is None:
             return
         ranked = self._ranked(ent, snap, cfg, now)  # the rules' best plan comes first
-        plan = ranked[0] if ranked else self._heuristic_plan(snap)[0]
+        plan, tier = (ranked[0], Tier.HEURISTIC) if ranked else self._heuristic_plan(snap)
         self._next_plan_id += 1
         queue.replace(list(plan.steps), self._next_plan_id)
+        self._stopgaps[ent] = (self._next_plan_id, plan, tier)
         self._metrics.record_provisional()
 
     def _forget(self, deleted: set[int]) -> None:
@@ -401,6 +405,7 @@ class PlanningSystem(esper.Processor):
         for ent in deleted:
             self._candidates.pop(ent, None)
             self._idle_since.pop(ent, None)
+            self._stopgaps.pop(ent, None)
         self._pending = [e for e in self._pending if e not in deleted]
         cancelled = {e for e in deleted if self._in_flight.pop(e, None) is not None}
         if cancelled and self._bridge is not None:
@@ -522,7 +527,18 @@ class PlanningSystem(esper.Processor):
         An agent still waiting on its request (busy with its provisional plan) once the tick's
         time budget is spent is queued for :meth:`_serve_late` instead (``why`` kept as its
         ``invalid_reason``): a burst of fallbacks (a batch past its deadline, many agents with
-        no time left) is spread over ticks rather than computed in one."""
+        no time left) is spread over ticks rather than computed in one.
+
+        An agent still carrying out the provisional plan it got when it asked keeps that plan as
+        its fallback, as it stands (no new snapshot, no rules pass, no restart of its step): it
+        is the rules' plan, a few seconds old at most, and validated as it runs."""
+        stopgap = self._stopgaps.pop(ent, None)
+        if stopgap is not None and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
+            queue = esper.try_component(ent, ActionQueue)
+            if queue is not None and queue.plan_id == stopgap[0] and not queue.done:
+                st.invalid_reason = why
+                self._adopt(ent, st, queue.plan_id, stopgap[1], stopgap[2], tick, now)
+                return
         if (
             defer
             and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
@@ -552,12 +568,19 @@ class PlanningSystem(esper.Processor):
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
             return
+        self._next_plan_id += 1
+        queue.replace(list(plan.steps), self._next_plan_id)
+        self._adopt(ent, st, self._next_plan_id, plan, tier, tick, now)
+
+    def _adopt(
+        self, ent: int, st: PlanState, plan_id: int, plan: Plan, tier: Tier, tick: int, now: float
+    ) -> None:
+        """Make ``plan``, already in the agent's queue as ``plan_id``, its plan."""
+        self._stopgaps.pop(ent, None)
         # Latency is measured for agents that waited on the backend; a cache hit or an
         # immediate rules plan would only drag the percentiles towards zero.
         waited = st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
-        self._next_plan_id += 1
-        queue.replace(list(plan.steps), self._next_plan_id)
-        st.plan_id = self._next_plan_id
+        st.plan_id = plan_id
         st.status = PlanStatus.EXECUTING
         st.tier = tier
         self._metrics.record_plan(tier.value, max(0.0, now - st.requested_at) if waited else None)
@@ -588,3 +611,4 @@ class PlanningSystem(esper.Processor):
         self._held.clear()
         self._backlog.clear()
         self._candidates.clear()
+        self._stopgaps.clear()

@@ -479,8 +479,9 @@ def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:
         assert planner._candidates == {} and plugin.stats()["pending"] == 2
 
 
-def test_admission_fallbacks_past_the_budget_wait_for_later_ticks_with_their_reason(
-    world: str,
+@pytest.mark.parametrize("provisional_done", [False, True])
+def test_admission_fallbacks_keep_the_provisional_plan_or_wait_for_later_ticks(
+    world: str, provisional_done: bool
 ) -> None:
     gate = threading.Event()  # never opened: no call is ever made
     backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
@@ -494,16 +495,28 @@ def test_admission_fallbacks_past_the_budget_wait_for_later_ticks_with_their_rea
             plugin.metrics.record_call(1.0, None)  # calls take 1 s: nobody can make 0.5 s
         _tick(clock)  # all ask; the partial batch waits for max_wait_ms
         assert plugin.stats()["pending"] == len(ents)
-        provisional = {e: list(esper.component_for_entity(e, ActionQueue).steps) for e in ents}
+        queues = {e: esper.component_for_entity(e, ActionQueue) for e in ents}
+        provisional = {e: list(q.steps) for e, q in queues.items()}
+        if provisional_done:  # their provisional plans ran out: a fallback must be computed
+            for q in queues.values():
+                q.index = len(q.steps)
         clock.now += 0.2
         clock.work = 0.0005  # a 2 ms budget fits a few fallbacks a tick
         _tick(clock)  # admission: all twelve are out of time at once
         served = _served(ents)
-        assert 1 <= len(served) < len(ents)  # the burst did not go in one tick
-        for e in ents:
-            if e not in served:  # waiting for its fallback: busy with its provisional plan
-                assert esper.component_for_entity(e, PlanState).status is PlanStatus.REQUESTED
-                assert esper.component_for_entity(e, ActionQueue).steps == provisional[e]
+        if not provisional_done:
+            # Each keeps the rules' plan it is carrying out, as it stands: nothing to compute,
+            # so all twelve on this tick.
+            assert served == ents
+            for e in ents:
+                assert queues[e].steps == provisional[e]
+                assert esper.component_for_entity(e, PlanState).status is PlanStatus.EXECUTING
+        else:
+            assert 1 <= len(served) < len(ents)  # the burst did not go in one tick
+            for e in ents:
+                if e not in served:  # waiting for its fallback, standing by
+                    st = esper.component_for_entity(e, PlanState)
+                    assert st.status is PlanStatus.REQUESTED
         clock.now += 1.0  # their deadlines pass while some still wait: counted once
         for _ in range(len(ents)):
             _tick(clock)
@@ -548,3 +561,30 @@ def test_a_parallel_backend_gets_only_the_agents_its_measured_rate_can_serve_in_
         _wait_until(lambda: plugin.stats()["in_flight"] == 0)
         assert plugin.stats()["tiers"] == {"llm": 4, "heuristic": 4}
         assert len(backend.calls) == 4
+
+
+def test_past_its_deadline_an_agent_keeps_its_provisional_plan_without_restarting_it(
+    world: str,
+) -> None:
+    gate = threading.Event()  # the backend never answers
+    backend = ScriptedBackend(gate=gate, max_concurrency=4)
+    cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=1.0, cache_enabled=False)
+    ents = spawn_battle(2)
+    clock = Clock()
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == 2
+        queues = {e: esper.component_for_entity(e, ActionQueue) for e in ents}
+        before = {e: (list(q.steps), q.plan_id) for e, q in queues.items()}
+        for q in queues.values():
+            q.progress = 0.25  # part way through its first step
+        clock.now += 1.0
+        _tick(clock)
+        for e in ents:
+            st = esper.component_for_entity(e, PlanState)
+            q = queues[e]
+            assert st.status is PlanStatus.EXECUTING and st.tier is Tier.HEURISTIC
+            assert st.invalid_reason == "deadline"
+            assert (list(q.steps), q.plan_id) == before[e] and st.plan_id == q.plan_id
+            assert q.index == 0 and q.progress > 0.0  # carried on, not restarted
+        assert plugin.stats()["tiers"] == {"heuristic": 2}
