@@ -159,7 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         choices=("auto", "serial", "batched"),
         default="auto",
         help="embedded engine: batched decides every waiting agent in one pass; serial one "
-        "agent at a time (default auto: batched)",
+        "agent at a time (default auto: serial, measured ahead in the live demo)",
     )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(

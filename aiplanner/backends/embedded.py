@@ -597,9 +597,10 @@ class EmbeddedBackend:
     ``engine``: ``serial`` serves one request at a time; ``batched``
     (:mod:`aiplanner.backends.batched`) serves every request in flight together, sharing their
     common prefix, in one context whose KV cache (``n_ctx``, at least 4096) all of them share;
-    ``auto`` (the default) is ``batched``: it decides a 10-agent round 2.7-3x faster
-    (``benchmarks/engine.py``) and, in the live demo, more of the plans come from the model
-    (README); ``serial`` stays selectable.
+    ``auto`` (the default) is ``serial``: the batched engine decides a 10-agent round 2.7-3x
+    faster (``benchmarks/engine.py``), but in the live demo, where agents ask a few at a time,
+    more of the applied plans come from the model with the serial one
+    (``benchmarks/demo_share.py``: 5v5 58-76% against 46-49%, 10v10 29-48% against 28-35%).
     ``adapter``: a LoRA applied beside the model (:func:`aiplanner.adapters.resolve_adapter`):
     ``"default"`` is the shipped game adapter for the default model (``$AIPLANNER_ADAPTER``
     overrides it) and none for other models; None turns it off; a path loads that one, at
@@ -646,7 +647,7 @@ class EmbeddedBackend:
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
-        batched = engine != "serial"  # auto: batched (see the docstring)
+        batched = engine == "batched"  # auto: serial (see the docstring)
         self._batched: BatchedWorker | None = None
         if batched:
             from aiplanner.backends.batched_worker import BatchedWorker

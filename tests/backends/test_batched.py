@@ -528,7 +528,7 @@ def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
     serial.close()
 
 
-def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
+def test_auto_the_default_engine_is_serial_and_the_factory_passes_the_choice(
     tmp_path: Any,
 ) -> None:
     path = tmp_path / "fake.gguf"
@@ -542,7 +542,7 @@ def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
     ]
     try:
         parallel = [b is not None and b.info.parallel for b in made]
-        assert parallel == [True, True, True, False, True]
+        assert parallel == [False, False, False, False, True]
     finally:
         for b in made:
             if isinstance(b, EmbeddedBackend):

@@ -132,7 +132,7 @@ def fake_gguf(tmp_path: Path) -> Path:
 @pytest.fixture
 def backend() -> Iterator[EmbeddedBackend]:
     # One thread: on a small shared machine it is the steadier choice, and tests only need
-    # correct answers. The serial engine: the batched one (the default) has its own tests in
+    # correct answers. The serial engine (the default): the batched one has its own tests in
     # test_batched.py, and only the serial engine gives the same text for the same request
     # whatever ran before (the batched one evaluates a prompt in batches of other sizes, from
     # kept prompts, and llama.cpp's CPU kernels round differently).
@@ -181,9 +181,10 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
     assert isinstance(backend, Backend)
     assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
-    # The serial engine: one request at a time; the default (auto) is the batched one.
+    # The serial engine (the default, auto): one request at a time.
     assert backend.info.max_concurrency == 1 and not backend.info.parallel
-    batched = EmbeddedBackend(fake_gguf, n_threads=1)
+    assert not EmbeddedBackend(fake_gguf, n_threads=1).info.parallel
+    batched = EmbeddedBackend(fake_gguf, n_threads=1, engine="batched")
     assert batched.info.max_concurrency > 1 and batched.info.parallel
     batched.close()
     assert backend.info.structured

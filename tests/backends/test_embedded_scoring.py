@@ -24,7 +24,7 @@ TOLERANCE = 1e-3
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[EmbeddedBackend]:
-    # The serial engine: exact to float rounding along any route. The batched one (the default)
+    # The serial engine: exact to float rounding along any route. The batched one
     # is held to llama.cpp's batch-size noise in test_batched.py.
     b = EmbeddedBackend(n_threads=1, engine="serial")
     try:
