@@ -91,8 +91,11 @@ class EngineSettings:
     assumed_rate: float | None = None
     # Finished prompts kept in the KV cache (their own sequences, least recently used dropped
     # first) for later requests to start from: an agent asking again, or another one whose
-    # situation begins the same way, evaluates only what differs. 0: none.
-    prefix_cache: int = 32
+    # situation begins the same way, evaluates only what differs. 0 (the default): none.
+    # Measured on the 10-agent round (benchmarks/engine.py): 32 kept prompts spared ~45% of the
+    # rows, but each row cost more (~100 against ~240 rows/s: llama.cpp's CPU attention and
+    # mask over a cache full of other sequences' cells), 2.75-3.00 s against 2.13-2.79 s.
+    prefix_cache: int = 0
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""

@@ -103,7 +103,7 @@ def _tokens(llama: Any, text: str) -> tuple[int, ...]:
 
 def _engine(llama: Any, **kw: Any) -> BatchedEngine:
     kw.setdefault("n_threads", 1)
-    kw.setdefault("prefix_cache", 0)  # every sequence and cell freed when its request ends
+    kw.setdefault("prefix_cache", 0)  # (the default) every sequence and cell freed at its end
     return BatchedEngine(llama.model, EngineSettings(**kw))
 
 
