@@ -405,7 +405,7 @@ class BatchedEngine:
             while self._cache and (len(paths) > seqs_left or need > cells_left):
                 cells_left += self._evict()  # a kept prompt gives way to a request
                 seqs_left += 1
-            alone = s.n_ctx - min(common_prefix(self._root, work.prompt), len(work.prompt) - 1)
+            alone = s.n_ctx - _reach(self._root, work.prompt)
             if need > alone and not (admitted or self._active):
                 self._waiting.popleft()
                 _call(
@@ -436,10 +436,11 @@ class BatchedEngine:
         # Keep warm what this pass's prompts share, if that beats what the root holds now; the
         # prompts that a kept prompt serves better than the root do not vote (their rows would
         # not be shared with the root's).
+        best = {id(work): self._best_kept(work.prompt) for work, _ in admitted}
         prompts = [
             work.prompt
             for work, _ in admitted
-            if self._best_kept(work.prompt)[1] <= _reach(self._root, work.prompt)
+            if best[id(work)][1] <= _reach(self._root, work.prompt)
         ]
         # One request alone: keep its prompt warm (like a single-slot prompt cache).
         length, members = (
@@ -461,7 +462,7 @@ class BatchedEngine:
         for work, paths in admitted:
             last = len(work.prompt) - 1  # always evaluated here, for its logits
             start = from_root = _reach(self._root, work.prompt)
-            base, n = self._best_kept(work.prompt)
+            base, n = best[id(work)]  # kept prompts do not change with the root
             if n > start:
                 start = n
             else:
@@ -868,8 +869,9 @@ def _paths_of(work: Work) -> list[tuple[int, ...]]:
 
 def _cells(work: Work, paths: list[tuple[int, ...]], root: tuple[int, ...], n_ctx: int) -> int:
     """KV cells a work may hold at most (shared rows counted once per path: an upper bound)."""
-    start = min(common_prefix(root, work.prompt), len(work.prompt) - 1)
-    cells = len(work.prompt) - start + sum(len(p) - len(work.prompt) for p in paths)
+    cells = (
+        len(work.prompt) - _reach(root, work.prompt) + sum(len(p) - len(work.prompt) for p in paths)
+    )
     if isinstance(work, GenerateWork):
         cells += max(1, min(work.max_tokens, n_ctx - len(work.prompt)))
     return cells

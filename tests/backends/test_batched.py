@@ -129,6 +129,14 @@ def _score_work(llama: Any, results: _Results, name: str, user: str, **kw: Any) 
     return ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(name), **kw)
 
 
+def _score_alone(
+    engine: BatchedEngine, llama: Any, results: _Results, name: str, user: str
+) -> None:
+    """One scoring request, run until it is answered (a pass of its own)."""
+    engine.add(_score_work(llama, results, name, user))
+    _run(engine, lambda: name in results.done)
+
+
 def _run(engine: BatchedEngine, until: Callable[[], bool], limit: int = 10_000) -> None:
     for _ in range(limit):
         if until():
@@ -257,16 +265,11 @@ def test_a_kept_prompt_spares_the_rows_a_later_request_shares_with_it(llama: Any
     results = _Results()
     shared = "Me: badly hurt, one bullet, in the open. Enemy 91: 3 steps. Enemy 17: 5 steps."
     try:
-        for name, user in (
-            ("first", f"{shared}\nAlly 8: far."),
-            ("other", "Something else entirely, to move the warm root away."),
-        ):
-            engine.add(_score_work(llama, results, name, user))
-            _run(engine, lambda name=name: name in results.done)  # type: ignore[misc]
+        _score_alone(engine, llama, results, "first", f"{shared}\nAlly 8: far.")
+        _score_alone(engine, llama, results, "other", "Something else, to move the warm root.")
         assert engine.kept_prompts == 2
         rows_before = engine.stats.rows
-        engine.add(_score_work(llama, results, "again", f"{shared}\nAlly 8: close."))
-        _run(engine, lambda: "again" in results.done)
+        _score_alone(engine, llama, results, "again", f"{shared}\nAlly 8: close.")
         # Its situation's first lines came from the first request's kept cells, not the root.
         assert engine.stats.reused_rows >= len(_tokens(llama, shared)) - 2
         again = _score_work(llama, _Results(), "again", f"{shared}\nAlly 8: close.")
@@ -288,8 +291,7 @@ def test_kept_prompts_are_bounded_and_give_way_to_a_request_that_needs_their_seq
     results = _Results()
     try:
         for i in range(5):
-            engine.add(_score_work(llama, results, f"s{i}", f"Situation number {i} here."))
-            _run(engine, lambda i=i: f"s{i}" in results.done)  # type: ignore[misc]
+            _score_alone(engine, llama, results, f"s{i}", f"Situation number {i} here.")
         assert engine.kept_prompts == 3 and engine.free_sequences == 7
         # Six branches need six sequences; four are free: two kept prompts give way.
         system = _tokens(llama, "You are a soldier.")
