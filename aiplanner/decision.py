@@ -67,6 +67,11 @@ class ScoredChoice:
     calibrated: tuple[float, ...]
     combined: tuple[float, ...]
 
+    def ranking(self) -> tuple[int, ...]:
+        """Candidate indices best first by combined score (ties: the rules' order), so
+        ``ranking()[0] == index``."""
+        return tuple(sorted(range(len(self.combined)), key=lambda i: (-self.combined[i], i)))
+
     def describe(self) -> str:
         """A short trace for logs and ``PlanOutcome.raw``: ``pick 2 | 0:-3.1 1:-2.0 2:-0.4``."""
         parts = " ".join(f"{i}:{c:.2f}" for i, c in enumerate(self.combined))
@@ -168,6 +173,8 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
         result.usage,
         result.ready_at,
         "score",
+        # The model's next choices, for an answer that arrives after the world moved on.
+        tuple(req.candidates[i] for i in choice.ranking()[1:]),
     )
 
 

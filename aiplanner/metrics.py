@@ -61,6 +61,7 @@ class Metrics:
         self.errors: Counter[str] = Counter()
         self.provisional = 0  # stop-gap heuristic plans run while waiting for the model
         self.dropped = 0  # outcomes for deleted entities or superseded requests
+        self.rescued = 0  # stale answers replaced by the model's next choice that still fits
         self.deadline_misses = 0
         self.budget_cuts = 0  # planning steps the tick's time budget cut short (work deferred)
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
@@ -119,6 +120,11 @@ class Metrics:
         with self._lock:
             self.invalid[reason] += 1
 
+    def record_rescued(self) -> None:
+        """A stale answer was replaced by the decision's next choice that still fits."""
+        with self._lock:
+            self.rescued += 1
+
     def record_error(self, kind: str) -> None:
         with self._lock:
             self.errors[kind] += 1
@@ -153,6 +159,7 @@ class Metrics:
                 "invalid": dict(self.invalid),
                 "errors": dict(self.errors),
                 "dropped": self.dropped,
+                "rescued": self.rescued,
                 "provisional": self.provisional,
                 "deadline_misses": self.deadline_misses,
                 "budget_cuts": self.budget_cuts,

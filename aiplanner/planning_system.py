@@ -37,7 +37,7 @@ from typing import Final
 
 import esper
 
-from aiplanner.actions import Plan
+from aiplanner.actions import ActionRegistry, Plan
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
@@ -241,7 +241,14 @@ class PlanningSystem(esper.Processor):
             plan = validate_plan(outcome.plan, snap, cfg.registry)
         except PlanRejected as exc:  # the world moved on since the request
             self._metrics.record_invalid("stale_" + exc.reason)
-            self._fallback(ent, st, tick, now, "stale")
+            rescued = _first_valid(outcome.alternatives, snap, cfg.registry)
+            if rescued is None:
+                self._fallback(ent, st, tick, now, "stale")
+                return
+            self._metrics.record_rescued()
+            # The model's next choice that still fits; not cached: it was not the decision for
+            # the situation the request described.
+            self._apply(ent, st, rescued, outcome.tier, tick, now)
             return
         if cfg.cache_enabled and outcome.tier in (Tier.LLM, Tier.LLM_SIMPLE):
             self.cache.put(self._cache_key(cfg, req.snapshot), plan)
@@ -612,3 +619,15 @@ class PlanningSystem(esper.Processor):
         self._backlog.clear()
         self._candidates.clear()
         self._stopgaps.clear()
+
+
+def _first_valid(
+    plans: Sequence[Plan], snap: WorldSnapshot, registry: ActionRegistry
+) -> Plan | None:
+    """The first of ``plans`` that fits ``snap`` (validated again), or None."""
+    for candidate in plans:
+        try:
+            return validate_plan(candidate, snap, registry)
+        except PlanRejected:
+            continue
+    return None

@@ -46,6 +46,9 @@ class PlanOutcome:
 
     ``raw`` is (a bounded prefix of) the model text behind it. ``usage`` holds this agent's share of
     the call (a packed call's tokens are split evenly). ``ready_at`` is set by virtual-time doubles.
+    ``alternatives`` are the decision's other candidates, the model's preference first: when
+    ``plan`` no longer fits the world by the time it is applied (its target died, say), the first
+    of them that still does is applied instead, still the model's choice among what is left.
     """
 
     entity: int
@@ -57,6 +60,7 @@ class PlanOutcome:
     usage: Usage = field(default_factory=Usage)
     ready_at: float | None = None
     strategy: str = ""
+    alternatives: tuple[Plan, ...] = ()
 
     @property
     def ok(self) -> bool:

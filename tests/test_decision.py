@@ -100,6 +100,26 @@ def test_decide_picks_the_candidate_the_model_scores_best() -> None:
     assert len(backend.score_calls) == 2
 
 
+def test_the_outcome_carries_the_models_next_choices_best_first() -> None:
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    ranks = [-5.0, -1.0, -3.0, -2.0][: len(phrases)]  # the model prefers 1, then 3, 2, 0
+
+    def scorer(request: ScoreRequest) -> list[float]:
+        if request.messages[-1].content == CONTENT_FREE:
+            return [0.0] * len(request.continuations)
+        return [ranks[phrases.index(c)] for c in request.continuations]
+
+    backend = ScriptedBackend(scoring=True, scorer=scorer)
+    out = _decide(_ctx(backend, rank_prior=0.0), req)
+    order = sorted(range(len(phrases)), key=lambda i: -ranks[i])
+    assert out.plan == req.candidates[order[0]]
+    assert out.alternatives == tuple(req.candidates[i] for i in order[1:])
+    assert choose(ranks, None, rank_prior=0.0).ranking() == tuple(order)
+    # Ties keep the rules' order, as the choice itself does.
+    assert choose([0.0, 0.0, -1.0], None, rank_prior=0.0).ranking() == (0, 1, 2)
+
+
 def test_a_strong_prior_keeps_the_rules_first_choice() -> None:
     req = _req()
     phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]

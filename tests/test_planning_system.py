@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+from collections.abc import Sequence
 
 import esper
 import pytest
@@ -588,3 +589,98 @@ def test_past_its_deadline_an_agent_keeps_its_provisional_plan_without_restartin
             assert (list(q.steps), q.plan_id) == before[e] and st.plan_id == q.plan_id
             assert q.index == 0 and q.progress > 0.0  # carried on, not restarted
         assert plugin.stats()["tiers"] == {"heuristic": 2}
+
+
+def _duel(enemies: int) -> tuple[int, list[int]]:
+    """One tactical agent (team 0) at (3, 3) facing ``enemies`` in range on a small open map."""
+    from aiplanner import Ammo, Battlefield, Health, Perception, Position, Team, Weapon
+
+    esper.create_entity(Battlefield(20, 12, frozenset(), ((3, 5),), (15, 3)))
+
+    def unit(x: float, team: int) -> int:
+        return esper.create_entity(
+            Agent(role="tactical", speed=3.0),
+            Position(x, 3.0),
+            Health(100),
+            Ammo(6),
+            Team(team),
+            Perception(10.0),
+            Weapon(),
+            ActionQueue(),
+            PlanState(),
+        )
+
+    me = unit(3.0, 0)
+    return me, [unit(6.0 + i, 1) for i in range(enemies)]
+
+
+def _prefers_shooting(request: object) -> list[float]:
+    """The model's taste: shooting first, then cover, then anything else; no calibration
+    effect (the content-free context scores every phrase 0)."""
+    from aiplanner.backends.base import ScoreRequest
+    from aiplanner.phrasing import CONTENT_FREE
+
+    assert isinstance(request, ScoreRequest)
+    if request.messages[-1].content == CONTENT_FREE:
+        return [0.0] * len(request.continuations)
+    return _prefers_shooting_scores(request.continuations)
+
+
+def _prefers_shooting_scores(phrases: Sequence[str]) -> list[float]:
+    return [0.0 if c.startswith(" shoot") else -1.0 if "cover" in c else -4.0 for c in phrases]
+
+
+@pytest.mark.parametrize("rescuable", [True, False])
+def test_a_stale_answer_gives_way_to_the_models_next_choice_that_still_fits(
+    world: str, rescuable: bool
+) -> None:
+    from aiplanner import DEFAULT_REGISTRY
+    from aiplanner.phrasing import plan_phrase
+
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(scoring=True, scorer=_prefers_shooting, gate=gate)
+    cfg = PlannerConfig(
+        max_wait_ms=0,
+        cache_enabled=False,
+        rank_prior=0.0,
+        provisional=False,
+        tick_budget_ms=None,
+        max_candidates=4 if rescuable else 2,
+    )
+    me, foes = _duel(1)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        planning = plugin.planning_system
+        assert planning is not None
+        _tick(clock)
+        for _ in range(500):  # the situation's call is out and held by the gate
+            if backend.score_calls:
+                break
+            threading.Event().wait(0.01)
+        req = planning._in_flight[me]
+        needs_foe = [any(s.args == (foes[0],) for s in c.steps) for c in req.candidates]
+        assert req.candidates[0].steps[0] == Step("Attack", (foes[0],))
+        assert all(needs_foe) is not rescuable  # with 2 candidates both shoot the one enemy
+        esper.delete_entity(foes[0], immediate=True)  # the target dies while the model thinks
+        gate.set()
+        for _ in range(500):  # the plugin clock stands still: no deadline passes meanwhile
+            esper.process(DT)
+            if plugin.stats()["plans"]:
+                break
+            threading.Event().wait(0.01)
+        st = esper.component_for_entity(me, PlanState)
+        stats = plugin.stats()
+        assert stats["invalid"] == {"stale_bad_target": 1}
+        steps = tuple(esper.component_for_entity(me, ActionQueue).steps)
+        if rescuable:
+            # The model's best choice among those that still fit (its scores, ties in the
+            # rules' order), not the rules' own next plan.
+            phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+            scores = _prefers_shooting_scores(phrases)
+            fits = [i for i, need in enumerate(needs_foe) if not need]
+            best = max(fits, key=lambda i: (scores[i], -i))
+            assert st.tier is Tier.LLM and stats["rescued"] == 1
+            assert steps == req.candidates[best].steps
+        else:
+            assert st.tier is Tier.HEURISTIC and stats["rescued"] == 0
+        assert all(s.args != (foes[0],) for s in steps)  # never the dead target
