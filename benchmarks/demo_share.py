@@ -10,7 +10,9 @@ happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the 
 plans that came from the model (the rest from the rules after a deadline, a shed request or a
 stale answer, or the cache), ``model p50/p99`` the time from an agent asking to its model plan
 being applied, ``frame p99`` the whole frame (input, ``esper.process``, draw, flip), ``busy``
-the requests the engine could not answer in time (:class:`~aiplanner.errors.BackendBusy`).
+the requests the engine could not answer in time (:class:`~aiplanner.errors.BackendBusy`),
+``stale`` the model's answers that no longer fitted the world when they arrived, ``rescued`` those
+replaced by the model's next choice that still fitted (the rest went to the rules).
 The issue's targets are printed beside the figures.
 """
 
@@ -60,7 +62,8 @@ def main() -> None:
                 f"model p50={_s(stats.get('model_latency_p50_ms'))} "
                 f"p99={_s(stats.get('model_latency_p99_ms'))} "
                 f"frame p99={percentile(ms, 99):5.1f} ms max={max(ms):5.1f} ms "
-                f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)}",
+                f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)} "
+                f"(rescued {stats.get('rescued', 0)})",
                 flush=True,
             )
     print(_load())
