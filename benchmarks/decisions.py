@@ -3,6 +3,7 @@
 Run: python benchmarks/decisions.py [--backend embedded|openai|ollama|heuristic] [--base-url URL]
          [--model M] [--threads N] [--planners rules random position-0 ... free] [--draws 50]
          [--rank-prior X] [--no-order-check] [--limit N] [--json FILE]
+         [--teacher-horizon-s H] [--teacher-weights 'k=v,...'] [--teacher-round-rules]
 
 Scores the rules, the random floor (mean over ``--draws`` draws), every constant candidate
 position, the model planners (:data:`aiplanner.evaluation.MODEL_PLANNERS`: guided by score,
@@ -45,6 +46,12 @@ from aiplanner.evaluation import (
 from aiplanner.prompts import PromptBuilder
 from aiplanner.requests import PlanRequest
 from aiplanner.scenarios import Scenario, load_scenarios
+from aiplanner.training.teacher import (
+    OutcomeTeacher,
+    TeacherPlanner,
+    add_teacher_arguments,
+    teacher_config_from,
+)
 
 BASELINES = ("rules", "random")
 FREE_PLANNERS = ("free", "free-score-first", "free-score-first-alone")
@@ -185,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--order-seed", type=int, default=1)
     parser.add_argument("--limit", type=int, help="only the first N scenarios of each role")
     parser.add_argument("--json", type=Path, help="write every report here")
+    add_teacher_arguments(parser, prefix="teacher-")
     args = parser.parse_args(argv)
+    teacher = teacher_config_from(args, prefix="teacher-")
 
     scenarios = load_scenarios()
     if args.limit:
@@ -236,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 if name in FREE_SCORED and backend is not None:
                     planner = free_scored_planner(name, backend, args.rank_prior)
+                elif name == "teacher":  # with the --teacher-* settings
+                    planner = TeacherPlanner(OutcomeTeacher(teacher))
                 else:
                     planner = make_planner(name, backend, rank_prior=args.rank_prior)
             except PlannerError as exc:

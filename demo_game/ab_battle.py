@@ -7,6 +7,12 @@ wait for the model's answers (the figures measure decisions, not speed), and the
 makes each seed's round the same on every run. Provisional plans are off, so both squads go
 through the same motions and differ only in who decides.
 
+``--planner teacher`` gives the "model" squad to the outcome teacher instead
+(:mod:`aiplanner.training.teacher_backend`): each of its decisions rolls out the rules'
+candidates in the world the agent's snapshot describes and takes the best (``--horizon-s``,
+``--weights``, ``--round-rules``: the teacher's settings), through the same pipeline, lockstep
+and one-tick delivery as the model. It measures a labelling teacher by the rounds it wins.
+
 Damage is counted from health: a squad's damage taken is its total health at the start minus its
 living members' health at the end (dead members count their whole health), heals included.
 """
@@ -27,6 +33,12 @@ import orjson
 from aiplanner.backends.base import Backend
 from aiplanner.components import Agent, Health, Team
 from aiplanner.config import PlannerConfig
+from aiplanner.training.teacher import (
+    OutcomeTeacher,
+    add_teacher_arguments,
+    teacher_config_from,
+)
+from aiplanner.training.teacher_backend import SERVER_PRIORITY, TeacherBackend, TeacherServer
 from demo_game.game import DT, Game, GameSettings
 
 __all__ = ["BattleResult", "Summary", "main", "play", "summarise"]
@@ -81,8 +93,11 @@ def play(
     max_seconds: float = 60.0,
     map_name: str = "crossroads",
     config: PlannerConfig | None = None,
+    setup: Callable[[Game], None] | None = None,
 ) -> BattleResult:
-    """Play one round for ``seed`` in a fresh esper world; the model plans team ``seed % 2``."""
+    """Play one round for ``seed`` in a fresh esper world; the model plans team ``seed % 2``.
+
+    ``setup(game)`` runs once the game is built, in its world (e.g. to add a processor)."""
     model_team = seed % 2
     base = config if config is not None else PlannerConfig()
     # No provisional plans: the rules' squad gets its plans at once, and a squad that runs the
@@ -109,6 +124,8 @@ def play(
             virtual_clock=True,
         )
         try:
+            if setup is not None:
+                setup(game)
             start = _health_by_team()
             frames = round(max_seconds / DT)
             for _ in range(frames):
@@ -179,19 +196,35 @@ def main(
         help="the baseline: a 'model' that always takes the rules' first choice, through the "
         "same pipeline (scripted scores), to show what the harness itself gives either side",
     )
+    parser.add_argument(
+        "--planner",
+        choices=("model", "teacher"),
+        default="model",
+        help="who plans the 'model' squad: the model (default) or the outcome teacher's rollouts",
+    )
+    add_teacher_arguments(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
-    if make_backend is None and args.control:
+    setup: Callable[[Game], None] | None = None
+    changes: dict[str, object] = {"guided_decision": args.decision}
+    if args.planner == "teacher":
+        teacher_backend = TeacherBackend(OutcomeTeacher(teacher_config_from(args)))
+        backend: Backend = teacher_backend
+        changes.update(rank_prior=0.0, calibrated=False, guided_decision="score")
+
+        def setup(game: Game) -> None:
+            esper.add_processor(TeacherServer(teacher_backend), priority=SERVER_PRIORITY)
+
+    elif make_backend is None and args.control:
         from aiplanner.backends.scripted import ScriptedBackend
 
-        backend: Backend = ScriptedBackend(virtual_time=True, scoring=True)
+        backend = ScriptedBackend(virtual_time=True, scoring=True)
     elif make_backend is None:
         from aiplanner.backends.embedded import EmbeddedBackend
 
         backend = EmbeddedBackend(n_threads=args.threads)
     else:
         backend = make_backend()
-    changes: dict[str, object] = {"guided_decision": args.decision}
     if args.rank_prior is not None:
         changes["rank_prior"] = args.rank_prior
     config = PlannerConfig(**changes)  # type: ignore[arg-type]
@@ -205,6 +238,7 @@ def main(
             max_seconds=args.seconds,
             map_name=args.map,
             config=config,
+            setup=setup,
         )
         results.append(r)
         agree = "-" if r.agree_rate is None else f"{r.agree_rate:.0%}"
@@ -220,6 +254,11 @@ def main(
         f"\nmodel squad: {s.model_wins} wins, {s.rules_wins} losses, {s.draws} draws of "
         f"{s.rounds} ({s.win_rate:.0%}); damage dealt model/rules = {ratio}"
     )
+    if args.planner == "teacher":
+        print(
+            f"teacher: {teacher_backend.decided} decisions by rollout, {teacher_backend.failed} "
+            f"snapshots that made no legal world (the rules' first candidate played)"
+        )
     if args.json:
         data = {
             "results": [dataclasses.asdict(r) for r in results],

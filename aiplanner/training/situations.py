@@ -292,12 +292,18 @@ def situation_snapshot(situation: Situation) -> tuple[WorldSnapshot, Roster]:
     return snap, roster
 
 
-def situation_from_snapshot(snap: WorldSnapshot, seed: int = 0) -> Situation:
+def situation_from_snapshot(
+    snap: WorldSnapshot, seed: int = 0, *, separate: bool = False
+) -> Situation:
     """The world a snapshot describes, as a situation: the agent, the enemies and allies it
     sees (in the snapshot's order), its map. What a snapshot does not say is filled in plainly:
     the others are tactical, loaded (6 of 6) and with cooled weapons, the agent's own weapon is
     cooled, and its perception reaches everyone it saw. Entity ids differ from the snapshot's:
     :func:`situation_snapshot`'s roster lists the new ones in the same order.
+
+    ``separate``: a game's units stand anywhere, so two of them can round to one cell; each
+    other unit that lands on a taken or blocked cell moves to the nearest free walkable one
+    (the agent never moves). Without it, that is an error.
 
     Raises :class:`ConfigError` if the snapshot is not a legal world (units off the map, on a
     wall or on one cell).
@@ -306,9 +312,14 @@ def situation_from_snapshot(snap: WorldSnapshot, seed: int = 0) -> Situation:
     others = (*snap.enemies, *snap.allies)
     reach = max((8.0, *(u.dist + 1.0 for u in others)))
     foe = me.team + 1
+    taken = {(me.x, me.y)}
 
     def unit(u: SeenUnit, team: int) -> UnitSpec:
-        return UnitSpec(team=team, role="tactical", x=u.x, y=u.y, hp=u.hp, max_hp=u.max_hp)
+        x, y = u.x, u.y
+        if separate:
+            x, y = _nearest_free(snap.field, (x, y), taken)
+            taken.add((x, y))
+        return UnitSpec(team=team, role="tactical", x=x, y=y, hp=u.hp, max_hp=u.max_hp)
 
     situation = Situation(
         seed=seed,
@@ -330,6 +341,21 @@ def situation_from_snapshot(snap: WorldSnapshot, seed: int = 0) -> Situation:
     )
     situation.check()
     return situation
+
+
+def _nearest_free(
+    field: Battlefield, cell: tuple[int, int], taken: set[tuple[int, int]], reach: int = 4
+) -> tuple[int, int]:
+    """``cell`` if free and walkable, else the nearest such cell within ``reach`` (rings of
+    growing Chebyshev radius, each in row-major order), else ``cell`` (the check then fails)."""
+    x0, y0 = cell
+    for r in range(reach + 1):
+        for y in range(y0 - r, y0 + r + 1):
+            for x in range(x0 - r, x0 + r + 1):
+                on_ring = max(abs(x - x0), abs(y - y0)) == r
+                if on_ring and (x, y) not in taken and field.walkable(x, y):
+                    return x, y
+    return cell
 
 
 # --- the generator --------------------------------------------------------------------------

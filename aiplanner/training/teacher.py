@@ -10,7 +10,11 @@ as the plugin would without a model. Each rollout runs in an isolated esper worl
 The outcome is scored from the agent's side, summed tick by tick with a discount so that what
 happens sooner counts more (:class:`OutcomeWeights`): enemy health removed and kills, the agent's
 own health lost and its death, allies' health lost or healed and their deaths, and cells gained
-toward the objective.
+toward the objective. With ``TeacherConfig.round_rules`` the rollout also plays the demo
+game's round rules (:class:`OutcomeWeights` ``hold``, ``win``, ``loss``): a side holds the
+objective while it has someone alive within ``objective_radius`` cells and the other side has
+nobody there; holding it ``hold_s`` seconds in a row, or leaving the other side nobody alive,
+wins the round, and the rollout ends there (what would have followed is not scored).
 
 Chance. The execution rules and the rules planner are deterministic: no random number is drawn
 anywhere in a rollout. So "several seeds" here vary the *others'* situation instead
@@ -22,10 +26,11 @@ The label is the best candidate's index and its margin over the runner-up.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Final
 
@@ -55,9 +60,13 @@ __all__ = [
     "OutcomeWeights",
     "TeacherConfig",
     "TeacherPlanner",
+    "add_teacher_arguments",
     "file_sha256",
+    "label_snapshot",
     "load_labels",
+    "parse_weights",
     "save_labels",
+    "teacher_config_from",
 ]
 
 _MAX_LABEL_LINE: Final = 1 << 16  # bytes; a labelled situation is a few kB
@@ -75,6 +84,36 @@ class OutcomeWeights:
     ally_death: float = 60.0  # per ally killed
     progress: float = 1.0  # per cell closer to the objective
     discount_per_s: float = 0.85  # an event t seconds ahead counts discount_per_s ** t
+    hold: float = 0.0  # per second the agent's side holds the objective alone (minus: the other)
+    win: float = 0.0  # the agent's side wins the round (round_rules only)
+    loss: float = 0.0  # the agent's side loses the round (round_rules only)
+
+
+def parse_weights(text: str, base: OutcomeWeights | None = None) -> OutcomeWeights:
+    """``"death=300,kill=80"``: ``base`` (default :class:`OutcomeWeights`) with those fields set.
+
+    Raises :class:`ConfigError` for an unknown name, a value that is not a finite number or a
+    discount outside (0, 1].
+    """
+    start = base if base is not None else OutcomeWeights()
+    names = {f.name for f in fields(OutcomeWeights)}
+    changes: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or name not in names:
+            raise ConfigError(f"bad weight {part!r}; known: {', '.join(sorted(names))}")
+        try:
+            number = float(value)
+        except ValueError as exc:
+            raise ConfigError(f"weight {name} must be a number, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise ConfigError(f"weight {name} must be finite, got {value!r}")
+        changes[name] = number
+    weights = replace(start, **changes)
+    if not 0.0 < weights.discount_per_s <= 1.0:
+        raise ConfigError(f"discount_per_s must be in (0, 1], got {weights.discount_per_s}")
+    return weights
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,12 +125,21 @@ class TeacherConfig:
     variants: int = 3
     max_candidates: int = 4
     weights: OutcomeWeights = field(default_factory=OutcomeWeights)
+    round_rules: bool = False  # score holding the objective and the round's end (see above)
+    objective_radius: float = 2.0  # cells, as the demo's maps default to
+    hold_s: float = 5.0  # seconds a side must hold the objective alone to win
 
     def __post_init__(self) -> None:
         if not (self.dt > 0 and self.horizon_s >= self.dt):
             raise ConfigError(f"need 0 < dt <= horizon_s, got dt={self.dt}, {self.horizon_s}")
         if self.variants < 1 or not 1 <= self.max_candidates <= 9:
             raise ConfigError("variants must be >= 1 and max_candidates 1..9")
+        if not (self.objective_radius > 0 and self.hold_s > 0):
+            raise ConfigError("objective_radius and hold_s must be positive")
+
+    def to_dict(self) -> dict[str, object]:
+        """The settings as plain data, for reports."""
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +154,7 @@ class Outcome:
     ally_deaths: int
     progress: float
     score: float
+    result: int = 0  # round_rules: +1 the agent's side won the round, -1 lost, 0 neither
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +194,39 @@ class Label:
         if len(scores) != len(candidates) or not 0 <= best < len(candidates):
             raise ConfigError("a label needs one score per candidate and a best in range")
         return cls(Situation.from_dict(data["situation"]), candidates, scores, best, margin)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The teacher's settings as command-line options (``--{prefix}horizon-s`` ...), read back
+    by :func:`teacher_config_from`."""
+    d = TeacherConfig()
+    parser.add_argument(f"--{prefix}horizon-s", type=float, default=d.horizon_s)
+    parser.add_argument(f"--{prefix}variants", type=int, default=d.variants)
+    parser.add_argument(
+        f"--{prefix}weights",
+        default="",
+        help="outcome weights to change, e.g. 'death=300,hold=20,win=200' (see OutcomeWeights)",
+    )
+    parser.add_argument(
+        f"--{prefix}round-rules",
+        action="store_true",
+        help="score holding the objective and the round's end (hold / win / loss weights)",
+    )
+
+
+def teacher_config_from(args: argparse.Namespace, prefix: str = "") -> TeacherConfig:
+    """The :class:`TeacherConfig` that :func:`add_teacher_arguments`' options describe.
+
+    Raises :class:`ConfigError` for bad values.
+    """
+    key = prefix.replace("-", "_")
+    values = vars(args)
+    return TeacherConfig(
+        horizon_s=float(values[f"{key}horizon_s"]),
+        variants=int(values[f"{key}variants"]),
+        weights=parse_weights(str(values[f"{key}weights"])),
+        round_rules=bool(values[f"{key}round_rules"]),
+    )
 
 
 class OutcomeTeacher:
@@ -199,18 +281,33 @@ class OutcomeTeacher:
             )
             plugin.install()
             objective = situation.field.objective
-            before = _State.read(roster, objective)
+            radius = cfg.objective_radius
+            before = _State.read(roster, objective, radius)
             start = before
             score = 0.0
             weight = 1.0
+            held = 0.0  # seconds the current holder has held the objective alone
+            result = 0  # the round: +1 won, -1 lost, 0 still going
             try:
                 for tick in range(ticks):
                     now[0] = tick * cfg.dt
                     esper.process(cfg.dt)
-                    after = _State.read(roster, objective)
+                    after = _State.read(roster, objective, radius)
                     weight *= decay
-                    score += weight * before.reward(after, w)
+                    step = before.reward(after, w)
+                    if cfg.round_rules:
+                        holder = after.holder
+                        if holder == 0:
+                            held = 0.0
+                        else:
+                            held = held + cfg.dt if holder == before.holder else cfg.dt
+                        step += w.hold * holder * cfg.dt
+                        result = after.result(held >= cfg.hold_s - 1e-9, start.enemies_left > 0)
+                        step += w.win if result > 0 else -w.loss if result < 0 else 0.0
+                    score += weight * step
                     before = after
+                    if result:
+                        break
             finally:
                 plugin.close()
         return Outcome(
@@ -222,6 +319,7 @@ class OutcomeTeacher:
             ally_deaths=before.ally_dead - start.ally_dead,
             progress=start.goal_dist - before.goal_dist,
             score=score,
+            result=result,
         )
 
     def label_all(
@@ -247,17 +345,24 @@ class _State:
     ally_hp: int
     ally_dead: int
     goal_dist: float
+    holder: int = 0  # +1 the agent's side holds the objective alone, -1 the enemy's, 0 nobody
+    enemies_left: int = 1
+    side_left: int = 1  # the agent and its allies alive
 
     @classmethod
-    def read(cls, roster: Roster, objective: tuple[int, int] | None) -> _State:
+    def read(cls, roster: Roster, objective: tuple[int, int] | None, radius: float) -> _State:
         enemies = [_hp(e) for e in roster.enemies]
         allies = [_hp(a) for a in roster.allies]
         me = _hp(roster.me)
         dist = 0.0
+        holder = 0
         if objective is not None:
             pos = esper.try_component(roster.me, Position)
             if pos is not None:
                 dist = math.hypot(pos.x - objective[0], pos.y - objective[1])
+            ours = _present((roster.me, *roster.allies), objective, radius)
+            theirs = _present(roster.enemies, objective, radius)
+            holder = 1 if ours and not theirs else -1 if theirs and not ours else 0
         return cls(
             enemy_hp=sum(enemies),
             enemy_dead=sum(1 for h in enemies if h == 0),
@@ -266,7 +371,19 @@ class _State:
             ally_hp=sum(allies),
             ally_dead=sum(1 for h in allies if h == 0),
             goal_dist=dist,
+            holder=holder,
+            enemies_left=sum(1 for h in enemies if h > 0),
+            side_left=(me > 0) + sum(1 for h in allies if h > 0),
         )
+
+    def result(self, held_long_enough: bool, had_enemies: bool) -> int:
+        """The round's result in this state (+1 won, -1 lost, 0 going on), the demo's rules:
+        a side with nobody left loses (both: a draw, 0), else holding long enough wins. With no
+        enemy in the situation at the start, nobody is eliminated: the others are out of sight,
+        not gone."""
+        if self.side_left == 0 or (had_enemies and self.enemies_left == 0):
+            return int(self.side_left > 0) - int(self.enemies_left > 0 or not had_enemies)
+        return self.holder if held_long_enough else 0
 
     def reward(self, after: _State, w: OutcomeWeights) -> float:
         return (
@@ -278,6 +395,18 @@ class _State:
             - w.ally_death * (after.ally_dead - self.ally_dead)
             + w.progress * (self.goal_dist - after.goal_dist)
         )
+
+
+def _present(entities: Iterable[int], objective: tuple[int, int], radius: float) -> bool:
+    """Is one of ``entities`` alive within ``radius`` cells of ``objective``?"""
+    r2 = radius * radius
+    for ent in entities:
+        if _hp(ent) <= 0:
+            continue
+        pos = esper.try_component(ent, Position)
+        if pos is not None and (pos.x - objective[0]) ** 2 + (pos.y - objective[1]) ** 2 <= r2:
+            return True
+    return False
 
 
 def _hp(entity: int) -> int:
@@ -340,30 +469,47 @@ class TeacherPlanner:
     def decide(self, cases: Sequence[Case]) -> list[Decision]:
         out: list[Decision] = []
         for i, case in enumerate(cases):
-            snap = case.scenario.snapshot
             try:
-                situation = situation_from_snapshot(snap, seed=i)
+                label = label_snapshot(self.teacher, case.scenario.snapshot, case.candidates, i)
             except ConfigError as exc:
                 out.append(Decision(plan=None, error=str(exc)))
                 continue
-            _, roster = situation_snapshot(situation)
-            ids = {snap.me.id: roster.me}
-            ids.update(zip((u.id for u in snap.enemies), roster.enemies, strict=True))
-            ids.update(zip((u.id for u in snap.allies), roster.allies, strict=True))
-            plans = [self._remap(plan, ids) for plan in case.candidates]
-            label = self.teacher.label(situation, plans)
             out.append(Decision(plan=case.candidates[label.best], raw=f"margin {label.margin:.1f}"))
         return out
 
-    def _remap(self, plan: Plan, ids: dict[int, int]) -> Plan:
-        """``plan`` with its entity arguments (targets) renamed by ``ids``."""
-        steps = []
-        for step in plan.steps:
-            spec = self.teacher.registry.get(step.action)
-            kinds = [a.kind for a in spec.args] if spec is not None else []
-            args = tuple(
-                ids.get(v, v) if k in (ArgKind.ENEMY, ArgKind.ALLY) else v
-                for v, k in zip(step.args, kinds, strict=False)
-            )
-            steps.append(Step(step.action, args))
-        return Plan(tuple(steps))
+
+def label_snapshot(
+    teacher: OutcomeTeacher,
+    snap: WorldSnapshot,
+    candidates: Sequence[Plan],
+    seed: int,
+    *,
+    separate: bool = False,
+) -> Label:
+    """The teacher's label for ``candidates`` (made for ``snap``), rolled out in the world the
+    snapshot describes (:func:`situation_from_snapshot` with ``seed`` and ``separate``); the
+    label's candidates carry the rollout world's entity ids, its ``best`` indexes ``candidates``.
+
+    Raises :class:`ConfigError` if the snapshot is not a legal world or there are no candidates.
+    """
+    situation = situation_from_snapshot(snap, seed=seed, separate=separate)
+    _, roster = situation_snapshot(situation)
+    ids = {snap.me.id: roster.me}
+    ids.update(zip((u.id for u in snap.enemies), roster.enemies, strict=True))
+    ids.update(zip((u.id for u in snap.allies), roster.allies, strict=True))
+    plans = [_remap(plan, ids, teacher.registry) for plan in candidates]
+    return teacher.label(situation, plans)
+
+
+def _remap(plan: Plan, ids: dict[int, int], registry: ActionRegistry) -> Plan:
+    """``plan`` with its entity arguments (targets) renamed by ``ids``."""
+    steps = []
+    for step in plan.steps:
+        spec = registry.get(step.action)
+        kinds = [a.kind for a in spec.args] if spec is not None else []
+        args = tuple(
+            ids.get(v, v) if k in (ArgKind.ENEMY, ArgKind.ALLY) else v
+            for v, k in zip(step.args, kinds, strict=False)
+        )
+        steps.append(Step(step.action, args))
+    return Plan(tuple(steps))

@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import random
+import shlex
 import sys
 import time
 from collections import Counter
@@ -41,10 +42,11 @@ from aiplanner.training.teacher import (
     TeacherConfig,
     file_sha256,
     load_labels,
+    parse_weights,
     save_labels,
 )
 
-__all__ = ["QUICK", "TrainSettings", "add_train_parser", "train", "train_main"]
+__all__ = ["QUICK", "TrainSettings", "add_train_parser", "teacher_config", "train", "train_main"]
 
 REQUIRED = ("torch", "transformers", "peft", "gguf", "matplotlib", "llama_cpp")
 
@@ -66,8 +68,21 @@ class TrainSettings:
     warmup: int = 5
     threads: int = 2
     variants: int = 3
+    horizon_s: float = 5.0  # the teacher's rollouts (see aiplanner.training.teacher)
+    weights: str = ""  # changes to the teacher's OutcomeWeights, "name=value,..."
+    round_rules: bool = False  # the teacher scores holding the objective and the round's end
     eval_limit: int = 60
     quick: bool = False
+
+
+def teacher_config(settings: TrainSettings) -> TeacherConfig:
+    """The teacher that labels the situations. Raises :class:`ConfigError` for bad weights."""
+    return TeacherConfig(
+        horizon_s=settings.horizon_s,
+        variants=settings.variants,
+        weights=parse_weights(settings.weights),
+        round_rules=settings.round_rules,
+    )
 
 
 def missing_requirements() -> list[str]:
@@ -116,7 +131,7 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
         log(f"read {len(labels)} labels from {labels_path}")
     else:
         situations = generate_situations(settings.situations, settings.seed)
-        teacher = OutcomeTeacher(TeacherConfig(variants=settings.variants), DEFAULT_REGISTRY)
+        teacher = OutcomeTeacher(teacher_config(settings), DEFAULT_REGISTRY)
         t0 = time.monotonic()
         labels = teacher.label_all(
             situations,
@@ -215,6 +230,7 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
 
     report: dict[str, Any] = {
         "settings": asdict(settings),
+        "teacher": teacher_config(settings).to_dict(),
         "command": "python -m aiplanner train " + " ".join(_argv_of(settings)),
         "data": {
             "labels_file": str(data_path),
@@ -395,7 +411,7 @@ def _argv_of(s: TrainSettings) -> list[str]:
     for key, value in asdict(s).items():
         if value != getattr(defaults, key):
             flag = "--" + key.replace("_", "-")
-            out += [flag] if value is True else [flag, str(value)]
+            out += [flag] if value is True else [flag, shlex.quote(str(value))]
     return out
 
 
@@ -421,8 +437,10 @@ def add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     ints = ("situations", "seed", "rank", "layers", "batch", "steps", "warmup", "threads")
     for name in (*ints, "alpha", "variants", "eval_limit"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("holdout", "min_margin", "lr"):
+    for name in ("holdout", "min_margin", "lr", "horizon_s"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--weights", default=d.weights, help="teacher weights, e.g. 'hold=20,win=200'")
+    p.add_argument("--round-rules", action="store_true", help="the teacher plays the round's rules")
 
 
 QUICK = {

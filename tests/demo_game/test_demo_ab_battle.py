@@ -57,3 +57,18 @@ def test_command_line_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["--seeds", "2", "--squad", "1", "--seconds", "2"], make_backend=_backend) == 0
     out = capsys.readouterr().out
     assert "model squad:" in out and "of 2" in out
+
+
+def test_the_teacher_can_plan_the_model_squad(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--planner", "teacher", "--seeds", "2", "--squad", "2", "--seconds", "6"]
+    assert main([*argv, "--horizon-s", "2", "--variants", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "model squad:" in out and "of 2" in out
+    decided = int(out.split("teacher: ")[1].split()[0])
+    assert decided > 0 and "0 snapshots that made no legal world" in out
+    # seeded and lockstep: the same rounds again
+    assert main([*argv, "--horizon-s", "2", "--variants", "1"]) == 0
+    assert capsys.readouterr().out == out
+    # a teacher that hates hurting anybody decides otherwise (its settings reach the squad)
+    assert main([*argv, "--horizon-s", "2", "--weights", "dealt=-5,kill=-200"]) == 0
+    assert capsys.readouterr().out != out

@@ -1,0 +1,164 @@
+"""The outcome teacher as a planner in a running game: a scoring backend whose scores are the
+candidates' rollout scores.
+
+:class:`TeacherBackend` is a scoring backend (guided mode, ``guided_decision="score"``): for a
+request it answers each candidate's mean rollout score (:func:`~aiplanner.training.teacher.
+label_snapshot`, in the world the agent's snapshot describes), so with ``rank_prior=0`` and
+``calibrated=False`` the squad plays the teacher's best candidate. Content-free (calibration)
+requests get zeros.
+
+Threads. esper's worlds are module-wide state, and a rollout switches to a world of its own; it
+must not run on the bridge's thread while the game thread runs systems. So ``score`` hands the
+request to the game thread and waits for the answer, and :class:`TeacherServer`, a processor
+placed between the snapshot system and the planning system (:data:`SERVER_PRIORITY`), runs the
+rollouts there: on each tick it serves every agent that is in flight until each has its answer
+(a lockstep run applies them on that same tick, as it would a model's). Meant for lockstep runs
+(A/B battles), where every tick waits for the answers anyway.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Final
+
+import anyio
+import esper
+
+from aiplanner.backends.base import (
+    BackendInfo,
+    CompletionRequest,
+    ScoreRequest,
+    ScoreResult,
+    StreamEvent,
+)
+from aiplanner.components import PlanState, PlanStatus
+from aiplanner.errors import BackendError, BackendTimeout, ConfigError
+from aiplanner.plugin import PLANNING_PRIORITY, SNAPSHOT_PRIORITY
+from aiplanner.requests import PlanRequest
+from aiplanner.training.teacher import OutcomeTeacher, label_snapshot
+
+__all__ = ["SERVER_PRIORITY", "TeacherBackend", "TeacherServer"]
+
+SERVER_PRIORITY: Final = (SNAPSHOT_PRIORITY + PLANNING_PRIORITY) // 2
+"""After the snapshots, before the planning system (which applies the answers)."""
+
+_Job = tuple[PlanRequest, "Future[tuple[float, ...]]"]
+
+
+class TeacherBackend:
+    """Scores a guided request's candidates by the teacher's rollouts (see the module).
+
+    ``timeout_s``: how long a score call waits for the game thread before it fails with
+    :class:`BackendTimeout`. ``decided``/``failed`` count the requests served and those whose
+    snapshot made no legal world (they get equal scores: the rules' first candidate wins).
+    """
+
+    def __init__(self, teacher: OutcomeTeacher | None = None, *, timeout_s: float = 600.0) -> None:
+        if timeout_s <= 0:
+            raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
+        self.teacher = teacher if teacher is not None else OutcomeTeacher()
+        self._timeout = timeout_s
+        self._jobs: queue.Queue[_Job] = queue.Queue()
+        self._info = BackendInfo(
+            name="teacher", model="rollouts", max_concurrency=4, parallel=True, scoring=True
+        )
+        self.decided = 0
+        self.failed = 0
+
+    @property
+    def info(self) -> BackendInfo:
+        return self._info
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """The teacher writes nothing: always raises :class:`BackendError`."""
+        raise BackendError("the teacher backend only scores (guided_decision='score')")
+        yield  # pragma: no cover - makes this an async generator
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """Each continuation's rollout score (zeros for a content-free request).
+
+        Raises :class:`ConfigError` for a request that is not one guided plan request with a
+        continuation per candidate, :class:`BackendTimeout` if the game thread does not serve it
+        in time.
+        """
+        n = len(request.continuations)
+        if n == 0:
+            raise ConfigError("a score request needs at least one continuation")
+        reqs = request.tag.get("requests", ())
+        if request.tag.get("shape") != "score" or not reqs:
+            return _result((0.0,) * n)  # calibration: nothing to subtract
+        req = reqs[0]
+        if len(reqs) != 1 or not isinstance(req, PlanRequest) or len(req.candidates) != n:
+            raise ConfigError("the teacher scores one plan request's candidates at a time")
+        job: Future[tuple[float, ...]] = Future()
+        self._jobs.put((req, job))
+        try:
+            scores = await anyio.to_thread.run_sync(job.result, self._timeout)
+        except FutureTimeout as exc:
+            job.cancel()
+            raise BackendTimeout(
+                f"the game thread did not serve the teacher in {self._timeout}s"
+            ) from exc
+        return _result(scores)
+
+    def serve_one(self, wait_s: float) -> PlanRequest | None:
+        """Game thread: run the rollouts of the next request (waiting up to ``wait_s`` for one)
+        and answer it; return it, or None if none came."""
+        try:
+            req, job = self._jobs.get(timeout=wait_s)
+        except queue.Empty:
+            return None
+        if not job.set_running_or_notify_cancel():
+            return req
+        try:
+            label = label_snapshot(
+                self.teacher, req.snapshot, req.candidates, req.snapshot.tick, separate=True
+            )
+        except ConfigError:
+            self.failed += 1
+            job.set_result((0.0,) * len(req.candidates))
+            return req
+        self.decided += 1
+        job.set_result(label.scores)
+        return req
+
+
+class TeacherServer(esper.Processor):
+    """Serves :class:`TeacherBackend`'s requests on the game thread (see the module docstring).
+
+    Each tick it waits for the request of every agent in flight that it has not answered yet;
+    ``wait_s`` bounds the wait for one that never comes (a request the bridge dropped).
+    """
+
+    def __init__(self, backend: TeacherBackend, *, wait_s: float = 30.0) -> None:
+        self.backend = backend
+        self._wait = wait_s
+        self._served: set[tuple[int, int]] = set()
+        self.missed = 0
+
+    def process(self, dt: float) -> None:
+        flying = {
+            (ent, st.plan_id)
+            for ent, st in esper.get_component(PlanState)
+            if st.status is PlanStatus.IN_FLIGHT
+        }
+        self._served &= flying
+        waiting = flying - self._served
+        while waiting:
+            req = self.backend.serve_one(self._wait)
+            if req is None:
+                self.missed += len(waiting)
+                return
+            key = (req.entity, req.plan_id)
+            self._served.add(key)
+            waiting.discard(key)
+
+
+def _result(scores: tuple[float, ...]) -> ScoreResult:
+    return ScoreResult(logprobs=scores, tokens=(1,) * len(scores))
