@@ -8,6 +8,17 @@ Each agent's budget counts from its batch's submission, so time spent queued cou
 ``serial=True`` is for lockstep runs: one batch at a time in submission order, and a packed call's
 plans released at its end with the call's ``ready_at`` (the game waits for whole batches anyway).
 :meth:`close` cancels everything in flight, closes the backend and joins the loop thread.
+
+The loop yields to the game's tick. Python threads share one GIL, so any Python the loop thread
+runs while the game thread is inside ``esper.process`` (building prompts, parsing answers,
+waking up for a timer or a socket) is time the tick waits, up to ``sys.getswitchinterval()``
+(5 ms) per hand-over: measured at 100 agents, the slowest ticks were the game thread's own
+4-5 ms of CPU plus 2-7 ms of the bridge's, whatever the switch interval (5, 1 or 0.5 ms). So the
+plugin's first processor calls :meth:`hold` and its last :meth:`release`; while held, the loop
+stops at its next turn (after the selector returns, before it runs any callback) and goes on
+once the tick is over, in the frame's idle time. A hold never stops the loop longer than
+``max_hold_s``, and a loop that has waited through one hold goes on after the next release
+even if another tick has begun, so a game that ticks back to back still gets its plans.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ import contextlib
 import dataclasses
 import itertools
 import queue
+import selectors
 import threading
 import time
 from collections import Counter
@@ -29,7 +41,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
-from aiplanner.errors import BridgeClosed, PlannerError
+from aiplanner.errors import BridgeClosed, ConfigError, PlannerError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome
 from aiplanner.strategies import Batch, PlanContext, run_batch
@@ -52,8 +64,10 @@ class AsyncBridge:
         guided_decision: str = "score",
         rank_prior: float = 1.0,
         calibrated: bool = True,
+        max_hold_s: float = 0.05,
     ) -> None:
         self.backend = backend
+        self._gate = _TickGate(max_hold_s)
         self._serial = serial
         self._serial_lock: anyio.Lock | None = None
         self._outbox: queue.SimpleQueue[PlanOutcome] = queue.SimpleQueue()
@@ -99,7 +113,13 @@ class AsyncBridge:
     def start(self) -> None:
         if self._portal is not None:
             return
-        self._portal_cm = start_blocking_portal(backend="asyncio")
+        gate = self._gate
+        self._portal_cm = start_blocking_portal(
+            backend="asyncio",
+            backend_options={
+                "loop_factory": lambda: asyncio.SelectorEventLoop(_GatedSelector(gate))
+            },
+        )
         self._portal = self._portal_cm.__enter__()
         self._loop = self._portal.call(self._attach)
         self._portal.start_task_soon(self._dispatcher)
@@ -111,6 +131,7 @@ class AsyncBridge:
             return
         self._portal = None
         self._portal_cm = None
+        self._gate.open()  # the game thread now waits for the loop: it must not wait for us
         try:
             portal.call(self._shutdown, timeout_s)
         finally:
@@ -119,6 +140,17 @@ class AsyncBridge:
             cm.__exit__(None, None, None)
 
     # -- game thread API -----------------------------------------------------------------------
+    def hold(self) -> None:
+        """The game thread begins its tick: the loop waits at its next turn until :meth:`release`
+        (at most ``max_hold_s``). Never blocks. A lockstep (``serial``) bridge is never held:
+        the game waits for its work there anyway, and must find it done when it looks."""
+        if not self._serial:
+            self._gate.close()
+
+    def release(self) -> None:
+        """The game thread's tick is over: the loop goes on. Never blocks."""
+        self._gate.open()
+
     def submit(self, batch: Batch) -> None:
         """Hand a batch to the loop. Never blocks; raises :class:`BridgeClosed` when not running."""
         portal = self._portal
@@ -144,6 +176,7 @@ class AsyncBridge:
 
     def cancel_all(self) -> None:
         """Nobody needs any plan in flight any more (the plugin was uninstalled)."""
+        self._gate.open()  # no tick of ours may follow to open it
         with self._lock:
             everyone = set(self._in_batches)
         self.cancel(everyone)
@@ -171,6 +204,7 @@ class AsyncBridge:
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until no batch is running (lockstep mode only). Returns False on timeout."""
+        self._gate.open()  # the tick waits for the loop here: let it run
         with self._idle:
             return self._idle.wait_for(lambda: self._active == 0, timeout=timeout_s)
 
@@ -279,3 +313,54 @@ class AsyncBridge:
             while self._scopes:
                 await anyio.sleep(0.005)
             await self.backend.aclose()
+
+
+class _TickGate:
+    """Open, or closed while the game thread runs its tick (see the module docstring).
+
+    The game thread closes and opens it (``threading.Event``: never blocks); the loop thread
+    waits in :meth:`wait` while it is closed, for at most ``max_hold_s`` at a time, and goes on
+    once it has opened even if it has closed again since (a tick right after the last one)."""
+
+    def __init__(self, max_hold_s: float) -> None:
+        if not max_hold_s >= 0:
+            raise ConfigError(f"max_hold_s must be >= 0, got {max_hold_s}")
+        self._max_hold_s = max_hold_s
+        self._open = threading.Event()
+        self._open.set()
+        self._openings = 0  # written by the game thread only
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._openings += 1
+        self._open.set()
+
+    def wait(self) -> None:
+        """Loop thread: return once the gate is open, has opened since the call, or has held
+        the loop ``max_hold_s``. Waiting releases the GIL."""
+        is_open = self._open
+        if is_open.is_set():
+            return
+        seen = self._openings
+        until = time.monotonic() + self._max_hold_s
+        while not is_open.is_set() and self._openings == seen:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            is_open.wait(left)
+
+
+class _GatedSelector(selectors.DefaultSelector):
+    """The loop's selector: after each poll, wait at the tick gate before the loop runs the
+    callbacks of what the poll found (the one place every turn of an asyncio loop passes)."""
+
+    def __init__(self, gate: _TickGate) -> None:
+        super().__init__()
+        self._gate = gate
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(timeout)
+        self._gate.wait()
+        return ready

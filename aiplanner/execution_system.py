@@ -35,6 +35,7 @@ replays repeat exactly.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any, Final
 
@@ -75,12 +76,16 @@ class ActionExecutionSystem(esper.Processor):
         delete_dead: bool = True,
         max_path_nodes: int = 4000,
         max_paths_per_tick: int | None = 16,
+        on_tick_end: Callable[[], None] | None = None,
     ) -> None:
         if max_path_nodes < 1:
             raise ConfigError(f"max_path_nodes must be at least 1, got {max_path_nodes}")
         if max_paths_per_tick is not None and max_paths_per_tick < 1:
             raise ConfigError(f"max_paths_per_tick must be at least 1, got {max_paths_per_tick}")
         self.max_paths_per_tick = max_paths_per_tick
+        # Called last thing each tick, even when a step raised (the plugin releases its bridge's
+        # loop: see AsyncBridge.release).
+        self.on_tick_end = on_tick_end
         registry.require_handlers()
         self.registry = registry
         self.components = components
@@ -110,6 +115,13 @@ class ActionExecutionSystem(esper.Processor):
 
     def process(self, dt: float) -> None:
         """Run the upkeep, each executing agent's step, then delete the dead."""
+        try:
+            self._run_tick(dt)
+        finally:
+            if self.on_tick_end is not None:
+                self.on_tick_end()
+
+    def _run_tick(self, dt: float) -> None:
         for upkeep in self._upkeep:
             upkeep(dt)
         cm = self.components

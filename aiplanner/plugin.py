@@ -142,7 +142,10 @@ class PlannerPlugin:
                 calibrated=cfg.calibrated,
             )
             self._bridge.start()
-        self.snapshot_system = SnapshotSystem(components=components)
+        bridge = self._bridge  # held from the first processor's start to the last one's end
+        self.snapshot_system = SnapshotSystem(
+            components=components, on_tick_start=bridge.hold if bridge is not None else None
+        )
         self.planning_system = PlanningSystem(
             lambda: self._config,
             self.snapshot_system,
@@ -154,7 +157,10 @@ class PlannerPlugin:
             replay=self._replay,
         )
         self.execution_system = ActionExecutionSystem(
-            cfg.registry, components=components, delete_dead=cfg.delete_dead
+            cfg.registry,
+            components=components,
+            delete_dead=cfg.delete_dead,
+            on_tick_end=bridge.release if bridge is not None else None,
         )
         esper.add_processor(self.snapshot_system, priority=SNAPSHOT_PRIORITY)
         esper.add_processor(self.planning_system, priority=PLANNING_PRIORITY)

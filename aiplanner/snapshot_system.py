@@ -26,7 +26,7 @@ What a snapshot shows:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -155,6 +155,7 @@ class SnapshotSystem(esper.Processor):
         max_cover: int = 4,
         max_obstacles: int = 8,
         components: ComponentMap = DEFAULT_COMPONENTS,
+        on_tick_start: Callable[[], None] | None = None,
     ) -> None:
         for name, value in (
             ("max_units", max_units),
@@ -168,6 +169,8 @@ class SnapshotSystem(esper.Processor):
         self.max_cover = max_cover
         self.max_obstacles = max_obstacles
         self.components = components
+        # Called first thing each tick (the plugin holds its bridge's loop: see AsyncBridge.hold).
+        self.on_tick_start = on_tick_start
         self._cell_size = cell_size
         self._grid = UniformGrid(cell_size)  # raises ConfigError for a bad cell_size
         # The index proper: one grid of living agents per team (team values are dict keys), and
@@ -203,6 +206,8 @@ class SnapshotSystem(esper.Processor):
 
     def process(self, dt: float) -> None:
         """Advance the tick, read the map, rebuild the agent index and forget memoised snapshots."""
+        if self.on_tick_start is not None:
+            self.on_tick_start()
         self.tick += 1
         self._refresh_field()
         cm = self.components

@@ -13,18 +13,19 @@ from aiplanner.backends.base import BackendInfo, CompletionRequest, Finished, St
 from aiplanner.backends.scripted import ScriptedBackend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
-from aiplanner.errors import BridgeClosed
+from aiplanner.errors import BridgeClosed, ConfigError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch
 
 
-def _bridge(backend: object) -> AsyncBridge:
+def _bridge(backend: object, max_hold_s: float = 0.05) -> AsyncBridge:
     return AsyncBridge(
         backend,  # type: ignore[arg-type]
         registry=DEFAULT_REGISTRY,
         metrics=Metrics(),
         breaker=CircuitBreaker(),
+        max_hold_s=max_hold_s,
     )
 
 
@@ -218,3 +219,97 @@ def test_submitting_to_a_bridge_that_is_not_running_raises_bridge_closed() -> No
     bridge.close()
     with pytest.raises(RuntimeError):  # BridgeClosed is a RuntimeError too
         bridge.submit(_batch(1))
+
+
+class CalledBackend(ScriptedBackend):
+    """A ScriptedBackend that says when its first call has begun."""
+
+    def __init__(self) -> None:
+        self.called = threading.Event()
+        super().__init__(self._responder)
+
+    def _responder(self, call: CompletionRequest) -> None:
+        self.called.set()
+
+
+def test_a_held_loop_starts_no_work_until_released() -> None:
+    backend = CalledBackend()
+    bridge = _bridge(backend, max_hold_s=60.0)  # only release() can let it go on
+    bridge.start()
+    try:
+        bridge.hold()  # the game's tick begins
+        bridge.submit(_batch(1))  # wakes the loop: it must stop at its next turn
+        assert not backend.called.wait(0.3), "the loop ran a batch during the tick"
+        bridge.release()
+        assert backend.called.wait(10)
+        assert _drain_until(bridge, {1})[1].ok
+    finally:
+        bridge.close()
+
+
+def test_a_hold_that_is_never_released_stops_the_loop_no_longer_than_max_hold() -> None:
+    backend = CalledBackend()
+    bridge = _bridge(backend, max_hold_s=0.02)
+    bridge.start()
+    try:
+        bridge.hold()  # a tick that raised before its end, say
+        bridge.submit(_batch(1))
+        assert _drain_until(bridge, {1})[1].ok  # every turn waits 20 ms at most
+    finally:
+        bridge.close()
+
+
+def test_ticks_back_to_back_still_let_the_loop_on_after_each_release() -> None:
+    # A game that never sleeps between ticks: the gate opens for an instant only. The loop,
+    # waiting through a hold, goes on once it has opened, even if the next tick has begun.
+    backend = CalledBackend()
+    bridge = _bridge(backend, max_hold_s=60.0)
+    bridge.start()
+    try:
+        bridge.hold()
+        bridge.submit(_batch(1))
+        got: list[PlanOutcome] = []
+        for _ in range(200_000):  # deadlock guard: the 60 s hold is never what lets it on
+            bridge.release()
+            bridge.hold()
+            got += bridge.drain()
+            if got:
+                break
+        assert [o.entity for o in got] == [1] and got[0].ok
+    finally:
+        bridge.release()
+        bridge.close()
+
+
+def test_a_lockstep_bridge_is_never_held_and_wait_idle_and_close_release_the_loop() -> None:
+    backend = ScriptedBackend(virtual_time=True)
+    lockstep = AsyncBridge(
+        backend,
+        registry=DEFAULT_REGISTRY,
+        metrics=Metrics(),
+        breaker=CircuitBreaker(),
+        serial=True,
+        max_hold_s=60.0,
+    )
+    lockstep.start()
+    try:
+        lockstep.hold()
+        lockstep.submit(_batch(1))
+        assert _drain_until(lockstep, {1})[1].ok  # answered with the hold still in place
+    finally:
+        lockstep.close()
+    bridge = _bridge(ScriptedBackend(), max_hold_s=60.0)
+    bridge.start()
+    bridge.hold()  # a tick that waits for the bridge (a lockstep wait, the plugin closing)
+    bridge.submit(_batch(1))
+    assert bridge.wait_idle(10)  # opens the gate: no deadlock until the hold's limit
+    bridge.hold()
+    closer = threading.Thread(target=bridge.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive() and not bridge.running
+
+
+def test_max_hold_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError):
+        _bridge(ScriptedBackend(), max_hold_s=-1.0)

@@ -603,3 +603,20 @@ def test_no_cap_paths_everyone_at_once_and_a_cap_below_one_is_refused(world: str
     assert all(pos(e)[0] > 0.0 for e in movers)
     with pytest.raises(ConfigError, match="max_paths_per_tick"):
         ActionExecutionSystem(max_paths_per_tick=0)
+
+
+def test_on_tick_end_runs_after_every_tick_even_one_that_raised(world: str) -> None:
+    def boom(ctx: StepContext, args: tuple[int, ...], /) -> bool:
+        raise RuntimeError("a game handler failed")
+
+    registry = ActionRegistry([ActionSpec("Boom", "X", (), "", handler=boom)])
+    ended: list[int] = []
+    system = ActionExecutionSystem(registry, on_tick_end=lambda: ended.append(len(ended)))
+    field()
+    actor(1, 1, status=PlanStatus.IDLE)
+    system.process(DT)
+    assert ended == [0]
+    actor(2, 2, Step("Boom", ()))
+    with pytest.raises(RuntimeError, match="handler failed"):
+        system.process(DT)
+    assert ended == [0, 1]

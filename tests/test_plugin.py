@@ -25,6 +25,7 @@ from aiplanner import (
     ScriptedBackend,
     Tier,
 )
+from aiplanner.bridge import AsyncBridge
 
 DT = 1 / 30
 _RECORDERS: list[object] = []
@@ -269,3 +270,41 @@ def test_reinstall_keeps_the_backend_and_close_closes_it(world: str) -> None:
     assert backend.closed
     leftover = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not leftover, leftover
+
+
+class _Mark(esper.Processor):
+    def __init__(self, marks: list[str]) -> None:
+        self.marks = marks
+
+    def process(self, dt: float) -> None:
+        self.marks.append("game processor")
+
+
+def test_the_plugin_holds_its_bridge_loop_from_its_first_processor_to_its_last(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marks: list[str] = []
+    hold, release = AsyncBridge.hold, AsyncBridge.release
+
+    def held(bridge: AsyncBridge) -> None:
+        marks.append("hold")
+        hold(bridge)
+
+    def released(bridge: AsyncBridge) -> None:
+        marks.append("release")
+        release(bridge)
+
+    monkeypatch.setattr(AsyncBridge, "hold", held)
+    monkeypatch.setattr(AsyncBridge, "release", released)
+    spawn_battle(2)
+    with PlannerPlugin(PlannerConfig(), ScriptedBackend()):
+        esper.add_processor(_Mark(marks), priority=150)  # between PLANNING and EXECUTION
+        esper.add_processor(_Mark(marks), priority=50)  # after the plugin's last processor
+        try:
+            esper.process(DT)
+            esper.process(DT)
+        finally:
+            esper.remove_processor(_Mark)
+            esper.remove_processor(_Mark)
+    tick = ["hold", "game processor", "release", "game processor"]
+    assert marks == tick * 2

@@ -474,3 +474,13 @@ def test_a_tick_of_the_index_sets_off_no_young_collection(world: str) -> None:
             gc.disable()
     assert started == []
     assert system.snapshot(ents[0]) is not None and len(system.grid) == len(ents)
+
+
+def test_on_tick_start_runs_first_thing_each_tick(world: str) -> None:
+    esper.create_entity(FIELD)
+    seen: list[int] = []
+    system = SnapshotSystem()
+    system.on_tick_start = lambda: seen.append(system.tick)  # before the tick advances
+    system.process(0.1)
+    system.process(0.1)
+    assert seen == [0, 1] and system.tick == 2
