@@ -112,6 +112,11 @@ class PlannerPlugin:
     def installed(self) -> bool:
         return self.planning_system is not None
 
+    @property
+    def backend_busy(self) -> bool:
+        """Whether the backend has submitted work not finished yet (a batch in flight)."""
+        return self._bridge is not None and self._bridge.active_batches > 0
+
     def install(self) -> PlannerPlugin:
         """Register the processors into the current esper world and start the bridge.
 

@@ -213,7 +213,9 @@ def main(
         changes.update(rank_prior=0.0, calibrated=False, guided_decision="score")
 
         def setup(game: Game) -> None:
-            esper.add_processor(TeacherServer(teacher_backend), priority=SERVER_PRIORITY)
+            plugin = game.plugin
+            server = TeacherServer(teacher_backend, lambda: plugin.backend_busy)
+            esper.add_processor(server, priority=SERVER_PRIORITY)
 
     elif make_backend is None and args.control:
         from aiplanner.backends.scripted import ScriptedBackend

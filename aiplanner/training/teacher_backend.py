@@ -19,7 +19,8 @@ rollouts there: on each tick it serves every agent that is in flight until each 
 from __future__ import annotations
 
 import queue
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Final
@@ -44,6 +45,9 @@ __all__ = ["SERVER_PRIORITY", "TeacherBackend", "TeacherServer"]
 
 SERVER_PRIORITY: Final = (SNAPSHOT_PRIORITY + PLANNING_PRIORITY) // 2
 """After the snapshots, before the planning system (which applies the answers)."""
+
+_POLL_S: Final = 0.01
+"""How often the server looks whether the backend has gone idle while it waits for a request."""
 
 _Job = tuple[PlanRequest, "Future[tuple[float, ...]]"]
 
@@ -132,12 +136,18 @@ class TeacherBackend:
 class TeacherServer(esper.Processor):
     """Serves :class:`TeacherBackend`'s requests on the game thread (see the module docstring).
 
-    Each tick it waits for the request of every agent in flight that it has not answered yet;
-    ``wait_s`` bounds the wait for one that never comes (a request the bridge dropped).
+    Each tick it serves requests while an agent it has not answered is in flight and ``busy()``
+    says the backend still has work (``PlannerPlugin.backend_busy``: a request with a single
+    candidate is answered without a call, so not every agent in flight has one coming; a batch
+    waiting for the teacher keeps the backend busy). ``wait_s`` bounds the whole wait of a tick
+    (``missed`` counts the ticks it ran out).
     """
 
-    def __init__(self, backend: TeacherBackend, *, wait_s: float = 30.0) -> None:
+    def __init__(
+        self, backend: TeacherBackend, busy: Callable[[], bool], *, wait_s: float = 60.0
+    ) -> None:
         self.backend = backend
+        self._busy = busy
         self._wait = wait_s
         self._served: set[tuple[int, int]] = set()
         self.missed = 0
@@ -150,14 +160,23 @@ class TeacherServer(esper.Processor):
         }
         self._served &= flying
         waiting = flying - self._served
+        until = time.monotonic() + self._wait
         while waiting:
-            req = self.backend.serve_one(self._wait)
-            if req is None:
-                self.missed += len(waiting)
+            req = self.backend.serve_one(_POLL_S)
+            if req is not None:
+                key = (req.entity, req.plan_id)
+                self._served.add(key)
+                waiting.discard(key)
+                continue
+            if not self._busy():
+                req = self.backend.serve_one(0.0)  # put in just before the batch looked idle?
+                if req is None:
+                    return
+                self._served.add((req.entity, req.plan_id))
+                waiting.discard((req.entity, req.plan_id))
+            elif time.monotonic() > until:
+                self.missed += 1
                 return
-            key = (req.entity, req.plan_id)
-            self._served.add(key)
-            waiting.discard(key)
 
 
 def _result(scores: tuple[float, ...]) -> ScoreResult:

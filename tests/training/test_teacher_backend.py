@@ -67,7 +67,7 @@ def _battle(teacher: OutcomeTeacher) -> tuple[_Recording, list[tuple[int, Plan, 
         plan_deadline_s=60.0,
     )
     plugin = PlannerPlugin(config, backend, clock=lambda: clock[0]).install()
-    server = TeacherServer(backend, wait_s=30.0)
+    server = TeacherServer(backend, lambda: plugin.backend_busy, wait_s=30.0)
     esper.add_processor(server, priority=SERVER_PRIORITY)
     try:
         for tick in range(48):
