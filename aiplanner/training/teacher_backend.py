@@ -11,8 +11,8 @@ Threads. esper's worlds are module-wide state, and a rollout switches to a world
 must not run on the bridge's thread while the game thread runs systems. So ``score`` hands the
 request to the game thread and waits for the answer, and :class:`TeacherServer`, a processor
 placed between the snapshot system and the planning system (:data:`SERVER_PRIORITY`), runs the
-rollouts there: on each tick it serves every agent that is in flight until each has its answer
-(a lockstep run applies them on that same tick, as it would a model's). Meant for lockstep runs
+rollouts there: on each tick it serves requests until the backend has no work left (a lockstep
+run then applies the answers on that same tick, as it would a model's). Meant for lockstep runs
 (A/B battles), where every tick waits for the answers anyway.
 """
 
@@ -35,7 +35,6 @@ from aiplanner.backends.base import (
     ScoreResult,
     StreamEvent,
 )
-from aiplanner.components import PlanState, PlanStatus
 from aiplanner.errors import BackendError, BackendTimeout, ConfigError
 from aiplanner.plugin import PLANNING_PRIORITY, SNAPSHOT_PRIORITY
 from aiplanner.requests import PlanRequest
@@ -136,11 +135,12 @@ class TeacherBackend:
 class TeacherServer(esper.Processor):
     """Serves :class:`TeacherBackend`'s requests on the game thread (see the module docstring).
 
-    Each tick it serves requests while an agent it has not answered is in flight and ``busy()``
-    says the backend still has work (``PlannerPlugin.backend_busy``: a request with a single
-    candidate is answered without a call, so not every agent in flight has one coming; a batch
-    waiting for the teacher keeps the backend busy). ``wait_s`` bounds the whole wait of a tick
-    (``missed`` counts the ticks it ran out).
+    Each tick it serves requests until ``busy()`` (``PlannerPlugin.backend_busy``: a batch in
+    flight) says the backend has nothing left to do, which is what the planning system's
+    lockstep wait that follows waits for: a batch waiting for the teacher stays busy, even one
+    whose agent has died meanwhile (a call waiting in a thread is not cancelled), while a batch
+    whose requests need no call (a single candidate) finishes on its own. ``wait_s`` bounds the
+    wait of a tick (``missed`` counts the ticks that ran out of it).
     """
 
     def __init__(
@@ -149,32 +149,16 @@ class TeacherServer(esper.Processor):
         self.backend = backend
         self._busy = busy
         self._wait = wait_s
-        self._served: set[tuple[int, int]] = set()
         self.missed = 0
 
     def process(self, dt: float) -> None:
-        flying = {
-            (ent, st.plan_id)
-            for ent, st in esper.get_component(PlanState)
-            if st.status is PlanStatus.IN_FLIGHT
-        }
-        self._served &= flying
-        waiting = flying - self._served
         until = time.monotonic() + self._wait
-        while waiting:
-            req = self.backend.serve_one(_POLL_S)
-            if req is not None:
-                key = (req.entity, req.plan_id)
-                self._served.add(key)
-                waiting.discard(key)
-                continue
+        while True:
             if not self._busy():
-                req = self.backend.serve_one(0.0)  # put in just before the batch looked idle?
-                if req is None:
+                # one put in just before the batch looked idle? (then it is done, not idle)
+                if self.backend.serve_one(0.0) is None:
                     return
-                self._served.add((req.entity, req.plan_id))
-                waiting.discard((req.entity, req.plan_id))
-            elif time.monotonic() > until:
+            elif self.backend.serve_one(_POLL_S) is None and time.monotonic() > until:
                 self.missed += 1
                 return
 
