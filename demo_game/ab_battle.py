@@ -261,6 +261,14 @@ def main(
             f"teacher: {teacher_backend.decided} decisions by rollout, {teacher_backend.failed} "
             f"snapshots that made no legal world (the rules' first candidate played)"
         )
+        ranks = teacher_backend.positions
+        acts = teacher_backend.actions
+        print(
+            "teacher's choices by rules' rank: "
+            + " ".join(f"{k}:{ranks[k]}" for k in sorted(ranks))
+            + " | by first action: "
+            + " ".join(f"{a}:{n}" for a, n in acts.most_common())
+        )
     if args.json:
         data = {
             "results": [dataclasses.asdict(r) for r in results],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -56,7 +57,8 @@ class TeacherBackend:
 
     ``timeout_s``: how long a score call waits for the game thread before it fails with
     :class:`BackendTimeout`. ``decided``/``failed`` count the requests served and those whose
-    snapshot made no legal world (they get equal scores: the rules' first candidate wins).
+    snapshot made no legal world (they get equal scores: the rules' first candidate wins);
+    ``positions`` and ``actions`` the spread of the teacher's choices (rank, first action).
     """
 
     def __init__(self, teacher: OutcomeTeacher | None = None, *, timeout_s: float = 600.0) -> None:
@@ -70,6 +72,8 @@ class TeacherBackend:
         )
         self.decided = 0
         self.failed = 0
+        self.positions: Counter[int] = Counter()  # the rules' rank of each chosen candidate
+        self.actions: Counter[str] = Counter()  # the first action of each chosen candidate
 
     @property
     def info(self) -> BackendInfo:
@@ -128,6 +132,8 @@ class TeacherBackend:
             job.set_result((0.0,) * len(req.candidates))
             return req
         self.decided += 1
+        self.positions[label.best] += 1
+        self.actions[req.candidates[label.best].steps[0].action] += 1
         job.set_result(label.scores)
         return req
 

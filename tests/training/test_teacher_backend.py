@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import anyio
 import esper
@@ -84,14 +85,18 @@ def test_the_teacher_squad_plays_the_rollouts_best_candidate_and_repeats(world: 
     teacher = OutcomeTeacher(TeacherConfig(horizon_s=2.0, variants=2))
     backend, applied = _battle(teacher)
     assert backend.decided == len(backend.served) > 0 and backend.failed == 0
+    assert backend.positions.total() == backend.actions.total() == backend.decided
     assert esper.current_world == world  # the rollouts' worlds came and went on this thread
     by_model = [(e, p) for e, p, t in applied if t is Tier.LLM]
     assert by_model
+    ranks: Counter[int] = Counter()
     for req in backend.served:
         label = label_snapshot(
             teacher, req.snapshot, req.candidates, req.snapshot.tick, separate=True
         )
         assert (req.entity, req.candidates[label.best]) in by_model
+        ranks[label.best] += 1
+    assert ranks == backend.positions
     overruled = [
         r for r in backend.served if (r.entity, r.candidates[0]) not in by_model
     ]  # the teacher does not just echo the rules
