@@ -4,12 +4,18 @@ Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--ca
          [--tick-budget-ms 0 2]   (0: no time budget; default: the config's default)
          [--gc freeze default]    (freeze: gc.freeze() once the world is built; the default)
          [--switch-interval 0.005 0.001]   (sys.setswitchinterval seconds; default: as it is)
+         [--fps 60]               (pacing: sleep out each 1/fps frame; 0: ticks back to back)
 
 The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
 measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
 apart). Figures are milliseconds per tick, median and p99 over the run, after a warm-up; wall
 clock, and beside it the game thread's CPU time (``time.thread_time``: on a shared machine the
 difference is time spent waiting for a core or for the GIL).
+
+Ticks are paced at 60 fps by default, as a game's are: the bridge thread's Python (prompts,
+parsing) then runs in the frame's idle time, as the plugin arranges it (see
+:mod:`aiplanner.bridge`). ``--fps 0`` runs ticks back to back, a game that never idles: the
+bridge's work then has to land inside ticks.
 """
 
 from __future__ import annotations
@@ -51,7 +57,12 @@ def _time_process(proc: object, spent: dict[str, float], cpu: dict[str, float]) 
 
 
 def measure(
-    n: int, ticks: int, cap: int | None, budget_ms: float | None = None, gc_mode: str = "freeze"
+    n: int,
+    ticks: int,
+    cap: int | None,
+    budget_ms: float | None = None,
+    gc_mode: str = "freeze",
+    fps: float = 60.0,
 ) -> dict[str, float | str]:
     esper.switch_world(f"bench-{n}")
     side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
@@ -70,10 +81,15 @@ def measure(
     if gc_mode == "freeze":  # as a game does once a level is loaded
         gc.collect()
         gc.freeze()
+    frame = 1.0 / fps if fps > 0 else 0.0
+    next_frame = time.perf_counter()
     try:
         for t in range(ticks + 30):
             spent.clear()
             esper.process(1 / 30)
+            if frame:  # sleep out the frame; a late frame starts the next one at once
+                next_frame = max(next_frame + frame, time.perf_counter())
+                time.sleep(max(0.0, next_frame - time.perf_counter()))
             if t < 30:
                 continue
             plan_ms.append(spent[SnapshotSystem.__name__] + spent[PlanningSystem.__name__])
@@ -94,6 +110,7 @@ def measure(
         "max_plans_per_tick": str(cap),
         "tick_budget_ms": str(cfg.tick_budget_ms),
         "gc": gc_mode,
+        "fps": str(fps or "back to back"),
         "snapshot+planning p50 ms": statistics.median(plan_ms),
         "snapshot+planning p99 ms": plan_ms[p99],
         "snapshot+planning CPU p50 ms": statistics.median(plan_cpu),
@@ -113,6 +130,7 @@ def main() -> None:
     parser.add_argument("--tick-budget-ms", type=float, nargs="*", default=[None])
     parser.add_argument("--gc", nargs="*", default=["freeze"], choices=["freeze", "default"])
     parser.add_argument("--switch-interval", type=float, nargs="*", default=[None])
+    parser.add_argument("--fps", type=float, default=60.0, help="pacing (0: back to back)")
     args = parser.parse_args()
     default_interval = sys.getswitchinterval()
     for n in args.agents:
@@ -122,7 +140,7 @@ def main() -> None:
                     for interval in args.switch_interval:
                         sys.setswitchinterval(interval or default_interval)
                         try:
-                            r = measure(n, args.ticks, cap or None, budget, gc_mode)
+                            r = measure(n, args.ticks, cap or None, budget, gc_mode, args.fps)
                         finally:
                             sys.setswitchinterval(default_interval)
                         r["switch_interval_ms"] = (interval or default_interval) * 1000
