@@ -188,6 +188,9 @@ class SnapshotSystem(esper.Processor):
         # Cover point (index into _FieldIndex.cover) -> the agents of the grid within
         # OCCUPIED_RADIUS of it; found when first asked, forgotten every tick.
         self._near_cover: dict[int, list[int]] = {}
+        # Agent -> its map cell and whether it is in cover, as indexed this tick: an agent is
+        # seen by many others, worked out once per tick whoever sees it first.
+        self._placed: dict[int, tuple[int, int, bool]] = {}
 
     @property
     def field(self) -> Battlefield | None:
@@ -215,6 +218,7 @@ class SnapshotSystem(esper.Processor):
         agents.clear()
         self._memo.clear()
         self._near_cover.clear()
+        self._placed.clear()
         isfinite = math.isfinite
         xy = cm.xy
         hp = cm.hp
@@ -369,20 +373,25 @@ class SnapshotSystem(esper.Processor):
         self, grids: Sequence[UniformGrid], entity: int, x: float, y: float, radius: float
     ) -> tuple[SeenUnit, ...]:
         """The ``max_units`` nearest living agents of ``grids`` within ``radius`` (ties by id),
-        ``entity`` left out: looked for within half the radius first, then within all of it
-        when that found too few (or the last one found could tie with one farther out)."""
+        ``entity`` left out. In a crowd (the map's density puts more than ``2 * max_units`` of
+        them within ``radius``) looked for within half the radius first, then within all of it
+        when that found too few (or the last one found could tie with one farther out);
+        otherwise the half-radius pass would mostly find too few, so all of it at once."""
         cap = self.max_units
         index = self._index
         assert index is not None  # _build checked it
         agents = self._agents
         exists = esper.entity_exists
         in_cover = index.in_cover
+        placed = self._placed
         cm = self.components
         hp = cm.hp
         max_hp = cm.max_hp
         ih = cm.health_index
         im = cm.max_index
-        reach = radius * 0.5
+        area = max(1, index.field.width * index.field.height)
+        crowd = sum(len(g) for g in grids) * math.pi * radius * radius / area
+        reach = radius * 0.5 if crowd > 2 * cap else radius
         while True:
             found: list[SeenUnit] = []
             last = 0.0
@@ -393,10 +402,19 @@ class SnapshotSystem(esper.Processor):
                 other_hp = hp(row[ih])
                 if other_hp <= 0 or not exists(other):
                     continue  # died or was deleted since process()
-                cx, cy = to_cell(ox, oy)
+                where = placed.get(other)
+                if where is None:
+                    cx, cy = to_cell(ox, oy)
+                    where = placed[other] = (cx, cy, in_cover(ox, oy))
                 found.append(
                     SeenUnit(
-                        other, cx, cy, other_hp, in_cover(ox, oy), round(dist, 1), max_hp(row[im])
+                        other,
+                        where[0],
+                        where[1],
+                        other_hp,
+                        where[2],
+                        round(dist, 1),
+                        max_hp(row[im]),
                     )
                 )
                 last = dist

@@ -27,6 +27,7 @@ from aiplanner.components import (
 from aiplanner.errors import ConfigError
 from aiplanner.snapshot import WorldSnapshot
 from aiplanner.snapshot_system import SnapshotSystem
+from aiplanner.spatial import to_cell
 
 _worlds = itertools.count()
 
@@ -484,3 +485,26 @@ def test_on_tick_start_runs_first_thing_each_tick(world: str) -> None:
     system.process(0.1)
     system.process(0.1)
     assert seen == [0, 1] and system.tick == 2
+
+
+@pytest.mark.parametrize("side", [20, 400])  # a crowd for the map (half radius first), or not
+def test_units_in_a_crowd_or_not_match_brute_force(side: int) -> None:
+    people = [(5.0 + (i * 7 % 13) * 0.7, 5.0 + (i * 5 % 11) * 0.9, i % 2) for i in range(60)]
+    with fresh_world():
+        esper.create_entity(Battlefield(side, side))
+        ids = [agent(x, y, t) for x, y, t in people]
+        system = SnapshotSystem(max_units=4)
+        system.process(0.016)
+        for ent, (x, y, team) in zip(ids, people, strict=True):
+            snap = system.snapshot(ent)
+            assert snap is not None
+            near = sorted(
+                (math.sqrt((ox - x) ** 2 + (oy - y) ** 2), other, ot)
+                for other, (ox, oy, ot) in zip(ids, people, strict=True)
+                if other != ent and (ox - x) ** 2 + (oy - y) ** 2 <= 64.0
+            )
+            assert [u.id for u in snap.enemies] == [o for _, o, t in near if t != team][:4]
+            assert [u.id for u in snap.allies] == [o for _, o, t in near if t == team][:4]
+            for unit in (*snap.enemies, *snap.allies):  # cell and cover worked out once a tick
+                ox, oy, _ = people[ids.index(unit.id)]
+                assert (unit.x, unit.y) == to_cell(ox, oy) and unit.in_cover is False
