@@ -25,6 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import esper
@@ -36,6 +37,7 @@ from aiplanner.config import PlannerConfig
 from aiplanner.training.teacher import (
     OutcomeTeacher,
     add_teacher_arguments,
+    save_labels,
     teacher_config_from,
 )
 from aiplanner.training.teacher_backend import SERVER_PRIORITY, TeacherBackend, TeacherServer
@@ -203,12 +205,20 @@ def main(
         help="who plans the 'model' squad: the model (default) or the outcome teacher's rollouts",
     )
     add_teacher_arguments(parser)
+    parser.add_argument(
+        "--labels-out",
+        type=Path,
+        help="with --planner teacher: write each decision as a labelled situation (JSON lines, "
+        "for python -m aiplanner train --labels)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     setup: Callable[[Game], None] | None = None
     changes: dict[str, object] = {"guided_decision": args.decision}
     if args.planner == "teacher":
-        teacher_backend = TeacherBackend(OutcomeTeacher(teacher_config_from(args)))
+        teacher_backend = TeacherBackend(
+            OutcomeTeacher(teacher_config_from(args)), keep_labels=args.labels_out is not None
+        )
         backend: Backend = teacher_backend
         changes.update(rank_prior=0.0, calibrated=False, guided_decision="score")
 
@@ -261,6 +271,9 @@ def main(
             f"teacher: {teacher_backend.decided} decisions by rollout, {teacher_backend.failed} "
             f"snapshots that made no legal world (the rules' first candidate played)"
         )
+        if args.labels_out is not None:
+            digest = save_labels(args.labels_out, teacher_backend.labels)
+            print(f"{len(teacher_backend.labels)} labels -> {args.labels_out} (sha256 {digest})")
         ranks = teacher_backend.positions
         acts = teacher_backend.actions
         print(

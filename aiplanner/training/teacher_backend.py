@@ -39,7 +39,7 @@ from aiplanner.backends.base import (
 from aiplanner.errors import BackendError, BackendTimeout, ConfigError
 from aiplanner.plugin import PLANNING_PRIORITY, SNAPSHOT_PRIORITY
 from aiplanner.requests import PlanRequest
-from aiplanner.training.teacher import OutcomeTeacher, label_snapshot
+from aiplanner.training.teacher import Label, OutcomeTeacher, label_snapshot
 
 __all__ = ["SERVER_PRIORITY", "TeacherBackend", "TeacherServer"]
 
@@ -59,9 +59,17 @@ class TeacherBackend:
     :class:`BackendTimeout`. ``decided``/``failed`` count the requests served and those whose
     snapshot made no legal world (they get equal scores: the rules' first candidate wins);
     ``positions`` and ``actions`` the spread of the teacher's choices (rank, first action).
+    ``keep_labels``: keep each decision's :class:`Label` in ``labels`` (situations drawn as the
+    game draws them, for ``python -m aiplanner train --labels``).
     """
 
-    def __init__(self, teacher: OutcomeTeacher | None = None, *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        teacher: OutcomeTeacher | None = None,
+        *,
+        timeout_s: float = 600.0,
+        keep_labels: bool = False,
+    ) -> None:
         if timeout_s <= 0:
             raise ConfigError(f"timeout_s must be positive, got {timeout_s}")
         self.teacher = teacher if teacher is not None else OutcomeTeacher()
@@ -74,6 +82,8 @@ class TeacherBackend:
         self.failed = 0
         self.positions: Counter[int] = Counter()  # the rules' rank of each chosen candidate
         self.actions: Counter[str] = Counter()  # the first action of each chosen candidate
+        self.labels: list[Label] = []  # with keep_labels: every decision, as training data
+        self._keep = keep_labels
 
     @property
     def info(self) -> BackendInfo:
@@ -132,6 +142,8 @@ class TeacherBackend:
             job.set_result((0.0,) * len(req.candidates))
             return req
         self.decided += 1
+        if self._keep:
+            self.labels.append(label)
         self.positions[label.best] += 1
         self.actions[req.candidates[label.best].steps[0].action] += 1
         job.set_result(label.scores)

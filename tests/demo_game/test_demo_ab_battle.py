@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,23 @@ def test_the_teacher_can_plan_the_model_squad(capsys: pytest.CaptureFixture[str]
     # a teacher that hates hurting anybody decides otherwise (its settings reach the squad)
     assert main([*argv, "--horizon-s", "2", "--weights", "dealt=-5,kill=-200"]) == 0
     assert capsys.readouterr().out != out
+
+
+def test_the_teacher_squads_decisions_are_written_as_training_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aiplanner.training.teacher import OutcomeTeacher, TeacherConfig, load_labels
+
+    path = tmp_path / "labels.jsonl"
+    argv = ["--planner", "teacher", "--seeds", "1", "--squad", "2", "--seconds", "4"]
+    assert main([*argv, "--horizon-s", "2", "--variants", "1", "--labels-out", str(path)]) == 0
+    out = capsys.readouterr().out
+    labels = load_labels(path)
+    decided = int(out.split("teacher: ")[1].split()[0])
+    assert len(labels) == decided > 0 and f"{decided} labels -> {path}" in out
+    teacher = OutcomeTeacher(TeacherConfig(horizon_s=2.0, variants=1))
+    for label in labels[:3]:  # each is a legal world the teacher labels the same way again
+        label.situation.check()
+        again = teacher.label(label.situation, label.candidates)
+        assert again.best == label.best
+        assert again.scores == pytest.approx(label.scores, abs=1e-3)  # saved to 4 places
