@@ -37,20 +37,13 @@ import esper
 
 from aiplanner import (
     ROLES,
-    ActionQueue,
-    Agent,
-    Ammo,
     Health,
-    Perception,
     PlannerConfig,
     PlannerPlugin,
-    PlanState,
-    Position,
     ScriptedBackend,
     Team,
-    Weapon,
 )
-from aiplanner.bench.world import fresh_world, make_field
+from aiplanner.bench.world import fresh_world, make_field, spawn_agent
 
 FPS = 60.0
 MEMORY_GROWTH = 0.10
@@ -102,17 +95,7 @@ class Armies:
             x, y = self.rng.randrange(self.field.width), self.rng.randrange(self.field.height)
             if (x, y) not in self.field.blocked:
                 break
-        esper.create_entity(
-            Agent(role=self.rng.choice(ROLES), speed=3.0),
-            Position(float(x), float(y)),
-            Health(100),
-            Ammo(6),
-            Team(team),
-            Perception(10.0),
-            Weapon(),
-            ActionQueue(),
-            PlanState(),
-        )
+        spawn_agent(float(x), float(y), team, self.rng.choice(ROLES))
 
 
 def rss_mib() -> float:

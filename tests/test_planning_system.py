@@ -593,22 +593,13 @@ def test_past_its_deadline_an_agent_keeps_its_provisional_plan_without_restartin
 
 def _duel(enemies: int) -> tuple[int, list[int]]:
     """One tactical agent (team 0) at (3, 3) facing ``enemies`` in range on a small open map."""
-    from aiplanner import Ammo, Battlefield, Health, Perception, Position, Team, Weapon
+    from aiplanner import Battlefield
+    from aiplanner.bench.world import spawn_agent
 
     esper.create_entity(Battlefield(20, 12, frozenset(), ((3, 5),), (15, 3)))
 
     def unit(x: float, team: int) -> int:
-        return esper.create_entity(
-            Agent(role="tactical", speed=3.0),
-            Position(x, 3.0),
-            Health(100),
-            Ammo(6),
-            Team(team),
-            Perception(10.0),
-            Weapon(),
-            ActionQueue(),
-            PlanState(),
-        )
+        return spawn_agent(x, 3.0, team, "tactical")
 
     me = unit(3.0, 0)
     return me, [unit(6.0 + i, 1) for i in range(enemies)]

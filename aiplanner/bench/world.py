@@ -30,7 +30,7 @@ from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.requests import PlanRequest
 from aiplanner.snapshot_system import SnapshotSystem
 
-__all__ = ["fresh_world", "make_field", "real_requests", "spawn_battle"]
+__all__ = ["fresh_world", "make_field", "real_requests", "spawn_agent", "spawn_battle"]
 
 
 def make_field(width: int = 40, height: int = 40, seed: int = 0) -> Battlefield:
@@ -60,20 +60,24 @@ def spawn_battle(n_agents: int, seed: int = 0, field: Battlefield | None = None)
             y = rng.randrange(0, field.height)
             if (x, y) not in field.blocked:
                 break
-        ents.append(
-            esper.create_entity(
-                Agent(role=ROLES[i % len(ROLES)], speed=3.0),
-                Position(float(x), float(y)),
-                Health(100),
-                Ammo(6),
-                Team(team),
-                Perception(10.0),
-                Weapon(),
-                ActionQueue(),
-                PlanState(),
-            )
-        )
+        ents.append(spawn_agent(float(x), float(y), team, ROLES[i % len(ROLES)]))
     return ents
+
+
+def spawn_agent(x: float, y: float, team: int, role: str) -> int:
+    """One planning agent with the benchmarks' standard kit (full health, a loaded weapon, sight
+    10, speed 3) at ``(x, y)``."""
+    return esper.create_entity(
+        Agent(role=role, speed=3.0),
+        Position(x, y),
+        Health(100),
+        Ammo(6),
+        Team(team),
+        Perception(10.0),
+        Weapon(),
+        ActionQueue(),
+        PlanState(),
+    )
 
 
 @contextmanager
