@@ -31,7 +31,7 @@ def _tiny(seed: int = 0):  # type: ignore[no-untyped-def]
         num_key_value_heads=2,
         max_position_embeddings=128,
     )
-    return LlamaForCausalLM(config).eval()
+    return LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
 
 
 def _separate(model, context: list[int], branch: list[int]) -> float:  # type: ignore[no-untyped-def]
@@ -63,11 +63,11 @@ def test_packed_tree_scores_equal_separate_evaluation() -> None:
 def test_gradients_reach_only_the_adapted_top_layers() -> None:
     from aiplanner.training.lora import CandidateScorer, add_lora, lora_state, mean_ce
 
-    model = add_lora(_tiny(), rank=2, alpha=4.0, seed=0, layers=2)
+    model = add_lora(_tiny(), rank=2, alpha=4, seed=0, layers=2)
     scorer = CandidateScorer(model, tokenizer=None)
     raw = scorer.score_tree([[1, 2, 3]], [[[4], [5, 6]]])
     loss = mean_ce(raw, [raw[0].detach() * 0], [1])
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     names = sorted(lora_state(model))
     assert names and all(".layers.0." not in n for n in names)
     assert {n.split(".layers.")[1].split(".")[0] for n in names} == {"1", "2"}
@@ -82,7 +82,7 @@ def test_adapter_gguf_layout(tmp_path: Path) -> None:
 
     from aiplanner.training.lora import _permute, add_lora, lora_state, write_lora_gguf
 
-    model = add_lora(_tiny(), rank=2, alpha=4.0, seed=0, layers=1)
+    model = add_lora(_tiny(), rank=2, alpha=4, seed=0, layers=1)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
