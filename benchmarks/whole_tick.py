@@ -25,7 +25,9 @@ the cycle collector again, so a full collection walks only what the game made si
 1000 agents: about 65,000 objects and up to 57 ms of CPU per full collection unfrozen). Each run
 prints the collections during the timed ticks, per generation, with their CPU time. Beside each
 wall-clock figure the game thread's CPU time (``time.thread_time``) is shown: on a shared machine
-the difference is time spent waiting for a core or for the GIL. ``--gc idle`` uses
+the difference is time spent waiting for a core or for the GIL; the CPU time of the process's
+other threads during each tick (the bridge's loop, chiefly) is printed too: while one of them
+runs Python, the game thread waits for the GIL. ``--gc idle`` uses
 :class:`aiplanner.gc_pacing.FrameCollector`: frozen, automatic collection off, and a collection
 after each tick in the frame's idle time (not part of the tick; printed apart, with the frames
 whose tick and collection together overran 1/60 s).
@@ -167,6 +169,7 @@ class Run:
     agents: int
     ticks: list[float] = field(default_factory=list)  # whole tick, ms
     cpu: list[float] = field(default_factory=list)  # whole tick, game-thread CPU ms
+    others: list[float] = field(default_factory=list)  # other threads' CPU ms during the tick
     gc_ms: dict[int, list[float]] = field(default_factory=dict)  # generation -> CPU ms each
     parts: dict[str, list[float]] = field(default_factory=dict)  # per processor, ms
     longest: dict[str, float] = field(default_factory=dict)
@@ -222,6 +225,7 @@ def run(
     dt = 1.0 / fps
     clock = time.perf_counter
     cpu_clock = time.thread_time
+    process_clock = time.process_time  # every thread's CPU: the rest is the bridge's (the GIL)
     next_frame = clock()
     idle_since: dict[int, int] = {}
     try:
@@ -230,6 +234,7 @@ def run(
             spent.clear()
             prof = cProfile.Profile() if keep and t >= warmup else None
             collecting.on = t >= warmup
+            p0 = process_clock()
             c0 = cpu_clock()
             t0 = clock()
             if prof is not None:
@@ -239,10 +244,12 @@ def run(
                 prof.disable()
             ms = (clock() - t0) * 1000.0
             cpu_ms = (cpu_clock() - c0) * 1000.0
+            others_ms = max(0.0, (process_clock() - p0) * 1000.0 - cpu_ms)
             collecting.on = False
             if t >= warmup:
                 out.ticks.append(ms)
                 out.cpu.append(cpu_ms)
+                out.others.append(others_ms)
                 for p in PROCESSORS:
                     out.parts[p].append(spent.get(p, 0.0))
                 if ms > dt * 1000.0:
@@ -348,6 +355,8 @@ def report(r: Run) -> str:
         f"== {r.agents} agents, {len(r.ticks)} ticks: whole tick ms  {fig(r.ticks)}  "
         f"(>16.7 ms: {r.overruns})",
         f"   game-thread CPU ms     {fig(r.cpu)}",
+        f"   other threads' CPU ms  {fig(r.others)}  (during ticks: the bridge's Python, "
+        "which the tick waits for under the GIL)",
     ]
     for p in PROCESSORS:
         lines.append(f"   {p:<22} {fig(r.parts[p])}")
