@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import queue
 import selectors
@@ -260,6 +261,11 @@ class AsyncBridge:
             emit(outcome)
 
         ctx = dataclasses.replace(self._ctx, emit=emit_first)  # prompt/codec caches stay shared
+        if self._serial:
+            # Lockstep: a batch runs at the instant it was submitted. Budgets are not spent by
+            # how long the thread took to get to it (a virtual-time backend models latency
+            # with ``ready_at``), so a retry never depends on the machine's speed.
+            ctx = dataclasses.replace(ctx, clock=functools.partial(float, submitted_at))
         try:
             with anyio.CancelScope() as scope:
                 self._scopes[batch_id] = (scope, entities)

@@ -86,6 +86,7 @@ class PlanningSystem(esper.Processor):
         metrics: Metrics,
         clock: Callable[[], float],
         replay: ReplayLog | None = None,
+        on_settled: Callable[[float], None] | None = None,
     ) -> None:
         self._config = config
         self._snapshots = snapshots
@@ -95,6 +96,7 @@ class PlanningSystem(esper.Processor):
         self._metrics = metrics
         self._clock = clock
         self._replay = replay
+        self._on_settled = on_settled
         self._heuristic = HeuristicPlanner(config().registry)
         self._known: set[int] = set()
         self._agents_seen: object = None  # esper's query of agents when last adopted from
@@ -146,10 +148,15 @@ class PlanningSystem(esper.Processor):
         # Lockstep: all submitted work answers before anything reads what the bridge thread
         # changes (outcomes, the breaker), so a run repeats exactly.
         bridge, limit_s = self._bridge, cfg.lockstep_timeout_s
-        if cfg.lockstep and self._in_flight and bridge and not bridge.wait_idle(limit_s):
-            raise PlannerError(
-                f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
-            )
+        if cfg.lockstep and bridge is not None:
+            # Also batches whose agents all left (expired, deleted): they still touch the breaker.
+            busy = self._in_flight or bridge.active_batches
+            if busy and not bridge.wait_idle(limit_s):
+                raise PlannerError(
+                    f"lockstep: the backend did not answer within {cfg.lockstep_timeout_s}s"
+                )
+            if self._on_settled is not None:
+                self._on_settled(now)  # the bridge thread is idle: time may move on for it
         self._drop_stale_candidates(now)
         self._collect_needs(cfg, tick, now)
         self._apply_outcomes(cfg, tick, now)

@@ -78,8 +78,11 @@ class PlannerPlugin:
         self._clock = clock if clock is not None else time.monotonic
         self._replay = replay
         self.metrics = Metrics(self._clock)
+        # Lockstep: the breaker reads the time of the last tick whose batches all answered, not
+        # the live clock, which a tick-driven game moves on while the bridge thread still works.
+        self._settled_at: float | None = None
         self.breaker = CircuitBreaker(
-            self._config.breaker_failures, self._config.breaker_cooldown_s, self._clock
+            self._config.breaker_failures, self._config.breaker_cooldown_s, self._breaker_clock
         )
         self.cache = PlanCache(self._config.cache_size)
         self.snapshot_system: SnapshotSystem | None = None
@@ -111,6 +114,13 @@ class PlannerPlugin:
     @property
     def installed(self) -> bool:
         return self.planning_system is not None
+
+    def _breaker_clock(self) -> float:
+        settled = self._settled_at
+        return settled if settled is not None and self._config.lockstep else self._clock()
+
+    def _settle(self, now: float) -> None:
+        self._settled_at = now
 
     @property
     def backend_busy(self) -> bool:
@@ -160,6 +170,7 @@ class PlannerPlugin:
             metrics=self.metrics,
             clock=self._clock,
             replay=self._replay,
+            on_settled=self._settle,
         )
         self.execution_system = ActionExecutionSystem(
             cfg.registry,

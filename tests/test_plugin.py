@@ -186,6 +186,39 @@ def test_hundred_agents_six_hundred_ticks_deterministic(world: str) -> None:
     assert digest3 != digest1  # the digest does see the world
 
 
+def test_lockstep_breaker_keeps_the_time_of_the_tick_whose_call_failed(world: str) -> None:
+    """A tick-driven clock moves on while the bridge thread still works on the last tick's
+    batch (here a call that takes 50 ms of wall time to fail): in lockstep the breaker must see
+    the tick the batch was sent on, or its cool-down ends a tick early or late by chance."""
+    from aiplanner import BackendUnavailable, ScriptedReply
+
+    def slow_failure(call: object) -> ScriptedReply:
+        return ScriptedReply(error=BackendUnavailable("down"), delay_s=0.05)
+
+    step = 0.25  # seconds per tick: the cool-down below is exactly two ticks
+    clock = Clock()
+    backend = ScriptedBackend(slow_failure, virtual_time=True, max_concurrency=1, parallel=False)
+    cfg = PlannerConfig(
+        max_wait_ms=0,
+        lockstep=True,
+        breaker_failures=1,
+        breaker_cooldown_s=0.5,
+        cache_enabled=False,
+        simplified_retry=False,
+    )
+    spawn_battle(1)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        states = []
+        for tick in (1, 2, 3):
+            clock.now = tick * step
+            esper.process(step)
+            states.append(plugin.breaker.state)
+        assert len(backend.calls) == 1
+        # Sent at tick 1 (0.25 s), failed while the game was on tick 2: open from 0.25 s, so
+        # half-open at tick 3 (0.75 s), not one tick later.
+        assert states == ["closed", "open", "half_open"]
+
+
 def test_install_twice_and_bad_config_fail_clearly(world: str) -> None:
     with pytest.raises(ConfigError, match="max_batch_size"):
         PlannerConfig(max_batch_size=0)
