@@ -56,24 +56,19 @@ import esper
 from aiplanner import (
     ROLES,
     ActionExecutionSystem,
-    ActionQueue,
-    Agent,
-    Ammo,
     Battlefield,
     FrameCollector,
     Health,
-    Perception,
     PlannerConfig,
     PlannerPlugin,
     PlanningSystem,
     PlanState,
     PlanStatus,
-    Position,
     ScriptedBackend,
     SnapshotSystem,
     Team,
-    Weapon,
 )
+from aiplanner.bench.world import spawn_agent as standard_agent
 
 PROCESSORS = (SnapshotSystem.__name__, PlanningSystem.__name__, ActionExecutionSystem.__name__)
 
@@ -102,17 +97,7 @@ def spawn_agent(rng: random.Random, team: int, band: tuple[int, int], field_: Ba
         y = rng.randrange(0, field_.height)
         if (x, y) not in field_.blocked:
             break
-    return esper.create_entity(
-        Agent(role=rng.choice(ROLES), speed=3.0),
-        Position(float(x), float(y)),
-        Health(100),
-        Ammo(6),
-        Team(team),
-        Perception(10.0),
-        Weapon(),
-        ActionQueue(),
-        PlanState(),
-    )
+    return standard_agent(float(x), float(y), team, rng.choice(ROLES))
 
 
 class Battle:
