@@ -231,7 +231,7 @@ def train(settings: TrainSettings, out: Path, *, labels_path: Path | None = None
     report: dict[str, Any] = {
         "settings": asdict(settings),
         "teacher": teacher_config(settings).to_dict(),
-        "command": "python -m aiplanner train " + " ".join(_argv_of(settings)),
+        "command": "python -m aiplanner train " + " ".join(_argv_of(settings, labels_path)),
         "data": {
             "labels_file": str(data_path),
             "labels_sha256": digest,
@@ -405,9 +405,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _argv_of(s: TrainSettings) -> list[str]:
+def _argv_of(s: TrainSettings, labels: Path | None = None) -> list[str]:
+    """The command-line flags that give ``s`` (and read ``labels``, if given)."""
     defaults = TrainSettings()
-    out = []
+    out = [] if labels is None else ["--labels", shlex.quote(str(labels))]
     for key, value in asdict(s).items():
         if value != getattr(defaults, key):
             flag = "--" + key.replace("_", "-")

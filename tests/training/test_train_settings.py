@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -40,3 +41,15 @@ def test_teacher_settings_reach_the_labeller_and_round_trip_through_the_command(
     assert "--round-rules" in argv and _parse(argv) == s
     with pytest.raises(ConfigError):
         teacher_config(TrainSettings(weights="hold"))
+
+
+def test_the_command_names_the_labels_it_read() -> None:
+    s = TrainSettings(steps=240, warmup=10)
+    labels = Path("/tmp/game labels.jsonl")
+    argv = shlex.split(" ".join(_argv_of(s, labels)))
+    assert argv[:2] == ["--labels", str(labels)]
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["train", *argv]).labels == labels
+    assert _parse(argv[2:]) == s
+    assert "--labels" not in _argv_of(s)
