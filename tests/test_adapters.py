@@ -85,6 +85,38 @@ def test_default_means_the_shipped_adapter_for_the_default_model_only(
     assert adapters.resolve_adapter("none", default_model) is None
 
 
+def test_the_embedded_backend_applies_the_shipped_adapter_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No setting at all: the default model gets the shipped adapter (it beats the base model,
+    TRAINING.md); None or ``$AIPLANNER_ADAPTER=none`` turns it off."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("needs llama-cpp-python")
+    from aiplanner.backends.embedded import EmbeddedBackend
+    from aiplanner.model_path import default_model_path
+
+    monkeypatch.delenv(adapters.ADAPTER_ENV_VAR, raising=False)
+    monkeypatch.delenv("AIPLANNER_MODEL", raising=False)
+    try:
+        default_model_path()
+    except ModelNotFoundError:
+        pytest.skip("the default model is not installed")
+    paths = {}
+    for name, kwargs in (("default", {}), ("off", {"adapter": None})):
+        backend = EmbeddedBackend(n_threads=1, **kwargs)  # type: ignore[arg-type]
+        try:
+            paths[name] = backend.adapter_path
+        finally:
+            backend.close()
+    monkeypatch.setenv(adapters.ADAPTER_ENV_VAR, "none")
+    backend = EmbeddedBackend(n_threads=1)
+    try:
+        paths["env none"] = backend.adapter_path
+    finally:
+        backend.close()
+    assert paths == {"default": adapters.default_adapter(), "off": None, "env none": None}
+
+
 def test_an_explicit_or_environment_adapter_is_checked(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
