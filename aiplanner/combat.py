@@ -268,17 +268,26 @@ def _nearest_walkable(
 ) -> tuple[int, int] | None:
     """The walkable cell nearest to ``(x, y)`` within a small square, never ``avoid``."""
     cx, cy = to_cell(x, y)
-    cx = min(max(cx, 0), field.width - 1)
-    cy = min(max(cy, 0), field.height - 1)
-    best: tuple[float, int, int] | None = None
-    for nx in range(cx - _NEAR_SEARCH, cx + _NEAR_SEARCH + 1):
-        for ny in range(cy - _NEAR_SEARCH, cy + _NEAR_SEARCH + 1):
-            if (nx, ny) == avoid or not field.walkable(nx, ny):
+    width, height, blocked = field.width, field.height, field.blocked
+    cx = min(max(cx, 0), width - 1)
+    cy = min(max(cy, 0), height - 1)
+    # Field.walkable inlined (the rules call this for every candidate of every agent): the
+    # square clipped to the map, then the blocked set. Cells are visited in increasing (x, y)
+    # order, so keeping the first of equal distances is the (distance, x, y) minimum.
+    ys = range(max(cy - _NEAR_SEARCH, 0), min(cy + _NEAR_SEARCH, height - 1) + 1)
+    best_d: float = 0.0
+    best: tuple[int, int] | None = None
+    for nx in range(max(cx - _NEAR_SEARCH, 0), min(cx + _NEAR_SEARCH, width - 1) + 1):
+        dx2 = (nx - x) ** 2
+        for ny in ys:
+            cell = (nx, ny)
+            if cell == avoid or cell in blocked:
                 continue
-            cand = ((nx - x) ** 2 + (ny - y) ** 2, nx, ny)
-            if best is None or cand < best:
-                best = cand
-    return None if best is None else (best[1], best[2])
+            d = dx2 + (ny - y) ** 2
+            if best is None or d < best_d:
+                best_d = d
+                best = cell
+    return best
 
 
 @dataclass(frozen=True, slots=True)
