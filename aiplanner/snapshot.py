@@ -7,6 +7,7 @@ deterministic order (nearest first, ties by id / coordinates). Frozen: snapshots
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -152,6 +153,109 @@ class WorldSnapshot:
             objective=field.objective,
             field=field,
         )
+
+
+# Fast constructors for the snapshot system, which makes a snapshot per agent that needs a plan
+# and about ten SeenUnits per snapshot on the game thread. A frozen dataclass's ``__init__`` sets
+# each field with ``object.__setattr__(self, name, value)`` (a look-up by name per field); these
+# call each slot's own setter instead (3x faster measured: 0.57 vs 1.7 us a SeenUnit). The same
+# objects: tests/test_snapshot.py compares them with the constructors field by field.
+_new = object.__new__
+
+
+def _setters(cls: type, *names: str) -> tuple[Any, ...]:
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+(_u_id, _u_x, _u_y, _u_hp, _u_cover, _u_dist, _u_max) = _setters(
+    SeenUnit, "id", "x", "y", "hp", "in_cover", "dist", "max_hp"
+)
+(_s_id, _s_role, _s_team, _s_x, _s_y, _s_hp, _s_max, _s_ammo, _s_cap, _s_cover, _s_range) = (
+    _setters(
+        SelfView,
+        "id",
+        "role",
+        "team",
+        "x",
+        "y",
+        "hp",
+        "max_hp",
+        "ammo",
+        "ammo_capacity",
+        "in_cover",
+        "weapon_range",
+    )
+)
+(_w_tick, _w_me, _w_enemies, _w_allies, _w_cover, _w_obstacles, _w_objective, _w_field) = _setters(
+    WorldSnapshot, "tick", "me", "enemies", "allies", "cover", "obstacles", "objective", "field"
+)
+
+
+def new_seen_unit(
+    id: int, x: int, y: int, hp: int, in_cover: bool, dist: float, max_hp: int
+) -> SeenUnit:
+    """``SeenUnit(id, x, y, hp, in_cover, dist, max_hp)``, made faster (see above)."""
+    u: SeenUnit = _new(SeenUnit)
+    _u_id(u, id)
+    _u_x(u, x)
+    _u_y(u, y)
+    _u_hp(u, hp)
+    _u_cover(u, in_cover)
+    _u_dist(u, dist)
+    _u_max(u, max_hp)
+    return u
+
+
+def new_self_view(
+    id: int,
+    role: str,
+    team: int,
+    x: int,
+    y: int,
+    hp: int,
+    max_hp: int,
+    ammo: int,
+    ammo_capacity: int,
+    in_cover: bool,
+    weapon_range: float,
+) -> SelfView:
+    """``SelfView(...)`` with the same positional arguments, made faster (see above)."""
+    me: SelfView = _new(SelfView)
+    _s_id(me, id)
+    _s_role(me, role)
+    _s_team(me, team)
+    _s_x(me, x)
+    _s_y(me, y)
+    _s_hp(me, hp)
+    _s_max(me, max_hp)
+    _s_ammo(me, ammo)
+    _s_cap(me, ammo_capacity)
+    _s_cover(me, in_cover)
+    _s_range(me, weapon_range)
+    return me
+
+
+def new_snapshot(
+    tick: int,
+    me: SelfView,
+    enemies: tuple[SeenUnit, ...],
+    allies: tuple[SeenUnit, ...],
+    cover: tuple[tuple[int, int], ...],
+    obstacles: tuple[tuple[int, int], ...],
+    objective: tuple[int, int] | None,
+    field: Battlefield,
+) -> WorldSnapshot:
+    """``WorldSnapshot(...)`` with the same positional arguments, made faster (see above)."""
+    snap: WorldSnapshot = _new(WorldSnapshot)
+    _w_tick(snap, tick)
+    _w_me(snap, me)
+    _w_enemies(snap, enemies)
+    _w_allies(snap, allies)
+    _w_cover(snap, cover)
+    _w_obstacles(snap, obstacles)
+    _w_objective(snap, objective)
+    _w_field(snap, field)
+    return snap
 
 
 def _unit(u: SeenUnit) -> dict[str, object]:

@@ -35,7 +35,13 @@ import esper
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError
-from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
+from aiplanner.snapshot import (
+    SeenUnit,
+    WorldSnapshot,
+    new_seen_unit,
+    new_self_view,
+    new_snapshot,
+)
 from aiplanner.spatial import UniformGrid, to_cell
 
 __all__ = ["COVER_RADIUS", "OCCUPIED_RADIUS", "SnapshotSystem"]
@@ -326,32 +332,32 @@ class SnapshotSystem(esper.Processor):
         rounds, capacity = cm.ammo_of(entity)
         x, y = pos
         mx, my = to_cell(x, y)
-        me = SelfView(
-            id=entity,
-            role=cm.role_of(row[cm.agent_index]),
-            team=team,
-            x=mx,
-            y=my,
-            hp=cm.hp(row[cm.health_index]),
-            max_hp=cm.max_hp_of(row),
-            ammo=rounds,
-            ammo_capacity=capacity,
-            in_cover=index.in_cover(x, y),
-            weapon_range=cm.weapon_range_of(entity),
+        me = new_self_view(
+            entity,  # id
+            cm.role_of(row[cm.agent_index]),  # role
+            team,
+            mx,  # x
+            my,  # y
+            cm.hp(row[cm.health_index]),  # hp
+            cm.max_hp_of(row),  # max_hp
+            rounds,  # ammo
+            capacity,  # ammo_capacity
+            index.in_cover(x, y),  # in_cover
+            cm.weapon_range_of(entity),  # weapon_range
         )
         enemies, allies = self._units(entity, team, x, y, radius)
-        return WorldSnapshot(
-            tick=self.tick,
-            me=me,
-            enemies=enemies,
-            allies=allies,
-            cover=self._cover(index, entity, x, y, radius),
-            obstacles=tuple(
-                index.blocked[i]
-                for i in index.blocked_near.query(x, y, radius)[: self.max_obstacles]
-            ),
-            objective=index.field.objective,
-            field=index.field,
+        cover = self._cover(index, entity, x, y, radius)
+        blocked = index.blocked
+        near = index.blocked_near.query(x, y, radius)
+        return new_snapshot(
+            self.tick,
+            me,
+            enemies,
+            allies,
+            cover,
+            tuple([blocked[i] for i in near[: self.max_obstacles]]),  # obstacles
+            index.field.objective,
+            index.field,
         )
 
     def _units(
@@ -389,6 +395,7 @@ class SnapshotSystem(esper.Processor):
         max_hp = cm.max_hp
         ih = cm.health_index
         im = cm.max_index
+        make = new_seen_unit
         area = max(1, index.field.width * index.field.height)
         crowd = sum(len(g) for g in grids) * math.pi * radius * radius / area
         reach = radius * 0.5 if crowd > 2 * cap else radius
@@ -407,7 +414,7 @@ class SnapshotSystem(esper.Processor):
                     cx, cy = to_cell(ox, oy)
                     where = placed[other] = (cx, cy, in_cover(ox, oy))
                 found.append(
-                    SeenUnit(
+                    make(
                         other,
                         where[0],
                         where[1],

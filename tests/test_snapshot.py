@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError, fields
 from typing import Any
 
 import orjson
 import pytest
 from scenario import make_snapshot
 
+from aiplanner import snapshot as snapshot_module
+from aiplanner.components import Battlefield
 from aiplanner.errors import PlannerError, SnapshotFormatError
-from aiplanner.snapshot import WorldSnapshot
+from aiplanner.snapshot import SeenUnit, SelfView, WorldSnapshot
 
 
 def _data() -> dict[str, Any]:
@@ -74,3 +77,23 @@ def test_malformed_data_raises_snapshot_format_error(change: str) -> None:
         WorldSnapshot.from_dict(_broken(change))
     assert isinstance(info.value, PlannerError) and isinstance(info.value, ValueError)
     assert str(info.value).startswith("snapshot")
+
+
+def test_fast_constructors_make_the_same_objects() -> None:
+    """The snapshot system's constructors (slot setters, no frozen __init__) fill every field
+    of the dataclass, each with its own argument: distinct values show a swapped or missing one."""
+    unit_args = (1, 2, 3, 4, True, 5.5, 6)
+    unit = snapshot_module.new_seen_unit(*unit_args)
+    assert unit == SeenUnit(*unit_args)
+    assert [getattr(unit, f.name) for f in fields(SeenUnit)] == list(unit_args)
+    me_args = (7, "stealth", 8, 9, 10, 11, 12, 13, 14, True, 15.5)
+    me = snapshot_module.new_self_view(*me_args)
+    assert me == SelfView(*me_args)
+    assert [getattr(me, f.name) for f in fields(SelfView)] == list(me_args)
+    field = Battlefield(20, 30, frozenset({(1, 1)}), ((2, 2),), (3, 3))
+    snap_args = (16, me, (unit,), (), ((2, 2),), ((1, 1),), (3, 3), field)
+    snap = snapshot_module.new_snapshot(*snap_args)
+    assert snap == WorldSnapshot(*snap_args)
+    assert [getattr(snap, f.name) for f in fields(WorldSnapshot)] == list(snap_args)
+    with pytest.raises(FrozenInstanceError):
+        unit.hp = 0  # type: ignore[misc]
