@@ -230,16 +230,20 @@ class UniformGrid:
         append = found.append
         rows = self._rows
         span = hi_y - lo_y
+        ys = range(lo_y, hi_y + 1)
+        buckets: Iterable[dict[int, tuple[float, float]] | None]
         for cx in range(lo_x, hi_x + 1):
             row = rows.get(cx)
             if row is None:
                 continue
             if span < len(row):
-                buckets = [b for cy in range(lo_y, hi_y + 1) if (b := row.get(cy)) is not None]
+                buckets = map(row.get, ys)  # None for an empty bucket
             else:
                 # Fewer occupied buckets in this row than the circle spans: visit only those.
                 buckets = [b for cy, b in row.items() if lo_y <= cy <= hi_y]
             for bucket in buckets:
+                if bucket is None:
+                    continue
                 for ent, (px, py) in bucket.items():
                     dx = px - x
                     dy = py - y
