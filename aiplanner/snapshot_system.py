@@ -55,14 +55,18 @@ _NOWHERE: Final = object()  # not in any team's grid (team values may be None)
 
 
 _MEMO_LIMIT: Final = 65536  # (cell, radius) entries per _Nearby before it starts over
+_EXACT_LIMIT: Final = 8192  # (x, y, radius) answers per _Nearby before it starts over
 
 
 class _Nearby:
     """Fixed points (cover, walls) near a position: the ids that ``UniformGrid.query`` gives,
     sorted by (distance, id), from a short list of candidates made once per map cell and radius
-    (every point within ``radius`` of some position in that cell) instead of a grid walk."""
+    (every point within ``radius`` of some position in that cell) instead of a grid walk.
 
-    __slots__ = ("_grid", "_memo", "_points")
+    The answer for an exact position is kept too: an agent standing still (shooting, waiting,
+    in cover) asks from the same position tick after tick, and the points never move."""
+
+    __slots__ = ("_exact", "_grid", "_memo", "_points")
 
     def __init__(self, points: tuple[tuple[int, int], ...], cell_size: float) -> None:
         self._points = points
@@ -70,10 +74,15 @@ class _Nearby:
         for i, (x, y) in enumerate(points):
             self._grid.insert(i, x, y)
         self._memo: dict[tuple[int, int, float], tuple[tuple[int, int, int], ...]] = {}
+        self._exact: dict[tuple[float, float, float], tuple[int, ...]] = {}
 
-    def query(self, x: float, y: float, radius: float) -> list[int]:
+    def query(self, x: float, y: float, radius: float) -> tuple[int, ...]:
+        exact = (x, y, radius)
+        ids = self._exact.get(exact)
+        if ids is not None:
+            return ids
         if not radius >= 0:  # negative or NaN: nothing, as the grid says
-            return []
+            return ()
         fx = math.floor(x)
         fy = math.floor(y)
         key = (fx, fy, radius)
@@ -97,7 +106,10 @@ class _Nearby:
             if d2 <= r2 or (d2 <= r2_near and sqrt(d2) <= radius):
                 found.append((sqrt(d2), i))
         found.sort()
-        return [i for _, i in found]
+        if len(self._exact) >= _EXACT_LIMIT:
+            self._exact.clear()
+        ids = self._exact[exact] = tuple([i for _, i in found])
+        return ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,8 +26,8 @@ from aiplanner.components import (
 )
 from aiplanner.errors import ConfigError
 from aiplanner.snapshot import WorldSnapshot
-from aiplanner.snapshot_system import SnapshotSystem
-from aiplanner.spatial import to_cell
+from aiplanner.snapshot_system import SnapshotSystem, _Nearby
+from aiplanner.spatial import UniformGrid, to_cell
 
 _worlds = itertools.count()
 
@@ -508,3 +508,26 @@ def test_units_in_a_crowd_or_not_match_brute_force(side: int) -> None:
             for unit in (*snap.enemies, *snap.allies):  # cell and cover worked out once a tick
                 ox, oy, _ = people[ids.index(unit.id)]
                 assert (unit.x, unit.y) == to_cell(ox, oy) and unit.in_cover is False
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-2, 34, allow_nan=False), st.floats(-2, 34, allow_nan=False)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([0.0, 0.5, 3.0, 8.0]),
+)
+def test_nearby_points_answer_as_the_grid_from_memo_too(
+    positions: list[tuple[float, float]], radius: float
+) -> None:
+    """_Nearby keeps candidates per map cell and answers per exact position: asked again, from
+    the same or another position of the same cell, it still answers as UniformGrid.query."""
+    points = tuple((x, y) for x in range(0, 32, 3) for y in range(1, 32, 4))
+    nearby = _Nearby(points, 4.0)
+    grid = UniformGrid(4.0)
+    for i, (px, py) in enumerate(points):
+        grid.insert(i, px, py)
+    for x, y in [*positions, *positions, *((x + 0.25, y) for x, y in positions)]:
+        assert list(nearby.query(x, y, radius)) == grid.query(x, y, radius)
