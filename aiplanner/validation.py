@@ -12,6 +12,7 @@ though it subclasses ``int``) before they are compared with anything.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Plan, Step
 from aiplanner.errors import PlanRejected
@@ -41,6 +42,17 @@ class RejectReason(enum.StrEnum):
     BAD_PLAN = "bad_plan"  # not a Plan of Steps at all
 
 
+# The kinds as plain names: an Enum member looked up on its class costs ~0.1 us in 3.11, and every
+# candidate plan of the rules is validated here, several comparisons per argument.
+_COUNT: Final = ArgKind.COUNT
+_X: Final = ArgKind.X
+_Y: Final = ArgKind.Y
+_PLACE: Final = ArgKind.PLACE
+_COVER: Final = ArgKind.COVER
+_ENEMY: Final = ArgKind.ENEMY
+_ALLY: Final = ArgKind.ALLY
+
+
 def _reject(reason: RejectReason, detail: str) -> PlanRejected:
     return PlanRejected(reason.value, detail)
 
@@ -59,47 +71,49 @@ def validate_step(
     if spec is None:
         raise _reject(RejectReason.UNKNOWN_ACTION, f"unknown action {str(name)[:40]!r}")
     args = step.args
-    if not isinstance(args, tuple) or len(args) != len(spec.args):
+    spec_args = spec.args
+    if not isinstance(args, tuple) or len(args) != len(spec_args):
         count = len(args) if isinstance(args, tuple) else "?"
         raise _reject(
-            RejectReason.BAD_ARGUMENTS, f"{name} takes {len(spec.args)} arguments, got {count}"
+            RejectReason.BAD_ARGUMENTS, f"{name} takes {len(spec_args)} arguments, got {count}"
         )
-    for value, arg in zip(args, spec.args, strict=True):
-        if isinstance(value, bool) or not isinstance(value, int):
+    for value, arg in zip(args, spec_args, strict=True):
+        # ``type(...) is int``: the common case decided without two isinstance calls.
+        if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
             raise _reject(
                 RejectReason.BAD_ARGUMENTS, f"{name}.{arg.name} must be an int, got {value!r:.40}"
             )
     field = snapshot.field
     x: int | None = None
     y: int | None = None
-    for value, arg in zip(args, spec.args, strict=True):
+    for value, arg in zip(args, spec_args, strict=True):
         kind = arg.kind
-        if kind is ArgKind.COUNT:
+        if kind is _COUNT:
             if not arg.lo <= value <= arg.hi:
                 raise _reject(
                     RejectReason.OUT_OF_RANGE,
                     f"{name}.{arg.name}={value} outside {arg.lo}..{arg.hi}",
                 )
-        elif kind is ArgKind.X or kind is ArgKind.Y:
-            size = field.width if kind is ArgKind.X else field.height
+        elif kind is _X or kind is _Y:
+            size = field.width if kind is _X else field.height
             if not (arg.lo <= value <= arg.hi and 0 <= value < size):
                 raise _reject(
                     RejectReason.OUT_OF_BOUNDS,
                     f"{name}.{arg.name}={value} outside the map (0..{size - 1})",
                 )
-            if kind is ArgKind.X:
+            if kind is _X:
                 x = value
             else:
                 y = value
-        elif kind is ArgKind.PLACE or kind is ArgKind.COVER:
-            _check_place(name, arg.name, value, snapshot, cover=kind is ArgKind.COVER)
-        elif kind is ArgKind.ENEMY:
+        elif kind is _PLACE or kind is _COVER:
+            _check_place(name, arg.name, value, snapshot, cover=kind is _COVER)
+        elif kind is _ENEMY:
             enemy = snapshot.enemy(value)
             if enemy is None or enemy.hp <= 0:
                 raise _reject(
                     RejectReason.BAD_TARGET, f"{name}.{arg.name}={value} is not a visible enemy"
                 )
-        elif kind is ArgKind.ALLY and value != snapshot.me.id:
+        elif kind is _ALLY and value != snapshot.me.id:
             ally = snapshot.ally(value)
             if ally is None or ally.hp <= 0:
                 raise _reject(
