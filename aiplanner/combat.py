@@ -91,10 +91,13 @@ def _living(entity: int) -> tuple[Position, Health] | None:
     """Position and Health of ``entity`` if it exists and is alive."""
     if not esper.entity_exists(entity):
         return None
-    comps = esper.try_components(entity, Position, Health)
-    if comps is None or comps[1].hp <= 0:
+    # Two look-ups rather than esper.try_components (two generator expressions: 1.2 vs 0.36 us),
+    # for every attacker and healer every tick.
+    pos = esper.try_component(entity, Position)
+    health = esper.try_component(entity, Health)
+    if pos is None or health is None or health.hp <= 0:
         return None
-    return comps
+    return pos, health
 
 
 def _weapon(entity: int) -> Weapon:
