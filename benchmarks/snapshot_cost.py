@@ -36,9 +36,10 @@ from aiplanner import (
     SnapshotSystem,
     Team,
 )
-from aiplanner.snapshot_system import _CROWD_SCAN, OCCUPIED_RADIUS  # the reference copies them
+from aiplanner.snapshot_system import OCCUPIED_RADIUS  # the reference copies it
 from aiplanner.spatial import to_cell
 
+_CROWD_SCAN = 48  # the reference's own constant (the shipped system no longer has one)
 DENSITY = 0.05  # agents per map cell: about 10 others within the default perception radius of 8
 
 
