@@ -110,17 +110,26 @@ def _weapon(entity: int) -> Weapon:
 
 def _walk(pos: Position, path: list[tuple[int, int]], budget: float) -> None:
     """Move along ``path`` (consuming reached waypoints) by at most ``budget`` cells."""
+    if not path or budget <= 0:
+        return
+    # The position in locals, written back once (every walking agent, every tick).
+    x = pos.x
+    y = pos.y
+    hypot = math.hypot
     while path and budget > 0:
         wx, wy = path[0]
-        d = math.hypot(wx - pos.x, wy - pos.y)
+        d = hypot(wx - x, wy - y)
         if d <= budget:
-            pos.x, pos.y = float(wx), float(wy)
+            x = float(wx)
+            y = float(wy)
             budget -= d
             path.pop(0)
         else:
-            pos.x += (wx - pos.x) * budget / d
-            pos.y += (wy - pos.y) * budget / d
+            x += (wx - x) * budget / d
+            y += (wy - y) * budget / d
             budget = 0.0
+    pos.x = x
+    pos.y = y
 
 
 def _approach(ctx: StepContext, target: Position) -> None:
