@@ -54,6 +54,10 @@ _COUNT: Final = ArgKind.COUNT
 _ENEMY: Final = ArgKind.ENEMY
 _ALLY: Final = ArgKind.ALLY
 
+_PATHS_KEPT: Final = 1024
+"""Paths a :class:`StepContext` keeps for reuse before it starts over."""
+_Path = tuple[tuple[int, int], ...]
+
 Proposal = tuple[int, Plan | None]
 """A candidate plan and its rank (lower is better); None stands for a plan that does not apply."""
 
@@ -83,9 +87,16 @@ class StepContext:
     :class:`~aiplanner.adapter.ComponentMap` declares; ``queue.progress`` and ``queue.path`` are
     the handler's to use while the step lasts (both are reset when the step ends).
     ``paths_left`` is how many more paths this tick may find (the execution system sets it).
+
+    Paths found are kept (up to 1024, for the map they were found on): agents
+    often walk from the same cell to the same goal (cover, the objective, a standing target),
+    and a search costs up to a millisecond. A kept path still counts against ``paths_left``, so
+    who walks and who waits on each tick is as without it.
     """
 
     __slots__ = (
+        "_paths",
+        "_paths_field",
         "agent",
         "components",
         "dt",
@@ -107,6 +118,9 @@ class StepContext:
         self.queue = ActionQueue()  # the running agent's, once a step runs
         self.dt = 0.0
         self.paths_left = sys.maxsize
+        # (start cell, goal, node budget) -> the path found (None: unreachable), for one map.
+        self._paths: dict[tuple[tuple[int, int], tuple[int, int], int], _Path | None] = {}
+        self._paths_field: Battlefield | None = None
 
     def path(self, start: tuple[float, float], goal: tuple[int, int]) -> list[tuple[int, int]]:
         """A* cells from ``start`` (a position) to ``goal``, start excluded.
@@ -119,10 +133,24 @@ class StepContext:
         if self.paths_left <= 0:
             raise StepDeferred("no paths left this tick")
         self.paths_left -= 1
-        path = find_path(self.field, to_cell(*start), goal, self.max_path_nodes)
-        if path is None:
+        field = self.field
+        paths = self._paths
+        if field is not self._paths_field:
+            paths.clear()  # another map: its paths are not these
+            self._paths_field = field
+        key = (to_cell(*start), goal, self.max_path_nodes)
+        kept: _Path | None
+        if key in paths:
+            kept = paths[key]
+        else:
+            found = find_path(field, key[0], goal, self.max_path_nodes)
+            kept = None if found is None else tuple(found)
+            if len(paths) >= _PATHS_KEPT:
+                paths.clear()
+            paths[key] = kept
+        if kept is None:
             raise StepFailed("unreachable")
-        return path
+        return list(kept)  # the handler's own: it consumes it as it walks
 
     def living(self, entity: int) -> tuple[float, float] | None:
         """The position of ``entity`` if it exists, has the mapped health and position, and is

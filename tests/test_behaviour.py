@@ -8,10 +8,12 @@ from collections.abc import Iterator
 import esper
 import pytest
 
+from aiplanner import behaviour as behaviour_module
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec, Plan, Step
 from aiplanner.adapter import DEFAULT_COMPONENTS
-from aiplanner.behaviour import ProposalContext, StepContext, StepFailed
+from aiplanner.behaviour import ProposalContext, StepContext, StepDeferred, StepFailed
 from aiplanner.components import Battlefield
+from aiplanner.pathfinding import find_path
 from aiplanner.snapshot import SelfView, WorldSnapshot
 
 FIELD = Battlefield(10, 10, blocked=frozenset({(5, y) for y in range(10)}))
@@ -98,3 +100,34 @@ def test_paths_fail_with_a_reason(world: str) -> None:
     with pytest.raises(StepFailed) as walled:
         ctx.path((1.0, 1.0), (8, 1))  # a wall splits the map
     assert walled.value.reason == "unreachable"
+
+
+def test_kept_paths_are_the_same_fresh_lists_count_per_tick_and_follow_the_map(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searches: list[tuple[tuple[int, int], tuple[int, int]]] = []
+
+    def counting(f: Battlefield, a: tuple[int, int], b: tuple[int, int], n: int) -> object:
+        searches.append((a, b))
+        return find_path(f, a, b, n)
+
+    monkeypatch.setattr(behaviour_module, "find_path", counting)
+    ctx = StepContext(DEFAULT_COMPONENTS, max_path_nodes=4000)
+    ctx.field = FIELD
+    ctx.paths_left = 3
+    first = ctx.path((1.0, 1.0), (3, 3))
+    assert first == find_path(FIELD, (1, 1), (3, 3))
+    first.pop(0)  # the walker consumes its list: the kept path is not touched
+    assert ctx.path((0.9, 1.2), (3, 3)) == [(2, 2), (3, 3)]  # the same start cell: kept
+    with pytest.raises(StepFailed, match="unreachable"):
+        ctx.path((1.0, 1.0), (8, 1))
+    assert searches == [((1, 1), (3, 3)), ((1, 1), (8, 1))]
+    with pytest.raises(StepDeferred):  # a kept path still used one of the tick's three
+        ctx.path((1.0, 1.0), (3, 3))
+    ctx.paths_left = 3
+    with pytest.raises(StepFailed, match="unreachable"):  # kept too
+        ctx.path((1.0, 1.0), (8, 1))
+    assert len(searches) == 2
+    ctx.field = Battlefield(10, 10)  # another map: the wall is gone, paths are searched again
+    assert ctx.path((1.0, 1.0), (8, 1)) == find_path(ctx.field, (1, 1), (8, 1))
+    assert searches[2:] == [((1, 1), (8, 1))]
