@@ -7,6 +7,8 @@ how fast anything is (see benchmarks/embedded_speed.py for that).
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -456,3 +458,44 @@ def test_aclose_with_requests_in_flight_returns_and_leaves_no_thread() -> None:
     assert len(errors) == 2, "the running and the queued request both hear of the close"
     assert not _worker_threads()
     assert backend.stats().completed == 0
+
+
+# A game that quits while the model evaluates a prompt: close() waits only so long, and the
+# interpreter must not tear down under a running llama_decode. The probe is registered before
+# aiplanner is imported, so atexit runs it last: after the backend's own exit hook.
+_QUIT_MID_EVALUATION = """
+import atexit, threading
+atexit.register(lambda: print("worker alive at exit:", any(
+    t.name == "aiplanner-embedded" and t.is_alive() for t in threading.enumerate()), flush=True))
+import anyio
+from aiplanner.backends.base import Message, ScoreRequest
+from aiplanner.backends.embedded import EmbeddedBackend
+
+backend = EmbeddedBackend(n_threads=1)
+long_text = " ".join(f"word{i}" for i in range(500))
+
+async def main():
+    await backend.score(ScoreRequest(messages=(Message("user", "hi"),), continuations=("a",)))
+    request = ScoreRequest(messages=(Message("user", long_text),), continuations=("yes", "no"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(backend.score, request)
+        await anyio.sleep(0.3)  # into the prompt's evaluation (a second or more)
+        tg.cancel_scope.cancel()
+
+anyio.run(main)
+backend.close(timeout_s=0.0)
+print("closed", flush=True)
+"""
+
+
+@pytest.mark.model
+def test_quitting_while_a_prompt_is_evaluated_waits_for_the_worker_to_leave_llama_cpp() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _QUIT_MID_EVALUATION],
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]  # without the exit hook: SIGSEGV, often
+    assert proc.stdout.splitlines() == ["closed", "worker alive at exit: False"], proc.stdout
