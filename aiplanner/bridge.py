@@ -43,6 +43,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
+from aiplanner.decision import DEFAULT_RANK_PRIOR
 from aiplanner.errors import BridgeClosed, ConfigError, PlannerError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome
@@ -64,7 +65,7 @@ class AsyncBridge:
         seed: int = 0,
         serial: bool = False,
         guided_decision: str = "score",
-        rank_prior: float = 1.0,
+        rank_prior: float = DEFAULT_RANK_PRIOR,
         calibrated: bool = True,
         max_hold_s: float = 0.05,
     ) -> None:

@@ -23,6 +23,7 @@ import orjson
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.components import ROLES
+from aiplanner.decision import DEFAULT_RANK_PRIOR
 from aiplanner.errors import ConfigError
 
 __all__ = ["MODES", "PROMPT_TIERS", "STRATEGIES", "PlannerConfig"]
@@ -49,8 +50,9 @@ class PlannerConfig:
       log-likelihood of each one's plain-words phrase plus the rules' rank prior, generating
       nothing (backends that cannot score fall back to ``generate``); ``generate`` asks the model
       for the index. ``rank_prior``: score points a candidate pays per rank step below the rules'
-      first choice (0: the model alone decides). ``calibrated``: subtract each phrase's score
-      after a content-free context (see :mod:`aiplanner.decision`).
+      first choice (0: the model alone decides; default 0.5, chosen with the shipped adapter on
+      held-out game situations, :data:`aiplanner.decision.DEFAULT_RANK_PRIOR`). ``calibrated``:
+      subtract each phrase's score after a content-free context (see :mod:`aiplanner.decision`).
     * ``model_teams``: only agents of these teams ask the model; the others get the rules'
       plan at once (A/B battles, or a cheap side). None: every team.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
@@ -81,7 +83,7 @@ class PlannerConfig:
     tick_budget_ms: float | None = 2.0
     max_candidates: int = 4
     guided_decision: Literal["score", "generate"] = "score"
-    rank_prior: float = 1.0
+    rank_prior: float = DEFAULT_RANK_PRIOR
     calibrated: bool = True
     model_teams: tuple[int, ...] | None = None
     simplified_retry: bool = True

@@ -37,7 +37,7 @@ from aiplanner.backends.base import Backend, CompletionRequest, Finished, TextDe
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import Tier
-from aiplanner.decision import CalibrationCache, can_score, decide
+from aiplanner.decision import DEFAULT_RANK_PRIOR, CalibrationCache, can_score, decide
 from aiplanner.errors import (
     BackendBusy,
     BackendError,
@@ -119,7 +119,7 @@ class PlanContext:
     # can, else "generate" an index; the rules' rank prior per step; calibration on/off and the
     # content-free scores it keeps per phrase.
     guided_decision: str = "score"
-    rank_prior: float = 1.0
+    rank_prior: float = DEFAULT_RANK_PRIOR
     calibrated: bool = True
     calibration: CalibrationCache = field(default_factory=CalibrationCache)
     # Free mode (aiplanner.free_first): "generate" the whole plan, or "score-first": the first

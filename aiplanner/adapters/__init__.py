@@ -38,7 +38,8 @@ ADAPTER_ENV_VAR: Final = "AIPLANNER_ADAPTER"
 APPLIED_BY_DEFAULT: Final = True
 """Whether ``adapter="default"`` applies the shipped adapter to the default model: only while the
 shipped adapter beats the base model on the scenario suite and in the A/B battle
-(``TRAINING.md``: 37 of 40 rounds against the base model's 33 at rank prior 0.5, 35 at 1.0)."""
+(``TRAINING.md``: 37 of 40 rounds against the base model's 33 at rank prior 0.5, the default,
+35 at 1.0)."""
 _OFF: Final = "none"
 
 
