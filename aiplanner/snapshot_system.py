@@ -55,7 +55,8 @@ _NOWHERE: Final = object()  # not in any team's grid (team values may be None)
 
 
 _MEMO_LIMIT: Final = 65536  # (cell, radius) entries per _Nearby before it starts over
-_EXACT_LIMIT: Final = 8192  # (x, y, radius) answers per _Nearby before it starts over
+_EXACT_LIMIT: Final = 8192  # answers per radius and _Nearby before it starts over
+_EXACT_RADII: Final = 16  # radii per _Nearby before it starts over
 
 
 class _Nearby:
@@ -74,15 +75,22 @@ class _Nearby:
         for i, (x, y) in enumerate(points):
             self._grid.insert(i, x, y)
         self._memo: dict[tuple[int, int, float], tuple[tuple[int, int, int], ...]] = {}
-        self._exact: dict[tuple[float, float, float], tuple[int, ...]] = {}
+        # radius -> position as complex(x, y) -> the answer: keys that are not containers, so
+        # the answers kept add one object each to the collector's youngest generation, not two.
+        self._exact: dict[float, dict[complex, tuple[int, ...]]] = {}
 
     def query(self, x: float, y: float, radius: float) -> tuple[int, ...]:
-        exact = (x, y, radius)
-        ids = self._exact.get(exact)
-        if ids is not None:
-            return ids
         if not radius >= 0:  # negative or NaN: nothing, as the grid says
             return ()
+        exact = self._exact.get(radius)
+        if exact is None:
+            if len(self._exact) >= _EXACT_RADII:
+                self._exact.clear()
+            exact = self._exact[radius] = {}
+        at = complex(x, y)
+        ids = exact.get(at)
+        if ids is not None:
+            return ids
         fx = math.floor(x)
         fy = math.floor(y)
         key = (fx, fy, radius)
@@ -106,9 +114,9 @@ class _Nearby:
             if d2 <= r2 or (d2 <= r2_near and sqrt(d2) <= radius):
                 found.append((sqrt(d2), i))
         found.sort()
-        if len(self._exact) >= _EXACT_LIMIT:
-            self._exact.clear()
-        ids = self._exact[exact] = tuple([i for _, i in found])
+        if len(exact) >= _EXACT_LIMIT:
+            exact.clear()
+        ids = exact[at] = tuple([i for _, i in found])
         return ids
 
 
