@@ -22,6 +22,7 @@ import math
 import random
 import statistics
 import time
+from collections.abc import Sequence
 
 import esper
 
@@ -36,10 +37,9 @@ from aiplanner import (
     SnapshotSystem,
     Team,
 )
-from aiplanner.snapshot_system import OCCUPIED_RADIUS  # the reference copies it
-from aiplanner.spatial import to_cell
+from aiplanner.snapshot import new_seen_unit
+from aiplanner.spatial import UniformGrid, to_cell
 
-_CROWD_SCAN = 48  # the reference's own constant (the shipped system no longer has one)
 DENSITY = 0.05  # agents per map cell: about 10 others within the default perception radius of 8
 
 
@@ -68,59 +68,93 @@ def build_world(n: int, rng: random.Random) -> tuple[list[int], int]:
 
 class DirectSnapshotSystem(SnapshotSystem):
     """The reference for ``--adapter``: SnapshotSystem's two per-agent loops (the index rebuild
-    and the unit scan) reading aiplanner's components directly, as before the ComponentMap. Rows
-    are kept in the map's order (Agent, Position, Team, Health) so the rest is shared."""
+    and the scan for seen units) reading aiplanner's components' attributes directly instead of
+    through the ComponentMap's getters. Rows are kept in the map's order (Agent, Position, Team,
+    Health), so the rest of the system is shared. A copy of the shipped loops: when those change,
+    change these with them (``--adapter`` first checks that both give the same snapshots)."""
 
     def process(self, dt: float) -> None:
+        if self.on_tick_start is not None:
+            self.on_tick_start()
         self.tick += 1
         self._refresh_field()
         agents = self._agents
         agents.clear()
         self._memo.clear()
+        self._near_cover.clear()
+        self._placed.clear()
         isfinite = math.isfinite
-        points: list[tuple[int, float, float]] = []
+        placed = self._team_of
+        placed.clear()
+        by_team = self._columns
+        for ents, xs, ys in by_team.values():
+            ents.clear()
+            xs.clear()
+            ys.clear()
         for ent, row in esper.get_components(Agent, Position, Team, Health):
-            _, pos, _, health = row
+            _, pos, team_c, health = row
             x = pos.x
             y = pos.y
             if health.hp > 0 and isfinite(x) and isfinite(y):
-                points.append((ent, x, y))
+                team = team_c.team
+                columns = by_team.get(team)
+                if columns is None:
+                    columns = by_team[team] = ([], [], [])
+                columns[0].append(ent)
+                columns[1].append(x)
+                columns[2].append(y)
                 agents[ent] = row
-        self._grid.rebuild(points)
+                placed[ent] = team
+        grids = self._teams
+        for team in [t for t, columns in by_team.items() if not columns[0]]:
+            del by_team[team]
+        for team in [t for t in grids if t not in by_team]:
+            del grids[team]
+        for team, (ents, xs, ys) in by_team.items():
+            grid = grids.get(team)
+            if grid is None:
+                grid = grids[team] = UniformGrid(self._cell_size)
+            grid.rebuild_columns(ents, xs, ys)
 
-    def _units(
-        self, entity: int, team: object, x: float, y: float, radius: float
-    ) -> tuple[tuple[SeenUnit, ...], tuple[SeenUnit, ...], list[tuple[float, float]] | None]:
+    def _nearest(
+        self, grids: Sequence[UniformGrid], entity: int, x: float, y: float, radius: float
+    ) -> tuple[SeenUnit, ...]:
         cap = self.max_units
         index = self._index
         assert index is not None
         agents = self._agents
         exists = esper.entity_exists
         in_cover = index.in_cover
-        enemies: list[SeenUnit] = []
-        allies: list[SeenUnit] = []
-        near = self._grid.query_points(x, y, radius + OCCUPIED_RADIUS)
-        crowd: list[tuple[float, float]] | None = [] if len(near) <= _CROWD_SCAN else None
-        for dist, other, ox, oy in near:
-            if other == entity:
-                continue
-            _, _, other_team, health = agents[other]
-            if health.hp <= 0 or not exists(other):
-                continue
-            if crowd is not None:
-                crowd.append((ox, oy))
-            if dist > radius:
-                continue
-            bucket = allies if other_team.team == team else enemies
-            if len(bucket) >= cap:
-                if crowd is None and len(enemies) >= cap and len(allies) >= cap:
+        placed = self._placed
+        make = new_seen_unit
+        area = max(1, index.field.width * index.field.height)
+        crowd = sum(len(g) for g in grids) * math.pi * radius * radius / area
+        reach = radius * 0.5 if crowd > 2 * cap else radius
+        while True:
+            found: list[SeenUnit] = []
+            last = 0.0
+            for dist, other, ox, oy in self._near(grids, x, y, reach):
+                if other == entity:
+                    continue
+                health = agents[other][3]
+                other_hp = health.hp
+                if other_hp <= 0 or not exists(other):
+                    continue
+                where = placed.get(other)
+                if where is None:
+                    cx, cy = to_cell(ox, oy)
+                    where = placed[other] = (cx, cy, in_cover(ox, oy))
+                found.append(
+                    make(
+                        other, where[0], where[1], other_hp, where[2], round(dist, 1), health.max_hp
+                    )
+                )
+                last = dist
+                if len(found) >= cap:
                     break
-                continue
-            cx, cy = to_cell(ox, oy)
-            bucket.append(
-                SeenUnit(other, cx, cy, health.hp, in_cover(ox, oy), round(dist, 1), health.max_hp)
-            )
-        return tuple(enemies), tuple(allies), crowd
+            if reach >= radius or (len(found) >= cap and last < reach):
+                return tuple(found)
+            reach = radius
 
 
 def measure(
@@ -174,7 +208,35 @@ def measure(
         esper.delete_world(world)
 
 
+def check_reference(n: int, ticks: int = 5, seed: int = 0) -> None:
+    """Raise SystemExit unless the reference and the shipped system give equal snapshots of
+    every agent over ``ticks`` ticks of one world (a stale copy would measure something else)."""
+    rng = random.Random(seed)
+    world = f"bench-snapshot-check-{n}"
+    esper.switch_world(world)
+    try:
+        agents, side = build_world(n, rng)
+        positions = [esper.component_for_entity(e, Position) for e in agents]
+        shipped, direct = SnapshotSystem(), DirectSnapshotSystem()
+        for _ in range(ticks):
+            for p in positions:
+                p.x = min(side - 1.0, max(0.0, p.x + rng.uniform(-0.05, 0.05)))
+                p.y = min(side - 1.0, max(0.0, p.y + rng.uniform(-0.05, 0.05)))
+            shipped.process(1 / 60)
+            direct.process(1 / 60)
+            for e in agents:
+                if shipped.snapshot(e) != direct.snapshot(e):
+                    raise SystemExit(f"the direct-read reference is stale: agent {e} differs")
+        if all(shipped.snapshot(e) is None for e in agents):
+            raise SystemExit("no snapshot was built: the check compared nothing")
+    finally:
+        esper.switch_world("default")
+        esper.delete_world(world)
+
+
 def adapter_cost(sizes: list[int], ticks: int, repeat: int) -> None:
+    for n in sizes:
+        check_reference(n)
     print(
         f"{'agents':>7} {'direct ms':>10} {'mapped ms':>10} {'cost':>7} "
         f"{'direct best':>12} {'mapped best':>12} {'cost (best)':>12}"
