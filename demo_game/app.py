@@ -215,6 +215,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
+def backend_label(name: str, backend: Backend | None) -> str:
+    """The HUD's backend line: the embedded backend also names the LoRA adapter it applies (the
+    shipped one by default), or says it applies none."""
+    if isinstance(backend, aiplanner.EmbeddedBackend):
+        adapter = backend.adapter_path
+        return f"{name} + {adapter.name}" if adapter is not None else f"{name}, no adapter"
+    return name
+
+
 def build_backend(opts: Options, warnings: list[str]) -> Backend | None:
     """The backend ``opts`` asks for; None for ``heuristic``.
 
@@ -346,7 +355,7 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         except pygame.error as exc:
             raise DemoError(f"cannot open a window ({exc}); run with --headless") from exc
         pygame.display.set_caption(f"aiplanner demo - {spec.title}")
-        name = "replay" if replay is not None else opts.backend
+        name = "replay" if replay is not None else backend_label(opts.backend, backend)
         view = render.View(game, screen, backend_name=name, show_labels=opts.labels)
         view.install()
         _loop(game, view, frames, opts.fps, result)

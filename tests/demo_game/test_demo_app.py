@@ -16,7 +16,15 @@ import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.components import PlanState, PlanStatus, Position, Tier
-from demo_game.app import DemoError, Options, build_backend, main, parse_args, run
+from demo_game.app import (
+    DemoError,
+    Options,
+    backend_label,
+    build_backend,
+    main,
+    parse_args,
+    run,
+)
 from demo_game.game import Command, Game
 from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
 
@@ -174,6 +182,22 @@ def _view(make_game: GameFactory) -> View:
 def _press(view: View, key: int) -> None:
     view.feed([pygame.event.Event(pygame.KEYDOWN, key=key, mod=0, unicode="", scancode=0)])
     view.game.process()
+
+
+def test_the_hud_names_the_adapter_the_embedded_backend_applies() -> None:
+    from aiplanner import EmbeddedBackend, ScriptedBackend
+    from aiplanner.adapters import DEFAULT_ADAPTER_NAME
+
+    shipped = EmbeddedBackend(n_threads=1)  # the model loads on first use: nothing loads here
+    bare = EmbeddedBackend(n_threads=1, adapter=None)
+    try:
+        assert backend_label("embedded", shipped) == f"embedded + {DEFAULT_ADAPTER_NAME}"
+        assert backend_label("embedded", bare) == "embedded, no adapter"
+        assert backend_label("scripted", ScriptedBackend()) == "scripted"
+        assert backend_label("heuristic", None) == "heuristic"
+    finally:
+        shipped.close()
+        bare.close()
 
 
 @pytest.mark.usefixtures("display")
