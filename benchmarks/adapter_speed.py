@@ -5,10 +5,10 @@ Run: python benchmarks/adapter_speed.py [--agents 10] [--repeat 5] [--threads 1]
 
 Each round scores the rules' candidates of ``--agents`` different situations (the scenario
 suite's first ones) through ``EmbeddedBackend.score``, all submitted at once, as the planner
-does. The two backends (adapter off / the shipped adapter, or ``$AIPLANNER_ADAPTER``) are loaded
-side by side and their rounds alternate, so both see the same machine load; the figures are
-medians over ``--repeat`` rounds, and the ratio is of those medians. Prompts are warmed first
-(one round each, not counted), since the planner's system prompt is always warm.
+does. The two backends (adapter off / the shipped adapter; ``$AIPLANNER_ADAPTER`` is ignored)
+are loaded side by side and their rounds alternate, so both see the same machine load; the
+figures are medians over ``--repeat`` rounds, and the ratio is of those medians. Prompts are
+warmed first (one round each, not counted), since the planner's system prompt is always warm.
 """
 
 from __future__ import annotations
