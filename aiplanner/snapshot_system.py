@@ -239,21 +239,11 @@ class SnapshotSystem(esper.Processor):
             self.on_tick_start()
         self.tick += 1
         self._refresh_field()
-        cm = self.components
-        agents = self._agents
-        agents.clear()
+        self._agents.clear()
         self._memo.clear()
         self._near_cover.clear()
         self._placed.clear()
-        isfinite = math.isfinite
-        xy = cm.xy
-        hp = cm.hp
-        team_of = cm.team
-        ip = cm.position_index
-        ih = cm.health_index
-        it = cm.team_index
-        placed = self._team_of
-        placed.clear()
+        self._team_of.clear()
         # Per team, the ids and coordinates as three columns, kept from tick to tick: no tuple
         # per agent and tick (see UniformGrid.rebuild_columns).
         by_team = self._columns
@@ -261,6 +251,32 @@ class SnapshotSystem(esper.Processor):
             ents.clear()
             xs.clear()
             ys.clear()
+        self._read_agents(by_team)
+        grids = self._teams
+        for team in [t for t, columns in by_team.items() if not columns[0]]:
+            del by_team[team]
+        for team in [t for t in grids if t not in by_team]:
+            del grids[team]
+        for team, (ents, xs, ys) in by_team.items():
+            grid = grids.get(team)
+            if grid is None:
+                grid = grids[team] = UniformGrid(self._cell_size)
+            grid.rebuild_columns(ents, xs, ys)
+
+    def _read_agents(self, by_team: dict[Any, tuple[list[int], list[float], list[float]]]) -> None:
+        """Every living agent with a finite position, read through the component map: its row
+        into ``_agents``, its team into ``_team_of``, its id and coordinates into its team's
+        columns of ``by_team`` (a team seen for the first time gets new ones)."""
+        cm = self.components
+        agents = self._agents
+        placed = self._team_of
+        isfinite = math.isfinite
+        xy = cm.xy
+        hp = cm.hp
+        team_of = cm.team
+        ip = cm.position_index
+        ih = cm.health_index
+        it = cm.team_index
         for ent, row in esper.get_components(*cm.query):
             x, y = xy(row[ip])
             if hp(row[ih]) > 0 and isfinite(x) and isfinite(y):
@@ -273,16 +289,6 @@ class SnapshotSystem(esper.Processor):
                 columns[2].append(y)
                 agents[ent] = row
                 placed[ent] = team
-        grids = self._teams
-        for team in [t for t, columns in by_team.items() if not columns[0]]:
-            del by_team[team]
-        for team in [t for t in grids if t not in by_team]:
-            del grids[team]
-        for team, (ents, xs, ys) in by_team.items():
-            grid = grids.get(team)
-            if grid is None:
-                grid = grids[team] = UniformGrid(self._cell_size)
-            grid.rebuild_columns(ents, xs, ys)
 
     def _refresh_field(self) -> None:
         """Read the map; rebuild its static lookups only when the map object changed."""

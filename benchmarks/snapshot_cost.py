@@ -18,11 +18,13 @@ inflates wall time far more than the difference measured).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import random
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import esper
 
@@ -67,30 +69,17 @@ def build_world(n: int, rng: random.Random) -> tuple[list[int], int]:
 
 
 class DirectSnapshotSystem(SnapshotSystem):
-    """The reference for ``--adapter``: SnapshotSystem's two per-agent loops (the index rebuild
-    and the scan for seen units) reading aiplanner's components' attributes directly instead of
-    through the ComponentMap's getters. Rows are kept in the map's order (Agent, Position, Team,
-    Health), so the rest of the system is shared. A copy of the shipped loops: when those change,
-    change these with them (``--adapter`` first checks that both give the same snapshots)."""
+    """The reference for ``--adapter``: SnapshotSystem's two per-agent loops (reading the agents
+    each tick, ``_read_agents``, and the scan for seen units, ``_nearest``) reading aiplanner's
+    components' attributes directly instead of through the ComponentMap's getters. Rows are kept
+    in the map's order (Agent, Position, Team, Health), so the rest of the system is shared. The
+    two loops are copies of the shipped ones: when those change, change these with them
+    (``--adapter`` first checks that both give the same snapshots)."""
 
-    def process(self, dt: float) -> None:
-        if self.on_tick_start is not None:
-            self.on_tick_start()
-        self.tick += 1
-        self._refresh_field()
+    def _read_agents(self, by_team: dict[Any, tuple[list[int], list[float], list[float]]]) -> None:
         agents = self._agents
-        agents.clear()
-        self._memo.clear()
-        self._near_cover.clear()
-        self._placed.clear()
-        isfinite = math.isfinite
         placed = self._team_of
-        placed.clear()
-        by_team = self._columns
-        for ents, xs, ys in by_team.values():
-            ents.clear()
-            xs.clear()
-            ys.clear()
+        isfinite = math.isfinite
         for ent, row in esper.get_components(Agent, Position, Team, Health):
             _, pos, team_c, health = row
             x = pos.x
@@ -105,16 +94,6 @@ class DirectSnapshotSystem(SnapshotSystem):
                 columns[2].append(y)
                 agents[ent] = row
                 placed[ent] = team
-        grids = self._teams
-        for team in [t for t, columns in by_team.items() if not columns[0]]:
-            del by_team[team]
-        for team in [t for t in grids if t not in by_team]:
-            del grids[team]
-        for team, (ents, xs, ys) in by_team.items():
-            grid = grids.get(team)
-            if grid is None:
-                grid = grids[team] = UniformGrid(self._cell_size)
-            grid.rebuild_columns(ents, xs, ys)
 
     def _nearest(
         self, grids: Sequence[UniformGrid], entity: int, x: float, y: float, radius: float
@@ -157,15 +136,37 @@ class DirectSnapshotSystem(SnapshotSystem):
             reach = radius
 
 
+@contextlib.contextmanager
+def _bench_world(name: str) -> Iterator[None]:
+    """An esper world of its own for the block, deleted after it."""
+    esper.switch_world(name)
+    try:
+        yield
+    finally:
+        esper.switch_world("default")
+        esper.delete_world(name)
+
+
+def _drifter(agents: list[int], side: int, rng: random.Random) -> Callable[[], None]:
+    """A step that moves every agent a little, as if walking (kept on the map)."""
+    positions = [esper.component_for_entity(e, Position) for e in agents]
+    top = side - 1.0
+
+    def drift() -> None:
+        for p in positions:
+            p.x = min(top, max(0.0, p.x + rng.uniform(-0.05, 0.05)))
+            p.y = min(top, max(0.0, p.y + rng.uniform(-0.05, 0.05)))
+
+    return drift
+
+
 def measure(
     n: int, ticks: int, seed: int = 0, system_type: type[SnapshotSystem] = SnapshotSystem
 ) -> dict[str, float]:
     rng = random.Random(seed)
-    world = f"bench-snapshot-{n}"
-    esper.switch_world(world)
-    try:
+    with _bench_world(f"bench-snapshot-{n}"):
         agents, side = build_world(n, rng)
-        positions = [esper.component_for_entity(e, Position) for e in agents]
+        drift = _drifter(agents, side, rng)
         system = system_type()
         share = max(1, n // 10)
         process_ns: list[int] = []
@@ -173,9 +174,7 @@ def measure(
         cpu_ns: list[int] = []
         seen = 0
         for tick in range(ticks):
-            for p in positions:  # everyone drifts a little, as if walking
-                p.x = min(side - 1.0, max(0.0, p.x + rng.uniform(-0.05, 0.05)))
-                p.y = min(side - 1.0, max(0.0, p.y + rng.uniform(-0.05, 0.05)))
+            drift()
             cpu = time.thread_time_ns()
             start = time.perf_counter_ns()
             system.process(1 / 60)
@@ -203,25 +202,18 @@ def measure(
             "per_snapshot_us": statistics.median(snapshot_ns) / share / 1e3,
             "units_seen": seen / (ticks * share),
         }
-    finally:
-        esper.switch_world("default")
-        esper.delete_world(world)
 
 
 def check_reference(n: int, ticks: int = 5, seed: int = 0) -> None:
     """Raise SystemExit unless the reference and the shipped system give equal snapshots of
     every agent over ``ticks`` ticks of one world (a stale copy would measure something else)."""
     rng = random.Random(seed)
-    world = f"bench-snapshot-check-{n}"
-    esper.switch_world(world)
-    try:
+    with _bench_world(f"bench-snapshot-check-{n}"):
         agents, side = build_world(n, rng)
-        positions = [esper.component_for_entity(e, Position) for e in agents]
+        drift = _drifter(agents, side, rng)
         shipped, direct = SnapshotSystem(), DirectSnapshotSystem()
         for _ in range(ticks):
-            for p in positions:
-                p.x = min(side - 1.0, max(0.0, p.x + rng.uniform(-0.05, 0.05)))
-                p.y = min(side - 1.0, max(0.0, p.y + rng.uniform(-0.05, 0.05)))
+            drift()
             shipped.process(1 / 60)
             direct.process(1 / 60)
             for e in agents:
@@ -229,9 +221,6 @@ def check_reference(n: int, ticks: int = 5, seed: int = 0) -> None:
                     raise SystemExit(f"the direct-read reference is stale: agent {e} differs")
         if all(shipped.snapshot(e) is None for e in agents):
             raise SystemExit("no snapshot was built: the check compared nothing")
-    finally:
-        esper.switch_world("default")
-        esper.delete_world(world)
 
 
 def adapter_cost(sizes: list[int], ticks: int, repeat: int) -> None:
