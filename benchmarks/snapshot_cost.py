@@ -18,12 +18,11 @@ inflates wall time far more than the difference measured).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import esper
@@ -39,6 +38,7 @@ from aiplanner import (
     SnapshotSystem,
     Team,
 )
+from aiplanner.bench.world import fresh_world
 from aiplanner.snapshot import new_seen_unit
 from aiplanner.spatial import UniformGrid, to_cell
 
@@ -136,17 +136,6 @@ class DirectSnapshotSystem(SnapshotSystem):
             reach = radius
 
 
-@contextlib.contextmanager
-def _bench_world(name: str) -> Iterator[None]:
-    """An esper world of its own for the block, deleted after it."""
-    esper.switch_world(name)
-    try:
-        yield
-    finally:
-        esper.switch_world("default")
-        esper.delete_world(name)
-
-
 def _drifter(agents: list[int], side: int, rng: random.Random) -> Callable[[], None]:
     """A step that moves every agent a little, as if walking (kept on the map)."""
     positions = [esper.component_for_entity(e, Position) for e in agents]
@@ -164,7 +153,7 @@ def measure(
     n: int, ticks: int, seed: int = 0, system_type: type[SnapshotSystem] = SnapshotSystem
 ) -> dict[str, float]:
     rng = random.Random(seed)
-    with _bench_world(f"bench-snapshot-{n}"):
+    with fresh_world(f"bench-snapshot-{n}"):
         agents, side = build_world(n, rng)
         drift = _drifter(agents, side, rng)
         system = system_type()
@@ -208,7 +197,7 @@ def check_reference(n: int, ticks: int = 5, seed: int = 0) -> None:
     """Raise SystemExit unless the reference and the shipped system give equal snapshots of
     every agent over ``ticks`` ticks of one world (a stale copy would measure something else)."""
     rng = random.Random(seed)
-    with _bench_world(f"bench-snapshot-check-{n}"):
+    with fresh_world(f"bench-snapshot-check-{n}"):
         agents, side = build_world(n, rng)
         drift = _drifter(agents, side, rng)
         shipped, direct = SnapshotSystem(), DirectSnapshotSystem()
