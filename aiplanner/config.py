@@ -59,10 +59,13 @@ class PlannerConfig:
     * ``max_plans_per_tick``: time-slicing; at most this many agents get a plan applied or ask
       for one per tick, the others on later ticks (None: no limit). Bounds the cost of a tick
       where many agents finish their plans at once.
-    * ``tick_budget_ms``: the planning system's time budget per tick, in milliseconds of the
-      plugin clock: past it, per-agent work (applying arrived plans, deadline fallbacks, new
-      requests) carries on at the next tick, first come first served, at least one agent per step
-      and tick (None: no budget). Lockstep and replay runs ignore it.
+    * ``tick_budget_ms``: the time budget of the plugin's whole tick (snapshots, planning,
+      execution), in milliseconds of the plugin clock: the planning system takes on per-agent
+      work (applying arrived plans, deadline fallbacks, new requests) only while it is expected
+      to end within it, leaving the rest of the tick its measured share; the rest carries on at
+      the next tick, first come first served, one agent a tick regardless and agents idle a few
+      ticks served regardless (None: no budget). See :mod:`aiplanner.tick_budget`. Lockstep and
+      replay runs ignore it.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
       nobody stands still; the model's plan replaces it when it arrives.
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
@@ -80,7 +83,7 @@ class PlannerConfig:
     plan_deadline_s: float = 4.0
     provisional: bool = True
     max_plans_per_tick: int | None = None
-    tick_budget_ms: float | None = 2.0
+    tick_budget_ms: float | None = 2.5
     max_candidates: int = 4
     guided_decision: Literal["score", "generate"] = "score"
     rank_prior: float = DEFAULT_RANK_PRIOR

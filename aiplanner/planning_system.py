@@ -16,18 +16,22 @@ Each tick, in this order (all on the game thread, never waiting on the backend):
    ``max_wait_ms``, with the snapshot and ranked candidates computed when they asked (unless
    those are older than :data:`FRESH_S`).
 
-Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock): steps 1-3 stop taking on
-per-agent work (a snapshot, a validation, the rules' ranking) once the tick has spent its budget,
-and carry on where they stopped on the next tick. Each step still does at least one agent per
-tick and serves its queue first come, first served, so nobody starves; an agent that misses a
-tick keeps running its provisional plan (or, idle, waits a frame). Lockstep and replay runs
-ignore the budget: they must repeat exactly.
+Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock, for the plugin's whole tick:
+see :mod:`aiplanner.tick_budget`): steps 1-3 take on per-agent work (a snapshot, a validation,
+the rules' ranking) only while it is expected to end within the budget, and carry on where they
+stopped on the next tick. Each step serves its queue first come, first served; each tick one
+agent's work is done whatever the budget, by the step whose oldest waiting work has waited
+longest, and agents idle :data:`IDLE_LIMIT_TICKS` ticks are served regardless (a share of them
+each tick; all of them at twice that), so nobody starves; an agent that misses a tick keeps
+running its provisional plan (or, idle, waits a frame). Lockstep and replay runs ignore the
+budget: they must repeat exactly.
 
 Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → emergency (here).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import operator
@@ -51,6 +55,7 @@ from aiplanner.snapshot import WorldSnapshot, quantised_key
 from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.strategies import Batch
 from aiplanner.throughput import ServiceRate
+from aiplanner.tick_budget import TickBudget
 from aiplanner.validation import validate_plan
 
 __all__ = ["EVENT_PLAN_APPLIED", "FRESH_S", "PlanningSystem", "ReplayLog"]
@@ -70,8 +75,16 @@ A replay applies exactly these plans at these ticks and asks no backend; agents 
 
 
 IDLE_LIMIT_TICKS = 6
-"""An agent the time budget has left without a plan this many ticks is served regardless."""
+"""An agent the time budget has left without a plan this many ticks is served regardless (a
+share of them each tick: :data:`OVERDUE_SHARE`); one left twice as long, at once."""
+OVERDUE_SHARE = 3
+"""Each tick, one in this many agents idle :data:`IDLE_LIMIT_TICKS` ticks or more (rounded up) is
+served regardless of the budget, oldest first; all of those idle twice as long."""
+_since = operator.itemgetter(0)
 _since_and_id = operator.itemgetter(0, 1)  # idle agents: longest idle first, then by id
+
+# The kinds of per-agent work the time budget weighs (TickBudget), in the order a tick does them.
+_NEEDS, _OUTCOMES, _LATE, _REFRESH = range(4)
 
 
 class PlanningSystem(esper.Processor):
@@ -102,13 +115,17 @@ class PlanningSystem(esper.Processor):
         self._agents_seen: object = None  # esper's query of agents when last adopted from
         self._pending: list[int] = []  # REQUESTED, oldest first
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, entity) of askers
-        self._late: deque[int] = deque()  # past their deadline, waiting for their fallback
+        # (tick queued, entity) past their deadline, waiting for their fallback
+        self._late: deque[tuple[int, int]] = deque()
         self._idle_since: dict[int, int] = {}  # idle agents not served yet -> tick first seen
-        self._work_until = math.inf  # plugin clock: this tick's time budget ends here
+        # The tick's time budget: the plugin starts and ends the tick on it (without that, the
+        # tick counts from the start of planning and the rest of it is not weighed).
+        self.tick_budget = TickBudget(4)
         self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
         self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
         self._held_seq = 0
         self._backlog: list[PlanOutcome] = []  # arrived, left for the next tick by the budget
+        self._backlog_tick = 0  # the tick the oldest of the backlog arrived
         self._budget = 0  # agents this tick may still handle (max_plans_per_tick)
         # Snapshot, ranked candidates and when they were made, per waiting agent: made once when
         # it asks, reused for its provisional plan and (if still fresh) for its request.
@@ -136,10 +153,27 @@ class PlanningSystem(esper.Processor):
         now = self._clock()
         self._budget = cfg.max_plans_per_tick or len(self._known) + 1_000_000
         budget_ms = cfg.tick_budget_ms
-        if budget_ms is None or cfg.lockstep or self._replay is not None:
-            self._work_until = math.inf
-        else:
-            self._work_until = now + budget_ms / 1000.0
+        if cfg.lockstep or self._replay is not None:
+            budget_ms = None
+        self.tick_budget.open(now, budget_ms, self._waited(tick), tick)
+        try:
+            self._plan_tick(cfg, tick, now)
+        finally:
+            self.tick_budget.planning_done(self._clock())
+
+    def _waited(self, tick: int) -> list[float]:
+        """Per kind of work, how many ticks its oldest waiting work has waited (-inf: none
+        known). Idle agents not seen before count as just arrived: the scan that finds them is
+        the step itself."""
+        since = self._idle_since
+        return [
+            float(tick - min(since.values())) if since else 0.0,
+            float(tick - self._backlog_tick) if self._backlog else -math.inf,
+            float(tick - self._late[0][0]) if self._late else -math.inf,
+            -math.inf,
+        ]
+
+    def _plan_tick(self, cfg: PlannerConfig, tick: int, now: float) -> None:
         self._adopt_new_agents(cfg)
         if self._replay is not None:
             self._apply_replay(tick, now)
@@ -166,10 +200,12 @@ class PlanningSystem(esper.Processor):
         if not self._in_flight:
             self._service.idle()
 
-    def _has_time(self, first: bool) -> bool:
-        """Whether one more agent's work fits in this tick's time budget. A step's first agent
-        of the tick always does, so every queue moves on every tick."""
-        if first or self._clock() < self._work_until:
+    def _has_time(self, kind: int, *, regardless: bool = False) -> bool:
+        """Whether one more agent's work of ``kind`` fits in this tick's time budget (measured
+        either way: see :meth:`TickBudget.fits`). One agent a tick goes ahead regardless (see
+        :meth:`TickBudget.grant_to`), as does one that is ``regardless``."""
+        budget = self.tick_budget
+        if budget.fits(kind, self._clock()) or regardless or budget.grant_to(kind):
             return True
         self._metrics.record_budget_cut()
         return False
@@ -210,9 +246,11 @@ class PlanningSystem(esper.Processor):
         while self._held and self._held[0][0] <= now:
             arrived.append(heapq.heappop(self._held)[2])
         arrived.sort(key=lambda o: o.entity)
+        if not self._backlog:
+            self._backlog_tick = tick
         ready, self._backlog = self._backlog + arrived, []  # left over from last tick go first
         for i, outcome in enumerate(ready):
-            if self._budget <= 0 or not self._has_time(i == 0):
+            if self._budget <= 0 or not self._has_time(_OUTCOMES):
                 self._backlog = ready[i:]  # time-slicing: the rest waits for the next tick
                 return
             self._budget -= 1
@@ -279,7 +317,7 @@ class PlanningSystem(esper.Processor):
         if not expired:
             return
         gone = set(expired)
-        waiting = set(self._late)  # already queued for their fallback (see _fallback)
+        waiting = {e for _, e in self._late}  # already queued for their fallback (_fallback)
         for ent in expired:
             self._in_flight.pop(ent, None)
             self._candidates.pop(ent, None)
@@ -287,7 +325,7 @@ class PlanningSystem(esper.Processor):
             if st is not None and ent not in waiting:
                 self._metrics.record_deadline_miss()
                 st.invalid_reason = "deadline"
-                self._late.append(ent)  # busy with its provisional plan until served
+                self._late.append((tick, ent))  # busy with its provisional plan until served
         self._pending = [e for e in self._pending if e not in gone]
         if self._held:
             self._held = [h for h in self._held if h[2].entity not in gone]
@@ -298,13 +336,14 @@ class PlanningSystem(esper.Processor):
     def _serve_late(self, tick: int, now: float) -> None:
         """The fallback for agents past their deadline, oldest deadline first, within budget."""
         late = self._late
-        first = True
-        while late and self._has_time(first):
-            ent = late.popleft()
-            st = self._state(ent)
+        while late:
+            st = self._state(late[0][1])
             if st is None or st.status not in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
-                continue  # deleted, or given a plan some other way meanwhile
-            first = False
+                late.popleft()  # deleted, or given a plan some other way meanwhile
+                continue
+            if not self._has_time(_LATE):
+                return
+            ent = late.popleft()[1]
             self._fallback(ent, st, tick, now, st.invalid_reason or "deadline", defer=False)
 
     # 1. who needs a plan -------------------------------------------------------------------------
@@ -328,13 +367,18 @@ class PlanningSystem(esper.Processor):
         idle.sort(key=_since_and_id)
         since = self._idle_since = {ent: first for first, ent, _ in idle}
         exists = esper.entity_exists
-        for i, (first, ent, st) in enumerate(idle):
-            # An agent idle for IDLE_LIMIT_TICKS is served whatever the budget: a budget below
-            # the demand would otherwise leave agents standing for seconds (measured: 60% of
-            # 1000 agents idle with a 2 ms budget). Oldest first, so the rest are newer.
-            overdue = tick - first >= IDLE_LIMIT_TICKS
-            if self._budget <= 0 or (not overdue and not self._has_time(i == 0)):
+        # Agents idle for IDLE_LIMIT_TICKS are served whatever the budget, a third of them (at
+        # least one) a tick, and all of those idle twice that long: a budget below the demand
+        # would otherwise leave agents standing for seconds (measured: 60% of 1000 agents idle
+        # with a 2 ms budget), and serving them all at once made the slowest ticks (a burst of
+        # agents idle together). Oldest first.
+        overdue = bisect.bisect_right(idle, tick - IDLE_LIMIT_TICKS, key=_since)
+        long_overdue = bisect.bisect_right(idle, tick - 2 * IDLE_LIMIT_TICKS, key=_since)
+        regardless = long_overdue + -(-(overdue - long_overdue) // OVERDUE_SHARE)
+        for _, ent, st in idle:
+            if self._budget <= 0 or not self._has_time(_NEEDS, regardless=regardless > 0):
                 break  # time-slicing: the others ask on the next tick
+            regardless -= 1
             if not exists(ent):
                 continue
             self._budget -= 1
@@ -462,7 +506,7 @@ class PlanningSystem(esper.Processor):
                 if kept is not None and now - kept[2] <= FRESH_S:
                     snap, ranked = kept[0], kept[1]  # made when it asked: not made twice
                 else:
-                    if not self._has_time(not requests):
+                    if not self._has_time(_REFRESH, regardless=not requests):
                         self._pending[:0] = take[i:]  # these go out on a later tick
                         out_of_time = True
                         break
@@ -509,11 +553,15 @@ class PlanningSystem(esper.Processor):
         now waits behind the ``n`` already in flight, ``(n + k)`` times the busy seconds per
         answer it was measured to take (:class:`~aiplanner.throughput.ServiceRate`). An agent
         joins only if its plan can arrive in time; one that cannot make even a plan of its own
-        gets the fallback now instead of burning engine time (and delaying the others); the rest
-        keep their provisional plan and wait for room. Before anything is measured, all go.
+        (less time left than the median call's latency, or than one answer's busy time) gets the
+        fallback now instead of burning engine time (and delaying the others), and instead of a
+        call that would time out and count against the circuit breaker (measured: at 1000
+        agents such timeouts opened it); the rest keep their provisional plan and wait for room.
+        Before anything is measured, all go.
         """
+        alone_s = self._metrics.call_s.percentile(50) or 0.0  # one call's own latency
         if serial:
-            call_s, ahead = self._metrics.call_s.percentile(50) or 0.0, 0
+            call_s, ahead = alone_s, 0
         else:
             call_s, ahead = self._service.per_plan_s or 0.0, len(self._in_flight)
         chosen: list[int] = []
@@ -523,11 +571,11 @@ class PlanningSystem(esper.Processor):
             if st is None:
                 continue
             left = st.deadline - now
-            if len(chosen) < limit and left >= (ahead + len(chosen) + 1) * call_s:
-                chosen.append(ent)
-            elif left < call_s:
+            if left < alone_s or left < call_s:  # not even a call of its own would make it
                 self._metrics.record_deadline_miss()
                 self._fallback(ent, st, tick, now, "no_time")
+            elif len(chosen) < limit and left >= (ahead + len(chosen) + 1) * call_s:
+                chosen.append(ent)
             else:
                 keep.append(ent)
         self._pending = keep
@@ -557,11 +605,11 @@ class PlanningSystem(esper.Processor):
         if (
             defer
             and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
-            and self._clock() >= self._work_until
+            and self.tick_budget.spent(self._clock())
         ):
             st.invalid_reason = why
             self._metrics.record_budget_cut()
-            self._late.append(ent)
+            self._late.append((tick, ent))
             return
         snap = self._snapshots.snapshot(ent)
         if snap is None:
@@ -614,7 +662,7 @@ class PlanningSystem(esper.Processor):
 
     def abandon_all(self) -> None:
         """Forget every pending and in-flight request (the plugin is closing)."""
-        for ent in [*self._pending, *self._in_flight, *self._late]:
+        for ent in [*self._pending, *self._in_flight, *(e for _, e in self._late)]:
             st = self._state(ent)
             if st is not None and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
                 st.status = PlanStatus.IDLE

@@ -122,6 +122,22 @@ class PlannerPlugin:
     def _settle(self, now: float) -> None:
         self._settled_at = now
 
+    def _tick_start(self) -> None:
+        """The snapshot system's first step: the tick's time budget starts, and the bridge's
+        loop waits until the tick ends (see AsyncBridge.hold)."""
+        if self.planning_system is not None:
+            self.planning_system.tick_budget.start(self._clock())
+        if self._bridge is not None:
+            self._bridge.hold()
+
+    def _tick_end(self) -> None:
+        """The execution system's last step (even when a step raised): the budget measures the
+        rest of the tick, the bridge's loop goes on."""
+        if self.planning_system is not None:
+            self.planning_system.tick_budget.end(self._clock())
+        if self._bridge is not None:
+            self._bridge.release()
+
     @property
     def backend_busy(self) -> bool:
         """Whether the backend has submitted work not finished yet (a batch in flight)."""
@@ -157,10 +173,7 @@ class PlannerPlugin:
                 calibrated=cfg.calibrated,
             )
             self._bridge.start()
-        bridge = self._bridge  # held from the first processor's start to the last one's end
-        self.snapshot_system = SnapshotSystem(
-            components=components, on_tick_start=bridge.hold if bridge is not None else None
-        )
+        self.snapshot_system = SnapshotSystem(components=components, on_tick_start=self._tick_start)
         self.planning_system = PlanningSystem(
             lambda: self._config,
             self.snapshot_system,
@@ -176,7 +189,7 @@ class PlannerPlugin:
             cfg.registry,
             components=components,
             delete_dead=cfg.delete_dead,
-            on_tick_end=bridge.release if bridge is not None else None,
+            on_tick_end=self._tick_end,
         )
         esper.add_processor(self.snapshot_system, priority=SNAPSHOT_PRIORITY)
         esper.add_processor(self.planning_system, priority=PLANNING_PRIORITY)

@@ -27,6 +27,7 @@ from aiplanner import (
 )
 from aiplanner.backends.base import CompletionRequest
 from aiplanner.planning_system import FRESH_S
+from aiplanner.tick_budget import PLANNING_FLOOR
 
 DT = 1 / 30
 
@@ -288,6 +289,40 @@ def test_time_budget_spreads_a_burst_over_ticks(world: str) -> None:
         assert plugin.stats()["budget_cuts"]
 
 
+class _SlowGameStep(esper.Processor):
+    """A game processor between the snapshot and planning systems that takes ``cost`` seconds
+    of the plugin clock."""
+
+    def __init__(self, clock: WorkClock, cost: float) -> None:
+        self.clock = clock
+        self.cost = cost
+
+    def process(self, dt: float) -> None:
+        self.clock.now += self.cost
+
+
+def test_the_budget_covers_the_whole_tick_not_planning_alone(world: str) -> None:
+    served = []
+    for slow in (0.0, 0.0019):  # work before planning: none, or 1.9 ms of a 2 ms budget
+        ents = spawn_battle(12)
+        clock = WorkClock(work=0.0001)
+        cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+        with PlannerPlugin(cfg, None, clock=clock) as plugin:
+            esper.add_processor(_SlowGameStep(clock, slow), priority=250)  # between the two
+            _tick(clock)
+            served.append(len(_served(ents)))
+            assert plugin.planning_system is not None
+            assert plugin.planning_system.tick_budget.rest_s > 0  # the execution was measured
+        esper.remove_processor(_SlowGameStep)
+        for ent in ents:
+            esper.delete_entity(ent, immediate=True)
+        esper.clear_cache()
+    fast, slow_served = served
+    # 1.9 ms gone before planning: only planning's floor (half the budget) is left of 2 ms.
+    assert 1 < slow_served < fast
+    assert slow_served <= fast * PLANNING_FLOOR + 1
+
+
 def test_no_budget_and_lockstep_do_the_whole_burst_in_one_tick(world: str) -> None:
     ents = spawn_battle(12)
     for cfg in (
@@ -333,10 +368,33 @@ def test_no_agent_stays_idle_past_the_limit_whatever_the_budget(world: str) -> N
     with PlannerPlugin(cfg, None, clock=clock) as plugin:
         for _ in range(IDLE_LIMIT_TICKS):
             _tick(clock)
-        assert len(_served(ents)) < len(ents)  # the budget held most of them back...
-        _tick(clock)
-        assert _served(ents) == ents  # ...but not past the limit
+        assert len(_served(ents)) == IDLE_LIMIT_TICKS  # the budget let one through a tick...
+        counts = []
+        while len(_served(ents)) < len(ents) and len(counts) < 10:
+            waiting = len(ents) - len(_served(ents))
+            _tick(clock)
+            counts.append(waiting - (len(ents) - len(_served(ents))))
+        # ...but past the limit a third of those overdue (rounded up) go regardless, besides the
+        # tick's one: 6 overdue -> 2 + 1, 3 -> 1 + 1, 1 -> 1. Spread, not all on one tick.
+        assert counts == [3, 2, 1]
         assert plugin.stats()["budget_cuts"]
+
+
+def test_a_large_burst_waits_at_most_twice_the_idle_limit(world: str) -> None:
+    from aiplanner.planning_system import IDLE_LIMIT_TICKS
+
+    ents = spawn_battle(300)  # a level starts: everyone needs a plan on the same tick
+    clock = WorkClock(work=0.005)  # nothing fits a 2 ms budget: only what goes regardless
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock):
+        waiting = []
+        for _ in range(2 * IDLE_LIMIT_TICKS + 1):
+            _tick(clock)
+            waiting.append(len(ents) - len(_served(ents)))
+        # Spread: a third of the overdue a tick (that alone would take until tick 17 here)...
+        assert waiting[IDLE_LIMIT_TICKS] > len(ents) / 2
+        # ...and everyone idle twice the limit served at once.
+        assert waiting[-1] == 0
 
 
 def test_deadline_fallbacks_are_spread_and_late_agents_keep_their_provisional_plan(
@@ -458,8 +516,10 @@ def test_arrived_plans_move_on_every_tick_while_idle_agents_use_the_budget(
                 len([e for e in askers if esper.component_for_entity(e, PlanState).tier])
             )
         gains = [b - a for a, b in itertools.pairwise([0, *applied])]
-        # The budget holds (one arrived plan a tick), and nobody starves: one on every tick.
-        assert gains[: len(askers)] == [1] * len(askers)
+        # The budget holds (nothing fits: one agent's work a tick), and nobody starves: the
+        # arrived plans, waiting as long as the idle agents, take turns with them for it.
+        assert max(gains) == 1
+        assert all(a + b == 1 for a, b in itertools.pairwise(gains))
 
 
 def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:

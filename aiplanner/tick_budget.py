@@ -1,0 +1,134 @@
+"""TickBudget: the plugin's whole tick held to ``PlannerConfig.tick_budget_ms``.
+
+What a player sees as stutter is the whole tick (snapshots, planning, execution), so that is
+what the budget covers, not the planning step alone: the tick starts when the snapshot system
+starts (:meth:`TickBudget.start`); the planning system takes on per-agent work (a snapshot and
+the rules' ranking for an agent that asks, an arrived plan to validate and apply, a deadline
+fallback) only while the work it is about to do is expected to end before
+``start + budget - rest``, where ``rest`` is what the rest of the tick (the execution system,
+from the end of planning to the end of the tick) has recently cost. Costs are measured, never
+assumed: each kind of work keeps a running mean of its own recent cost (:meth:`TickBudget.fits`
+measures the time between two of its calls for the same kind), and the rest of the tick is
+measured between :meth:`TickBudget.planning_done` and :meth:`TickBudget.end`.
+
+Progress whatever the budget: each tick, one agent's work is done even when nothing fits, given
+to the kind whose oldest waiting work has waited longest (see :meth:`TickBudget.grant_to`); the
+planning system also serves an agent left idle too long regardless (``IDLE_LIMIT_TICKS``).
+
+Times are the plugin clock's, in seconds. Not thread-safe: the game thread owns it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+__all__ = ["COST_WEIGHT", "PLANNING_FLOOR", "TickBudget"]
+
+COST_WEIGHT: Final = 0.2
+"""Weight of the newest sample in each running mean (an exponential moving average)."""
+
+PLANNING_FLOOR: Final = 0.5
+"""The share of the budget planning may always spend from its own start, however late it starts."""
+
+
+class TickBudget:
+    """One tick's time budget over ``kinds`` kinds of per-agent work (numbered ``0..kinds-1``,
+    in the order the tick does them)."""
+
+    __slots__ = (
+        "_cost",
+        "_granted",
+        "_last_at",
+        "_last_kind",
+        "_planning_done",
+        "_rest",
+        "_started",
+        "_until",
+        "preferred",
+    )
+
+    def __init__(self, kinds: int) -> None:
+        self._cost = [0.0] * kinds  # running mean seconds of one agent's work, per kind
+        self._rest = 0.0  # running mean seconds from the end of planning to the end of the tick
+        self._started: float | None = None  # this tick's start, if the tick was started
+        self._planning_done: float | None = None
+        self._until = math.inf  # per-agent work should end by then
+        self._last_kind = -1
+        self._last_at = 0.0
+        self._granted = False  # this tick's one agent regardless given out
+        self.preferred = 0  # the kind that gets that agent (see grant_to)
+
+    @property
+    def agent_cost_s(self) -> tuple[float, ...]:
+        """The running mean of one agent's work, per kind (0.0 before it was measured)."""
+        return tuple(self._cost)
+
+    @property
+    def rest_s(self) -> float:
+        """The running mean of the rest of the tick after planning (0.0 before measured)."""
+        return self._rest
+
+    def start(self, now: float) -> None:
+        """The plugin's tick starts (the snapshot system's first step)."""
+        self._started = now
+        self._planning_done = None
+
+    def open(self, now: float, budget_ms: float | None, oldest: list[float], tick: int) -> None:
+        """Planning starts: per-agent work should end by the tick's start (``now`` if the tick
+        was not started through :meth:`start`) plus ``budget_ms`` (None: no limit) less the
+        rest of the tick. ``oldest[k]`` is how long kind ``k``'s oldest waiting work has waited
+        (any unit, ``-inf`` when it has none): the longest waiting kind gets this tick's one
+        agent regardless; ties take turns by ``tick``."""
+        started = self._started if self._started is not None else now
+        self._started = None
+        if budget_ms is None:
+            self._until = math.inf
+        else:
+            budget = budget_ms / 1000.0
+            # Planning's own floor: a tick already over budget before planning (a thousand agents
+            # to index and move) still lets it work a share of the budget, or waiting agents
+            # would only move on by the one agent a tick and reach their deadlines unserved.
+            self._until = max(started + budget - self._rest, now + budget * PLANNING_FLOOR)
+        self._last_kind = -1
+        self._granted = False
+        longest = max(oldest, default=0.0)
+        tied = [k for k, waited in enumerate(oldest) if waited == longest]
+        self.preferred = tied[tick % len(tied)] if tied else 0
+
+    def fits(self, kind: int, now: float) -> bool:
+        """Whether one more agent's work of ``kind`` is expected to end within the budget.
+
+        Also measures: the time since the previous call for the same kind, with nothing else in
+        between, is one sample of that kind's cost."""
+        if self._last_kind == kind:
+            cost = self._cost
+            cost[kind] += COST_WEIGHT * (now - self._last_at - cost[kind])
+        self._last_kind = kind
+        self._last_at = now
+        return now + self._cost[kind] <= self._until
+
+    def spent(self, now: float) -> bool:
+        """Whether the budget for per-agent work is used up."""
+        return now >= self._until
+
+    def grant_to(self, kind: int) -> bool:
+        """Whether ``kind``, which has work that did not fit, does this tick's one agent
+        regardless: it goes to :attr:`preferred`, or to a later kind when the preferred one
+        (done before it) did not take it. Once a tick."""
+        if self._granted or kind < self.preferred:
+            return False
+        self._granted = True
+        return True
+
+    def planning_done(self, now: float) -> None:
+        """Planning is over for this tick; the rest of the tick starts."""
+        self._planning_done = now
+        self._last_kind = -1
+
+    def end(self, now: float) -> None:
+        """The plugin's tick is over (the execution system's last step): measure its rest."""
+        done = self._planning_done
+        if done is not None:
+            self._rest += COST_WEIGHT * (max(0.0, now - done) - self._rest)
+        self._planning_done = None

@@ -1,0 +1,95 @@
+"""TickBudget: the whole tick's budget, costs measured per kind of work, one agent regardless."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aiplanner.tick_budget import COST_WEIGHT, PLANNING_FLOOR, TickBudget
+
+NONE = -math.inf  # a kind with no waiting work
+
+
+def test_the_budget_counts_from_the_start_of_the_tick_less_the_rest_of_it() -> None:
+    budget = TickBudget(2)
+    # A first tick measures the rest (from the end of planning to the end of the tick): 1 ms.
+    budget.start(10.0)
+    budget.open(10.0, 5.0, [0.0, NONE], tick=1)
+    budget.planning_done(10.001)
+    budget.end(10.002)
+    assert budget.rest_s == pytest.approx(COST_WEIGHT * 0.001)
+    # Next tick: snapshots took 2 ms before planning opened; 5 ms in all, less the rest.
+    budget.start(20.0)
+    budget.open(20.002, 5.0, [0.0, NONE], tick=2)
+    until = 20.0 + 0.005 - budget.rest_s
+    assert budget.fits(0, until - 1e-9)
+    assert not budget.fits(0, until + 1e-9)
+    assert not budget.spent(until - 1e-9)
+    assert budget.spent(until)
+
+
+def test_without_a_start_the_tick_counts_from_the_opening_and_none_means_no_limit() -> None:
+    budget = TickBudget(1)
+    budget.open(5.0, 2.0, [0.0], tick=1)
+    assert budget.fits(0, 5.0019)
+    assert not budget.fits(0, 5.0021)
+    budget.open(5.0, None, [0.0], tick=2)
+    assert budget.fits(0, 1e9)
+    assert not budget.spent(1e9)
+
+
+def test_each_kind_learns_its_own_cost_and_admits_only_what_is_expected_to_fit() -> None:
+    budget = TickBudget(2)
+    budget.open(0.0, 10.0, [0.0, 0.0], tick=1)
+    # Kind 0: agents 0.1 ms apart.
+    for i in range(30):
+        assert budget.fits(0, i * 0.0001)
+    cost0 = budget.agent_cost_s[0]
+    assert cost0 == pytest.approx(0.0001, rel=0.01)
+    assert budget.agent_cost_s[1] == 0.0
+    budget.fits(1, 0.004)
+    budget.fits(1, 0.0045)  # one sample of 0.5 ms
+    assert budget.agent_cost_s[1] == pytest.approx(COST_WEIGHT * 0.0005)
+    assert budget.agent_cost_s[0] == cost0  # untouched by kind 1
+    # Admission looks ahead by the expected cost: at 9.95 ms a 0.1 ms job does not fit 10 ms.
+    budget.open(0.0, 10.0, [0.0, 0.0], tick=2)
+    assert not budget.fits(0, 0.00995)
+
+
+def test_one_agent_regardless_goes_to_the_kind_waiting_longest() -> None:
+    budget = TickBudget(3)
+    budget.open(0.0, 1.0, [2.0, 5.0, NONE], tick=7)
+    assert budget.preferred == 1
+    assert not budget.grant_to(0)  # comes before the preferred kind: not its turn
+    assert budget.grant_to(1)
+    assert not budget.grant_to(1)  # once a tick
+    assert not budget.grant_to(2)
+    budget.open(0.0, 1.0, [2.0, 5.0, NONE], tick=8)
+    assert budget.grant_to(1)  # a new tick, a new grant
+
+
+def test_a_later_kind_gets_the_grant_the_preferred_one_did_not_take() -> None:
+    budget = TickBudget(3)
+    budget.open(0.0, 1.0, [0.0, NONE, NONE], tick=1)
+    assert budget.preferred == 0
+    # Kind 0 had nothing to do after all (it never asked): kind 2 may take it.
+    assert budget.grant_to(2)
+
+
+def test_ties_take_turns_by_tick() -> None:
+    budget = TickBudget(3)
+    chosen = []
+    for tick in range(4):
+        budget.open(0.0, 1.0, [3.0, 3.0, NONE], tick=tick)
+        chosen.append(budget.preferred)
+    assert chosen == [0, 1, 0, 1]
+
+
+def test_planning_keeps_a_floor_when_the_tick_is_over_budget_before_it_starts() -> None:
+    budget = TickBudget(1)
+    budget.start(0.0)
+    budget.open(0.010, 2.0, [0.0], tick=1)  # 10 ms of snapshots already: over a 2 ms budget
+    floor_end = 0.010 + 0.002 * PLANNING_FLOOR
+    assert budget.fits(0, floor_end - 1e-9)
+    assert not budget.fits(0, floor_end + 1e-9)
