@@ -7,13 +7,16 @@ the rules' ranking for an agent that asks, an arrived plan to validate and apply
 fallback) only while the work it is about to do is expected to end before
 ``start + budget - rest``, where ``rest`` is what the rest of the tick (the execution system,
 from the end of planning to the end of the tick) has recently cost. Costs are measured, never
-assumed: each kind of work keeps a running mean of its own recent cost (:meth:`TickBudget.fits`
-measures the time between two of its calls for the same kind), and the rest of the tick is
-measured between :meth:`TickBudget.planning_done` and :meth:`TickBudget.end`.
+assumed: each kind of work keeps a running mean of its own recent cost and of how far a cost
+strays from it (:meth:`TickBudget.fits` measures the time between two of its calls for the same
+kind, and admits work when the mean plus :data:`SPREADS` deviations fits), and the rest of the
+tick is measured between :meth:`TickBudget.planning_done` and :meth:`TickBudget.end`.
 
 Progress whatever the budget: each tick, one agent's work is done even when nothing fits, given
-to the kind whose oldest waiting work has waited longest (see :meth:`TickBudget.grant_to`); the
-planning system also serves an agent left idle too long regardless (``IDLE_LIMIT_TICKS``).
+to the kind whose oldest waiting work has waited longest (see :meth:`TickBudget.grant_to`);
+planning may always spend :data:`PLANNING_FLOOR` of the budget from its own start, however late
+it starts; the planning system also serves agents left idle too long regardless
+(``IDLE_LIMIT_TICKS``).
 
 Times are the plugin clock's, in seconds. Not thread-safe: the game thread owns it.
 """
@@ -23,10 +26,14 @@ from __future__ import annotations
 import math
 from typing import Final
 
-__all__ = ["COST_WEIGHT", "PLANNING_FLOOR", "TickBudget"]
+__all__ = ["COST_WEIGHT", "PLANNING_FLOOR", "SPREADS", "TickBudget"]
 
 COST_WEIGHT: Final = 0.2
 """Weight of the newest sample in each running mean (an exponential moving average)."""
+
+SPREADS: Final = 2.0
+"""Work is admitted if its running mean cost plus this many running mean deviations fits: an
+agent's work in a real tick varies 2-3x around its mean (caches, the other thread)."""
 
 PLANNING_FLOOR: Final = 0.5
 """The share of the budget planning may always spend from its own start, however late it starts."""
@@ -43,6 +50,7 @@ class TickBudget:
         "_last_kind",
         "_planning_done",
         "_rest",
+        "_spread",
         "_started",
         "_until",
         "preferred",
@@ -50,6 +58,7 @@ class TickBudget:
 
     def __init__(self, kinds: int) -> None:
         self._cost = [0.0] * kinds  # running mean seconds of one agent's work, per kind
+        self._spread = [0.0] * kinds  # running mean absolute deviation from it, per kind
         self._rest = 0.0  # running mean seconds from the end of planning to the end of the tick
         self._started: float | None = None  # this tick's start, if the tick was started
         self._planning_done: float | None = None
@@ -101,12 +110,15 @@ class TickBudget:
 
         Also measures: the time since the previous call for the same kind, with nothing else in
         between, is one sample of that kind's cost."""
+        cost = self._cost
+        spread = self._spread
         if self._last_kind == kind:
-            cost = self._cost
-            cost[kind] += COST_WEIGHT * (now - self._last_at - cost[kind])
+            sample = now - self._last_at
+            spread[kind] += COST_WEIGHT * (abs(sample - cost[kind]) - spread[kind])
+            cost[kind] += COST_WEIGHT * (sample - cost[kind])
         self._last_kind = kind
         self._last_at = now
-        return now + self._cost[kind] <= self._until
+        return now + cost[kind] + SPREADS * spread[kind] <= self._until
 
     def spent(self, now: float) -> bool:
         """Whether the budget for per-agent work is used up."""

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from aiplanner.tick_budget import COST_WEIGHT, PLANNING_FLOOR, TickBudget
+from aiplanner.tick_budget import COST_WEIGHT, PLANNING_FLOOR, SPREADS, TickBudget
 
 NONE = -math.inf  # a kind with no waiting work
 
@@ -93,3 +93,20 @@ def test_planning_keeps_a_floor_when_the_tick_is_over_budget_before_it_starts() 
     floor_end = 0.010 + 0.002 * PLANNING_FLOOR
     assert budget.fits(0, floor_end - 1e-9)
     assert not budget.fits(0, floor_end + 1e-9)
+
+
+def test_admission_allows_for_how_much_the_cost_varies() -> None:
+    budget = TickBudget(1)
+    budget.open(0.0, 100.0, [0.0], tick=1)
+    now = 0.0
+    for i in range(60):  # alternately 0.1 and 0.3 ms: a mean of 0.2, a deviation of 0.1
+        now += 0.0001 if i % 2 else 0.0003
+        budget.fits(0, now)
+    mean = budget.agent_cost_s[0]
+    assert mean == pytest.approx(0.0002, rel=0.2)
+    budget.open(0.0, 1.0, [0.0], tick=2)  # until 1 ms
+    # 0.3 ms left: the mean alone would fit, the mean plus SPREADS deviations does not.
+    assert 0.0007 + mean < 0.001
+    assert not budget.fits(0, 0.0007)
+    budget.open(0.0, 1.0, [0.0], tick=3)  # (two calls in a row would be a sample)
+    assert budget.fits(0, 0.001 - mean - SPREADS * 0.00012)
