@@ -86,7 +86,8 @@ class TickBudget:
     def open(self, now: float, budget_ms: float | None, oldest: list[float], tick: int) -> None:
         """Planning starts: per-agent work should end by the tick's start (``now`` if the tick
         was not started through :meth:`start`) plus ``budget_ms`` (None: no limit) less the
-        rest of the tick. ``oldest[k]`` is how long kind ``k``'s oldest waiting work has waited
+        rest of the tick, and no sooner than :data:`PLANNING_FLOOR` of the budget after ``now``.
+        ``oldest[k]`` is how long kind ``k``'s oldest waiting work has waited
         (any unit, ``-inf`` when it has none): the longest waiting kind gets this tick's one
         agent regardless; ties take turns by ``tick``."""
         started = self._started if self._started is not None else now
@@ -106,7 +107,8 @@ class TickBudget:
         self.preferred = tied[tick % len(tied)] if tied else 0
 
     def fits(self, kind: int, now: float) -> bool:
-        """Whether one more agent's work of ``kind`` is expected to end within the budget.
+        """Whether one more agent's work of ``kind`` is expected to end within the budget: its
+        running mean cost plus :data:`SPREADS` running mean deviations.
 
         Also measures: the time since the previous call for the same kind, with nothing else in
         between, is one sample of that kind's cost."""
