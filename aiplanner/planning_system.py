@@ -84,7 +84,7 @@ _since = operator.itemgetter(0)
 _since_and_id = operator.itemgetter(0, 1)  # idle agents: longest idle first, then by id
 
 # The kinds of per-agent work the time budget weighs (TickBudget), in the order a tick does them.
-_NEEDS, _OUTCOMES, _LATE, _REFRESH = range(4)
+_KINDS = (_NEEDS, _OUTCOMES, _LATE, _REFRESH) = tuple(range(4))
 
 
 class PlanningSystem(esper.Processor):
@@ -120,7 +120,7 @@ class PlanningSystem(esper.Processor):
         self._idle_since: dict[int, int] = {}  # idle agents not served yet -> tick first seen
         # The tick's time budget: the plugin starts and ends the tick on it (without that, the
         # tick counts from the start of planning and the rest of it is not weighed).
-        self.tick_budget = TickBudget(4)
+        self.tick_budget = TickBudget(len(_KINDS))
         self._in_flight: dict[int, PlanRequest] = {}  # entity -> the request sent
         self._held: list[tuple[float, int, PlanOutcome]] = []  # lockstep: waiting for ready_at
         self._held_seq = 0
