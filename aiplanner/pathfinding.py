@@ -2,30 +2,83 @@
 
 Costs are integers (10 straight, 14 diagonal) so comparisons are exact, and the open list is
 ordered by (f, h, x, y): the same map and endpoints give the same path on every machine.
+
+The hot loop works on flat arrays: each map is turned once into a walkability bytearray with a
+blocked border two cells wide (no bounds tests per neighbour, even from a start just off the
+map), cells are numbered column-major (``(x + 2) * (height + 4) + y + 2``, so numeric order is
+(x, y) order), and each open-list entry is one integer ``(f * H + h) * N + cell`` whose order is
+exactly (f, h, x, y)'s.
 """
 
 from __future__ import annotations
 
 import heapq
+from typing import Final
 
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError
 
 __all__ = ["find_path", "path_cost", "reachable"]
 
-_STRAIGHT = 10
-_DIAGONAL = 14
-# Straight moves first: with equal costs the order only matters for determinism.
-_MOVES = (
-    (1, 0, _STRAIGHT),
-    (0, 1, _STRAIGHT),
-    (-1, 0, _STRAIGHT),
-    (0, -1, _STRAIGHT),
-    (1, 1, _DIAGONAL),
-    (1, -1, _DIAGONAL),
-    (-1, 1, _DIAGONAL),
-    (-1, -1, _DIAGONAL),
-)
+_STRAIGHT: Final = 10
+_DIAGONAL: Final = 14
+_GRIDS_KEPT: Final = 8  # maps whose flat grid is kept (one per map in play, usually one)
+
+
+class _Grid:
+    """A map as flat arrays: ``open[c]`` is 1 for a walkable cell, 0 for a wall or the border;
+    ``moves`` the 8 neighbour offsets with their costs, the two straight offsets a diagonal
+    passes between (0 for straight moves) and the (dx, dy) of the move, straight moves first."""
+
+    __slots__ = ("cells", "height", "moves", "open", "stride", "width")
+
+    def __init__(self, field: Battlefield) -> None:
+        self.width = w = field.width
+        self.height = h = field.height
+        self.stride = s = h + 4  # one column of the bordered grid
+        self.cells = (w + 4) * s
+        walkable = bytearray(self.cells)
+        for x in range(w):
+            base = (x + 2) * s + 2
+            walkable[base : base + h] = b"\x01" * h
+        for x, y in field.blocked:
+            if 0 <= x < w and 0 <= y < h:
+                walkable[(x + 2) * s + y + 2] = 0
+        self.open = bytes(walkable)
+        east, south = s, 1
+        # The order of the original move list: E, S, W, N, then SE, NE, SW, NW.
+        self.moves: tuple[tuple[int, int, int, int, int, int], ...] = (
+            (east, _STRAIGHT, 0, 0, 1, 0),
+            (south, _STRAIGHT, 0, 0, 0, 1),
+            (-east, _STRAIGHT, 0, 0, -1, 0),
+            (-south, _STRAIGHT, 0, 0, 0, -1),
+            (east + south, _DIAGONAL, east, south, 1, 1),
+            (east - south, _DIAGONAL, east, -south, 1, -1),
+            (-east + south, _DIAGONAL, -east, south, -1, 1),
+            (-east - south, _DIAGONAL, -east, -south, -1, -1),
+        )
+
+    def cell(self, x: int, y: int) -> int | None:
+        """The flat number of (x, y), None for a cell more than one off the map (no neighbour
+        of such a cell is on the map)."""
+        if -1 <= x <= self.width and -1 <= y <= self.height:
+            return (x + 2) * self.stride + y + 2
+        return None
+
+
+_grids: dict[int, tuple[Battlefield, _Grid]] = {}
+
+
+def _grid(field: Battlefield) -> _Grid:
+    """``field``'s flat grid, built on first use (keyed by identity: maps are frozen)."""
+    kept = _grids.get(id(field))
+    if kept is not None and kept[0] is field:
+        return kept[1]
+    if len(_grids) >= _GRIDS_KEPT:
+        _grids.clear()
+    grid = _Grid(field)
+    _grids[id(field)] = (field, grid)  # the map is kept too, so its id is not reused
+    return grid
 
 
 def path_cost(start: tuple[int, int], path: list[tuple[int, int]]) -> int:
@@ -60,72 +113,74 @@ def find_path(
         raise ConfigError(f"max_nodes must be at least 1, got {max_nodes}")
     if start == goal:
         return []
-    width, height, blocked = field.width, field.height, field.blocked
     gx, gy = goal
-    if not (0 <= gx < width and 0 <= gy < height) or goal in blocked:
+    if not field.walkable(gx, gy):
         return None
-
-    def h(x: int, y: int) -> int:
-        dx, dy = abs(x - gx), abs(y - gy)
-        # Octile distance: exact on an empty map, so the heuristic is consistent.
-        return _STRAIGHT * (dx + dy) + (_DIAGONAL - 2 * _STRAIGHT) * min(dx, dy)
-
+    grid = _grid(field)
+    first = grid.cell(*start)
+    if first is None:  # no neighbour of a start this far out is on the map
+        return None
+    target = (gx + 2) * grid.stride + gy + 2
+    walkable = grid.open
+    n = grid.cells
+    # f and h both fit under this bound many times over: (f * bound + h) * n + cell orders
+    # entries by f, then h, then the cell (x, then y).
+    bound = _DIAGONAL * (grid.width + grid.height + 4) + 1
+    stride = grid.stride
+    moves = grid.moves
     sx, sy = start
-    best_g: dict[tuple[int, int], int] = {start: 0}
-    parent: dict[tuple[int, int], tuple[int, int]] = {}
-    closed: set[tuple[int, int]] = set()
-    h0 = h(sx, sy)
-    heap: list[tuple[int, int, int, int]] = [(h0, h0, sx, sy)]
+    dx, dy = abs(sx - gx), abs(sy - gy)
+    h0 = _STRAIGHT * (dx + dy) + (_DIAGONAL - 2 * _STRAIGHT) * min(dx, dy)
+    unseen = 1 << 62  # more than any cost
+    best_g = [unseen] * n
+    best_g[first] = 0
+    parent = [0] * n
+    # Walkable and not yet expanded, in one test: a copy of the map, cells cleared as expanded.
+    free = bytearray(walkable)
+    free[first] = 1  # the start may stand on a wall; it is expanded first
+    heap = [(h0 * bound + h0) * n + first]
     heappush, heappop = heapq.heappush, heapq.heappop
     expanded = 0
     while heap:
-        _, _, x, y = heappop(heap)
-        node = (x, y)
-        if node in closed:
+        c = heappop(heap) % n
+        if not free[c]:
             continue
-        if node == goal:
-            path = [node]
-            while (node := parent[node]) != start:
-                path.append(node)
+        if c == target:
+            path = []
+            while c != first:
+                x, y = divmod(c, stride)
+                path.append((x - 2, y - 2))
+                c = parent[c]
             path.reverse()
             return path
         expanded += 1
         if expanded > max_nodes:
             return None
-        closed.add(node)
-        g = best_g[node]
-        # Walkability of the four straight neighbours, tested once: the diagonal moves reuse
-        # them for their no-corner-cutting rule (the hot loop of every MoveTo; no calls here).
-        row_in = 0 <= y < height
-        col_in = 0 <= x < width
-        east = row_in and 0 <= x + 1 < width and (x + 1, y) not in blocked
-        south = col_in and 0 <= y + 1 < height and (x, y + 1) not in blocked
-        west = row_in and 0 <= x - 1 < width and (x - 1, y) not in blocked
-        north = col_in and 0 <= y - 1 < height and (x, y - 1) not in blocked
-        # The order of _MOVES: straight moves first, then the diagonals.
-        for nx, ny, cost, ok in (
-            (x + 1, y, _STRAIGHT, east),
-            (x, y + 1, _STRAIGHT, south),
-            (x - 1, y, _STRAIGHT, west),
-            (x, y - 1, _STRAIGHT, north),
-            (x + 1, y + 1, _DIAGONAL, east and south and (x + 1, y + 1) not in blocked),
-            (x + 1, y - 1, _DIAGONAL, east and north and (x + 1, y - 1) not in blocked),
-            (x - 1, y + 1, _DIAGONAL, west and south and (x - 1, y + 1) not in blocked),
-            (x - 1, y - 1, _DIAGONAL, west and north and (x - 1, y - 1) not in blocked),
-        ):
-            if not ok:
+        free[c] = 0
+        g = best_g[c]
+        rx, ry = divmod(c, stride)  # the cell relative to the goal: (x - gx, y - gy)
+        rx -= gx + 2
+        ry -= gy + 2
+        for step, cost, side_a, side_b, mx, my in moves:
+            nc = c + step
+            if not free[nc]:
                 continue
-            cell = (nx, ny)
-            if cell in closed:
+            if side_a and not (walkable[c + side_a] and walkable[c + side_b]):
                 continue
             ng = g + cost
-            if ng < best_g.get(cell, ng + 1):
-                best_g[cell] = ng
-                parent[cell] = node
-                dx = nx - gx if nx > gx else gx - nx
-                dy = ny - gy if ny > gy else gy - ny
-                nh = _STRAIGHT * (dx + dy) + (_DIAGONAL - 2 * _STRAIGHT) * (dx if dx < dy else dy)
-                heappush(heap, (ng + nh, nh, nx, ny))
+            if ng < best_g[nc]:
+                best_g[nc] = ng
+                parent[nc] = c
+                ddx = rx + mx
+                ddy = ry + my
+                if ddx < 0:
+                    ddx = -ddx
+                if ddy < 0:
+                    ddy = -ddy
+                nh = _STRAIGHT * (ddx + ddy) + (_DIAGONAL - 2 * _STRAIGHT) * (
+                    ddx if ddx < ddy else ddy
+                )
+                heappush(heap, ((ng + nh) * bound + nh) * n + nc)
     return None
 
 
@@ -138,22 +193,34 @@ def reachable(
     The same moves as :func:`find_path` (8 neighbours, no corner cutting); bounded by
     ``max_cost``, so at most about ``(2 * max_cost / 10 + 1) ** 2`` cells are visited.
     """
-    best: dict[tuple[int, int], int] = {start: 0}
-    heap: list[tuple[int, int, int]] = [(0, start[0], start[1])]
-    done: set[tuple[int, int]] = set()
+    grid = _grid(field)
+    first = grid.cell(*start)
+    if first is None:
+        return {start: 0}
+    walkable = grid.open
+    n = grid.cells
+    stride = grid.stride
+    best: dict[int, int] = {first: 0}
+    done = bytearray(n)
+    heap = [first]  # entries g * n + cell: by cost, then the cell
+    heappush, heappop = heapq.heappush, heapq.heappop
     while heap:
-        g, x, y = heapq.heappop(heap)
-        if (x, y) in done:
+        g, c = divmod(heappop(heap), n)
+        if done[c]:
             continue
-        done.add((x, y))
-        for dx, dy, cost in _MOVES:
-            nx, ny = x + dx, y + dy
+        done[c] = 1
+        for step, cost, side_a, side_b, _, _ in grid.moves:
+            nc = c + step
             ng = g + cost
-            if ng > max_cost or not field.walkable(nx, ny) or (nx, ny) in done:
+            if ng > max_cost or not walkable[nc] or done[nc]:
                 continue
-            if dx and dy and not (field.walkable(x + dx, y) and field.walkable(x, y + dy)):
+            if side_a and not (walkable[c + side_a] and walkable[c + side_b]):
                 continue
-            if ng < best.get((nx, ny), ng + 1):
-                best[(nx, ny)] = ng
-                heapq.heappush(heap, (ng, nx, ny))
-    return best
+            if ng < best.get(nc, ng + 1):
+                best[nc] = ng
+                heappush(heap, ng * n + nc)
+    out: dict[tuple[int, int], int] = {}
+    for c, g in best.items():
+        x, y = divmod(c, stride)
+        out[(x - 2, y - 2)] = g
+    return out

@@ -29,6 +29,7 @@ import esper
 
 import aiplanner
 from aiplanner.backends.base import Backend
+from aiplanner.backends.embedded import ENGINES
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import ConfigError, ModelNotFoundError
 from aiplanner.model_path import resolve_model_path
@@ -156,7 +157,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     p.add_argument(
         "--engine",
-        choices=("auto", "serial", "batched"),
+        choices=ENGINES,
         default="auto",
         help="embedded engine: batched decides every waiting agent in one pass; serial one "
         "agent at a time (default auto: serial, measured ahead in the live demo)",

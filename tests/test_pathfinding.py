@@ -1,4 +1,5 @@
-"""A* paths: legal moves, optimal cost (against a Dijkstra reference), budget and determinism."""
+"""A* paths: legal moves, optimal cost (against a Dijkstra reference), budget, determinism and
+the exact tie-breaks of the documented open-list order (against a plain tuple-keyed A*)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from aiplanner.components import Battlefield
 from aiplanner.errors import ConfigError
-from aiplanner.pathfinding import find_path, path_cost
+from aiplanner.pathfinding import find_path, path_cost, reachable
 
 
 def legal(field: Battlefield, start: tuple[int, int], path: list[tuple[int, int]]) -> bool:
@@ -123,3 +124,107 @@ def test_optimal_and_legal_against_dijkstra(
         assert (path[-1] if path else start) == goal
         assert path_cost(start, path) == best
         assert find_path(field, start, goal) == path  # deterministic
+
+
+def reference_path(
+    field: Battlefield, start: tuple[int, int], goal: tuple[int, int], max_nodes: int
+) -> list[tuple[int, int]] | None:
+    """The documented search, written plainly: open list ordered by (f, h, x, y), neighbours
+    E, S, W, N, SE, NE, SW, NW, a node budget on expansions."""
+    if start == goal:
+        return []
+    if not field.walkable(*goal):
+        return None
+
+    def h(c: tuple[int, int]) -> int:
+        dx, dy = abs(c[0] - goal[0]), abs(c[1] - goal[1])
+        return 10 * (dx + dy) - 6 * min(dx, dy)
+
+    g = {start: 0}
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+    closed: set[tuple[int, int]] = set()
+    heap = [(h(start), h(start), start[0], start[1])]
+    expanded = 0
+    while heap:
+        *_, x, y = heapq.heappop(heap)
+        if (x, y) in closed:
+            continue
+        if (x, y) == goal:
+            path = [goal]
+            while (node := parent[path[-1]]) != start:
+                path.append(node)
+            return path[::-1]
+        expanded += 1
+        if expanded > max_nodes:
+            return None
+        closed.add((x, y))
+        for dx, dy in ((1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            n = (x + dx, y + dy)
+            if not field.walkable(*n) or n in closed:
+                continue
+            if dx and dy and not (field.walkable(x + dx, y) and field.walkable(x, y + dy)):
+                continue
+            ng = g[(x, y)] + (14 if dx and dy else 10)
+            if ng < g.get(n, ng + 1):
+                g[n] = ng
+                parent[n] = (x, y)
+                heapq.heappush(heap, (ng + h(n), h(n), n[0], n[1]))
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    blocked=st.frozensets(st.tuples(st.integers(-1, 12), st.integers(-1, 12)), max_size=70),
+    start=st.tuples(st.integers(-3, 14), st.integers(-3, 14)),
+    goal=st.tuples(st.integers(-1, 12), st.integers(-1, 12)),
+    max_nodes=st.sampled_from([1, 3, 12, 4000]),
+)
+def test_same_path_as_the_documented_order(
+    size: tuple[int, int],
+    blocked: frozenset[tuple[int, int]],
+    start: tuple[int, int],
+    goal: tuple[int, int],
+    max_nodes: int,
+) -> None:
+    # Starts may lie on walls or off the map (one cell off still has neighbours on it).
+    field = Battlefield(*size, blocked=blocked)
+    assert find_path(field, start, goal, max_nodes) == reference_path(
+        field, start, goal, max_nodes
+    )
+
+
+def test_start_just_off_the_map_walks_on() -> None:
+    field = Battlefield(4, 4)
+    assert find_path(field, (-1, 0), (1, 0)) == [(0, 0), (1, 0)]
+    assert find_path(field, (4, 3), (3, 3)) == [(3, 3)]
+    assert find_path(field, (-2, 0), (1, 0)) is None  # no neighbour on the map
+
+
+def test_maps_with_the_same_size_do_not_share_walls() -> None:
+    open_map = Battlefield(5, 1)
+    walled = Battlefield(5, 1, blocked=frozenset({(2, 0)}))
+    assert find_path(open_map, (0, 0), (4, 0)) == [(1, 0), (2, 0), (3, 0), (4, 0)]
+    assert find_path(walled, (0, 0), (4, 0)) is None
+    assert find_path(open_map, (0, 0), (4, 0)) is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    blocked=st.frozensets(st.tuples(st.integers(0, 9), st.integers(0, 9)), max_size=40),
+    start=st.tuples(st.integers(-1, 10), st.integers(-1, 10)),
+    max_cost=st.sampled_from([0, 10, 14, 30, 60]),
+)
+def test_reachable_is_every_cell_within_the_cost(
+    blocked: frozenset[tuple[int, int]], start: tuple[int, int], max_cost: int
+) -> None:
+    field = Battlefield(10, 10, blocked=blocked)
+    found = reachable(field, start, max_cost)
+    assert found[start] == 0
+    for x in range(10):
+        for y in range(10):
+            if (x, y) == start:
+                continue
+            best = dijkstra(field, start, (x, y)) if field.walkable(x, y) else None
+            expected = best if best is not None and best <= max_cost else None
+            assert found.get((x, y)) == expected, (x, y)

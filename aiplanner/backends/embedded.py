@@ -40,7 +40,7 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import anyio
 from anyio.lowlevel import EventLoopToken, current_token
@@ -76,15 +76,16 @@ if TYPE_CHECKING:
     from aiplanner.backends.batched import EngineStats
     from aiplanner.backends.batched_worker import BatchedWorker
 
-__all__ = ["THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
+__all__ = ["ENGINES", "THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
 
 THREAD_NAME = "aiplanner-embedded"
 _E = TypeVar("_E")  # the engine a worker builds on the loaded model
 _N_BATCH = 512  # llama-cpp-python's default batch size
 ChatFormat = Literal["auto", "chatml", "template"]
-_CHAT_FORMATS: tuple[str, ...] = ("auto", "chatml", "template")
+_CHAT_FORMATS: tuple[str, ...] = get_args(ChatFormat)
 Engine = Literal["auto", "serial", "batched"]
-_ENGINES: tuple[str, ...] = ("auto", "serial", "batched")
+ENGINES: tuple[str, ...] = get_args(Engine)
+"""The engine names :class:`EmbeddedBackend` accepts (``engine=``), for command lines."""
 # Requests worth having in flight at once with the batched engine: it admits what fits its
 # sequences into each pass and queues the rest for the next one.
 _BATCHED_CONCURRENCY = 64
@@ -644,8 +645,8 @@ class EmbeddedBackend:
             raise ConfigError("max_response_bytes must be positive")
         if max_queue < 1:
             raise ConfigError("max_queue must be positive")
-        if engine not in _ENGINES:
-            raise ConfigError(f"unknown engine {engine!r}; choose {_ENGINES}")
+        if engine not in ENGINES:
+            raise ConfigError(f"unknown engine {engine!r}; choose {ENGINES}")
         self._settings = _Settings(
             path, threads, n_ctx, seed, verbose, chat_format, max_queue, lora, adapter_scale
         )
