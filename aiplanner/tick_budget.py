@@ -6,9 +6,7 @@ starts (:meth:`TickBudget.start`); the planning system takes on per-agent work (
 the rules' ranking for an agent that asks, an arrived plan to validate and apply, a deadline
 fallback) only while the work it is about to do is expected to end before
 ``start + budget - rest``, where ``rest`` is what the rest of the tick (the execution system,
-from the end of planning to the end of the tick) has recently cost, with the same margin as
-per-agent work (its running mean plus :data:`SPREADS` mean deviations: a path search or a
-burst of deaths makes some ticks' rest several times the mean). Costs are measured, never
+from the end of planning to the end of the tick) has recently cost. Costs are measured, never
 assumed: each kind of work keeps a running mean of its own recent cost and of how far a cost
 strays from it (:meth:`TickBudget.fits` measures the time between two of its calls for the same
 kind, and admits work when the mean plus :data:`SPREADS` deviations fits), and the rest of the
@@ -52,7 +50,6 @@ class TickBudget:
         "_last_kind",
         "_planning_done",
         "_rest",
-        "_rest_spread",
         "_spread",
         "_started",
         "_until",
@@ -63,7 +60,6 @@ class TickBudget:
         self._cost = [0.0] * kinds  # running mean seconds of one agent's work, per kind
         self._spread = [0.0] * kinds  # running mean absolute deviation from it, per kind
         self._rest = 0.0  # running mean seconds from the end of planning to the end of the tick
-        self._rest_spread = 0.0  # running mean absolute deviation from it
         self._started: float | None = None  # this tick's start, if the tick was started
         self._planning_done: float | None = None
         self._until = math.inf  # per-agent work should end by then
@@ -82,11 +78,6 @@ class TickBudget:
         """The running mean of the rest of the tick after planning (0.0 before measured)."""
         return self._rest
 
-    @property
-    def rest_spread_s(self) -> float:
-        """The running mean deviation of the rest of the tick from :attr:`rest_s`."""
-        return self._rest_spread
-
     def start(self, now: float) -> None:
         """The plugin's tick starts (the snapshot system's first step)."""
         self._started = now
@@ -95,7 +86,7 @@ class TickBudget:
     def open(self, now: float, budget_ms: float | None, oldest: list[float], tick: int) -> None:
         """Planning starts: per-agent work should end by the tick's start (``now`` if the tick
         was not started through :meth:`start`) plus ``budget_ms`` (None: no limit) less the
-        rest of the tick (mean plus :data:`SPREADS` deviations), and no sooner than :data:`PLANNING_FLOOR` of the budget after ``now``.
+        rest of the tick, and no sooner than :data:`PLANNING_FLOOR` of the budget after ``now``.
         ``oldest[k]`` is how long kind ``k``'s oldest waiting work has waited
         (any unit, ``-inf`` when it has none): the longest waiting kind gets this tick's one
         agent regardless; ties take turns by ``tick``."""
@@ -108,8 +99,7 @@ class TickBudget:
             # Planning's own floor: a tick already over budget before planning (a thousand agents
             # to index and move) still lets it work a share of the budget, or waiting agents
             # would only move on by the one agent a tick and reach their deadlines unserved.
-            rest = self._rest + SPREADS * self._rest_spread
-            self._until = max(started + budget - rest, now + budget * PLANNING_FLOOR)
+            self._until = max(started + budget - self._rest, now + budget * PLANNING_FLOOR)
         self._last_kind = -1
         self._granted = False
         longest = max(oldest, default=0.0)
@@ -154,7 +144,5 @@ class TickBudget:
         """The plugin's tick is over (the execution system's last step): measure its rest."""
         done = self._planning_done
         if done is not None:
-            sample = max(0.0, now - done)
-            self._rest_spread += COST_WEIGHT * (abs(sample - self._rest) - self._rest_spread)
-            self._rest += COST_WEIGHT * (sample - self._rest)
+            self._rest += COST_WEIGHT * (max(0.0, now - done) - self._rest)
         self._planning_done = None
