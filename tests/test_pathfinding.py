@@ -189,9 +189,7 @@ def test_same_path_as_the_documented_order(
 ) -> None:
     # Starts may lie on walls or off the map (one cell off still has neighbours on it).
     field = Battlefield(*size, blocked=blocked)
-    assert find_path(field, start, goal, max_nodes) == reference_path(
-        field, start, goal, max_nodes
-    )
+    assert find_path(field, start, goal, max_nodes) == reference_path(field, start, goal, max_nodes)
 
 
 def test_start_just_off_the_map_walks_on() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import contextlib
+import ctypes
 import dataclasses
 import os
 import queue
@@ -58,6 +59,7 @@ from aiplanner.backends.base import (
     TextDelta,
     Usage,
 )
+from aiplanner.backends.kept_prefixes import KEPT_PREFIXES, KeptPrefixes
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.errors import (
     BackendBusy,
@@ -102,13 +104,17 @@ class EmbeddedStats:
     """What the worker has done since construction (a snapshot; see
     :meth:`EmbeddedBackend.stats`). ``cancelled`` counts jobs whose caller left or that
     :meth:`~EmbeddedBackend.aclose` cut short; ``failed`` those that ended with an error
-    (timeouts included)."""
+    (timeouts included). ``prompt_tokens`` counts the tokens evaluated (a reused or restored
+    prefix is not); ``prefix_restores`` the serial engine's kept prefixes put back
+    (``kept_prefixes``) and ``prefix_tokens_spared`` the tokens they saved evaluating."""
 
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prefix_restores: int = 0
+    prefix_tokens_spared: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +197,7 @@ class _Settings:
     max_queue: int
     adapter: Path | None = None  # a LoRA applied beside the model
     adapter_scale: float = 1.0
+    kept_prefixes: int = KEPT_PREFIXES  # the serial engine's kept prompt prefixes
 
 
 class _SerialWorker:
@@ -296,6 +303,8 @@ class _SerialWorker:
                         job.emit(Finished(Usage(total_s=self.load_s)))
                         continue
                     answer: Finished | _Scored
+                    kept = engine.kept
+                    restores, spared = kept.hits, kept.saved_tokens
                     if job.continuations:
                         answer = _Scored(engine.score(job))
                         usage = answer.result.usage
@@ -307,6 +316,8 @@ class _SerialWorker:
                         completed=1,
                         prompt_tokens=usage.prompt_tokens or 0,
                         completion_tokens=usage.completion_tokens or 0,
+                        prefix_restores=kept.hits - restores,
+                        prefix_tokens_spared=kept.saved_tokens - spared,
                     )
                     job.emit(answer)
                 except _Cancelled:
@@ -384,6 +395,7 @@ class _Engine:
         # Grammars llama.cpp has parsed once: a NULL grammar sampler would crash the process.
         self._verified: weakref.WeakSet[CompiledGrammar] = weakref.WeakSet()
         self._format = _PromptFormat(llama, settings.chat_format, self._vocab)
+        self.kept = KeptPrefixes(settings.kept_prefixes)
 
     def run(self, job: _Job) -> Finished:
         """Generate for ``job``, emitting TextDelta events; return the Finished event to send.
@@ -462,7 +474,7 @@ class _Engine:
         import numpy as np
 
         llama = self._llama
-        prompt = self._format.tokens(job.messages)
+        prompt, mark = self._format.marked_tokens(job.messages)
         if job.lead:
             prompt += llama.tokenize(job.lead.encode(), add_bos=False, special=False)
         branches = [
@@ -487,9 +499,20 @@ class _Engine:
                 break
             reuse += 1
         reuse = min(reuse, len(prompt) - 1)
+        reuse = cached = self._restore(prompt, reuse)  # cached: tokens not evaluated here
         llama.n_tokens = reuse
         llama._requires_eval = True  # the logits left behind are not the prompt's
         ctx = llama._ctx
+        if (
+            self.kept.capacity
+            and mark is not None
+            and reuse < mark < len(prompt) - 1
+            and prompt[:mark] not in self.kept
+        ):
+            # A role's shared text, evaluated for the first time (or dropped since): keep it.
+            llama.eval(prompt[reuse:mark])
+            self._keep(prompt[:mark])
+            reuse = mark
         # The last prompt token alone: its logits then do not depend on how much of the prompt
         # was cached (a token evaluated inside a large batch gets slightly different numbers).
         if reuse < len(prompt) - 1:
@@ -522,11 +545,39 @@ class _Engine:
             logprobs=tuple(logprobs),
             tokens=tuple(len(b) for b in branches),
             usage=Usage(
-                prompt_tokens=len(prompt) - reuse + sum(max(0, len(b) - 1) for b in branches),
+                prompt_tokens=len(prompt) - cached + sum(max(0, len(b) - 1) for b in branches),
                 completion_tokens=0,
                 total_s=time.monotonic() - job.submitted_at,
             ),
         )
+
+    def _restore(self, prompt: list[int], reuse: int) -> int:
+        """Put back the longest kept prefix of ``prompt`` if it is longer than ``reuse`` (what
+        the sequence already shares with it); return how much of ``prompt`` is now evaluated."""
+        found = self.kept.longest(prompt, reuse)
+        if found is None:
+            return reuse
+        n, state = found
+        llama = self._llama
+        lib = self._lib
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if lib.llama_state_seq_set_data(llama.ctx, buffer, len(state), 0) != len(state):
+            llama.n_tokens = 0  # nothing usable is left in the sequence: evaluate it all
+            return 0
+        llama.input_ids[:n] = prompt[:n]
+        self.kept.restored(n - reuse)
+        return n
+
+    def _keep(self, prefix: list[int]) -> None:
+        """Save the sequence's state, which holds exactly ``prefix``."""
+        llama = self._llama
+        lib = self._lib
+        size = int(lib.llama_state_seq_get_size(llama.ctx, 0))
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(lib.llama_state_seq_get_data(llama.ctx, buffer, size, 0))
+        if 0 < written <= size:
+            self.kept.keep(prefix, bytes(buffer)[:written])
 
 
 def _log_softmax(logits: Any) -> Any:
@@ -569,17 +620,45 @@ class _PromptFormat:
 
             self._render = render
 
+    def marked_tokens(self, messages: Sequence[Message]) -> tuple[list[int], int | None]:
+        """The prompt's tokens and where the first line of its last message ends (the text a
+        scored prompt shares with every agent of a role), or None when there is no such line or
+        it does not end on a token boundary (ChatML prompts only)."""
+        if self._render is not None or not messages:
+            return self.tokens(messages), None
+        tokens = self._chatml(messages[:-1], close=False)
+        last = messages[-1]
+        tokens += self._marker(f"<|im_start|>{last.role}\n")
+        start = len(tokens)
+        body = self._text(last.content)
+        tokens += body
+        tokens += self._marker("<|im_end|>\n")
+        tokens += self._marker("<|im_start|>assistant\n")
+        line = last.content.find("\n")
+        if line < 0:
+            return tokens, None
+        first = self._text(last.content[: line + 1])
+        if body[: len(first)] != first:
+            return tokens, None
+        return tokens, start + len(first)
+
     def tokens(self, messages: Sequence[Message]) -> list[int]:
-        llama = self._llama
         if self._render is not None:
-            return list(llama.tokenize(self._render(messages).encode(), special=True))
+            return list(self._llama.tokenize(self._render(messages).encode(), special=True))
+        return self._chatml(messages, close=True)
+
+    def _chatml(self, messages: Sequence[Message], *, close: bool) -> list[int]:
         out: list[int] = []
         for m in messages:
             out += self._marker(f"<|im_start|>{m.role}\n")
-            out += llama.tokenize(m.content.encode(), add_bos=False, special=False)
+            out += self._text(m.content)
             out += self._marker("<|im_end|>\n")
-        out += self._marker("<|im_start|>assistant\n")
+        if close:
+            out += self._marker("<|im_start|>assistant\n")
         return out
+
+    def _text(self, text: str) -> list[int]:
+        return list(self._llama.tokenize(text.encode(), add_bos=False, special=False))
 
     def _marker(self, text: str) -> list[int]:
         found = self._special.get(text)
@@ -609,7 +688,9 @@ class EmbeddedBackend:
     ``adapter``: a LoRA applied beside the model (:func:`aiplanner.adapters.resolve_adapter`):
     ``"default"`` is the shipped game adapter for the default model (``$AIPLANNER_ADAPTER``
     overrides it) and none for other models; None turns it off; a path loads that one, at
-    ``adapter_scale``.
+    ``adapter_scale``. ``kept_prefixes``: how many evaluated prompt prefixes (a scored prompt's
+    system message and first line: a role's shared text) the serial engine keeps to restore
+    instead of evaluating again (:mod:`aiplanner.backends.kept_prefixes`; 0: none).
 
     Construction only resolves the paths: it raises :class:`ModelNotFoundError` for a missing or
     non-GGUF model or adapter file and :class:`ConfigError` for a bad setting. The model loads on
@@ -631,6 +712,7 @@ class EmbeddedBackend:
         engine: Engine = "auto",
         adapter: str | os.PathLike[str] | None = "default",
         adapter_scale: float = 1.0,
+        kept_prefixes: int = KEPT_PREFIXES,
     ) -> None:
         path = resolve_model_path(model_path)
         lora = resolve_adapter(adapter, path)
@@ -647,8 +729,19 @@ class EmbeddedBackend:
             raise ConfigError("max_queue must be positive")
         if engine not in ENGINES:
             raise ConfigError(f"unknown engine {engine!r}; choose {ENGINES}")
+        if kept_prefixes < 0:
+            raise ConfigError(f"kept_prefixes must not be negative, got {kept_prefixes}")
         self._settings = _Settings(
-            path, threads, n_ctx, seed, verbose, chat_format, max_queue, lora, adapter_scale
+            path,
+            threads,
+            n_ctx,
+            seed,
+            verbose,
+            chat_format,
+            max_queue,
+            lora,
+            adapter_scale,
+            kept_prefixes,
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.errors import BackendTimeout, ConfigError
 from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
+from aiplanner.prompts import ROLE_INSTRUCTIONS
 from backends.test_embedded import HANG_GUARD_S, _choice_request, _collect, _snapshot
 
 pytestmark = pytest.mark.model
@@ -135,3 +137,47 @@ def test_scores_are_counted_in_the_stats(backend: EmbeddedBackend) -> None:
     result = _score(backend, _request(_phrases()))
     assert backend.stats().completed == done + 1
     assert result.usage.prompt_tokens is not None and result.usage.completion_tokens == 0
+
+
+def _role_request(role: str) -> ScoreRequest:
+    snap = _snapshot()
+    snap = dataclasses.replace(snap, me=dataclasses.replace(snap.me, role=role))
+    return ScoreRequest(
+        messages=situation_messages(snap, ROLE_INSTRUCTIONS[role]),
+        continuations=_phrases(),
+        lead=LEAD,
+        timeout_s=HANG_GUARD_S,
+    )
+
+
+def test_kept_prefixes_spare_each_roles_shared_text_and_score_the_same(
+    backend: EmbeddedBackend,
+) -> None:
+    """Roles taking turns: the previous prompt shares only the system message, so without kept
+    prefixes each role line is evaluated again; with them it is put back, scores unchanged."""
+    plain = EmbeddedBackend(n_threads=1, engine="serial", adapter=None, kept_prefixes=0)
+    try:
+        roles = ("tactical", "support", "stealth", "tactical", "support", "stealth")
+        before_kept, before_plain = backend.stats(), plain.stats()
+        for role in roles:
+            request = _role_request(role)
+            kept_scores = _score(backend, request).logprobs
+            plain_scores = _score(plain, request).logprobs
+            for a, b in zip(kept_scores, plain_scores, strict=True):
+                assert math.isclose(a, b, abs_tol=TOLERANCE)
+        kept, bare = backend.stats(), plain.stats()
+    finally:
+        plain.close()
+    restores = kept.prefix_restores - before_kept.prefix_restores
+    spared = kept.prefix_tokens_spared - before_kept.prefix_tokens_spared
+    assert restores >= 3  # the second turn of each role at least
+    assert spared >= 3 * 10  # a role line is ~20 tokens
+    assert bare.prefix_restores == 0
+    evaluated_kept = kept.prompt_tokens - before_kept.prompt_tokens
+    evaluated_plain = bare.prompt_tokens - before_plain.prompt_tokens
+    assert evaluated_kept <= evaluated_plain - spared + 3 * len(roles)  # marks cost nothing more
+
+
+def test_kept_prefixes_must_not_be_negative() -> None:
+    with pytest.raises(ConfigError):
+        EmbeddedBackend(kept_prefixes=-1)
