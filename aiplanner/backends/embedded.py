@@ -499,7 +499,7 @@ class _Engine:
                 break
             reuse += 1
         reuse = min(reuse, len(prompt) - 1)
-        reuse = cached = self._restore(prompt, reuse)  # cached: tokens not evaluated here
+        reuse = spared = self._restore(prompt, reuse)  # spared: tokens not evaluated here
         llama.n_tokens = reuse
         llama._requires_eval = True  # the logits left behind are not the prompt's
         ctx = llama._ctx
@@ -545,7 +545,7 @@ class _Engine:
             logprobs=tuple(logprobs),
             tokens=tuple(len(b) for b in branches),
             usage=Usage(
-                prompt_tokens=len(prompt) - cached + sum(max(0, len(b) - 1) for b in branches),
+                prompt_tokens=len(prompt) - spared + sum(max(0, len(b) - 1) for b in branches),
                 completion_tokens=0,
                 total_s=time.monotonic() - job.submitted_at,
             ),
