@@ -14,7 +14,10 @@ Prompts. For a ChatML model (SmolLM2) the prompt is built from tokens: the templ
 special tokens, message text tokenized as plain text, so text can never forge a role marker.
 Other models use the chat template stored in the GGUF. Either way the system prompt comes first
 and is byte-identical across calls, so llama.cpp reuses its evaluated prefix: only the rest of
-the prompt is evaluated again (see benchmarks/embedded_speed.py).
+the prompt is evaluated again (see benchmarks/embedded_speed.py). A scored prompt's first line
+(the role's text, shared by every agent of that role) is kept too: the serial engine saves the
+sequence's state there and restores it when a prompt starts the same way and the previous one
+shared less (:mod:`aiplanner.backends.kept_prefixes`).
 
 Scoring (:meth:`EmbeddedBackend.score`): the prompt and the lead are evaluated once (reusing the
 cached prefix like generation does), then each continuation is evaluated as its own branch after
