@@ -556,8 +556,9 @@ class _Engine:
 
     def _restore(self, prompt: list[int], reuse: int) -> int:
         """Put back the longest kept prefix of ``prompt`` if it is longer than ``reuse`` (what
-        the sequence already shares with it); return how much of ``prompt`` is now evaluated."""
-        found = self.kept.longest(prompt, reuse)
+        the sequence already shares with it); return how much of ``prompt`` is now evaluated.
+        Never all of it: the last token is evaluated for its logits."""
+        found = self.kept.longest(prompt[:-1], reuse)
         if found is None:
             return reuse
         n, state = found

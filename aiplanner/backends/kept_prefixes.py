@@ -8,8 +8,10 @@ KV state at that point (llama.cpp's ``llama_state_seq_get_data``: ~23 KB a token
 SmolLM2-135M) and puts it back (``llama_state_seq_set_data``) when a prompt starts the same way
 and the previous prompt shares less of it.
 
-A plain LRU keyed by the prefix's tokens; looking up walks the few kept prefixes (8 by default)
-and compares tokens. Not thread-safe: the worker thread that owns the model owns it.
+A plain LRU keyed by the prefix's tokens, bounded by count (8 by default) and by bytes (64 MiB:
+a larger model's states are larger, ~0.5 MB a token for a 7B model); looking up walks the few
+kept prefixes and compares tokens. Not thread-safe: the worker thread that owns the model owns
+it.
 """
 
 from __future__ import annotations
@@ -18,28 +20,40 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["KEPT_PREFIXES", "KeptPrefixes"]
+__all__ = ["KEPT_BYTES", "KEPT_PREFIXES", "KeptPrefixes"]
 
 KEPT_PREFIXES: Final = 8
 """Prefixes kept by default: one per role of the default game (4) with room for a game's own."""
 
+KEPT_BYTES: Final = 64 << 20
+"""The most bytes of saved state kept in all (a state larger than this alone is not kept)."""
+
 
 class KeptPrefixes:
-    """Up to ``capacity`` (prefix tokens, saved state) pairs, least recently used dropped first.
-    ``capacity == 0`` keeps nothing."""
+    """Up to ``capacity`` (prefix tokens, saved state) pairs holding at most ``max_bytes`` of
+    state, least recently used dropped first. ``capacity == 0`` keeps nothing."""
 
-    __slots__ = ("_kept", "capacity", "hits", "saved_tokens")
+    __slots__ = ("_bytes", "_kept", "capacity", "hits", "max_bytes", "saved_tokens")
 
-    def __init__(self, capacity: int = KEPT_PREFIXES) -> None:
+    def __init__(self, capacity: int = KEPT_PREFIXES, max_bytes: int = KEPT_BYTES) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must not be negative, got {capacity}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must not be negative, got {max_bytes}")
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0
         self._kept: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self.hits = 0  # prefixes restored
         self.saved_tokens = 0  # tokens those restores did not have to evaluate
 
     def __len__(self) -> int:
         return len(self._kept)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of saved state kept now."""
+        return self._bytes
 
     def __contains__(self, prefix: Sequence[int]) -> bool:
         return tuple(prefix) in self._kept
@@ -62,14 +76,18 @@ class KeptPrefixes:
         return len(best), self._kept[best]
 
     def keep(self, prefix: Sequence[int], state: bytes) -> None:
-        """Keep ``state`` for ``prefix``, dropping the least recently used beyond capacity."""
-        if self.capacity == 0:
+        """Keep ``state`` for ``prefix``, dropping the least recently used beyond the bounds."""
+        if self.capacity == 0 or len(state) > self.max_bytes:
             return
         key = tuple(prefix)
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old)
         self._kept[key] = state
-        self._kept.move_to_end(key)
-        while len(self._kept) > self.capacity:
-            self._kept.popitem(last=False)
+        self._bytes += len(state)
+        while len(self._kept) > self.capacity or self._bytes > self.max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._bytes -= len(dropped)
 
     def restored(self, tokens: int) -> None:
         """Count one restore that spared ``tokens`` tokens of evaluation."""
@@ -78,3 +96,4 @@ class KeptPrefixes:
 
     def clear(self) -> None:
         self._kept.clear()
+        self._bytes = 0

@@ -51,3 +51,21 @@ def test_restores_are_counted() -> None:
     kept.keep([1], b"a")
     kept.clear()
     assert len(kept) == 0
+
+
+def test_bytes_are_bounded_too() -> None:
+    kept = KeptPrefixes(8, max_bytes=10)
+    kept.keep([1], b"12345")
+    kept.keep([2], b"1234")
+    assert kept.nbytes == 9
+    kept.keep([3], b"123")  # 12 bytes: the least recently used goes
+    assert [1] not in kept and [2] in kept and [3] in kept
+    assert kept.nbytes == 7
+    kept.keep([2], b"1")  # replaced: its old size is given back
+    assert kept.nbytes == 4
+    kept.keep([4], b"x" * 11)  # larger than the bound alone: not kept, nothing dropped
+    assert [4] not in kept and len(kept) == 2
+    kept.clear()
+    assert kept.nbytes == 0
+    with pytest.raises(ValueError):
+        KeptPrefixes(1, max_bytes=-1)
