@@ -5,7 +5,7 @@ ordered by (f, h, x, y): the same map and endpoints give the same path on every 
 
 The hot loop works on flat arrays: each map is turned once into a walkability bytearray with a
 blocked border two cells wide (no bounds tests per neighbour, even from a start just off the
-map), cells are numbered column-major (``(x + 2) * (height + 4) + y + 2``, so numeric order is
+map), cells are numbered column-major (``(x + 2) * (height + 4) + y + 2``: numeric order is
 (x, y) order), and each open-list entry is one integer ``(f * H + h) * N + cell`` whose order is
 exactly (f, h, x, y)'s.
 """
@@ -23,6 +23,7 @@ __all__ = ["find_path", "path_cost", "reachable"]
 _STRAIGHT: Final = 10
 _DIAGONAL: Final = 14
 _GRIDS_KEPT: Final = 8  # maps whose flat grid is kept (one per map in play, usually one)
+_BORDER: Final = 2  # blocked cells around the map in the flat grid
 
 
 class _Grid:
@@ -35,15 +36,15 @@ class _Grid:
     def __init__(self, field: Battlefield) -> None:
         self.width = w = field.width
         self.height = h = field.height
-        self.stride = s = h + 4  # one column of the bordered grid
-        self.cells = (w + 4) * s
+        self.stride = s = h + 2 * _BORDER  # one column of the bordered grid
+        self.cells = (w + 2 * _BORDER) * s
         walkable = bytearray(self.cells)
         for x in range(w):
-            base = (x + 2) * s + 2
+            base = self._at(x, 0)
             walkable[base : base + h] = b"\x01" * h
         for x, y in field.blocked:
             if 0 <= x < w and 0 <= y < h:
-                walkable[(x + 2) * s + y + 2] = 0
+                walkable[self._at(x, y)] = 0
         self.open = bytes(walkable)
         east, south = s, 1
         # The order of the original move list: E, S, W, N, then SE, NE, SW, NW.
@@ -62,8 +63,16 @@ class _Grid:
         """The flat number of (x, y), None for a cell more than one off the map (no neighbour
         of such a cell is on the map)."""
         if -1 <= x <= self.width and -1 <= y <= self.height:
-            return (x + 2) * self.stride + y + 2
+            return self._at(x, y)
         return None
+
+    def xy(self, c: int) -> tuple[int, int]:
+        """The (x, y) of flat number ``c``."""
+        x, y = divmod(c, self.stride)
+        return x - _BORDER, y - _BORDER
+
+    def _at(self, x: int, y: int) -> int:
+        return (x + _BORDER) * self.stride + y + _BORDER
 
 
 _grids: dict[int, tuple[Battlefield, _Grid]] = {}
@@ -120,13 +129,14 @@ def find_path(
     first = grid.cell(*start)
     if first is None:  # no neighbour of a start this far out is on the map
         return None
-    target = (gx + 2) * grid.stride + gy + 2
+    target = grid._at(gx, gy)
     walkable = grid.open
     n = grid.cells
     # f and h both fit under this bound many times over: (f * bound + h) * n + cell orders
     # entries by f, then h, then the cell (x, then y).
     bound = _DIAGONAL * (grid.width + grid.height + 4) + 1
     stride = grid.stride
+    xy = grid.xy
     moves = grid.moves
     sx, sy = start
     dx, dy = abs(sx - gx), abs(sy - gy)
@@ -148,8 +158,7 @@ def find_path(
         if c == target:
             path = []
             while c != first:
-                x, y = divmod(c, stride)
-                path.append((x - 2, y - 2))
+                path.append(xy(c))
                 c = parent[c]
             path.reverse()
             return path
@@ -159,8 +168,8 @@ def find_path(
         free[c] = 0
         g = best_g[c]
         rx, ry = divmod(c, stride)  # the cell relative to the goal: (x - gx, y - gy)
-        rx -= gx + 2
-        ry -= gy + 2
+        rx -= gx + _BORDER
+        ry -= gy + _BORDER
         for step, cost, side_a, side_b, mx, my in moves:
             nc = c + step
             if not free[nc]:
@@ -199,7 +208,6 @@ def reachable(
         return {start: 0}
     walkable = grid.open
     n = grid.cells
-    stride = grid.stride
     best: dict[int, int] = {first: 0}
     done = bytearray(n)
     heap = [first]  # entries g * n + cell: by cost, then the cell
@@ -219,8 +227,5 @@ def reachable(
             if ng < best.get(nc, ng + 1):
                 best[nc] = ng
                 heappush(heap, ng * n + nc)
-    out: dict[tuple[int, int], int] = {}
-    for c, g in best.items():
-        x, y = divmod(c, stride)
-        out[(x - 2, y - 2)] = g
-    return out
+    xy = grid.xy
+    return {xy(c): g for c, g in best.items()}
