@@ -17,60 +17,43 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
+from pathlib import Path
 
 import anyio
 
-from aiplanner import DEFAULT_REGISTRY, EmbeddedBackend
-from aiplanner.bench.world import real_requests
-from aiplanner.breaker import CircuitBreaker
-from aiplanner.metrics import Metrics
-from aiplanner.requests import PlanOutcome, PlanRequest
-from aiplanner.strategies import Batch, PlanContext, run_batch
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine import agent_requests, context, planned  # the engine benchmark's round
+
+from aiplanner import EmbeddedBackend
 
 SIDES = (0, 8)  # kept_prefixes
 
 
-async def _round(ctx: PlanContext, reqs: list[PlanRequest]) -> tuple[float, list[PlanOutcome]]:
-    out: list[PlanOutcome] = []
-    ctx.emit = out.append
-    started = time.monotonic()
-    await run_batch(ctx, Batch(tuple(reqs), "sequential", "guided", "compressed", False, 0))
-    return time.monotonic() - started, out
-
-
 async def _main(agents: int, rounds: int, threads: int) -> None:
     backends = {k: EmbeddedBackend(n_threads=threads, kept_prefixes=k) for k in SIDES}
-    contexts = {
-        k: PlanContext(
-            b,
-            DEFAULT_REGISTRY,
-            Metrics(),
-            CircuitBreaker(100),
-            lambda _outcome: None,
-            guided_decision="score",
-        )
-        for k, b in backends.items()
-    }
+    contexts = {k: context(b, "score") for k, b in backends.items()}
     try:
         for k in SIDES:
             await backends[k].load()
-            await _round(contexts[k], real_requests(agents, seed=10_000))  # warm calibration
+            # Warm calibration, as in a running game.
+            await planned(contexts[k], agent_requests(agents, 10_000), "sequential", "guided")
         wall = dict.fromkeys(SIDES, 0.0)
         tokens = dict.fromkeys(SIDES, 0)
         restores = dict.fromkeys(SIDES, 0)
         same = 0
         for r in range(rounds):
-            reqs = real_requests(agents, seed=r)
+            reqs = agent_requests(agents, r)
             decided: dict[int, list[tuple[int, str]]] = {}
             for k in SIDES if r % 2 == 0 else SIDES[::-1]:
                 before = backends[k].stats()
-                spent, outcomes = await _round(contexts[k], reqs)
+                done = await planned(contexts[k], reqs, "sequential", "guided")
                 after = backends[k].stats()
-                wall[k] += spent
+                wall[k] += done.wall
                 tokens[k] += after.prompt_tokens - before.prompt_tokens
                 restores[k] += after.prefix_restores - before.prefix_restores
-                decided[k] = sorted((o.entity, repr(o.plan)) for o in outcomes)
+                decided[k] = sorted((o.entity, repr(o.plan)) for o in done.outcomes)
             same += decided[SIDES[0]] == decided[SIDES[1]]
         for k in SIDES:
             print(

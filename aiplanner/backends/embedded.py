@@ -307,7 +307,7 @@ class _SerialWorker:
                         continue
                     answer: Finished | _Scored
                     kept = engine.kept
-                    restores, spared = kept.hits, kept.saved_tokens
+                    restores, spared = kept.hits, kept.spared_tokens
                     if job.continuations:
                         answer = _Scored(engine.score(job))
                         usage = answer.result.usage
@@ -320,7 +320,7 @@ class _SerialWorker:
                         prompt_tokens=usage.prompt_tokens or 0,
                         completion_tokens=usage.completion_tokens or 0,
                         prefix_restores=kept.hits - restores,
-                        prefix_tokens_spared=kept.saved_tokens - spared,
+                        prefix_tokens_spared=kept.spared_tokens - spared,
                     )
                     job.emit(answer)
                 except _Cancelled:

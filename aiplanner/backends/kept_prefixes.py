@@ -33,7 +33,7 @@ class KeptPrefixes:
     """Up to ``capacity`` (prefix tokens, saved state) pairs holding at most ``max_bytes`` of
     state, least recently used dropped first. ``capacity == 0`` keeps nothing."""
 
-    __slots__ = ("_bytes", "_kept", "capacity", "hits", "max_bytes", "saved_tokens")
+    __slots__ = ("_bytes", "_kept", "capacity", "hits", "max_bytes", "spared_tokens")
 
     def __init__(self, capacity: int = KEPT_PREFIXES, max_bytes: int = KEPT_BYTES) -> None:
         if capacity < 0:
@@ -45,7 +45,7 @@ class KeptPrefixes:
         self._bytes = 0
         self._kept: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self.hits = 0  # prefixes restored
-        self.saved_tokens = 0  # tokens those restores did not have to evaluate
+        self.spared_tokens = 0  # tokens those restores did not have to evaluate
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -92,7 +92,7 @@ class KeptPrefixes:
     def restored(self, tokens: int) -> None:
         """Count one restore that spared ``tokens`` tokens of evaluation."""
         self.hits += 1
-        self.saved_tokens += tokens
+        self.spared_tokens += tokens
 
     def clear(self) -> None:
         self._kept.clear()

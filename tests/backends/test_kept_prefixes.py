@@ -47,7 +47,7 @@ def test_restores_are_counted() -> None:
     kept = KeptPrefixes()
     kept.restored(15)
     kept.restored(5)
-    assert (kept.hits, kept.saved_tokens) == (2, 20)
+    assert (kept.hits, kept.spared_tokens) == (2, 20)
     kept.keep([1], b"a")
     kept.clear()
     assert len(kept) == 0
