@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY
-from aiplanner.backends.base import ScoreRequest, ScoreResult
+from aiplanner.backends.base import Message, ScoreRequest, ScoreResult
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.errors import BackendTimeout, ConfigError
 from aiplanner.heuristic import HeuristicPlanner
@@ -43,9 +43,11 @@ def _phrases() -> tuple[str, ...]:
     return tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in plans)
 
 
-def _request(continuations: tuple[str, ...], **kw: object) -> ScoreRequest:
+def _request(
+    continuations: tuple[str, ...], messages: tuple[Message, ...] | None = None, **kw: object
+) -> ScoreRequest:
     return ScoreRequest(
-        messages=situation_messages(_snapshot()),
+        messages=situation_messages(_snapshot()) if messages is None else messages,
         continuations=continuations,
         lead=LEAD,
         timeout_s=HANG_GUARD_S,
@@ -142,12 +144,7 @@ def test_scores_are_counted_in_the_stats(backend: EmbeddedBackend) -> None:
 def _role_request(role: str) -> ScoreRequest:
     snap = _snapshot()
     snap = dataclasses.replace(snap, me=dataclasses.replace(snap.me, role=role))
-    return ScoreRequest(
-        messages=situation_messages(snap, ROLE_INSTRUCTIONS[role]),
-        continuations=_phrases(),
-        lead=LEAD,
-        timeout_s=HANG_GUARD_S,
-    )
+    return _request(_phrases(), situation_messages(snap, ROLE_INSTRUCTIONS[role]))
 
 
 def test_kept_prefixes_spare_each_roles_shared_text_and_score_the_same(
