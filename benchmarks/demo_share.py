@@ -3,7 +3,8 @@
 Run (timings go under the bench lock; the load average is printed at the start and the end):
 
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/demo_share.py
-        [--squads 3 10 32] [--engines batched serial] [--frames 1200] [--threads 2]
+        [--squads 3 10 32] [--engines batched serial] [--weights auto as-is] [--frames 1200]
+        [--threads 2] [--seed N]
 
 Each row is the demo run headless in a child process (SDL dummy driver: drawing and flip still
 happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the share of applied
@@ -13,7 +14,9 @@ being applied, ``frame p99`` the whole frame (input, ``esper.process``, draw, fl
 the requests the engine could not answer in time (:class:`~aiplanner.errors.BackendBusy`),
 ``stale`` the model's answers that no longer fitted the world when they arrived, ``rescued`` those
 replaced by the model's next choice that still fitted (the rest went to the rules).
-The issue's targets are printed beside the figures.
+``--weights`` runs each row once per kind of weights (:mod:`aiplanner.backends.weights`; ``auto``:
+the F16 copy of the default model, ``as-is``: the shipped Q4_1 file), taking turns, so a change of
+the machine's speed falls on both. The issue's targets are printed beside the figures.
 """
 
 from __future__ import annotations
@@ -31,17 +34,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--squads", type=int, nargs="+", default=[3, 10, 32])
     p.add_argument("--engines", nargs="+", default=["batched", "serial"])
+    p.add_argument("--weights", nargs="+", default=["auto"])
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     print(f"frames={args.frames} threads={args.threads} {_load()}", flush=True)
     for squad in args.squads:
-        for engine in args.engines:
+        for engine, weights in ((e, w) for e in args.engines for w in args.weights):
             ms, stats = demo_frames(
                 {
                     "backend": "embedded",
                     "engine": engine,
+                    "weights": weights,
                     "threads": args.threads,
                     "squad_size": squad,
                     "seed": args.seed,
@@ -57,7 +62,7 @@ def main() -> None:
             errors = stats.get("errors") or {}
             assert isinstance(errors, dict)
             print(
-                f"{squad:>2}v{squad:<2} {engine:<8} model={model:3d}/{plans:3d} "
+                f"{squad:>2}v{squad:<2} {engine:<8} {weights:<6} model={model:3d}/{plans:3d} "
                 f"({100.0 * model / max(1, plans):5.1f}%) "
                 f"model p50={_s(stats.get('model_latency_p50_ms'))} "
                 f"p99={_s(stats.get('model_latency_p99_ms'))} "

@@ -30,6 +30,7 @@ import esper
 import aiplanner
 from aiplanner.backends.base import Backend
 from aiplanner.backends.embedded import ENGINES
+from aiplanner.backends.weights import WEIGHTS
 from aiplanner.config import PlannerConfig
 from aiplanner.errors import ConfigError, ModelNotFoundError
 from aiplanner.model_path import resolve_model_path
@@ -45,6 +46,7 @@ from demo_game.recording import (
 
 if TYPE_CHECKING:
     from aiplanner.backends.embedded import Engine
+    from aiplanner.backends.weights import Weights
     from demo_game.render import View
 
 __all__ = [
@@ -90,6 +92,7 @@ class Options:
     strategy: str = "auto"
     threads: int = 2
     engine: Engine = "auto"
+    weights: Weights = "auto"
     headless: bool = False
     frames: int | None = None
     fps: int = 30
@@ -162,6 +165,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="embedded engine: batched decides every waiting agent in one pass; serial one "
         "agent at a time (default auto: serial, measured ahead in the live demo)",
     )
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS,
+        default="auto",
+        help="embedded weights: auto loads an F16 copy of the default model (made once into "
+        "~/.cache/aiplanner; prompts evaluate faster than with its shipped Q4_1), as-is the file",
+    )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(
         "--frames",
@@ -205,6 +215,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         strategy=a.strategy,
         threads=a.threads,
         engine=a.engine,
+        weights=a.weights,
         headless=a.headless,
         frames=a.frames,
         fps=a.fps,
@@ -241,7 +252,11 @@ def build_backend(opts: Options, warnings: list[str]) -> Backend | None:
                 "run without a model: --backend heuristic"
             ) from exc
         return aiplanner.create_backend(
-            "embedded", model=model, n_threads=opts.threads, engine=opts.engine
+            "embedded",
+            model=model,
+            n_threads=opts.threads,
+            engine=opts.engine,
+            weights=opts.weights,
         )
     if opts.backend == "scripted":
         # The public test double, answering like a sensible model after 50..300 ms; with

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+# Converted model weights (aiplanner.backends.weights) go to a folder of this run's, not the
+# user's cache: the suite starts from nothing as on a clean machine (a conversion takes ~1 s).
+if "AIPLANNER_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="aiplanner-test-cache-")
+    os.environ["AIPLANNER_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, True)
 
 import esper
 import pytest

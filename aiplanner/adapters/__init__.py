@@ -22,8 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
-from aiplanner.errors import ModelNotFoundError
-from aiplanner.model_path import check_gguf, default_model_path
+from aiplanner.model_path import check_gguf, is_default_model
 
 __all__ = [
     "ADAPTER_ENV_VAR",
@@ -64,15 +63,8 @@ def resolve_adapter(adapter: str | os.PathLike[str] | None, model: Path) -> Path
         if env:
             adapter = env
         else:
-            use = APPLIED_BY_DEFAULT and _is_default_model(model)
+            use = APPLIED_BY_DEFAULT and is_default_model(model)
             return default_adapter() if use else None
     if adapter is None or str(adapter).lower() == _OFF:
         return None
     return check_gguf(Path(adapter).expanduser(), "LoRA adapter")
-
-
-def _is_default_model(model: Path) -> bool:
-    try:
-        return model.resolve() == default_model_path()
-    except ModelNotFoundError:
-        return False

@@ -14,6 +14,7 @@ from aiplanner.errors import ConfigError
 
 if TYPE_CHECKING:
     from aiplanner.backends.embedded import Engine
+    from aiplanner.backends.weights import Weights
 
 __all__ = ["BACKEND_NAMES", "create_backend"]
 
@@ -27,17 +28,19 @@ def create_backend(
     base_url: str | None = None,
     n_threads: int | None = None,
     engine: Engine = "auto",
+    weights: Weights = "auto",
 ) -> Backend | None:
     """Build the backend called ``name``; ``heuristic`` gives None (plan with rules alone).
 
     ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``;
-    ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``).
+    ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``) and
+    ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``).
     Raises ConfigError for an unknown name, ModelNotFoundError for a missing model file.
     """
     if name == "embedded":
         from aiplanner.backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(model, n_threads=n_threads, engine=engine)
+        return EmbeddedBackend(model, n_threads=n_threads, engine=engine, weights=weights)
     if name == "openai":
         from aiplanner.backends.openai import OpenAIBackend
 

@@ -1,0 +1,145 @@
+"""The weights the embedded engines load: the file as given, or a converted copy in a cache."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from aiplanner.backends import weights
+from aiplanner.backends.embedded import EmbeddedBackend
+from aiplanner.backends.weights import (
+    CACHE_ENV_VAR,
+    cache_dir,
+    check_weights,
+    converted_path,
+    prepare_weights,
+    wanted,
+)
+from aiplanner.errors import ConfigError
+from aiplanner.model_path import default_model_path
+
+
+def test_auto_widens_the_default_model_only() -> None:
+    assert wanted("auto", default_model=True) == "f16"
+    assert wanted("auto", default_model=False) is None
+    assert wanted("as-is", default_model=True) is None
+    assert wanted("q8_0", default_model=False) == "q8_0"
+    assert wanted("f16", default_model=False) == "f16"
+
+
+def test_an_unknown_weights_setting_is_a_config_error() -> None:
+    assert check_weights("f16") == "f16"
+    with pytest.raises(ConfigError, match="unknown weights 'q2'"):
+        check_weights("q2")
+    with pytest.raises(ConfigError, match="unknown weights"):
+        EmbeddedBackend(weights="fp8")  # type: ignore[arg-type]
+
+
+def test_the_cache_folder_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv(CACHE_ENV_VAR)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "aiplanner"
+
+
+def test_a_changed_source_gets_a_new_copy_name(tmp_path: Path) -> None:
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"GGUF" + bytes(60))
+    first = converted_path(source, "f16", tmp_path / "cache")
+    assert first == converted_path(source, "f16", tmp_path / "cache")  # stable
+    assert first != converted_path(source, "q8_0", tmp_path / "cache")
+    st = source.stat()
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert converted_path(source, "f16", tmp_path / "cache") != first
+    assert first.parent == tmp_path / "cache" and first.name.endswith(".f16.gguf")
+
+
+def test_no_conversion_asked_loads_the_file_as_given(tmp_path: Path) -> None:
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"GGUF")
+    assert prepare_weights(source, None, folder=tmp_path / "cache") == source
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_copy_that_cannot_be_made_falls_back_to_the_file_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"GGUF")
+    blocked = tmp_path / "a-file-not-a-folder"
+    blocked.write_text("")
+    with caplog.at_level(logging.WARNING, logger=weights.__name__):
+        assert prepare_weights(source, "f16", folder=blocked) == source
+    assert "loading" in caplog.text and "as given" in caplog.text and str(source) in caplog.text
+
+
+@pytest.mark.model
+def test_a_copy_is_made_once_and_then_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = default_model_path()
+    made = prepare_weights(source, "q8_0", n_threads=1, folder=tmp_path)
+    assert made == converted_path(source, "q8_0", tmp_path)
+    assert made.read_bytes()[:4] == b"GGUF"
+    assert made.stat().st_size > source.stat().st_size  # 8-bit weights from 4-bit ones
+    assert [p.name for p in tmp_path.iterdir()] == [made.name]  # no partial file left
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(weights, "_convert", refuse)
+    assert prepare_weights(source, "q8_0", folder=tmp_path) == made
+
+
+@pytest.mark.model
+def test_a_source_llama_cpp_refuses_falls_back_to_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "broken.gguf"
+    source.write_bytes(b"GGUF" + bytes(64))  # a header and nothing else
+    with caplog.at_level(logging.WARNING, logger=weights.__name__):
+        assert prepare_weights(source, "f16", folder=tmp_path / "cache") == source
+    assert "as given" in caplog.text
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial file left
+
+
+@pytest.mark.model
+def test_the_default_model_loads_its_f16_copy_and_scores_as_the_shipped_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import anyio
+
+    from backends.test_embedded import HANG_GUARD_S
+    from backends.test_embedded_scoring import _phrases, _request
+
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    widened = EmbeddedBackend(n_threads=1)
+    as_given = EmbeddedBackend(n_threads=1, weights="as-is")
+    assert widened.weights_path is None  # nothing loaded yet
+    try:
+        widened.load_sync()
+        as_given.load_sync()
+        assert widened.weights_path == converted_path(default_model_path(), "f16", tmp_path)
+        assert as_given.weights_path == default_model_path()
+
+        async def score(backend: EmbeddedBackend) -> tuple[float, ...]:
+            with anyio.fail_after(HANG_GUARD_S):
+                return (await backend.score(_request(_phrases()))).logprobs
+
+        wide, given = anyio.run(score, widened), anyio.run(score, as_given)
+        # The same weights, rounded differently (the Q4_1 path rounds activations to 8 bits):
+        # summed over a phrase's tokens the scores move by up to ~0.5 nats (measured: 0.09-0.46),
+        # far less than these candidates differ (3.6-17.6 nats), so the order stays.
+        assert max(abs(a - b) for a, b in zip(wide, given, strict=True)) < 1.0
+        assert sorted(range(len(wide)), key=wide.__getitem__) == sorted(
+            range(len(given)), key=given.__getitem__
+        )
+    finally:
+        widened.close()
+        as_given.close()
