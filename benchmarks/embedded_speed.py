@@ -79,7 +79,7 @@ def _median(values: list[float]) -> float:
 
 
 async def measure_backend(threads: int, repeat: int) -> dict[str, float]:
-    backend = EmbeddedBackend(n_threads=threads)
+    backend = EmbeddedBackend(n_threads=threads, engine="serial")
     try:
         await backend.load()
         assert backend.load_s is not None
@@ -177,7 +177,7 @@ def compare_call_styles(threads: int, repeat: int) -> dict[str, list[tuple[float
             llama.close()
 
     async def ours() -> tuple[float, float]:
-        backend = EmbeddedBackend(n_threads=threads)
+        backend = EmbeddedBackend(n_threads=threads, engine="serial")
         try:
             request = _request(SYSTEM, USER, schema=PLAN_SCHEMA, max_tokens=64)
             await _run(backend, request)  # load, and evaluate the prompt once: warm

@@ -32,7 +32,9 @@ SIDES = (0, 8)  # kept_prefixes
 
 
 async def _main(agents: int, rounds: int, threads: int) -> None:
-    backends = {k: EmbeddedBackend(n_threads=threads, kept_prefixes=k) for k in SIDES}
+    backends = {
+        k: EmbeddedBackend(n_threads=threads, engine="serial", kept_prefixes=k) for k in SIDES
+    }
     contexts = {k: context(b, "score") for k, b in backends.items()}
     try:
         for k in SIDES:

@@ -163,7 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         choices=ENGINES,
         default="auto",
         help="embedded engine: batched decides every waiting agent in one pass; serial one "
-        "agent at a time (default auto: serial, measured ahead in the live demo)",
+        "agent at a time (default auto: batched, measured ahead in the live demo)",
     )
     p.add_argument(
         "--weights",

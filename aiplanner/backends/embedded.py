@@ -690,10 +690,13 @@ class EmbeddedBackend:
     ``engine``: ``serial`` serves one request at a time; ``batched``
     (:mod:`aiplanner.backends.batched`) serves every request in flight together, sharing their
     common prefix, in one context whose KV cache (``n_ctx``, at least 4096) all of them share;
-    ``auto`` (the default) is ``serial``: the batched engine decides a 10-agent round 2.7-3x
-    faster (``benchmarks/engine.py``), but in the live demo, where agents ask a few at a time,
-    more of the applied plans come from the model with the serial one
-    (``benchmarks/demo_share.py``: 5v5 58-76% against 46-49%, 10v10 29-48% against 28-35%).
+    ``auto`` (the default) is ``batched``: with the F16 weights (``weights``) it decides a
+    10-agent round 2.8-2.9x faster than the serial engine generates one (3.5-3.8x faster than
+    that path on the shipped Q4_1 file; ``benchmarks/engine.py``) and in the live demo more of
+    the applied plans come from the model with it at every size measured
+    (``benchmarks/demo_share.py``: 5v5 89-91% against 81-85%, 10v10 72.5% against 69.6% over
+    five seeds, 32v32 22-31% against 17-29%). On the shipped Q4_1 the serial engine was ahead
+    in the demo, and it stays selectable.
     ``adapter``: a LoRA applied beside the model (:func:`aiplanner.adapters.resolve_adapter`):
     ``"default"`` is the shipped game adapter for the default model (``$AIPLANNER_ADAPTER``
     overrides it) and none for other models; None turns it off; a path loads that one, at
@@ -761,7 +764,7 @@ class EmbeddedBackend:
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
-        batched = engine == "batched"  # auto: serial (see the docstring)
+        batched = engine != "serial"  # auto: batched (see the docstring)
         self._batched: BatchedWorker | None = None
         if batched:
             from aiplanner.backends.batched_worker import BatchedWorker

@@ -1,19 +1,21 @@
 """The weights the embedded engines load: the GGUF as given, or a converted copy kept on disk.
 
-The default model ships as Q4_1. On this project's machine (2 AVX2 cores) llama.cpp evaluates
-prompts with Q4_1 weights at 170-180 tokens/s whatever the batch, because no fast matrix-matrix
-kernel takes Q4_1; the same weights widened to F16 go at 250 (10 rows) to 390-440 tokens/s (64-128
-rows), Q8_0 at 270-350; one row at a time (generation) F16 is slower (72 against 108 tokens/s).
-A scored decision only evaluates prompts, so for the default model the engines load an F16 copy
-(``weights="auto"``). Widening is exact up to F16 rounding (the Q4_1 path itself rounds every
-activation to 8 bits), so scores move by float noise, not by a second quantization.
+The default model ships as Q4_1. The matrix-matrix kernels llama.cpp took from llamafile speed
+up prompts for F32, F16, Q8_0 and Q4_0 weights, not Q4_1: on this project's machine (2 AVX2
+cores, ``benchmarks/weights.py``) Q4_1 evaluates 220-235 rows/s whether a decode holds 10 or 128
+rows, its F16 copy 240 (10 rows) to 425-440 rows/s (64-128 rows), its Q8_0 copy 270-365. One row
+at a time (generating a token) F16 is slower: 52 against 79 rows/s. A scored decision only
+evaluates prompts, so for the default model the engines load the F16 copy (``weights="auto"``).
+Widening is exact up to F16 rounding (the Q4_1 path rounds every activation to 8 bits), so a
+candidate's score moves by float noise (0.1-0.5 nats summed over a phrase), not by a second
+quantization as Q8_0 or Q4_0 would add.
 
 The copy is written once by llama.cpp's own ``llama_model_quantize`` (with ``allow_requantize``)
 into the cache folder (``$AIPLANNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiplanner``, else
 ``~/.cache/aiplanner``), named after the source's path, size and modification time, under a
 temporary name renamed into place, so two processes converting at once both end with a whole
 file. A copy that cannot be made (read-only folder, full disk) is not an error: the engine logs
-a warning and loads the file as given: slower, the same decisions.
+a warning and loads the file as given: slower, with the shipped file's own scores.
 """
 
 from __future__ import annotations

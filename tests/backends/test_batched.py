@@ -530,7 +530,7 @@ def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
     serial.close()
 
 
-def test_auto_the_default_engine_is_serial_and_the_factory_passes_the_choice(
+def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
     tmp_path: Any,
 ) -> None:
     path = tmp_path / "fake.gguf"
@@ -544,7 +544,7 @@ def test_auto_the_default_engine_is_serial_and_the_factory_passes_the_choice(
     ]
     try:
         parallel = [b is not None and b.info.parallel for b in made]
-        assert parallel == [False, False, False, False, True]
+        assert parallel == [True, True, True, False, True]
     finally:
         for b in made:
             if isinstance(b, EmbeddedBackend):
@@ -567,7 +567,7 @@ def test_ten_simultaneous_scores_equal_one_at_a_time(batched: EmbeddedBackend) -
                     tg.start_soon(ask, i)
 
     anyio.run(main)
-    serial = EmbeddedBackend(n_threads=1)
+    serial = EmbeddedBackend(n_threads=1, engine="serial")
     try:
 
         async def one_by_one() -> list[ScoreResult]:

@@ -1,4 +1,5 @@
-"""EmbeddedBackend: llama.cpp in-process, SmolLM2-135M (tests marked ``model`` load it).
+"""EmbeddedBackend: llama.cpp in-process, SmolLM2-135M (tests marked ``model`` load it); its serial
+engine (the batched one: test_batched.py).
 
 Waits are bounded (``anyio.fail_after``) only to turn a hang into a failure; nothing here asserts
 how fast anything is (see benchmarks/embedded_speed.py for that).
@@ -183,9 +184,11 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
     assert isinstance(backend, Backend)
     assert backend.info.name == "embedded" and backend.info.model == "fake.gguf"
-    # The serial engine (the default, auto): one request at a time.
+    # The serial engine: one request at a time; the default (auto) is the batched one.
     assert backend.info.max_concurrency == 1 and not backend.info.parallel
-    assert not EmbeddedBackend(fake_gguf, n_threads=1).info.parallel
+    default = EmbeddedBackend(fake_gguf, n_threads=1)
+    assert default.info.parallel
+    default.close()
     batched = EmbeddedBackend(fake_gguf, n_threads=1, engine="batched")
     assert batched.info.max_concurrency > 1 and batched.info.parallel
     batched.close()
@@ -196,7 +199,7 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
 
 
 def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
-    backend = EmbeddedBackend(fake_gguf)
+    backend = EmbeddedBackend(fake_gguf, engine="serial")
     request = CompletionRequest((Message("user", "hi"),), schema={"type": "number"})
 
     async def main() -> None:
@@ -216,7 +219,7 @@ def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
 
 def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path) -> None:
     pytest.importorskip("llama_cpp")
-    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+    backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
 
     async def main() -> list[BackendError]:
         errors: list[BackendError] = []
@@ -236,7 +239,7 @@ def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path
 
 def test_backend_dropped_without_close_stops_its_thread(fake_gguf: Path) -> None:
     pytest.importorskip("llama_cpp")
-    backend = EmbeddedBackend(fake_gguf, n_threads=1)
+    backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
     with pytest.raises(BackendError):
         backend.load_sync()  # starts the worker thread, which then waits for work
     (thread,) = _worker_threads()
@@ -349,7 +352,7 @@ def test_gguf_template_and_built_in_chatml_agree_but_text_cannot_forge_markers()
     )
     seen: dict[str, tuple[str, int | None, int | None]] = {}
     for chat_format in ("chatml", "template"):
-        backend = EmbeddedBackend(n_threads=1, chat_format=chat_format)
+        backend = EmbeddedBackend(n_threads=1, chat_format=chat_format, engine="serial")
         try:
             deltas, finished = anyio.run(_collect, backend, plan)
             _, forged_finished = anyio.run(_collect, backend, forged)
@@ -419,7 +422,7 @@ def test_deadline_raises_backend_timeout_and_frees_the_worker(
 
 @pytest.mark.model
 def test_answer_past_the_byte_bound_raises_response_too_large() -> None:
-    backend = EmbeddedBackend(n_threads=1, max_response_bytes=40)
+    backend = EmbeddedBackend(n_threads=1, max_response_bytes=40, engine="serial")
     try:
         with pytest.raises(ResponseTooLarge):
             anyio.run(_collect, backend, _long_request())
@@ -430,7 +433,7 @@ def test_answer_past_the_byte_bound_raises_response_too_large() -> None:
 
 @pytest.mark.model
 def test_aclose_with_requests_in_flight_returns_and_leaves_no_thread() -> None:
-    backend = EmbeddedBackend(n_threads=1)
+    backend = EmbeddedBackend(n_threads=1, engine="serial")
     errors: list[BaseException] = []
 
     async def consume(request: CompletionRequest, started: anyio.Event | None) -> None:
@@ -471,7 +474,7 @@ import anyio
 from aiplanner.backends.base import Message, ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 
-backend = EmbeddedBackend(n_threads=1)
+backend = EmbeddedBackend(n_threads=1, engine="serial")
 long_text = " ".join(f"word{i}" for i in range(500))
 
 async def main():

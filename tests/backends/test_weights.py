@@ -119,8 +119,9 @@ def test_the_default_model_loads_its_f16_copy_and_scores_as_the_shipped_file(
     from backends.test_embedded_scoring import _phrases, _request
 
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
-    widened = EmbeddedBackend(n_threads=1)
-    as_given = EmbeddedBackend(n_threads=1, weights="as-is")
+    # The serial engine: exact along any route, so only the weights differ.
+    widened = EmbeddedBackend(n_threads=1, engine="serial")
+    as_given = EmbeddedBackend(n_threads=1, engine="serial", weights="as-is")
     assert widened.weights_path is None  # nothing loaded yet
     try:
         widened.load_sync()

@@ -164,7 +164,7 @@ def test_the_embedded_engine_is_chosen_on_the_command_line(tmp_path: Path) -> No
     model = tmp_path / "fake.gguf"
     model.write_bytes(b"GGUF" + bytes(64))
     assert parse_args([]).engine == "auto"
-    for engine, parallel in (("auto", False), ("serial", False), ("batched", True)):
+    for engine, parallel in (("auto", True), ("serial", False), ("batched", True)):
         opts = parse_args(["--engine", engine, "--model", str(model)])
         backend = build_backend(opts, [])
         assert backend is not None and backend.info.parallel is parallel
