@@ -4,7 +4,7 @@ Run (timings go under the bench lock; the load average is printed at the start a
 
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/demo_share.py
         [--squads 3 10 32] [--engines batched serial] [--weights auto as-is] [--frames 1200]
-        [--threads 2] [--seed N]
+        [--threads 2] [--seed N] [--frame-gc on off]
 
 Each row is the demo run headless in a child process (SDL dummy driver: drawing and flip still
 happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the share of applied
@@ -16,7 +16,9 @@ the requests the engine could not answer in time (:class:`~aiplanner.errors.Back
 replaced by the model's next choice that still fitted (the rest went to the rules).
 ``--weights`` runs each row once per kind of weights (:mod:`aiplanner.backends.weights`; ``auto``:
 the F16 copy of the default model, ``as-is``: the shipped Q4_1 file), taking turns, so a change of
-the machine's speed falls on both. The issue's targets are printed beside the figures.
+the machine's speed falls on both; ``--frame-gc on off`` likewise with the demo's collector between
+frames and without (``--no-frame-gc``); ``>33ms`` counts frames longer than two at 30 fps. The
+issue's targets are printed beside the figures.
 """
 
 from __future__ import annotations
@@ -35,18 +37,21 @@ def main() -> None:
     p.add_argument("--squads", type=int, nargs="+", default=[3, 10, 32])
     p.add_argument("--engines", nargs="+", default=["batched", "serial"])
     p.add_argument("--weights", nargs="+", default=["auto"])
+    p.add_argument("--frame-gc", nargs="+", choices=["on", "off"], default=["on"])
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     print(f"frames={args.frames} threads={args.threads} {_load()}", flush=True)
     for squad in args.squads:
-        for engine, weights in ((e, w) for e in args.engines for w in args.weights):
+        runs = [(e, w, g) for e in args.engines for w in args.weights for g in args.frame_gc]
+        for engine, weights, frame_gc in runs:
             ms, stats = demo_frames(
                 {
                     "backend": "embedded",
                     "engine": engine,
                     "weights": weights,
+                    "frame_gc": frame_gc == "on",
                     "threads": args.threads,
                     "squad_size": squad,
                     "seed": args.seed,
@@ -62,11 +67,13 @@ def main() -> None:
             errors = stats.get("errors") or {}
             assert isinstance(errors, dict)
             print(
-                f"{squad:>2}v{squad:<2} {engine:<8} {weights:<6} model={model:3d}/{plans:3d} "
+                f"{squad:>2}v{squad:<2} {engine:<8} {weights:<6} gc={frame_gc:<3} "
+                f"model={model:3d}/{plans:3d} "
                 f"({100.0 * model / max(1, plans):5.1f}%) "
                 f"model p50={_s(stats.get('model_latency_p50_ms'))} "
                 f"p99={_s(stats.get('model_latency_p99_ms'))} "
                 f"frame p99={percentile(ms, 99):5.1f} ms max={max(ms):5.1f} ms "
+                f">33ms={sum(1 for m in ms if m > 100.0 / 3.0)} "
                 f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)} "
                 f"(rescued {stats.get('rescued', 0)})",
                 flush=True,

@@ -6,7 +6,9 @@ One frame of :func:`run`, in this order::
     2. update   Game.process(DT) = esper.process(DT): input, snapshot, planning, execution, round
     3. draw     ... then the RenderProcessor and HudProcessor, last in the same esper.process
     4. flip     pygame.display.flip()
-    5. clock    clock.tick(fps) -- the frame time shown and reported excludes this wait
+    5. collect  FrameCollector.between_frames(): Python's cycle collector, here and never in the
+                middle of a tick (``--no-frame-gc``: the interpreter's own timing)
+    6. clock    clock.tick(fps) -- the frame time shown and reported excludes this wait
 
 The simulation step is fixed (``DT`` = 1/30 s) whatever the real frame rate, so a run with the
 same seed, map and plans ends in the same state (see ``--record`` / ``--replay``).
@@ -101,6 +103,7 @@ class Options:
     replay: str | None = None
     labels: bool = True
     lockstep: bool = False
+    frame_gc: bool = True
 
 
 @dataclass(slots=True)
@@ -193,6 +196,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="deterministic planning: every frame waits for the backend (tests only)",
     )
+    p.add_argument(
+        "--no-frame-gc",
+        dest="frame_gc",
+        action="store_false",
+        help="leave Python's cycle collector to run whenever it likes (by default it runs "
+        "between frames: aiplanner.FrameCollector)",
+    )
     a = p.parse_args(argv)
     if not 1 <= a.squad_size <= MAX_SQUAD_SIZE:
         p.error(f"--squad-size must be 1..{MAX_SQUAD_SIZE}, got {a.squad_size}")
@@ -224,6 +234,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         replay=a.replay,
         labels=not a.no_labels,
         lockstep=a.lockstep,
+        frame_gc=a.frame_gc,
     )
 
 
@@ -374,7 +385,14 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         name = "replay" if replay is not None else backend_label(opts.backend, backend)
         view = render.View(game, screen, backend_name=name, show_labels=opts.labels)
         view.install()
-        _loop(game, view, frames, opts.fps, result)
+        collector = aiplanner.FrameCollector() if opts.frame_gc else None
+        try:
+            if collector is not None:
+                collector.start()  # the world is built: freeze it, collect between frames
+            _loop(game, view, frames, opts.fps, result, collector)
+        finally:
+            if collector is not None:
+                collector.stop()
         if opts.screenshot:
             try:
                 pygame.image.save(screen, opts.screenshot)
@@ -423,7 +441,14 @@ def _fresh_world_name() -> str:
     return name
 
 
-def _loop(game: Game, view: View, frames: int | None, fps: int, result: RunResult) -> None:
+def _loop(
+    game: Game,
+    view: View,
+    frames: int | None,
+    fps: int,
+    result: RunResult,
+    collector: aiplanner.FrameCollector | None,
+) -> None:
     import pygame
 
     clock = pygame.time.Clock()
@@ -436,13 +461,16 @@ def _loop(game: Game, view: View, frames: int | None, fps: int, result: RunResul
         game.process(DT)
         # 4. show the frame
         pygame.display.flip()
+        # 5. garbage cycles, after the frame's work (counted in its time) and before the wait
+        if collector is not None:
+            collector.between_frames()
         elapsed = (time.perf_counter() - start) * 1000.0
         frame_ms.append(elapsed)
         view.frame_ms = elapsed
         result.frames += 1
         if view.quit_requested:
             break
-        # 5. hold the frame rate (not part of the measured frame time)
+        # 6. hold the frame rate (not part of the measured frame time)
         clock.tick(fps)
         view.fps = clock.get_fps()
 

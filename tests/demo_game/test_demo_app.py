@@ -330,3 +330,35 @@ def test_a_model_that_cannot_load_stops_the_demo_before_its_first_frame(tmp_path
     model.write_bytes(b"GGUF" + bytes(64))  # the magic, then nothing llama.cpp can read
     with pytest.raises(DemoError, match="cannot load the model"):
         run(Options(backend="embedded", model=str(model), headless=True, frames=5), log=False)
+
+
+def test_the_cycle_collector_runs_between_frames_and_is_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    import aiplanner
+
+    seen: list[tuple[bool, int]] = []  # (automatic collection on?, frozen objects) per frame
+
+    class Recording(aiplanner.FrameCollector):
+        def between_frames(self) -> int:
+            seen.append((gc.isenabled(), gc.get_freeze_count()))
+            return super().between_frames()
+
+    monkeypatch.setattr(aiplanner, "FrameCollector", Recording)
+    assert gc.isenabled()
+    opts = Options(backend="scripted", lockstep=True, headless=True, fps=0, frames=12)
+    result = run(opts, log=False)
+    assert len(seen) == result.frames == 12
+    # Inside the loop: automatic collection off, the built world frozen.
+    assert all(not on and frozen > 0 for on, frozen in seen)
+    # After the run, the interpreter's collector as it was.
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    seen.clear()
+    run(
+        Options(backend="scripted", lockstep=True, headless=True, fps=0, frames=5, frame_gc=False),
+        log=False,
+    )
+    assert seen == [] and gc.isenabled()
+    assert parse_args(["--no-frame-gc"]).frame_gc is False and parse_args([]).frame_gc
