@@ -13,9 +13,9 @@ quantization as Q8_0 or Q4_0 would add.
 The copy is written once by llama.cpp's own ``llama_model_quantize`` (with ``allow_requantize``)
 into the cache folder (``$AIPLANNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiplanner``, else
 ``~/.cache/aiplanner``), named after the source's path, size and modification time, under a
-temporary name renamed into place, so two processes converting at once both end with a whole
-file. A copy that cannot be made (read-only folder, full disk) is not an error: the engine logs
-a warning and loads the file as given: slower, with the shipped file's own scores.
+temporary name renamed into place, so two processes (or threads) converting at once both end
+with a whole file. A copy that cannot be made (read-only folder, full disk) is not an error: the
+engine logs a warning and loads the file as given: slower, with the shipped file's own scores.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Final, Literal, get_args
 
@@ -113,7 +114,8 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
 
     ftypes = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.part")
+    # A name of this process's and thread's: two engines loading at once each write their own.
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[kind]
     params.allow_requantize = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,26 @@ def test_a_copy_is_made_once_and_then_reused(
 
     monkeypatch.setattr(weights, "_convert", refuse)
     assert prepare_weights(source, "q8_0", folder=tmp_path) == made
+
+
+@pytest.mark.model
+def test_two_threads_converting_at_once_both_load_a_whole_copy(tmp_path: Path) -> None:
+    source = default_model_path()
+    got: list[Path] = []
+
+    def convert() -> None:
+        got.append(prepare_weights(source, "q8_0", n_threads=1, folder=tmp_path))
+
+    threads = [threading.Thread(target=convert) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    made = converted_path(source, "q8_0", tmp_path)
+    assert got == [made, made]  # neither fell back to the shipped file
+    assert [p.name for p in tmp_path.iterdir()] == [made.name]  # no partial file left
+    alone = prepare_weights(source, "q8_0", n_threads=1, folder=tmp_path / "alone")
+    assert made.read_bytes() == alone.read_bytes()  # whole, as one conversion writes it
 
 
 @pytest.mark.model
