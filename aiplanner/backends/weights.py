@@ -97,6 +97,7 @@ def prepare_weights(
         target = converted_path(source, kind, folder)
         if not target.is_file():
             _convert(source, target, kind, n_threads, verbose)
+            _log.info("made the %s copy of %s once: %s", kind, source.name, target)
     except (OSError, RuntimeError) as exc:
         _log.warning("loading %s as given: could not make its %s copy (%s)", source, kind, exc)
         return source
