@@ -24,7 +24,12 @@ issue's targets are printed beside the figures.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine import load  # the load average as the engine benchmark prints it
 
 from aiplanner.bench.frame import demo_frames
 from aiplanner.bench.stats import percentile
@@ -42,7 +47,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    print(f"frames={args.frames} threads={args.threads} {_load()}", flush=True)
+    print(f"frames={args.frames} threads={args.threads} {load()}", flush=True)
     for squad in args.squads:
         runs = [(e, w, g) for e in args.engines for w in args.weights for g in args.frame_gc]
         for engine, weights, frame_gc in runs:
@@ -78,7 +83,7 @@ def main() -> None:
                 f"(rescued {stats.get('rescued', 0)})",
                 flush=True,
             )
-    print(_load())
+    print(load())
     print(
         "targets (issue 9): 10v10 >= 90% from the model, model p50 <= 0.5 s, p99 <= 1.5 s, "
         "frame p99 <= 16.7 ms; 32v32 >= 70% from the model"
@@ -93,11 +98,6 @@ def _stale(stats: dict[str, object]) -> int:
     invalid = stats.get("invalid") or {}
     assert isinstance(invalid, dict)
     return sum(int(v) for k, v in invalid.items() if str(k).startswith("stale_"))
-
-
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load={one:.2f}/{five:.2f}/{fifteen:.2f}"
 
 
 if __name__ == "__main__":

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from engine import load  # the load average as the engine benchmark prints it
 
 from aiplanner.adapters import default_adapter
 from aiplanner.backends.lora import apply_adapter
@@ -114,11 +118,6 @@ def main() -> None:
         for probe in probes.values():
             probe.close()
     print(load())
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load={one:.2f}/{five:.2f}/{fifteen:.2f}"
 
 
 if __name__ == "__main__":
