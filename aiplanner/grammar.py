@@ -35,7 +35,14 @@ from aiplanner.errors import ConfigError
 if TYPE_CHECKING:
     from llama_cpp.llama_grammar import LlamaGrammar
 
-__all__ = ["CompiledGrammar", "GrammarCache", "schema_key", "schema_to_gbnf", "verify_gbnf"]
+__all__ = [
+    "CompiledGrammar",
+    "GrammarCache",
+    "forced_prefix",
+    "schema_key",
+    "schema_to_gbnf",
+    "verify_gbnf",
+]
 
 # Keywords that never change which values are valid.
 _ANNOTATIONS = frozenset(
@@ -84,6 +91,19 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
     return _Converter(schema).convert()
 
 
+def forced_prefix(schema: Mapping[str, Any]) -> str:
+    """The text every answer the grammar of ``schema`` accepts begins with (``{"plan":[["`` for
+    the compact plan form, ``{"c":`` for a guided choice): an engine can evaluate it with the
+    prompt instead of generating it one token per decode. Found from the schema the way
+    :func:`schema_to_gbnf` writes each value, stopping where the answers first differ.
+
+    Raises :class:`ConfigError` where :func:`schema_to_gbnf` does.
+    """
+    converter = _Converter(schema)
+    converter.convert()  # validates the whole schema; the walk below can then trust it
+    return converter.prefix(schema, 0)[0]
+
+
 def schema_key(schema: Mapping[str, Any]) -> bytes:
     """The cache key of ``schema``: its compact JSON, keys in their declared order.
 
@@ -121,6 +141,7 @@ class CompiledGrammar:
 
     gbnf: str
     grammar: LlamaGrammar
+    prefix: str = ""  # what every accepted answer begins with (:func:`forced_prefix`)
 
 
 class GrammarCache:
@@ -158,7 +179,9 @@ class GrammarCache:
         from llama_cpp.llama_grammar import LlamaGrammar
 
         gbnf = schema_to_gbnf(schema)
-        compiled = CompiledGrammar(gbnf, LlamaGrammar.from_string(gbnf, verbose=False))
+        compiled = CompiledGrammar(
+            gbnf, LlamaGrammar.from_string(gbnf, verbose=False), forced_prefix(schema)
+        )
         with self._lock:
             grammar = self._entries.setdefault(key, compiled)
             self._entries.move_to_end(key)
@@ -218,6 +241,55 @@ class _Converter:
             name = f"{base}-{n}"
         self._names.add(name)
         return name
+
+    # --- the forced prefix -----------------------------------------------------------------
+
+    def prefix(self, schema: Any, depth: int) -> tuple[str, bool]:
+        """The text every value of (an already converted) ``schema`` begins with, and whether
+        that text is the whole value. Mirrors :meth:`_expr` and the methods it calls."""
+        if depth > _MAX_DEPTH:
+            return "", False
+        if "$ref" in schema:
+            return self.prefix(self._defs[schema["$ref"]], depth + 1)
+        if "const" in schema:
+            return _json_scalar(schema["const"], "#"), True
+        if "enum" in schema:
+            texts = list(dict.fromkeys(_json_scalar(v, "#") for v in schema["enum"]))
+            return (texts[0], True) if len(texts) == 1 else (_common(texts), False)
+        for combinator in ("anyOf", "oneOf"):
+            if combinator in schema:
+                found = [self.prefix(sub, depth + 1) for sub in schema[combinator]]
+                if all(done for _, done in found) and len({text for text, _ in found}) == 1:
+                    return found[0]
+                return _common([text for text, _ in found]), False
+        kind = schema["type"]
+        if kind == "object":
+            text = ""
+            for i, (name, sub) in enumerate(schema.get("properties", {}).items()):
+                text += ("," if i else "{") + orjson.dumps(name).decode() + ":"
+                value, done = self.prefix(sub, depth + 1)
+                text += value
+                if not done:
+                    return text, False
+            return (text + "}" if text else "{}"), True
+        if kind == "array":
+            firsts = schema.get("prefixItems", [])
+            items = schema.get("items")
+            lo, hi = schema.get("minItems") or 0, schema.get("maxItems")
+            if not isinstance(items, Mapping):  # nothing past prefixItems (as in _array)
+                hi = len(firsts) if hi is None else min(hi, len(firsts))
+            text = "["
+            for i in range(lo):  # the elements every answer has
+                value, done = self.prefix(firsts[i] if i < len(firsts) else items, depth + 1)
+                text += ("," if i else "") + value
+                if not done:
+                    return text, False
+            return (text + "]", True) if hi == lo else (text, False)
+        if kind == "string":
+            return ('""', True) if schema.get("maxLength") == 0 else ('"', False)
+        if kind == "null":
+            return "null", True
+        return "", False  # an integer or a boolean: the first character varies
 
     # --- schemas -----------------------------------------------------------------------------
 
@@ -398,6 +470,15 @@ class _Converter:
         else:
             reps = f"{{{lo},{hi}}}"
         return self._rule(f"{hint}-str", f'"\\"" {char}{reps} "\\""' if hi != 0 else '"\\"\\""')
+
+
+def _common(texts: Sequence[str]) -> str:
+    """The longest text all of ``texts`` begin with."""
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
 
 
 def _only(keys: set[str], allowed: set[str] | frozenset[str], where: str) -> None:

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.errors import ConfigError
-from aiplanner.grammar import GrammarCache, schema_key, schema_to_gbnf, verify_gbnf
+from aiplanner.grammar import (
+    GrammarCache,
+    forced_prefix,
+    schema_key,
+    schema_to_gbnf,
+    verify_gbnf,
+)
 from aiplanner.schema import (
     choice_schema,
     compact_plan_schema,
@@ -278,6 +284,51 @@ def test_grammar_accepts_exactly_the_compact_json_of_valid_values(
         assert not grammar.accepts(spaced), spaced
     assert not grammar.accepts(compact + " ")
     assert not grammar.accepts(" " + compact)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_every_accepted_answer_begins_with_the_forced_prefix(
+    name: str, data: st.DataObject
+) -> None:
+    schema = SHAPES[name]
+    value = data.draw(values_of(schema))
+    assert orjson.dumps(value).decode().startswith(forced_prefix(schema))
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [
+        ("choice", '{"c":'),
+        ("compact", '{"plan":[["'),
+        ("compact_places", '{"plan":[["'),
+        ("compact_first_step", '{"plan":[["C",2]'),
+        ("verbose", '{"steps":[{"act":"'),
+        ("packed", '[{"id":12,"c":'),
+        ("tuple_with_tail", '["x"'),
+        ("strings", '{"name":"'),
+        ("one_of", ""),
+    ],
+)
+def test_the_forced_prefix_goes_as_far_as_the_answers_agree(name: str, prefix: str) -> None:
+    assert forced_prefix(SHAPES[name]) == prefix
+
+
+def test_forced_prefix_of_whole_fixed_values_and_bad_schemas() -> None:
+    fixed = {
+        "type": "object",
+        "properties": {"a": {"const": 1}, "b": {"type": "null"}, "c": {"enum": ["x"]}},
+        "required": ["a", "b", "c"],
+    }
+    assert forced_prefix(fixed) == '{"a":1,"b":null,"c":"x"}'
+    assert forced_prefix({"type": "array", "items": False}) == "[]"
+    pair = {"const": 3}
+    assert forced_prefix({"type": "array", "items": pair, "minItems": 2, "maxItems": 2}) == "[3,3]"
+    assert forced_prefix({"enum": [10, 12]}) == "1"
+    assert forced_prefix({"anyOf": [{"const": "ab"}, {"const": "ac"}]}) == '"a'
+    with pytest.raises(ConfigError, match="unsupported"):
+        forced_prefix({"type": "number"})
 
 
 def test_real_plan_schemas_reject_wrong_values() -> None:

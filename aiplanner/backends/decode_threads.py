@@ -10,10 +10,15 @@ rounds ran past their 60 s deadline; even a 16-row decode took 30 s on two threa
 On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and measures:
 
 * It starts on one thread: never much slower, and safe under load.
-* Before a decode on more than one thread it looks whether other threads are ready to run on
-  the machine (Linux: ``procs_running`` in ``/proc/stat``, read at most every 50 ms): if they
-  would take the cores the decode's threads need, this decode runs on one thread. Without that
-  signal (other systems) it only measures.
+* It looks whether other threads are ready to run on the machine (Linux: ``procs_running`` in
+  ``/proc/stat``, at most every 50 ms): if they would take the cores a decode's threads need,
+  decodes run on one thread. The engine has it look right after each decode, before handing
+  anything over: its hand-overs wake the caller's threads for a moment (an event loop taking a
+  token), and those are its own doing, not a crowd. llama.cpp's worker threads, which spin for
+  a while after a decode, are not counted either (threads of this process that Python did not
+  start). Looking whenever a decode was planned instead, measured on a quiet machine in a
+  10-agent free-mode round: every other decode saw one of those and ran on one thread. Without
+  the signal (other systems) it only measures.
 * Now and then it runs a *probe*: two small decodes back to back (at most ``probe_rows`` rows,
   the engine cuts the batch), one with each count, and keeps the faster count until the next
   probe; the probe of the configured count is skipped while the machine looks busy.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -35,6 +41,7 @@ __all__ = ["ThreadGovernor", "cores_taken", "runnable_elsewhere"]
 
 PROBE_ROWS = 16
 _LOOK_EVERY_S = 0.05
+_STALE_S = 0.5  # a look this old (the engine was idle) is renewed when a decode is planned
 _PROBE_SHARE = 10.0  # the seconds a probe's loser lost, times this, pass before the next probe
 
 
@@ -80,20 +87,26 @@ class ThreadGovernor:
         """The thread count for the next decode, and the most rows it may hold (None: no limit;
         a number: it is a probe, keep it small)."""
         now = self._clock()
+        if now - self._looked_at >= _STALE_S:
+            self.look()
         if now < self._next_probe:
-            return (1 if self._threads > 1 and self._looks_busy(now) else self._threads), None
+            return (1 if self._threads > 1 and self._looked else self._threads), None
         pending = [t for t in (1, self._most) if t not in self._probe]
-        if pending[0] > 1 and self._looks_busy(now):  # the probe would only measure the crowd
+        if pending[0] > 1 and self._looked:  # the probe would only measure the crowd
             self._probe.clear()
             self._next_probe = now + self._wait
             return 1, None
         return pending[0], self._probe_rows
 
-    def _looks_busy(self, now: float) -> bool:
+    def look(self) -> None:
+        """Look (at most every 50 ms) whether other threads want the cores; :meth:`plan` goes
+        by the last look (renewed there only when older than half a second). Call it where
+        nothing of the caller's own is running: right after a decode, before its results are
+        handed over."""
+        now = self._clock()
         if now - self._looked_at >= _LOOK_EVERY_S:
             self._looked = self._busy()
             self._looked_at = now
-        return self._looked
 
     def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
         """What a decode of ``rows`` rows with ``threads`` threads took; ``probe``: it was the
@@ -117,16 +130,38 @@ class ThreadGovernor:
 
 
 def runnable_elsewhere() -> int | None:
-    """Threads ready to run on this machine besides the caller (Linux ``/proc/stat``), or None
-    where that is not known."""
+    """Threads ready to run on this machine besides the caller and this process's native
+    threads (llama.cpp's workers; Linux ``/proc``), or None where that is not known."""
     try:
         with open("/proc/stat", "rb") as f:
             for line in f:
                 if line.startswith(b"procs_running "):
-                    return max(0, int(line.split()[1]) - 1)
+                    others = max(0, int(line.split()[1]) - 1)
+                    return max(0, others - _native_running()) if others else 0
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _native_running(tasks_dir: str = "/proc/self/task") -> int:
+    """Threads of this process that Python did not start and that are ready to run."""
+    python = {t.native_id for t in threading.enumerate()}
+    python.add(threading.get_native_id())
+    try:
+        tasks = os.listdir(tasks_dir)
+    except OSError:
+        return 0
+    running = 0
+    for task in tasks:
+        if not task.isdigit() or int(task) in python:
+            continue
+        try:
+            with open(os.path.join(tasks_dir, task, "stat"), "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # the thread ended meanwhile
+        running += state == b"R"
+    return running
 
 
 def cores_taken(threads: int) -> Callable[[], bool]:

@@ -19,6 +19,7 @@ import anyio
 import orjson
 import pytest
 
+from aiplanner.backends import batched as batched_module
 from aiplanner.backends.base import (
     CompletionRequest,
     Finished,
@@ -406,6 +407,125 @@ def test_generated_tokens_follow_the_grammar_and_end_with_it(llama: Any) -> None
         engine.close()
 
 
+PLAN_GBNF = (
+    'root ::= "{\\"plan\\":[" item ("," item){0,3} "]}"\n'
+    'item ::= "[\\"" [A-Z] "\\"" ("," [0-9] [0-9]?)? "]"'
+)
+
+
+def _greedy_plans(llama: Any) -> tuple[list[list[int]], int]:
+    """Four greedy generations under PLAN_GBNF in one pass: their tokens, whole-vocabulary
+    grammar passes."""
+    engine = _engine(llama, n_seq_max=8)
+    results = _Results()
+    seen: list[list[int]] = [[] for _ in range(4)]
+    try:
+        for i in range(4):
+            prompt = _tokens(llama, f"{SYSTEM}\nWrite your plan as JSON, soldier {i}:\n")
+            deadline = time.monotonic() + HANG_GUARD_S
+            engine.add(
+                GenerateWork(
+                    prompt, PLAN_GBNF, 40, 0.0, 0, deadline, seen[i].append, results.sink(str(i))
+                )
+            )
+        _run(engine, lambda: len(results.done) == 4)
+        assert all(isinstance(o, GenerateOutcome) for o in results.done.values())
+        return seen, engine.stats.vocab_passes
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_forced_tokens_the_grammar_rejects_fail_only_their_own_work(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=8)
+    results = _Results()
+    try:
+        for name, start in (("wrong", '{"x":'), ("right", '{"plan":[["')):
+            forced = _tokens(llama, start)
+            prompt = _tokens(llama, f"{SYSTEM}\nYour plan as JSON:\n") + forced
+            deadline = time.monotonic() + HANG_GUARD_S
+            engine.add(
+                GenerateWork(
+                    prompt,
+                    PLAN_GBNF,
+                    30,
+                    0.0,
+                    0,
+                    deadline,
+                    lambda _t: None,
+                    results.sink(name),
+                    forced=forced,
+                )
+            )
+        _run(engine, lambda: len(results.done) == 2)
+        assert isinstance(results.done["wrong"], ConfigError)
+        assert isinstance(results.done["right"], GenerateOutcome)
+        assert results.done["right"].finish_reason == "stop"
+        assert engine.free_sequences == 7
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_the_thread_governor_looks_after_each_decode_before_handing_anything_over(
+    llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What it hands over wakes the caller's threads: a look after that would see them as a crowd.
+    import llama_cpp
+
+    events: list[str] = []
+    decode = llama_cpp.llama_decode
+
+    def decoding(ctx: Any, batch: Any) -> int:
+        events.append("decode")
+        return int(decode(ctx, batch))
+
+    def look(self: Any) -> None:
+        events.append("look")
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", decoding)
+    monkeypatch.setattr(batched_module.ThreadGovernor, "look", look)
+    engine = _engine(llama, n_seq_max=4, n_threads=2)
+    results = _Results()
+    try:
+        prompt = _tokens(llama, f"{SYSTEM}\nYour plan as JSON:\n")
+        deadline = time.monotonic() + HANG_GUARD_S
+        engine.add(
+            GenerateWork(
+                prompt,
+                PLAN_GBNF,
+                12,
+                0.0,
+                0,
+                deadline,
+                lambda _t: events.append("token"),
+                results.sink("plan"),
+            )
+        )
+        _run(engine, lambda: bool(results.done))
+    finally:
+        engine.close()
+    assert events.count("token") >= 3
+    for i, event in enumerate(events):
+        if event == "decode":
+            assert events[i + 1] == "look", events
+
+
+@pytest.mark.model
+def test_greedy_under_a_grammar_picks_what_the_whole_vocabulary_pass_picks(
+    llama: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, fast_passes = _greedy_plans(llama)
+    monkeypatch.setattr(batched_module, "_GREEDY_WIDTHS", ())  # every token: the whole vocabulary
+    slow, slow_passes = _greedy_plans(llama)
+    assert fast == slow
+    for tokens in fast:
+        plan = orjson.loads(llama.detokenize(tokens).decode())
+        assert isinstance(plan["plan"], list) and 1 <= len(plan["plan"]) <= 4
+    assert slow_passes == sum(len(t) for t in slow) + 4  # each token and each end
+    assert fast_passes < slow_passes // 4
+
+
 def _alone(
     llama: Any, prompt: tuple[int, ...], conts: tuple[tuple[int, ...], ...]
 ) -> tuple[float, ...]:
@@ -471,6 +591,9 @@ class _Alternating:
     def plan(self) -> tuple[int, int | None]:
         n = len(self.used)
         return (2 if n == 1 else 1), (5 if n == 0 else None)
+
+    def look(self) -> None:
+        """Nothing to look at: the counts are fixed."""
 
     def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
         self.used.append((threads, self._read_back()))
@@ -599,6 +722,7 @@ def test_ten_simultaneous_generations_with_a_grammar_are_all_valid(
     batched: EmbeddedBackend,
 ) -> None:
     texts: dict[int, str] = {}
+    firsts: dict[int, str] = {}
     finished: dict[int, Finished] = {}
 
     async def ask(i: int) -> None:
@@ -621,6 +745,7 @@ def test_ten_simultaneous_generations_with_a_grammar_are_all_valid(
             else:
                 finished[i] = event
         texts[i] = "".join(deltas)
+        firsts[i] = deltas[0]
 
     async def main() -> None:
         with anyio.fail_after(HANG_GUARD_S):
@@ -632,9 +757,11 @@ def test_ten_simultaneous_generations_with_a_grammar_are_all_valid(
     for i in range(10):
         value = orjson.loads(texts[i])
         assert set(value) == {"c"} and value["c"] in range(2 + i % 4), texts[i]
+        assert firsts[i] == '{"c":'  # what the grammar forces is handed over as it stands
         assert finished[i].finish_reason == "stop"
         assert finished[i].usage.completion_tokens is not None
-        assert finished[i].usage.completion_tokens > 0
+        # ... and evaluated with the prompt: only the digit and the brace are generated.
+        assert 0 < finished[i].usage.completion_tokens <= 2
     assert batched.stats().completed == 10
 
 

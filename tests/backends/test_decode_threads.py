@@ -5,6 +5,8 @@ the load both ways."""
 from __future__ import annotations
 
 import itertools
+import threading
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +40,7 @@ def _run(
     fixed, per_row = load[threads]
     clock.now += fixed + rows * per_row
     gov.record(rows, threads, fixed + rows * per_row, probe=limit is not None)
+    gov.look()  # as the engine does after each decode
     return threads
 
 
@@ -141,6 +144,19 @@ def test_the_busy_check_counts_other_runnable_threads_against_free_cores(
         assert cores_taken(2)() is busy
     found = runnable_elsewhere()  # this machine is Linux: /proc/stat says
     assert found is not None and found >= 0
+
+
+def test_native_threads_of_this_process_are_not_counted_as_a_crowd(tmp_path: Path) -> None:
+    # /proc/self/task as it looks right after a decode: llama.cpp's worker spinning (R),
+    # another native thread asleep (S), and this Python thread, running.
+    me = threading.get_native_id()
+    for task, state in ((me, "R"), (999_991, "R"), (999_992, "S")):
+        (tmp_path / str(task)).mkdir()
+        (tmp_path / str(task) / "stat").write_text(f"{task} (we (ir)d) {state} 1 2 3\n")
+    (tmp_path / "999993").mkdir()  # a thread that ended before its stat could be read
+    (tmp_path / "oddity").mkdir()
+    assert decode_threads._native_running(str(tmp_path)) == 1
+    assert decode_threads._native_running(str(tmp_path / "gone")) == 0
 
 
 def test_bad_settings_are_refused() -> None:
