@@ -27,8 +27,8 @@ Rows (the same agents' snapshots for each; every repetition plans other agents):
   sequential on the serial engine (shipped weights, then the engines' weights) against
   concurrent on the batched one; ``llm=`` counts first answers that passed validation.
 * ``server-score`` / ``server-gen`` (``--llama-server``): the same guided round on llama.cpp's
-  ``llama-server -np <agents>`` (same model and LoRA adapter, same threads, flash attention off
-  like the engines) on 127.0.0.1, every agent at once. ``server-score`` scores the same
+  ``llama-server -np <agents>`` (same model and LoRA adapter, same threads, flash attention as
+  the batched engine has it) on 127.0.0.1, every agent at once. ``server-score`` scores the same
   candidates from the same prompt tokens: llama-server has no prompt log-probabilities, so each
   candidate is one ``/completion`` whose grammar forces the candidate's token ids and whose
   ``n_probs`` reports each forced token's pre-sampling log-probability
@@ -76,6 +76,7 @@ import anyio
 
 from aiplanner import DEFAULT_REGISTRY, EmbeddedBackend
 from aiplanner.backends.base import Backend, Message, ScoreRequest
+from aiplanner.backends.batched import EngineSettings
 from aiplanner.bench.llama_server import LlamaServer, cached_binary
 from aiplanner.bench.server_scorer import ModelTokenizer, ServerScorer
 from aiplanner.bench.world import real_requests
@@ -356,6 +357,7 @@ async def server_rounds(
         threads=args.threads,
         model=str(batched.weights_path or batched.model_path),  # the same weights file
         lora=batched.adapter_path,
+        flash_attn=EngineSettings().flash_attn,  # as the batched engine runs
     ) as server:
         tokenizer = ModelTokenizer(batched.model_path)
         scorer = ServerScorer(server.base_url, tokenizer, slots=args.agents)

@@ -95,6 +95,12 @@ class EngineSettings:
     adapter: FilePath | None = None  # a LoRA applied on the engine's context
     adapter_scale: float = 1.0
     adaptive_threads: bool = True  # n_threads only where measured faster (decode_threads)
+    # llama.cpp's flash attention. Every row of a decode attends over the whole shared cache
+    # (other sequences' cells masked out), so rows cost more as the cache fills: a 10-agent
+    # free round's 128-row prefill chunks went from 335 to 533 ms without it, 303 to 469 ms
+    # with it. Its sums depend a little on how many rows share a decode (scores within 0.52
+    # nats of one-at-a-time with it, against 0.35 without; the same decisions).
+    flash_attn: bool = True
     # Rows/s assumed for shedding late requests until decodes measure it; None: no shedding
     # before the first prompt-sized decode.
     assumed_rate: float | None = None
@@ -280,12 +286,11 @@ class BatchedEngine:
         params.n_threads_batch = settings.n_threads
         params.kv_unified = True  # one cell serves every sequence that shares it
         params.no_perf = True
-        # llama.cpp's CPU flash attention gives results that depend on how many tokens share a
-        # decode; without it a score is the same in any batch, and the same as the serial
-        # engine's (which runs without it too). With it, measured on the 10-agent round (four
-        # rounds each way, alternated): guided 1.86 against 1.75 s at the median, free 4.14
-        # against 4.27 s, the same decisions: no gain worth the difference.
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if settings.flash_attn
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             raise BackendError("llama.cpp could not create the batched context", retryable=False)

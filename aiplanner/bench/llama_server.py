@@ -143,7 +143,8 @@ def _free_port() -> int:
 class LlamaServer:
     """``llama-server`` on 127.0.0.1, a free port, ``slots`` parallel slots; a context manager.
     ``threads`` for prompts and generation alike; ``lora``: an adapter applied beside the model;
-    ``flash_attn`` off by default, as in the embedded engines (their scores then agree).
+    ``flash_attn`` off by default, as in the serial engine (the engine benchmark passes the
+    batched engine's setting, on).
 
     ``start`` builds the binary on first use and waits until ``/health`` answers; raises
     BenchError (with the end of the server's log) when it does not start.
