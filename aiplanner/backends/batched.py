@@ -71,6 +71,8 @@ _MIN_P = 0.05
 _ROOT = 0
 # Decodes of at least this many rows measure the prefill rate that shedding estimates with.
 _RATE_MIN_ROWS = 32
+# A root that loses fewer tokens than this in a switch is not worth a sequence of its own.
+_MIN_KEPT_ROOT = 16
 # Greedy decoding under a grammar looks for the likeliest token the grammar allows among this
 # many likeliest tokens first, then this many, and only then in the whole vocabulary: one grammar
 # pass over 49,152 tokens costs ~13 ms here, over 32 a few microseconds.
@@ -111,6 +113,11 @@ class EngineSettings:
     # rows, but each row cost more (~100 against ~240 rows/s: llama.cpp's CPU attention and
     # mask over a cache full of other sequences' cells), 2.75-3.00 s against 2.13-2.79 s.
     prefix_cache: int = 0
+    # Roots given up when a pass's prompts begin otherwise (another mode's system prompt: free
+    # plans after guided ones), kept on sequences of their own for prompts that come back to
+    # them; the least recently used goes first, and they give way to requests like kept
+    # prompts. Only a root several prompts shared is kept (not one request's whole prompt).
+    kept_roots: int = 1
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -124,6 +131,11 @@ class EngineSettings:
             raise ConfigError(f"assumed_rate must be positive, got {self.assumed_rate}")
         if not 0 <= self.prefix_cache < self.n_seq_max:
             raise ConfigError(f"prefix_cache must be in [0, n_seq_max), got {self.prefix_cache}")
+        if self.kept_roots < 0 or self.prefix_cache + self.kept_roots >= self.n_seq_max:
+            raise ConfigError(
+                f"kept_roots ({self.kept_roots}) must be at least 0 and leave, with "
+                f"prefix_cache ({self.prefix_cache}), sequences for requests"
+            )
         if self.n_batch < self.n_seq_max:
             # llama.cpp keeps room for one output per sequence in every batch (an assertion).
             raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
@@ -313,9 +325,11 @@ class BatchedEngine:
         self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
         self._closed = False
         self._root: tuple[int, ...] = ()
+        self._root_shared = False  # whether the root is what several prompts shared
         self._free = list(range(settings.n_seq_max - 1, _ROOT, -1))  # pop() gives the lowest
         # Kept prompts: seq -> the tokens its cells hold (positions 0..), least recent first.
         self._cache: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._roots: set[int] = set()  # those of them that were the root (kept_roots)
         self._waiting: deque[Work] = deque()
         self._active: list[_Active] = []
         self._gens: list[_Generating] = []  # past their prompt: one token per decode
@@ -352,8 +366,13 @@ class BatchedEngine:
 
     @property
     def kept_prompts(self) -> int:
-        """Finished prompts kept for later requests to start from."""
-        return len(self._cache)
+        """Finished prompts kept for later requests to start from (kept roots apart)."""
+        return len(self._cache) - len(self._roots)
+
+    @property
+    def kept_roots(self) -> int:
+        """Roots given up and kept for prompts that come back to them."""
+        return len(self._roots)
 
     def drop_kept(self) -> None:
         """Give up every kept prompt (their sequences and cells)."""
@@ -474,7 +493,11 @@ class BatchedEngine:
         all_paths: list[Path] = []
         if prompts and length * len(members) > kept:
             new_root = prompts[members[0]][:length]
-            self._truncate_root(common_prefix(self._root, new_root))
+            common = common_prefix(self._root, new_root)
+            spare = len(self._free) - sum(len(p) for _, p in admitted)
+            self._keep_root(common, spare, {base for base, n in best.values() if n})
+            self._truncate_root(common)
+            self._root_shared = len(members) > 1
             k = len(self._root)
             if length > k:
                 all_paths.append(Path(_ROOT, new_root, k))
@@ -834,8 +857,8 @@ class BatchedEngine:
             else:
                 self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
                 self._free.append(seq)
-        while len(self._cache) > self._settings.prefix_cache:
-            self._evict()
+        while len(self._cache) - len(self._roots) > self._settings.prefix_cache:
+            self._evict(roots=False)
         self._reserved.pop(id(active), None)
         _call(active.work.done, result)
 
@@ -849,12 +872,38 @@ class BatchedEngine:
                 best, reach = seq, n
         return best, reach
 
-    def _evict(self) -> int:
-        """Give up the least recently used kept prompt; the cells it was counted for."""
-        seq, tokens = self._cache.popitem(last=False)
+    def _evict(self, *, roots: bool | None = None) -> int:
+        """Give up the least recently used kept prompt (``roots``: only a kept root, only
+        another one, or either); the cells it was counted for."""
+        seq = next(q for q in self._cache if roots is None or (q in self._roots) == roots)
+        return self._release(seq)
+
+    def _release(self, seq: int) -> int:
+        """Give up kept prompt ``seq``; the cells it was counted for."""
+        tokens = self._cache.pop(seq)
+        self._roots.discard(seq)
         self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
         self._free.append(seq)
         return len(tokens)
+
+    def _keep_root(self, common: int, spare: int, in_use: set[int]) -> None:
+        """Before the root gives up its cells past ``common``, keep them on a sequence of
+        their own (``kept_roots``), if ``spare`` sequences are left over by the pass and no
+        kept root that this pass starts from (``in_use``) has to go for it."""
+        s = self._settings
+        if not (s.kept_roots and self._root_shared) or len(self._root) - common < _MIN_KEPT_ROOT:
+            return  # (one request's prompt as the root is a prompt cache of one: not kept)
+        kept = [q for q in self._cache if q in self._roots]  # least recently used first
+        excess = len(kept) - (s.kept_roots - 1)
+        victims = [q for q in kept if q not in in_use][: max(0, excess)]
+        if len(victims) < excess or spare + len(victims) < 1:
+            return
+        for q in victims:
+            self._release(q)
+        seq = self._free.pop()
+        self._lib.llama_memory_seq_cp(self._mem, _ROOT, seq, 0, len(self._root))
+        self._cache[seq] = self._root
+        self._roots.add(seq)
 
     def _truncate_root(self, length: int) -> None:
         if length < len(self._root):

@@ -306,6 +306,82 @@ def test_kept_prompts_are_bounded_and_give_way_to_a_request_that_needs_their_seq
         engine.close()
 
 
+OTHER_SYSTEM = (
+    "You are a field medic in a grid shooter game. You keep your squad alive and say whom you "
+    "help next."
+)
+
+
+def _passes_by_system(llama: Any, kept_roots: int) -> tuple[list[int], list[int], Any]:
+    """Three passes of two scoring requests: under SYSTEM, then OTHER_SYSTEM, then SYSTEM
+    again. Rows evaluated and rows spared by kept prompts per pass; the last pass's outcomes."""
+    engine = _engine(llama, n_seq_max=16, kept_roots=kept_roots)
+    results = _Results()
+    rows: list[int] = []
+    spared: list[int] = []
+    try:
+        for n, system in enumerate((SYSTEM, OTHER_SYSTEM, SYSTEM)):
+            before = engine.stats
+            names = [f"{n}-{i}" for i in range(2)]
+            for i, name in enumerate(names):
+                prompt = _tokens(llama, f"{system}\n{_situation(i)[1].content}\nI should")
+                conts = tuple(_tokens(llama, " " + p) for p in PHRASES)
+                engine.add(
+                    ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(name))
+                )
+            _run(engine, lambda names=names: all(x in results.done for x in names))
+            rows.append(engine.stats.rows - before.rows)
+            spared.append(engine.stats.reused_rows - before.reused_rows)
+        assert engine.kept_roots == min(kept_roots, 1)
+        engine.drop_kept()
+        assert engine.kept_roots == 0 and engine.free_sequences == 15
+        assert _kv_empty(engine, llama, 16)
+        return rows, spared, [results.done[f"2-{i}"] for i in range(2)]
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_a_root_given_up_is_kept_for_the_prompts_that_come_back_to_it(llama: Any) -> None:
+    rows, spared, last = _passes_by_system(llama, kept_roots=1)
+    plain_rows, plain_spared, plain_last = _passes_by_system(llama, kept_roots=0)
+    system_tokens = len(_tokens(llama, SYSTEM))
+    # Back to the first system prompt: it is not evaluated again.
+    assert plain_spared == [0, 0, 0]
+    assert spared[:2] == [0, 0] and spared[2] >= system_tokens - 4
+    assert rows[2] <= plain_rows[2] - (system_tokens - 4)
+    assert rows[:2] == plain_rows[:2]
+    for got, want in zip(last, plain_last, strict=True):
+        assert isinstance(got, ScoreOutcome) and isinstance(want, ScoreOutcome)
+        _close_to(got.logprobs, want.logprobs)
+
+
+@pytest.mark.model
+def test_one_requests_prompt_as_the_root_is_not_kept(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=16, kept_roots=1)
+    results = _Results()
+    try:
+        _score_alone(engine, llama, results, "alone", _situation(2)[1].content)
+        assert engine.root_tokens > len(_tokens(llama, SYSTEM))  # its whole prompt, kept warm
+        for i in range(2):
+            prompt = _tokens(llama, f"{OTHER_SYSTEM}\n{_situation(i)[1].content}\nI should")
+            conts = tuple(_tokens(llama, " " + p) for p in PHRASES)
+            engine.add(
+                ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(str(i)))
+            )
+        _run(engine, lambda: len(results.done) == 3)
+        assert engine.kept_roots == 0 and engine.free_sequences == 15
+    finally:
+        engine.close()
+
+
+def test_kept_roots_must_leave_sequences_for_requests() -> None:
+    with pytest.raises(ConfigError, match="kept_roots"):
+        EngineSettings(n_seq_max=8, prefix_cache=4, kept_roots=4).check()
+    with pytest.raises(ConfigError, match="kept_roots"):
+        EngineSettings(kept_roots=-1).check()
+
+
 def test_the_prefix_cache_must_leave_sequences_for_requests() -> None:
     with pytest.raises(ConfigError, match="prefix_cache"):
         EngineSettings(n_seq_max=8, prefix_cache=8).check()
