@@ -22,10 +22,12 @@ Rows (the same agents' snapshots for each; every repetition plans other agents):
   once. Also prints the tokens the engine evaluated per agent excluding rows shared by several
   agents (target <= 60) and the round's wall time over its prefill limit (target <= 1.3);
   ``1-thread``: decodes the engine's thread governor ran on one thread because two were slower
-  (:mod:`aiplanner.backends.decode_threads`; the serial engine always uses ``--threads``).
+  or other threads wanted the cores (:mod:`aiplanner.backends.decode_threads`; the serial
+  engine always uses ``--threads``).
 * ``free-shipped`` / ``free-seq`` / ``free-batched``: free mode (the model writes the plan),
   sequential on the serial engine (shipped weights, then the engines' weights) against
-  concurrent on the batched one; ``llm=`` counts first answers that passed validation.
+  concurrent on the batched one; ``llm=`` counts first answers that passed validation;
+  ``vocab-passes``: tokens for which a grammar had to filter the whole vocabulary.
 * ``server-score`` / ``server-gen`` (``--llama-server``): the same guided round on llama.cpp's
   ``llama-server -np <agents>`` (same model and LoRA adapter, same threads, flash attention as
   the batched engine has it) on 127.0.0.1, every agent at once. ``server-score`` scores the same
@@ -241,7 +243,8 @@ async def main_async(args: argparse.Namespace) -> None:
                     free.wall,
                     f"tokens={after.rows - before.rows} generated="
                     f"{after.generated - before.generated} decodes={after.decodes - before.decodes}"
-                    f" (1-thread {after.one_thread_decodes - before.one_thread_decodes})",
+                    f" (1-thread {after.one_thread_decodes - before.one_thread_decodes})"
+                    f" vocab-passes={after.vocab_passes - before.vocab_passes}",
                 )
                 found.free(
                     (free_today or free).wall / r.wall, free.wall / r.wall, r.from_model == n
