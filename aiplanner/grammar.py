@@ -86,8 +86,6 @@ def schema_to_gbnf(schema: Mapping[str, Any]) -> str:
     something this converter does not support, or is unsatisfiable (``minItems`` > ``maxItems``,
     an empty integer range, an empty ``enum``...).
     """
-    if not isinstance(schema, Mapping):
-        raise ConfigError(f"a JSON Schema must be an object, got {type(schema).__name__}")
     return _Converter(schema).convert()
 
 
@@ -99,9 +97,14 @@ def forced_prefix(schema: Mapping[str, Any]) -> str:
 
     Raises :class:`ConfigError` where :func:`schema_to_gbnf` does.
     """
+    return _compile(schema)[1]
+
+
+def _compile(schema: Mapping[str, Any]) -> tuple[str, str]:
+    """:func:`schema_to_gbnf` and :func:`forced_prefix` of ``schema`` from one conversion."""
     converter = _Converter(schema)
-    converter.convert()  # validates the whole schema; the walk below can then trust it
-    return converter.prefix(schema, 0)[0]
+    gbnf = converter.convert()  # validates the whole schema; the prefix walk can then trust it
+    return gbnf, converter.prefix(schema, 0)[0]
 
 
 def schema_key(schema: Mapping[str, Any]) -> bytes:
@@ -178,10 +181,8 @@ class GrammarCache:
         # Convert outside the lock: a large schema must not stall other callers.
         from llama_cpp.llama_grammar import LlamaGrammar
 
-        gbnf = schema_to_gbnf(schema)
-        compiled = CompiledGrammar(
-            gbnf, LlamaGrammar.from_string(gbnf, verbose=False), forced_prefix(schema)
-        )
+        gbnf, prefix = _compile(schema)
+        compiled = CompiledGrammar(gbnf, LlamaGrammar.from_string(gbnf, verbose=False), prefix)
         with self._lock:
             grammar = self._entries.setdefault(key, compiled)
             self._entries.move_to_end(key)
@@ -201,6 +202,8 @@ class _Converter:
     __slots__ = ("_by_body", "_def_rules", "_defs", "_names", "_root", "_rules")
 
     def __init__(self, root: Mapping[str, Any]) -> None:
+        if not isinstance(root, Mapping):
+            raise ConfigError(f"a JSON Schema must be an object, got {type(root).__name__}")
         self._root = root
         self._rules: dict[str, str] = {}  # name -> body, in creation order
         self._by_body: dict[str, str] = {}
