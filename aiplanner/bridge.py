@@ -43,7 +43,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
-from aiplanner.decision import DEFAULT_RANK_PRIOR
+from aiplanner.decision import DEFAULT_RANK_PRIOR, ScoreMemo
 from aiplanner.errors import BridgeClosed, ConfigError, PlannerError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome
@@ -67,6 +67,7 @@ class AsyncBridge:
         guided_decision: str = "score",
         rank_prior: float = DEFAULT_RANK_PRIOR,
         calibrated: bool = True,
+        memo: bool = False,
         max_hold_s: float = 0.05,
     ) -> None:
         self.backend = backend
@@ -89,6 +90,7 @@ class AsyncBridge:
             guided_decision=guided_decision,
             rank_prior=rank_prior,
             calibrated=calibrated,
+            memo=ScoreMemo() if memo else None,
             lockstep=serial,
         )
         self._portal_cm: contextlib.AbstractContextManager[BlockingPortal] | None = None

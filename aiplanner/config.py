@@ -53,6 +53,10 @@ class PlannerConfig:
       first choice (0: the model alone decides; default 0.5, chosen with the shipped adapter on
       held-out game situations, :data:`aiplanner.decision.DEFAULT_RANK_PRIOR`). ``calibrated``:
       subtract each phrase's score after a content-free context (see :mod:`aiplanner.decision`).
+      ``score_memo``: keep the model's scores of the phrases it scored after each situation
+      (bounded, :data:`aiplanner.decision.ScoreMemo`), so an agent whose situation reads word
+      for word as one scored before is decided from those scores at once, without a call
+      (``stats()["remembered"]`` counts them); set at start.
     * ``model_teams``: only agents of these teams ask the model; the others get the rules'
       plan at once (A/B battles, or a cheap side). None: every team.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
@@ -88,6 +92,7 @@ class PlannerConfig:
     guided_decision: Literal["score", "generate"] = "score"
     rank_prior: float = DEFAULT_RANK_PRIOR
     calibrated: bool = True
+    score_memo: bool = True
     model_teams: tuple[int, ...] | None = None
     simplified_retry: bool = True
     cache_enabled: bool = True

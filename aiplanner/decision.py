@@ -22,13 +22,20 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final, Generic, Literal, TypeVar
 
 import anyio
 
-from aiplanner.backends.base import Backend, ScoreRequest, ScoreResult, ScoringBackend, Usage
+from aiplanner.backends.base import (
+    Backend,
+    Message,
+    ScoreRequest,
+    ScoreResult,
+    ScoringBackend,
+    Usage,
+)
 from aiplanner.components import Tier
 from aiplanner.errors import BackendError, ConfigError, PlannerError
 from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
@@ -41,10 +48,14 @@ if TYPE_CHECKING:
 _A = TypeVar("_A")
 _B = TypeVar("_B")
 _T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
 
 __all__ = [
     "DECISION_METHODS",
     "CalibrationCache",
+    "ScoreCache",
+    "ScoreMemo",
     "ScoredChoice",
     "can_score",
     "choose",
@@ -111,8 +122,9 @@ at 0.5, 35 at 1.0). The base model is indifferent to it (43 to 45 of 66 on the s
 prior from 0 to 3)."""
 
 
-class CalibrationCache:
-    """Content-free scores per phrase, bounded LRU. Used on the event loop thread only."""
+class ScoreCache(Generic[_K, _V]):
+    """Scores the model gave, by what was scored; bounded LRU. Used on the event loop thread
+    only. Raises :class:`ConfigError` for a size that is not positive."""
 
     __slots__ = ("_entries", "_max")
 
@@ -120,22 +132,31 @@ class CalibrationCache:
         if max_entries <= 0:
             raise ConfigError(f"max_entries must be positive, got {max_entries}")
         self._max = max_entries
-        self._entries: OrderedDict[str, float] = OrderedDict()
+        self._entries: OrderedDict[_K, _V] = OrderedDict()
 
-    def get(self, phrase: str) -> float | None:
-        value = self._entries.get(phrase)
+    def get(self, key: _K) -> _V | None:
+        value = self._entries.get(key)
         if value is not None:
-            self._entries.move_to_end(phrase)
+            self._entries.move_to_end(key)
         return value
 
-    def put(self, phrase: str, value: float) -> None:
-        self._entries[phrase] = value
-        self._entries.move_to_end(phrase)
+    def put(self, key: _K, value: _V) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+CalibrationCache = ScoreCache[str, float]
+"""Content-free scores per phrase (the calibration of every decision)."""
+
+ScoreMemo = ScoreCache[tuple[tuple[Message, ...], str, str], tuple[float, int]]
+"""The model's score and token count of a phrase after a situation, by (messages, lead, phrase):
+a situation seen before (an agent asking again where nothing it is told has changed, or another
+agent in the same words) is decided from what the model said then, without a call."""
 
 
 def can_score(backend: Backend) -> bool:
@@ -210,15 +231,15 @@ async def score_phrases(
         tag={"shape": "score", "requests": (req,), "tier": tier.value},
     )
     if not ctx.calibrated:
-        return await _score(ctx, backend, request), None
+        return await _situation(ctx, backend, request), None
     if not backend.info.parallel:  # one call at a time: the situation first, then what is missing
-        result = await _score(ctx, backend, request)
+        result = await _situation(ctx, backend, request)
         left = budget_s - (time.monotonic() - started)
         return result, await _baseline(ctx, backend, phrases, left)
     # A backend serving calls together (the batched engine evaluates both in one pass): the
     # content-free scores of phrases never seen are asked at the same time, not one pass later.
     return await _together(
-        lambda: _score(ctx, backend, request),
+        lambda: _situation(ctx, backend, request),
         lambda: _baseline(ctx, backend, phrases, budget_s),
     )
 
@@ -247,6 +268,29 @@ async def _together(
     if failed:
         raise failed[0]
     return a[0], b[0]
+
+
+async def _situation(
+    ctx: PlanContext, backend: ScoringBackend, request: ScoreRequest
+) -> ScoreResult:
+    """``request`` scored: from ``ctx.memo`` where the model scored the same phrase after the
+    same messages and lead before, one call for the phrases it did not (none if it did all)."""
+    memo = ctx.memo
+    if memo is None:
+        return await _score(ctx, backend, request)
+    known = {p: memo.get((request.messages, request.lead, p)) for p in request.continuations}
+    missing = tuple(p for p, value in known.items() if value is None)
+    if not missing:
+        ctx.metrics.record_remembered()
+        usage, ready_at = Usage(0, 0, 0.0, 0.0), None
+    else:
+        result = await _score(ctx, backend, replace(request, continuations=missing))
+        for phrase, logprob, tokens in zip(missing, result.logprobs, result.tokens, strict=True):
+            known[phrase] = (logprob, tokens)
+            memo.put((request.messages, request.lead, phrase), (logprob, tokens))
+        usage, ready_at = result.usage, result.ready_at
+    scored = [v for p in request.continuations if (v := known[p]) is not None]  # all, by now
+    return ScoreResult(tuple(v[0] for v in scored), tuple(v[1] for v in scored), usage, ready_at)
 
 
 async def _baseline(
@@ -283,9 +327,11 @@ async def _score(ctx: PlanContext, backend: ScoringBackend, request: ScoreReques
         ctx.metrics.count_request()
         started = time.monotonic()
         result = await backend.score(request)
-        if len(result.logprobs) != len(request.continuations):
+        n = len(request.continuations)
+        if len(result.logprobs) != n or len(result.tokens) != n:
             raise BackendError(
-                f"{len(result.logprobs)} scores for {len(request.continuations)} continuations",
+                f"{len(result.logprobs)} scores and {len(result.tokens)} token counts for {n} "
+                "continuations",
                 retryable=False,
             )
     total = result.usage.total_s if result.usage.total_s is not None else time.monotonic() - started

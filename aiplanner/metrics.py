@@ -62,6 +62,7 @@ class Metrics:
         self.provisional = 0  # stop-gap heuristic plans run while waiting for the model
         self.dropped = 0  # outcomes for deleted entities or superseded requests
         self.rescued = 0  # stale answers replaced by the model's next choice that still fits
+        self.remembered = 0  # decisions from the model's scores of a situation seen before
         self.deadline_misses = 0
         self.budget_cuts = 0  # planning steps the tick's time budget cut short (work deferred)
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
@@ -125,6 +126,11 @@ class Metrics:
         with self._lock:
             self.rescued += 1
 
+    def record_remembered(self) -> None:
+        """A decision was made from the model's earlier scores of the same situation."""
+        with self._lock:
+            self.remembered += 1
+
     def record_error(self, kind: str) -> None:
         with self._lock:
             self.errors[kind] += 1
@@ -160,6 +166,7 @@ class Metrics:
                 "errors": dict(self.errors),
                 "dropped": self.dropped,
                 "rescued": self.rescued,
+                "remembered": self.remembered,
                 "provisional": self.provisional,
                 "deadline_misses": self.deadline_misses,
                 "budget_cuts": self.budget_cuts,

@@ -171,6 +171,7 @@ class PlannerPlugin:
                 guided_decision=cfg.guided_decision,
                 rank_prior=cfg.rank_prior,
                 calibrated=cfg.calibrated,
+                memo=cfg.score_memo,
             )
             self._bridge.start()
         self.snapshot_system = SnapshotSystem(components=components, on_tick_start=self._tick_start)

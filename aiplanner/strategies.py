@@ -37,7 +37,13 @@ from aiplanner.backends.base import Backend, CompletionRequest, Finished, TextDe
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.codec import ElementError, PlanCodec
 from aiplanner.components import Tier
-from aiplanner.decision import DEFAULT_RANK_PRIOR, CalibrationCache, can_score, decide
+from aiplanner.decision import (
+    DEFAULT_RANK_PRIOR,
+    CalibrationCache,
+    ScoreMemo,
+    can_score,
+    decide,
+)
 from aiplanner.errors import (
     BackendBusy,
     BackendError,
@@ -122,6 +128,9 @@ class PlanContext:
     rank_prior: float = DEFAULT_RANK_PRIOR
     calibrated: bool = True
     calibration: CalibrationCache = field(default_factory=CalibrationCache)
+    # The model's scores of phrases after situations it has scored before (None: every
+    # decision calls the backend). The plugin keeps one when its cache is on.
+    memo: ScoreMemo | None = None
     # Free mode (aiplanner.free_first): "generate" the whole plan, or "score-first": the first
     # step scored (rank_prior and calibrated as above) and the rest generated after it.
     free_decision: str = "generate"

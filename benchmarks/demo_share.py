@@ -13,7 +13,9 @@ stale answer, or the cache), ``model p50/p99`` the time from an agent asking to 
 being applied, ``frame p99`` the whole frame (input, ``esper.process``, draw, flip), ``busy``
 the requests the engine could not answer in time (:class:`~aiplanner.errors.BackendBusy`),
 ``stale`` the model's answers that no longer fitted the world when they arrived, ``rescued`` those
-replaced by the model's next choice that still fitted (the rest went to the rules).
+replaced by the model's next choice that still fitted (the rest went to the rules),
+``remembered`` the model's decisions taken from its scores of a situation it had scored before
+(word for word; :attr:`~aiplanner.PlannerConfig.score_memo`), without a call.
 ``--weights`` runs each row once per kind of weights (:mod:`aiplanner.backends.weights`; ``auto``:
 the F16 copy of the default model, ``as-is``: the shipped Q4_1 file), taking turns, so a change of
 the machine's speed falls on both; ``--frame-gc on off`` likewise with the demo's collector between
@@ -80,7 +82,7 @@ def main() -> None:
                 f"frame p99={percentile(ms, 99):5.1f} ms max={max(ms):5.1f} ms "
                 f">33ms={sum(1 for m in ms if m > 100.0 / 3.0)} "
                 f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)} "
-                f"(rescued {stats.get('rescued', 0)})",
+                f"(rescued {stats.get('rescued', 0)}) remembered={stats.get('remembered', 0)}",
                 flush=True,
             )
     print(load())

@@ -15,6 +15,7 @@ from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
 from aiplanner.errors import BridgeClosed, ConfigError
 from aiplanner.metrics import Metrics
+from aiplanner.phrasing import CONTENT_FREE
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch
 
@@ -313,3 +314,24 @@ def test_a_lockstep_bridge_is_never_held_and_wait_idle_and_close_release_the_loo
 def test_max_hold_must_not_be_negative() -> None:
     with pytest.raises(ConfigError):
         _bridge(ScriptedBackend(), max_hold_s=-1.0)
+
+
+@pytest.mark.parametrize("memo", [True, False])
+def test_a_bridge_with_a_memo_decides_a_situation_scored_before_without_a_call(memo: bool) -> None:
+    backend = ScriptedBackend(scoring=True)
+    metrics = Metrics()
+    bridge = AsyncBridge(
+        backend, registry=DEFAULT_REGISTRY, metrics=metrics, breaker=CircuitBreaker(), memo=memo
+    )
+    bridge.start()
+    try:
+        for _ in range(2):  # the same agent in the same situation, asking twice
+            bridge.submit(_batch(1, strategy="concurrent"))
+            assert bridge.wait_idle(10)
+            (out,) = bridge.drain()
+            assert out.ok
+        situations = [c for c in backend.score_calls if c.messages[-1].content != CONTENT_FREE]
+        assert len(situations) == (1 if memo else 2)
+        assert metrics.stats()["remembered"] == (1 if memo else 0)
+    finally:
+        bridge.close()

@@ -15,7 +15,7 @@ from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Tier
-from aiplanner.decision import CalibrationCache, can_score, choose, decide
+from aiplanner.decision import CalibrationCache, ScoreMemo, can_score, choose, decide
 from aiplanner.errors import BackendUnavailable, CircuitOpen, ConfigError
 from aiplanner.metrics import Metrics
 from aiplanner.phrasing import CONTENT_FREE, plan_phrase
@@ -139,6 +139,61 @@ def test_calibration_scores_are_cached_per_phrase() -> None:
     uncalibrated = ScriptedBackend(scoring=True)
     _decide(_ctx(uncalibrated, calibrated=False), req)
     assert all(c.messages[-1].content != CONTENT_FREE for c in uncalibrated.score_calls)
+
+
+def _situations(backend: ScriptedBackend) -> list[ScoreRequest]:
+    return [c for c in backend.score_calls if c.messages[-1].content != CONTENT_FREE]
+
+
+def test_a_situation_scored_before_is_decided_from_the_memo_without_a_call() -> None:
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    backend = ScriptedBackend(scoring=True, scorer=_scorer_preferring(phrases[2]))  # type: ignore[arg-type]
+    ctx = _ctx(backend, rank_prior=0.0, memo=ScoreMemo())
+    first = _decide(ctx, req)
+    again = _decide(ctx, req)
+    assert first.plan == again.plan == req.candidates[2]
+    assert again.alternatives == first.alternatives
+    assert len(_situations(backend)) == 1  # the second decision made no call
+    assert ctx.metrics.stats()["remembered"] == 1
+    assert again.usage is not None and again.usage.prompt_tokens == 0
+    # Without a memo (the context's default) the same situation is asked again.
+    plain = ScriptedBackend(scoring=True, scorer=_scorer_preferring(phrases[2]))  # type: ignore[arg-type]
+    ctx_plain = _ctx(plain, rank_prior=0.0)
+    _decide(ctx_plain, req)
+    _decide(ctx_plain, req)
+    assert len(_situations(plain)) == 2 and ctx_plain.metrics.stats()["remembered"] == 0
+
+
+def test_the_memo_asks_only_for_phrases_not_scored_after_that_situation() -> None:
+    req = _req()
+    phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
+    rng = random.Random(7)
+    scores = {p: rng.uniform(-8, -1) for p in phrases}
+
+    def scorer(request: ScoreRequest) -> list[float]:
+        if request.messages[-1].content == CONTENT_FREE:
+            return [-3.0] * len(request.continuations)
+        return [scores.get(c, -9.0) for c in request.continuations]
+
+    backend = ScriptedBackend(scoring=True, scorer=scorer)
+    ctx = _ctx(backend, rank_prior=0.0, memo=ScoreMemo())
+    _decide(ctx, replace(req, candidates=req.candidates[:2]))
+    out = _decide(ctx, req)
+    asked = _situations(backend)
+    assert asked[1].continuations == tuple(phrases[2:])  # the first two came from the memo
+    best = max(range(len(phrases)), key=lambda i: scores[phrases[i]])
+    assert out.plan == req.candidates[best]
+    # Another situation (the agent moved: other words) is not answered from the memo.
+    moved = _req_with_enemies(3)
+    _decide(ctx, moved)
+    assert len(_situations(backend)) == 3
+
+
+def _req_with_enemies(n: int) -> PlanRequest:
+    req = make_request(3, enemies=n)
+    assert isinstance(req, PlanRequest) and len(req.candidates) >= 2
+    return req
 
 
 def test_the_order_candidates_come_in_does_not_change_the_models_choice() -> None:

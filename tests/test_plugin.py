@@ -341,3 +341,12 @@ def test_the_plugin_holds_its_bridge_loop_from_its_first_processor_to_its_last(
             esper.remove_processor(_Mark)
     tick = ["hold", "game processor", "release", "game processor"]
     assert marks == tick * 2
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_the_bridge_keeps_a_score_memo_unless_configured_off(world: str, on: bool) -> None:
+    spawn_battle(2)
+    with PlannerPlugin(PlannerConfig(score_memo=on), ScriptedBackend(scoring=True)) as plugin:
+        bridge = plugin._bridge
+        assert bridge is not None
+        assert (bridge._ctx.memo is not None) is on

@@ -109,9 +109,13 @@ class EngineSettings:
     # Finished prompts kept in the KV cache (their own sequences, least recently used dropped
     # first) for later requests to start from: an agent asking again, or another one whose
     # situation begins the same way, evaluates only what differs. 0 (the default): none.
-    # Measured on the 10-agent round (benchmarks/engine.py): 32 kept prompts spared ~45% of the
-    # rows, but each row cost more (~100 against ~240 rows/s: llama.cpp's CPU attention and
-    # mask over a cache full of other sequences' cells), 2.75-3.00 s against 2.13-2.79 s.
+    # Every row attends over the whole cache (benchmarks/kept_cells.py, three runs): 128 rows of
+    # a fresh prompt took 216-298 ms beside no other cells and 251-348 ms beside 3,000 with
+    # flash attention, 233-299 against 711-896 ms without it (when 32 kept prompts lost on the
+    # 10-agent round: ~100 against ~240 rows/s). With flash attention, in the live 10v10 demo
+    # (one sitting, 5 seeds a pair): 8 kept prompts spared 12-25% of the rows but served them
+    # at 270-305 against 320-350 rows/s; 90.7% against 86.3% of the plans from the model in one
+    # pair of runs, 89.2% against 89.7% in the other (with the score memo): inside the noise.
     prefix_cache: int = 0
     # Roots given up when a pass's prompts begin otherwise (another mode's system prompt: free
     # plans after guided ones), kept on sequences of their own for prompts that come back to
