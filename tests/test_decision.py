@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import anyio
@@ -64,10 +65,26 @@ def _ctx(backend: ScriptedBackend, **changes: object) -> PlanContext:
     return replace(ctx, **changes)  # type: ignore[arg-type]
 
 
-def _req() -> PlanRequest:
-    req = make_request(3, enemies=2)
+def _req(enemies: int = 2) -> PlanRequest:
+    req = make_request(3, enemies=enemies)
     assert isinstance(req, PlanRequest) and len(req.candidates) >= 3
     return req
+
+
+def _random_scores(
+    phrases: list[str], seed: int
+) -> tuple[dict[str, float], Callable[[ScoreRequest], list[float]]]:
+    """Seeded scores for ``phrases`` (-9 for any other) and a scorer that gives them, with the
+    same content-free score for every phrase."""
+    rng = random.Random(seed)
+    scores = {p: rng.uniform(-8, -1) for p in phrases}
+
+    def scorer(request: ScoreRequest) -> list[float]:
+        if request.messages[-1].content == CONTENT_FREE:
+            return [-3.0] * len(request.continuations)
+        return [scores.get(c, -9.0) for c in request.continuations]
+
+    return scores, scorer
 
 
 def _decide(ctx: PlanContext, req: PlanRequest) -> PlanOutcome:
@@ -168,14 +185,7 @@ def test_a_situation_scored_before_is_decided_from_the_memo_without_a_call() -> 
 def test_the_memo_asks_only_for_phrases_not_scored_after_that_situation() -> None:
     req = _req()
     phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
-    rng = random.Random(7)
-    scores = {p: rng.uniform(-8, -1) for p in phrases}
-
-    def scorer(request: ScoreRequest) -> list[float]:
-        if request.messages[-1].content == CONTENT_FREE:
-            return [-3.0] * len(request.continuations)
-        return [scores.get(c, -9.0) for c in request.continuations]
-
+    scores, scorer = _random_scores(phrases, 7)
     backend = ScriptedBackend(scoring=True, scorer=scorer)
     ctx = _ctx(backend, rank_prior=0.0, memo=ScoreMemo())
     _decide(ctx, replace(req, candidates=req.candidates[:2]))
@@ -185,29 +195,15 @@ def test_the_memo_asks_only_for_phrases_not_scored_after_that_situation() -> Non
     best = max(range(len(phrases)), key=lambda i: scores[phrases[i]])
     assert out.plan == req.candidates[best]
     # Another situation (the agent moved: other words) is not answered from the memo.
-    moved = _req_with_enemies(3)
-    _decide(ctx, moved)
+    _decide(ctx, _req(enemies=3))
     assert len(_situations(backend)) == 3
-
-
-def _req_with_enemies(n: int) -> PlanRequest:
-    req = make_request(3, enemies=n)
-    assert isinstance(req, PlanRequest) and len(req.candidates) >= 2
-    return req
 
 
 def test_the_order_candidates_come_in_does_not_change_the_models_choice() -> None:
     """With no prior the decision is a property of the plans, not of their positions."""
     req = _req()
     phrases = [plan_phrase(c, req.snapshot, DEFAULT_REGISTRY) for c in req.candidates]
-    rng = random.Random(4)
-    scores = {p: rng.uniform(-8, -1) for p in phrases}
-
-    def scorer(request: ScoreRequest) -> list[float]:
-        if request.messages[-1].content == CONTENT_FREE:
-            return [-3.0] * len(request.continuations)
-        return [scores[c] for c in request.continuations]
-
+    _, scorer = _random_scores(phrases, 4)
     picks = set()
     for seed in range(6):
         order = list(req.candidates)
