@@ -62,6 +62,7 @@ from aiplanner.backends.base import (
     TextDelta,
     Usage,
 )
+from aiplanner.backends.decode_threads import DEFAULT_NICE, lower_priority
 from aiplanner.backends.kept_prefixes import KEPT_PREFIXES, KeptPrefixes
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.backends.weights import Weights, check_weights, prepare_weights, wanted
@@ -203,6 +204,7 @@ class _Settings:
     adapter_scale: float = 1.0
     kept_prefixes: int = KEPT_PREFIXES  # the serial engine's kept prompt prefixes
     convert_to: str | None = None  # the weights' type to load a converted copy in (weights.py)
+    nice: int = DEFAULT_NICE  # niceness the worker thread (and llama.cpp's) adds (decode_threads)
 
 
 class _SerialWorker:
@@ -252,7 +254,9 @@ class _SerialWorker:
                     retryable=True,
                 ) from None
             if self._thread is None:
-                self._thread = threading.Thread(target=self._main, name=THREAD_NAME, daemon=True)
+                self._thread = threading.Thread(
+                    target=self._thread_main, name=THREAD_NAME, daemon=True
+                )
                 self._thread.start()
                 _LIVE_WORKERS.add(self)
 
@@ -286,6 +290,11 @@ class _SerialWorker:
                 jobs.append(item)
 
     # --- worker thread ------------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        # Before the model loads: llama.cpp's threads, started from this one, inherit it.
+        lower_priority(self._settings.nice)
+        self._main()
 
     def _main(self) -> None:
         llama: Llama | None = None
@@ -706,7 +715,10 @@ class EmbeddedBackend:
     ``weights``: the weights loaded (:mod:`aiplanner.backends.weights`): ``auto`` (the default)
     loads an F16 copy of the default model, made once into a cache folder (prompts evaluate
     1.5-2.4x faster than with the shipped Q4_1 here) and any other GGUF as given; ``as-is``,
-    ``f16`` or ``q8_0`` choose.
+    ``f16`` or ``q8_0`` choose. ``nice`` (0..19, default 10): niceness the worker thread adds
+    to its own, and with it the threads llama.cpp starts from it, so the game's frame gets a
+    core first when both want one (Linux only, see :mod:`aiplanner.backends.decode_threads`;
+    0 leaves it).
 
     Construction only resolves the paths: it raises :class:`ModelNotFoundError` for a missing or
     non-GGUF model or adapter file and :class:`ConfigError` for a bad setting. The model loads on
@@ -730,6 +742,7 @@ class EmbeddedBackend:
         adapter_scale: float = 1.0,
         kept_prefixes: int = KEPT_PREFIXES,
         weights: Weights = "auto",
+        nice: int = DEFAULT_NICE,
     ) -> None:
         path = resolve_model_path(model_path)
         lora = resolve_adapter(adapter, path)
@@ -749,6 +762,8 @@ class EmbeddedBackend:
             raise ConfigError(f"unknown engine {engine!r}; choose {ENGINES}")
         if kept_prefixes < 0:
             raise ConfigError(f"kept_prefixes must not be negative, got {kept_prefixes}")
+        if not 0 <= nice <= 19:
+            raise ConfigError(f"nice must be in 0..19, got {nice}")
         self._settings = _Settings(
             path,
             threads,
@@ -761,6 +776,7 @@ class EmbeddedBackend:
             adapter_scale,
             kept_prefixes,
             convert_to,
+            nice,
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)

@@ -5,13 +5,20 @@ the load both ways."""
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from aiplanner.backends import decode_threads
-from aiplanner.backends.decode_threads import ThreadGovernor, cores_taken, runnable_elsewhere
+from aiplanner.backends.decode_threads import (
+    ThreadGovernor,
+    cores_taken,
+    lower_priority,
+    runnable_elsewhere,
+)
 
 
 def _never() -> bool:
@@ -166,3 +173,32 @@ def test_bad_settings_are_refused() -> None:
         ThreadGovernor(2, busy=_never, probe_rows=0)
     with pytest.raises(ValueError):
         ThreadGovernor(2, busy=_never, probe_s=5.0, max_probe_s=1.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness: Linux")
+def test_lower_priority_changes_the_calling_thread_only() -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: dict[str, int | None] = {}
+
+    def worker() -> None:
+        seen["first"] = lower_priority(3)
+        seen["again"] = lower_priority(0)  # adds nothing
+        seen["most"] = lower_priority(19)  # capped at 19
+        seen["own"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert seen == {
+        "first": min(19, base + 3),
+        "again": min(19, base + 3),
+        "most": 19,
+        "own": 19,
+    }
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # this thread kept its own
+
+
+@pytest.mark.parametrize("increment", [-1, 20])
+def test_lower_priority_refuses_an_increment_out_of_range(increment: int) -> None:
+    with pytest.raises(ValueError, match="increment"):
+        lower_priority(increment)

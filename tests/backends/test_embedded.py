@@ -7,7 +7,9 @@ how fast anything is (see benchmarks/embedded_speed.py for that).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -173,6 +175,8 @@ def test_non_gguf_file_is_refused_at_construction(tmp_path: Path) -> None:
         {"max_response_bytes": 0},
         {"max_queue": 0},
         {"grammar_cache_size": 0},
+        {"nice": -1},
+        {"nice": 20},
     ],
 )
 def test_bad_settings_raise_config_error(fake_gguf: Path, kw: dict[str, Any]) -> None:
@@ -502,3 +506,34 @@ def test_quitting_while_a_prompt_is_evaluated_waits_for_the_worker_to_leave_llam
     )
     assert proc.returncode == 0, proc.stderr[-2000:]  # without the exit hook: SIGSEGV, often
     assert proc.stdout.splitlines() == ["closed", "worker alive at exit: False"], proc.stdout
+
+
+def _native_ids() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/task")}
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness: Linux")
+@pytest.mark.parametrize(("engine", "nice"), [("batched", None), ("serial", 3), ("batched", 0)])
+def test_the_engine_and_llama_cpps_threads_yield_to_the_game(engine: Any, nice: int | None) -> None:
+    """The worker thread raises its own niceness (10 by default) before the model loads, and the
+    threads llama.cpp starts from it inherit it; the caller's thread keeps its own."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    before = _native_ids()
+    kw: dict[str, Any] = {} if nice is None else {"nice": nice}
+    b = EmbeddedBackend(n_threads=2, engine=engine, **kw)
+    try:
+        b.load_sync()
+        anyio.run(_collect, b, _choice_request())  # a decode: llama.cpp's threads are up
+        want = min(19, base + (10 if nice is None else nice))
+        (worker,) = _worker_threads()
+        assert worker.native_id is not None
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == want
+        python_ids = {t.native_id for t in threading.enumerate()}
+        native = _native_ids() - before - python_ids  # started by llama.cpp, not by Python
+        for tid in native:
+            with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile
+                assert os.getpriority(os.PRIO_PROCESS, tid) == want, tid
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base
+    finally:
+        b.close()
