@@ -89,3 +89,21 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None
                     f"{_START_TIMEOUT_S:.0f}s; output:\n{_tail(log_path)}"
                 )
             time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def per_thread_niceness() -> None:
+    """Skip where one thread's niceness cannot be raised on its own (not Linux, or a sandbox
+    that forbids ``setpriority``): there the engine's threads run at the caller's priority."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread niceness is Linux's")
+    import threading
+
+    from aiplanner.backends.decode_threads import lower_priority
+
+    got: list[int | None] = []
+    probe = threading.Thread(target=lambda: got.append(lower_priority(1)))
+    probe.start()
+    probe.join(10)
+    if not got or got[0] is None:
+        pytest.skip("this environment forbids raising a thread's niceness")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -175,7 +174,7 @@ def test_bad_settings_are_refused() -> None:
         ThreadGovernor(2, busy=_never, probe_s=5.0, max_probe_s=1.0)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness: Linux")
+@pytest.mark.usefixtures("per_thread_niceness")
 def test_lower_priority_changes_the_calling_thread_only() -> None:
     base = os.getpriority(os.PRIO_PROCESS, 0)
     seen: dict[str, int | None] = {}

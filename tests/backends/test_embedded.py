@@ -513,7 +513,7 @@ def _native_ids() -> set[int]:
 
 
 @pytest.mark.model
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness: Linux")
+@pytest.mark.usefixtures("per_thread_niceness")
 @pytest.mark.parametrize(("engine", "nice"), [("batched", None), ("serial", 3), ("batched", 0)])
 def test_the_engine_and_llama_cpps_threads_yield_to_the_game(engine: Any, nice: int | None) -> None:
     """The worker thread raises its own niceness (10 by default) before the model loads, and the
