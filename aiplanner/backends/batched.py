@@ -786,12 +786,14 @@ class BatchedEngine:
                 break
         return self._constrained(g, index)
 
-    def _filter(self, grammar: Any, cand: Any) -> None:
-        """Apply ``grammar`` to the candidates ``cand`` in place: disallowed logits -> -inf."""
+    def _filter(self, grammar: Any, cand: Any) -> Any:
+        """Apply ``grammar`` to the candidates ``cand`` in place (disallowed logits -> -inf);
+        the ``llama_token_data_array`` over them, for a sampler to go on with."""
         lib = self._lib
         data = cand.ctypes.data_as(lib.llama_token_data_p)
         array = lib.llama_token_data_array(data, len(cand), -1, False)
         lib.llama_sampler_apply(grammar, ctypes.byref(array))
+        return array
 
     def _allowed(self, grammar: Any, token: int) -> bool:
         lib = self._lib
@@ -811,9 +813,7 @@ class BatchedEngine:
         cand["id"] = self._np.arange(self._n_vocab, dtype=self._np.int32)
         cand["logit"] = self._logits(index)
         cand["p"] = 0.0
-        data = cand.ctypes.data_as(lib.llama_token_data_p)
-        array = lib.llama_token_data_array(data, self._n_vocab, -1, False)
-        lib.llama_sampler_apply(g.grammar, ctypes.byref(array))
+        array = self._filter(g.grammar, cand)
         lib.llama_sampler_apply(g.chain, ctypes.byref(array))
         if not 0 <= array.selected < array.size:
             return -1

@@ -130,6 +130,24 @@ def _score_work(llama: Any, results: _Results, name: str, user: str, **kw: Any) 
     return ScoreWork(prompt, conts, time.monotonic() + HANG_GUARD_S, results.sink(name), **kw)
 
 
+def _generate_work(
+    prompt: tuple[int, ...],
+    gbnf: str | None,
+    max_tokens: int,
+    done: Callable[[Any], None],
+    *,
+    temperature: float = 0.0,
+    seed: int = 0,
+    on_token: Callable[[int], None] = lambda _token: None,
+    forced: tuple[int, ...] = (),
+) -> GenerateWork:
+    """A generation with the tests' hang guard as its deadline."""
+    deadline = time.monotonic() + HANG_GUARD_S
+    return GenerateWork(
+        prompt, gbnf, max_tokens, temperature, seed, deadline, on_token, done, forced=forced
+    )
+
+
 def _score_alone(
     engine: BatchedEngine, llama: Any, results: _Results, name: str, user: str
 ) -> None:
@@ -413,18 +431,7 @@ def test_memory_stays_flat_over_two_thousand_passes(llama: Any) -> None:
         )
         names = [f"s{i}"]
         if i % 20 == 0:
-            engine.add(
-                GenerateWork(
-                    (*system, 200 + i % 50),
-                    gbnf,
-                    2,
-                    0.0,
-                    0,
-                    time.monotonic() + HANG_GUARD_S,
-                    lambda _token: None,
-                    results.sink(f"g{i}"),
-                )
-            )
+            engine.add(_generate_work((*system, 200 + i % 50), gbnf, 2, results.sink(f"g{i}")))
             names.append(f"g{i}")
         passes = engine.stats.passes
         _run(engine, lambda: all(n in results.done for n in names))
@@ -459,15 +466,14 @@ def test_generated_tokens_follow_the_grammar_and_end_with_it(llama: Any) -> None
         for i in range(4):
             seen[i] = []
             engine.add(
-                GenerateWork(
+                _generate_work(
                     _tokens(llama, f"{SYSTEM}\nPick a number, soldier {i}:"),
                     'root ::= "[" [0-9] ("," [0-9])? "]"',
                     20,
-                    0.8,
-                    i,
-                    time.monotonic() + HANG_GUARD_S,
-                    seen[i].append,
                     results.sink(str(i)),
+                    temperature=0.8,
+                    seed=i,
+                    on_token=seen[i].append,
                 )
             )
         _run(engine, lambda: len(results.done) == 4)
@@ -498,11 +504,8 @@ def _greedy_plans(llama: Any) -> tuple[list[list[int]], int]:
     try:
         for i in range(4):
             prompt = _tokens(llama, f"{SYSTEM}\nWrite your plan as JSON, soldier {i}:\n")
-            deadline = time.monotonic() + HANG_GUARD_S
             engine.add(
-                GenerateWork(
-                    prompt, PLAN_GBNF, 40, 0.0, 0, deadline, seen[i].append, results.sink(str(i))
-                )
+                _generate_work(prompt, PLAN_GBNF, 40, results.sink(str(i)), on_token=seen[i].append)
             )
         _run(engine, lambda: len(results.done) == 4)
         assert all(isinstance(o, GenerateOutcome) for o in results.done.values())
@@ -519,20 +522,7 @@ def test_forced_tokens_the_grammar_rejects_fail_only_their_own_work(llama: Any) 
         for name, start in (("wrong", '{"x":'), ("right", '{"plan":[["')):
             forced = _tokens(llama, start)
             prompt = _tokens(llama, f"{SYSTEM}\nYour plan as JSON:\n") + forced
-            deadline = time.monotonic() + HANG_GUARD_S
-            engine.add(
-                GenerateWork(
-                    prompt,
-                    PLAN_GBNF,
-                    30,
-                    0.0,
-                    0,
-                    deadline,
-                    lambda _t: None,
-                    results.sink(name),
-                    forced=forced,
-                )
-            )
+            engine.add(_generate_work(prompt, PLAN_GBNF, 30, results.sink(name), forced=forced))
         _run(engine, lambda: len(results.done) == 2)
         assert isinstance(results.done["wrong"], ConfigError)
         assert isinstance(results.done["right"], GenerateOutcome)
@@ -565,17 +555,13 @@ def test_the_thread_governor_looks_after_each_decode_before_handing_anything_ove
     results = _Results()
     try:
         prompt = _tokens(llama, f"{SYSTEM}\nYour plan as JSON:\n")
-        deadline = time.monotonic() + HANG_GUARD_S
         engine.add(
-            GenerateWork(
+            _generate_work(
                 prompt,
                 PLAN_GBNF,
                 12,
-                0.0,
-                0,
-                deadline,
-                lambda _t: events.append("token"),
                 results.sink("plan"),
+                on_token=lambda _t: events.append("token"),
             )
         )
         _run(engine, lambda: bool(results.done))
