@@ -23,6 +23,7 @@ from demo_game.app import (
     build_backend,
     main,
     parse_args,
+    plan_cache_enabled,
     run,
 )
 from demo_game.game import Command, Game
@@ -169,6 +170,38 @@ def test_the_embedded_engine_is_chosen_on_the_command_line(tmp_path: Path) -> No
         backend = build_backend(opts, [])
         assert backend is not None and backend.info.parallel is parallel
         anyio.run(backend.aclose)
+
+
+def test_the_plan_cache_is_off_for_the_embedded_model_unless_asked_for() -> None:
+    assert parse_args([]).plan_cache == "auto"
+    assert not plan_cache_enabled(parse_args([]))  # the default backend: the embedded model
+    for backend in ("openai", "ollama", "scripted", "heuristic"):
+        assert plan_cache_enabled(parse_args(["--backend", backend]))
+    assert plan_cache_enabled(parse_args(["--plan-cache", "on"]))
+    assert not plan_cache_enabled(parse_args(["--backend", "ollama", "--plan-cache", "off"]))
+    with pytest.raises(SystemExit):
+        parse_args(["--plan-cache", "sometimes"])
+
+
+def test_a_run_without_the_plan_cache_asks_the_backend_instead() -> None:
+    def planned(plan_cache: str) -> dict[str, object]:
+        opts = Options(
+            backend="scripted",
+            lockstep=True,
+            headless=True,
+            fps=0,
+            frames=300,
+            plan_cache=plan_cache,  # type: ignore[arg-type]
+        )
+        return run(opts, log=False).stats
+
+    on, off = planned("on"), planned("off")
+    assert on["cache_enabled"] is True and off["cache_enabled"] is False
+    assert isinstance(on["cache_hits"], int) and on["cache_hits"] > 0  # the cache is used...
+    assert off["cache_hits"] == 0 and off["cache_misses"] == 0  # ...or never looked at
+    on_tiers, off_tiers = on["tiers"], off["tiers"]
+    assert isinstance(on_tiers, dict) and isinstance(off_tiers, dict)
+    assert "cache" not in off_tiers and off_tiers["llm"] > on_tiers["llm"]
 
 
 def _view(make_game: GameFactory) -> View:
