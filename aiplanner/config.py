@@ -57,6 +57,13 @@ class PlannerConfig:
       (bounded, :data:`aiplanner.decision.ScoreMemo`), so an agent whose situation reads word
       for word as one scored before is decided from those scores at once, without a call
       (``stats()["remembered"]`` counts them); set at start.
+    * ``cache_enabled`` / ``cache_size`` / ``cache_cell``: the plan cache, which answers an
+      agent at once with a plan the model chose for a similar situation (its key:
+      :func:`aiplanner.snapshot.quantised_key`, positions bucketed by ``cache_cell``), up to
+      ``cache_size`` plans. It saves calls to a slow backend; with scored decisions and
+      ``score_memo`` a fresh decision is cheap and exact repeats are remembered anyway, so the
+      demo turns it off for the embedded model (measured in the README: more plans from the
+      model). ``cache_enabled`` can be tuned live.
     * ``model_teams``: only agents of these teams ask the model; the others get the rules'
       plan at once (A/B battles, or a cheap side). None: every team.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.
