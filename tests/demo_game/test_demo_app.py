@@ -19,6 +19,7 @@ from aiplanner.components import PlanState, PlanStatus, Position, Tier
 from demo_game.app import (
     DemoError,
     Options,
+    PlanCache,
     backend_label,
     build_backend,
     main,
@@ -184,14 +185,14 @@ def test_the_plan_cache_is_off_for_the_embedded_model_unless_asked_for() -> None
 
 
 def test_a_run_without_the_plan_cache_asks_the_backend_instead() -> None:
-    def planned(plan_cache: str) -> dict[str, object]:
+    def planned(plan_cache: PlanCache) -> dict[str, object]:
         opts = Options(
             backend="scripted",
             lockstep=True,
             headless=True,
             fps=0,
             frames=300,
-            plan_cache=plan_cache,  # type: ignore[arg-type]
+            plan_cache=plan_cache,
         )
         return run(opts, log=False).stats
 
