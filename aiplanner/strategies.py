@@ -129,7 +129,7 @@ class PlanContext:
     calibrated: bool = True
     calibration: CalibrationCache = field(default_factory=CalibrationCache)
     # The model's scores of phrases after situations it has scored before (None: every
-    # decision calls the backend). The plugin keeps one when its cache is on.
+    # decision calls the backend). The plugin keeps one unless PlannerConfig.score_memo is off.
     memo: ScoreMemo | None = None
     # Free mode (aiplanner.free_first): "generate" the whole plan, or "score-first": the first
     # step scored (rank_prior and calibrated as above) and the rest generated after it.

@@ -27,6 +27,7 @@ than two at 30 fps. The issue's targets are printed beside the figures.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
@@ -53,13 +54,7 @@ def main() -> None:
     args = p.parse_args()
     print(f"frames={args.frames} threads={args.threads} {load()}", flush=True)
     for squad in args.squads:
-        runs = [
-            (e, w, g, c)
-            for e in args.engines
-            for w in args.weights
-            for g in args.frame_gc
-            for c in args.plan_cache
-        ]
+        runs = itertools.product(args.engines, args.weights, args.frame_gc, args.plan_cache)
         for engine, weights, frame_gc, plan_cache in runs:
             ms, stats = demo_frames(
                 {
