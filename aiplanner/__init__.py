@@ -96,7 +96,7 @@ from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.stream_parser import JsonArrayStream
 from aiplanner.training.situations import Situation, generate_situations
 from aiplanner.training.teacher import OutcomeTeacher
-from aiplanner.validation import RejectReason, validate_plan
+from aiplanner.validation import PlanView, RejectReason, validate_plan
 
 __all__ = [
     "BACKEND_NAMES",
@@ -158,6 +158,7 @@ __all__ = [
     "PlanRequest",
     "PlanState",
     "PlanStatus",
+    "PlanView",
     "PlannerConfig",
     "PlannerError",
     "PlannerPlugin",

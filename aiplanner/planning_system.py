@@ -19,12 +19,12 @@ Each tick, in this order (all on the game thread, never waiting on the backend):
 Time budget (``PlannerConfig.tick_budget_ms``, on the plugin clock, for the plugin's whole tick:
 see :mod:`aiplanner.tick_budget`): steps 1-3 take on per-agent work (a snapshot, a validation,
 the rules' ranking) only while it is expected to end within the budget, and carry on where they
-stopped on the next tick. Each step serves its queue first come, first served; each tick one
-agent's work is done whatever the budget, by the step whose oldest waiting work has waited
-longest, and agents idle :data:`IDLE_LIMIT_TICKS` ticks are served regardless (a share of them
-each tick; all of them at twice that), so nobody starves; an agent that misses a tick keeps
-running its provisional plan (or, idle, waits a frame). Lockstep and replay runs ignore the
-budget: they must repeat exactly.
+stopped on the next tick. Each step serves its queue first come, first served; each tick the
+step whose oldest waiting work has waited longest gets one agent's work done, within the budget
+or, if none of its work fitted, whatever the budget, and agents idle :data:`IDLE_LIMIT_TICKS`
+ticks are served regardless (a share of them each tick; all of them at twice that), so nobody
+starves; an agent that misses a tick keeps running its provisional plan (or, idle, waits a
+frame). Lockstep and replay runs ignore the budget: they must repeat exactly.
 
 Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → emergency (here).
 """
@@ -56,7 +56,7 @@ from aiplanner.snapshot_system import SnapshotSystem
 from aiplanner.strategies import Batch
 from aiplanner.throughput import ServiceRate
 from aiplanner.tick_budget import TickBudget
-from aiplanner.validation import validate_plan
+from aiplanner.validation import PlanView, validate_plan
 
 __all__ = ["EVENT_PLAN_APPLIED", "FRESH_S", "PlanningSystem", "ReplayLog"]
 
@@ -202,10 +202,14 @@ class PlanningSystem(esper.Processor):
 
     def _has_time(self, kind: int, *, regardless: bool = False) -> bool:
         """Whether one more agent's work of ``kind`` fits in this tick's time budget (measured
-        either way: see :meth:`TickBudget.fits`). One agent a tick goes ahead regardless (see
-        :meth:`TickBudget.grant_to`), as does one that is ``regardless``."""
+        either way: see :meth:`TickBudget.fits`). One agent a tick goes ahead regardless unless
+        the longest-waiting kind already had one done (see :meth:`TickBudget.grant_to`), as does
+        one that is ``regardless``."""
         budget = self.tick_budget
-        if budget.fits(kind, self._clock()) or regardless or budget.grant_to(kind):
+        if budget.fits(kind, self._clock()) or regardless:
+            budget.served(kind)
+            return True
+        if budget.grant_to(kind):
             return True
         self._metrics.record_budget_cut()
         return False
@@ -278,7 +282,9 @@ class PlanningSystem(esper.Processor):
             st.failures += 1
             self._fallback(ent, st, tick, now, type(outcome.error).__name__)
             return
-        snap = self._snapshots.snapshot(ent)
+        # Checked against what the agent sees now; a Sight finds its units only if the plan
+        # names one (the same verdict as its full snapshot, at a fraction of the cost).
+        snap = self._snapshots.sight(ent)
         if snap is None:
             self._metrics.record_dropped()
             return
@@ -677,9 +683,7 @@ class PlanningSystem(esper.Processor):
         self._stopgaps.clear()
 
 
-def _first_valid(
-    plans: Sequence[Plan], snap: WorldSnapshot, registry: ActionRegistry
-) -> Plan | None:
+def _first_valid(plans: Sequence[Plan], snap: PlanView, registry: ActionRegistry) -> Plan | None:
     """The first of ``plans`` that fits ``snap`` (validated again), or None."""
     for candidate in plans:
         try:

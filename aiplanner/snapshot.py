@@ -61,6 +61,11 @@ class WorldSnapshot:
     objective: tuple[int, int] | None
     field: Battlefield  # the whole map, for bounds and obstacle checks; not serialised
 
+    @property
+    def me_id(self) -> int:
+        """The agent's own id (``me.id``): what :class:`aiplanner.validation.PlanView` reads."""
+        return self.me.id
+
     def enemy(self, entity: int) -> SeenUnit | None:
         for u in self.enemies:
             if u.id == entity:

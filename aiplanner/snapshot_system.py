@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import esper
 
@@ -44,7 +44,10 @@ from aiplanner.snapshot import (
 )
 from aiplanner.spatial import UniformGrid, to_cell
 
-__all__ = ["COVER_RADIUS", "OCCUPIED_RADIUS", "SnapshotSystem"]
+if TYPE_CHECKING:
+    from aiplanner.validation import PlanView  # validation imports the registry: not at runtime
+
+__all__ = ["COVER_RADIUS", "OCCUPIED_RADIUS", "Sight", "SnapshotSystem"]
 
 COVER_RADIUS: Final = 0.75
 """An agent this close (cells) to a cover point is in cover."""
@@ -161,6 +164,56 @@ class _FieldIndex:
                 if dx2 + (cy - y) * (cy - y) <= r2 and (cx, cy) in cover:
                     return True
         return False
+
+
+class Sight:
+    """An agent's view as a plan is checked against it (a
+    :class:`~aiplanner.validation.PlanView`): the map and its id at once, the enemies and allies
+    it sees only when first asked for, found by the same search as its snapshot's, so they are
+    the same units. Made by :meth:`SnapshotSystem.sight` for the tick it is read in."""
+
+    __slots__ = ("_allies", "_enemies", "_radius", "_system", "_team", "_x", "_y", "field", "me_id")
+
+    def __init__(
+        self,
+        system: SnapshotSystem,
+        entity: int,
+        team: object,
+        x: float,
+        y: float,
+        radius: float,
+        field: Battlefield,
+    ) -> None:
+        self._system = system
+        self.me_id = entity
+        self._team = team
+        self._x = x
+        self._y = y
+        self._radius = radius
+        self.field = field
+        self._enemies: tuple[SeenUnit, ...] | None = None
+        self._allies: tuple[SeenUnit, ...] = ()
+
+    def _seen(self) -> tuple[SeenUnit, ...]:
+        """The enemies, after finding both lists on first use."""
+        if self._enemies is None:
+            self._enemies, self._allies = self._system._units(
+                self.me_id, self._team, self._x, self._y, self._radius
+            )
+        return self._enemies
+
+    def enemy(self, entity: int, /) -> SeenUnit | None:
+        for u in self._seen():
+            if u.id == entity:
+                return u
+        return None
+
+    def ally(self, entity: int, /) -> SeenUnit | None:
+        self._seen()
+        for u in self._allies:
+            if u.id == entity:
+                return u
+        return None
 
 
 class SnapshotSystem(esper.Processor):
@@ -344,19 +397,49 @@ class SnapshotSystem(esper.Processor):
         self._memo[entity] = snap
         return snap
 
-    def _build(self, entity: int) -> WorldSnapshot | None:
+    def sight(self, entity: int) -> PlanView | None:
+        """What a plan for ``entity`` is checked against this tick (see
+        :func:`~aiplanner.validation.validate_plan`): its snapshot if one was built this tick,
+        else a :class:`Sight`, which finds the units only if a step names one; the same answer
+        as checking against :meth:`snapshot`, without the cover, obstacles and self view.
+
+        None exactly when :meth:`snapshot` is None. Read it in the tick it was made in.
+        """
+        if entity in self._memo:
+            return self._memo[entity]
+        if entity not in self._agents:
+            return None
+        found = self._located(entity)
+        if found is None:
+            self._memo[entity] = None  # as snapshot() would have found
+            return None
+        index, row, x, y = found
+        cm = self.components
+        return Sight(
+            self, entity, cm.team(row[cm.team_index]), x, y, cm.perception_of(entity), index.field
+        )
+
+    def _located(self, entity: int) -> tuple[_FieldIndex, Sequence[Any], float, float] | None:
+        """The map's lookups, ``entity``'s row of components and its indexed position, or None
+        when it has no snapshot (no map, not indexed, dead or gone, a component missing)."""
         index = self._index
         pos = self._position(entity)
         if index is None or pos is None or not self._alive(entity):
             return None
-        cm = self.components
-        row = esper.try_components(entity, *cm.query)
+        row = esper.try_components(entity, *self.components.query)
         if row is None:
             return None
+        return index, row, pos[0], pos[1]
+
+    def _build(self, entity: int) -> WorldSnapshot | None:
+        found = self._located(entity)
+        if found is None:
+            return None
+        index, row, x, y = found
+        cm = self.components
         team = cm.team(row[cm.team_index])
         radius = cm.perception_of(entity)
         rounds, capacity = cm.ammo_of(entity)
-        x, y = pos
         mx, my = to_cell(x, y)
         me = new_self_view(
             entity,  # id

@@ -12,8 +12,9 @@ strays from it (:meth:`TickBudget.fits` measures the time between two of its cal
 kind, and admits work when the mean plus :data:`SPREADS` deviations fits), and the rest of the
 tick is measured between :meth:`TickBudget.planning_done` and :meth:`TickBudget.end`.
 
-Progress whatever the budget: each tick, one agent's work is done even when nothing fits, given
-to the kind whose oldest waiting work has waited longest (see :meth:`TickBudget.grant_to`);
+Progress whatever the budget: each tick, the kind whose oldest waiting work has waited longest
+gets one agent's work done, within the budget if it fits, regardless if nothing of that kind
+did (see :meth:`TickBudget.grant_to`);
 planning may always spend :data:`PLANNING_FLOOR` of the budget from its own start, however late
 it starts; the planning system also serves agents left idle too long regardless
 (``IDLE_LIMIT_TICKS``).
@@ -49,6 +50,7 @@ class TickBudget:
         "_last_at",
         "_last_kind",
         "_planning_done",
+        "_progressed",
         "_rest",
         "_spread",
         "_started",
@@ -66,6 +68,7 @@ class TickBudget:
         self._last_kind = -1
         self._last_at = 0.0
         self._granted = False  # this tick's one agent regardless given out
+        self._progressed = False  # the preferred kind had an agent's work done this tick
         self.preferred = 0  # the kind that gets that agent (see grant_to)
 
     @property
@@ -102,6 +105,7 @@ class TickBudget:
             self._until = max(started + budget - self._rest, now + budget * PLANNING_FLOOR)
         self._last_kind = -1
         self._granted = False
+        self._progressed = False
         longest = max(oldest, default=0.0)
         tied = [k for k, waited in enumerate(oldest) if waited == longest]
         self.preferred = tied[tick % len(tied)] if tied else 0
@@ -126,11 +130,20 @@ class TickBudget:
         """Whether the budget for per-agent work is used up."""
         return now >= self._until
 
+    def served(self, kind: int) -> None:
+        """One agent's work of ``kind`` goes ahead this tick (it fitted, or was due regardless):
+        if ``kind`` is :attr:`preferred`, that is this tick's progress for it, and no agent goes
+        ahead by :meth:`grant_to`."""
+        if kind == self.preferred:
+            self._progressed = True
+
     def grant_to(self, kind: int) -> bool:
         """Whether ``kind``, which has work that did not fit, does this tick's one agent
         regardless: it goes to :attr:`preferred`, or to a later kind when the preferred one
-        (done before it) did not take it. Once a tick."""
-        if self._granted or kind < self.preferred:
+        (done before it) did not take it; to nobody once the preferred kind had an agent's work
+        done this tick (:meth:`served`): that agent was the tick's progress, and another one past
+        the budget would only lengthen the tick. Once a tick."""
+        if self._granted or self._progressed or kind < self.preferred:
             return False
         self._granted = True
         return True

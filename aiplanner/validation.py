@@ -12,14 +12,34 @@ though it subclasses ``int``) before they are compared with anything.
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, Protocol
 
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Plan, Step
+from aiplanner.components import Battlefield
 from aiplanner.errors import PlanRejected
 from aiplanner.places import unpack_cell
-from aiplanner.snapshot import WorldSnapshot
+from aiplanner.snapshot import SeenUnit
 
-__all__ = ["RejectReason", "validate_plan", "validate_step"]
+__all__ = ["PlanView", "RejectReason", "validate_plan", "validate_step"]
+
+
+class PlanView(Protocol):
+    """What a plan is checked against: the map, the agent's id, and the living units it sees.
+
+    A :class:`~aiplanner.snapshot.WorldSnapshot` is one; so is
+    :meth:`aiplanner.snapshot_system.SnapshotSystem.sight`, which looks for the units only
+    when a step names one (checking an arrived plan needs no cover, obstacles or self view).
+    """
+
+    @property
+    def field(self) -> Battlefield: ...
+
+    @property
+    def me_id(self) -> int: ...
+
+    def enemy(self, entity: int, /) -> SeenUnit | None: ...
+
+    def ally(self, entity: int, /) -> SeenUnit | None: ...
 
 
 class RejectReason(enum.StrEnum):
@@ -58,7 +78,7 @@ def _reject(reason: RejectReason, detail: str) -> PlanRejected:
 
 
 def validate_step(
-    step: Step, snapshot: WorldSnapshot, registry: ActionRegistry = DEFAULT_REGISTRY
+    step: Step, snapshot: PlanView, registry: ActionRegistry = DEFAULT_REGISTRY
 ) -> None:
     """Check one step against the registry and what the agent can see.
 
@@ -113,7 +133,7 @@ def validate_step(
                 raise _reject(
                     RejectReason.BAD_TARGET, f"{name}.{arg.name}={value} is not a visible enemy"
                 )
-        elif kind is _ALLY and value != snapshot.me.id:
+        elif kind is _ALLY and value != snapshot.me_id:
             ally = snapshot.ally(value)
             if ally is None or ally.hp <= 0:
                 raise _reject(
@@ -123,7 +143,7 @@ def validate_step(
         raise _reject(RejectReason.BLOCKED, f"{name} to ({x}, {y}): the cell is blocked")
 
 
-def _check_place(name: str, arg: str, value: int, snapshot: WorldSnapshot, *, cover: bool) -> None:
+def _check_place(name: str, arg: str, value: int, snapshot: PlanView, *, cover: bool) -> None:
     field = snapshot.field
     x, y = unpack_cell(value)
     if value < 0 or not field.in_bounds(x, y):
@@ -135,7 +155,7 @@ def _check_place(name: str, arg: str, value: int, snapshot: WorldSnapshot, *, co
 
 
 def validate_plan(
-    plan: Plan, snapshot: WorldSnapshot, registry: ActionRegistry = DEFAULT_REGISTRY
+    plan: Plan, snapshot: PlanView, registry: ActionRegistry = DEFAULT_REGISTRY
 ) -> Plan:
     """Return ``plan`` unchanged if every step is legal for this snapshot.
 

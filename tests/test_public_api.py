@@ -64,6 +64,7 @@ EXPECTED = [
     "PlanRequest",
     "PlanState",
     "PlanStatus",
+    "PlanView",
     "PlannerConfig",
     "PlannerError",
     "PlannerPlugin",

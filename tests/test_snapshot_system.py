@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiplanner.actions import Plan, Step
+from aiplanner.combat import DEFAULT_REGISTRY
 from aiplanner.components import (
     Agent,
     Ammo,
@@ -24,10 +26,11 @@ from aiplanner.components import (
     Team,
     Weapon,
 )
-from aiplanner.errors import ConfigError
+from aiplanner.errors import ConfigError, PlanRejected
 from aiplanner.snapshot import WorldSnapshot
-from aiplanner.snapshot_system import SnapshotSystem, _Nearby
+from aiplanner.snapshot_system import Sight, SnapshotSystem, _Nearby
 from aiplanner.spatial import UniformGrid, to_cell
+from aiplanner.validation import PlanView, validate_plan
 
 _worlds = itertools.count()
 
@@ -295,20 +298,21 @@ def test_bad_settings_raise(kwargs: dict[str, float]) -> None:
         SnapshotSystem(**kwargs)  # type: ignore[arg-type]
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    people=st.lists(
-        st.tuples(
-            st.floats(0, 30, allow_nan=False),
-            st.floats(0, 30, allow_nan=False),
-            st.integers(1, 3),
-            st.integers(-5, 100),
-        ),
-        min_size=1,
-        max_size=40,
+# (x, y, team, hp) of up to 40 agents on a 31x31 map, some dead.
+PEOPLE = st.lists(
+    st.tuples(
+        st.floats(0, 30, allow_nan=False),
+        st.floats(0, 30, allow_nan=False),
+        st.integers(1, 3),
+        st.integers(-5, 100),
     ),
-    cap=st.integers(0, 6),
+    min_size=1,
+    max_size=40,
 )
+
+
+@settings(max_examples=40, deadline=None)
+@given(people=PEOPLE, cap=st.integers(0, 6))
 def test_units_match_brute_force(people: list[tuple[float, float, int, int]], cap: int) -> None:
     with fresh_world():
         esper.create_entity(Battlefield(31, 31))
@@ -531,3 +535,101 @@ def test_nearby_points_answer_as_the_grid_from_memo_too(
         grid.insert(i, px, py)
     for x, y in [*positions, *positions, *((x + 0.25, y) for x, y in positions)]:
         assert list(nearby.query(x, y, radius)) == grid.query(x, y, radius)
+
+
+def _verdict(plan: Plan, view: PlanView) -> str:
+    try:
+        validate_plan(plan, view, DEFAULT_REGISTRY)
+    except PlanRejected as exc:
+        return exc.reason
+    return "ok"
+
+
+def _plans_naming(ids: list[int], me: int) -> list[Plan]:
+    """A plan per unit argument (every id as an enemy and as an ally, the agent itself too),
+    plus plans that name no unit, and one naming a unit after a legal step."""
+    plans = [Plan((Step("Attack", (e,)),)) for e in [*ids, 999_999]]
+    plans += [Plan((Step("Heal", (e,)),)) for e in [*ids, me]]
+    plans += [
+        Plan((Step("Scan"),)),
+        Plan((Step("MoveTo", (3, 4)),)),
+        Plan((Step("MoveTo", (99, 4)),)),  # off the map: rejected, no unit named
+        Plan((Step("Reload"), Step("Attack", (ids[0],)))),
+    ]
+    return plans
+
+
+@settings(max_examples=40, deadline=None)
+@given(people=PEOPLE, cap=st.integers(0, 4))
+def test_a_sight_checks_every_plan_as_the_snapshot_does(
+    people: list[tuple[float, float, int, int]], cap: int
+) -> None:
+    """Attack and Heal of every unit (seen, too far, beyond the cap, dead, the agent itself),
+    and plans naming none: the same verdict against the agent's sight as against its snapshot,
+    from a system that has built no snapshot (so the sight finds the units itself)."""
+    with fresh_world():
+        esper.create_entity(Battlefield(31, 31))
+        ids = [agent(x, y, t, hp) for x, y, t, hp in people]
+        sights = SnapshotSystem(max_units=cap, cell_size=3.0)
+        snapshots = SnapshotSystem(max_units=cap, cell_size=3.0)
+        sights.process(0.016)
+        snapshots.process(0.016)
+        for ent in ids:
+            view = sights.sight(ent)
+            snap = snapshots.snapshot(ent)
+            assert (view is None) == (snap is None)
+            if view is None or snap is None:
+                continue
+            assert isinstance(view, Sight)
+            for plan in _plans_naming(ids, ent):
+                assert _verdict(plan, view) == _verdict(plan, snap), plan
+
+
+def test_a_sight_is_none_exactly_when_the_snapshot_is(world: str) -> None:
+    system = SnapshotSystem()
+    system.process(0.016)
+    me = agent(5, 5)
+    assert system.sight(me) is None  # not indexed yet
+    esper.create_entity(FIELD)
+    dead = agent(6, 5, 2, 0)
+    dies_later = agent(7, 5, 2)
+    deleted_later = agent(8, 5, 2)
+    no_team = esper.create_entity(Agent(), Position(5, 6), Health(100))
+    system.process(0.016)
+    esper.component_for_entity(dies_later, Health).hp = 0
+    esper.delete_entity(deleted_later)
+    for ent in (dead, dies_later, deleted_later, no_team, 123456):
+        assert system.sight(ent) is None
+        assert system.snapshot(ent) is None
+    view = system.sight(me)
+    assert isinstance(view, Sight) and view.me_id == me and view.field is FIELD
+
+
+def test_a_sight_looks_for_units_only_when_a_step_names_one(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The point of a sight: a plan that names no unit is checked without the units' search,
+    one that names units searches once; and a snapshot built this tick is used as it is."""
+    esper.create_entity(FIELD)
+    me = agent(5, 5)
+    foe = agent(7, 5, 2)
+    friend = agent(5, 7)
+    system = SnapshotSystem()
+    system.process(0.016)
+    searches: list[int] = []
+    units = system._units
+
+    def counted(*args: object) -> object:
+        searches.append(1)
+        return units(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(system, "_units", counted)
+    view = system.sight(me)
+    assert view is not None
+    validate_plan(Plan((Step("Scan"), Step("MoveTo", (3, 4)))), view)
+    assert searches == []
+    validate_plan(Plan((Step("Attack", (foe,)), Step("Heal", (friend,)))), view)
+    validate_plan(Plan((Step("Heal", (friend,)),)), view)
+    assert searches == [1]
+    snap = system.snapshot(foe)
+    assert system.sight(foe) is snap

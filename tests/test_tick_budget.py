@@ -77,6 +77,22 @@ def test_a_later_kind_gets_the_grant_the_preferred_one_did_not_take() -> None:
     assert budget.grant_to(2)
 
 
+def test_no_grant_once_the_preferred_kind_had_an_agent_served_this_tick() -> None:
+    """The grant is progress for the longest-waiting kind when nothing of it fits: once one of
+    its agents went ahead (within the budget, or due regardless), nobody goes past the budget
+    by the grant that tick, neither that kind nor a later one; served work of another kind
+    does not count."""
+    budget = TickBudget(3)
+    budget.open(0.0, 1.0, [5.0, 2.0, 1.0], tick=1)
+    assert budget.preferred == 0
+    budget.served(1)  # not the preferred kind: the grant is still there
+    budget.served(0)
+    assert not budget.grant_to(0)
+    assert not budget.grant_to(2)
+    budget.open(0.0, 1.0, [5.0, 2.0, 1.0], tick=2)
+    assert budget.grant_to(0)  # a new tick, nothing served yet
+
+
 def test_ties_take_turns_by_tick() -> None:
     budget = TickBudget(3)
     chosen = []
