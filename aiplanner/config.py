@@ -74,8 +74,9 @@ class PlannerConfig:
       execution), in milliseconds of the plugin clock: the planning system takes on per-agent
       work (applying arrived plans, deadline fallbacks, new requests) only while it is expected
       to end within it, leaving the rest of the tick its measured share; the rest carries on at
-      the next tick, first come first served, one agent a tick regardless and agents idle a few
-      ticks served regardless (None: no budget). See :mod:`aiplanner.tick_budget`. Lockstep and
+      the next tick, first come first served; the longest-waiting kind of work gets one agent
+      a tick even when none fits, and agents idle a few ticks are served regardless (None: no
+      budget). See :mod:`aiplanner.tick_budget`. Lockstep and
       replay runs ignore it.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
       nobody stands still; the model's plan replaces it when it arrives.
