@@ -37,6 +37,7 @@ from engine import load  # the load average as the engine benchmark prints it
 
 from aiplanner.bench.frame import demo_frames
 from aiplanner.bench.stats import percentile
+from demo_game.app import PLAN_CACHE
 
 _WARMUP_FRAMES = 10
 
@@ -47,7 +48,7 @@ def main() -> None:
     p.add_argument("--engines", nargs="+", default=["batched", "serial"])
     p.add_argument("--weights", nargs="+", default=["auto"])
     p.add_argument("--frame-gc", nargs="+", choices=["on", "off"], default=["on"])
-    p.add_argument("--plan-cache", nargs="+", choices=["auto", "on", "off"], default=["auto"])
+    p.add_argument("--plan-cache", nargs="+", choices=PLAN_CACHE, default=["auto"])
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
