@@ -136,6 +136,10 @@ class PlanningSystem(esper.Processor):
         self._stopgaps: dict[int, tuple[int, Plan, Tier]] = {}
         # Busy seconds per answer of a backend serving many calls at once (admission, step 4).
         self._service = ServiceRate()
+        self._between = False  # in between_frames: the frame's idle time, not a tick
+        self._served_between = 0
+        self._cut_between = False  # some work did not fit in this between_frames pass
+        self._cleared_at = -1  # the last tick after which a between_frames pass did all it found
 
     # -- queries ---------------------------------------------------------------------------------
     @property
@@ -160,6 +164,39 @@ class PlanningSystem(esper.Processor):
             self._plan_tick(cfg, tick, now)
         finally:
             self.tick_budget.planning_done(self._clock())
+
+    def between_frames(self, until: float) -> int:
+        """Waiting per-agent work done in the frame's idle time, until ``until`` (plugin clock):
+        what the next tick would otherwise do first. Returns how many agents' work was done.
+
+        The same steps as a tick, in its order (agents that need a plan, arrived plans, deadline
+        fallbacks, batches), each agent's work taken on only while it is expected to end by
+        ``until`` (measured costs, :meth:`TickBudget.open_idle`), nothing regardless: the ticks
+        keep the progress guarantee. Agents are read from this tick's index (positions as of the
+        tick's start, health live), as the tick's own planning reads them. Does nothing before
+        the first tick, in lockstep or replay runs (they must repeat exactly), or with no time.
+        """
+        cfg = self._config()
+        now = self._clock()
+        if cfg.lockstep or self._replay is not None or self._snapshots.tick == 0 or now >= until:
+            return 0
+        tick = self._snapshots.tick
+        self._budget = cfg.max_plans_per_tick or len(self._known) + 1_000_000
+        self.tick_budget.open_idle(until)
+        self._between = True
+        self._served_between = 0
+        self._cut_between = False
+        try:
+            self._collect_needs(cfg, tick, now)
+            self._apply_outcomes(cfg, tick, now)
+            self._expire(tick, now)
+            self._serve_late(tick, now)
+            self._dispatch(cfg, tick, now)
+        finally:
+            self._between = False
+        if not self._cut_between:
+            self._cleared_at = tick
+        return self._served_between
 
     def _waited(self, tick: int) -> list[float]:
         """Per kind of work, how many ticks its oldest waiting work has waited (-inf: none
@@ -192,11 +229,14 @@ class PlanningSystem(esper.Processor):
             if self._on_settled is not None:
                 self._on_settled(now)  # the bridge thread is idle: time may move on for it
         self._drop_stale_candidates(now)
-        self._collect_needs(cfg, tick, now)
-        self._apply_outcomes(cfg, tick, now)
-        self._expire(tick, now)
-        self._serve_late(tick, now)
-        self._dispatch(cfg, tick, now)
+        if self._cleared_at != tick - 1:
+            self._collect_needs(cfg, tick, now)
+            self._apply_outcomes(cfg, tick, now)
+            self._expire(tick, now)
+            self._serve_late(tick, now)
+            self._dispatch(cfg, tick, now)
+        # else: the last frame's idle time did all the work it found (between_frames), and the
+        # next one will do this tick's: the tick leaves it there and stays short.
         if not self._in_flight:
             self._service.idle()
 
@@ -206,6 +246,12 @@ class PlanningSystem(esper.Processor):
         the longest-waiting kind already had one done (see :meth:`TickBudget.grant_to`), as does
         one that is ``regardless``."""
         budget = self.tick_budget
+        if self._between:  # the frame's idle time: only what fits, and no cut counted
+            if budget.fits(kind, self._clock()):
+                self._served_between += 1
+                return True
+            self._cut_between = True
+            return False
         if budget.fits(kind, self._clock()) or regardless:
             budget.served(kind)
             return True
@@ -213,6 +259,13 @@ class PlanningSystem(esper.Processor):
             return True
         self._metrics.record_budget_cut()
         return False
+
+    def adopt_new_agents(self) -> None:
+        """Give new agents the components planning needs now (the plugin does it as its tick
+        starts, before the snapshot system reads the agents: each component added makes esper
+        build every query again, and a query of a hundred agents costs ~0.25 ms; the tick's
+        planning step finds nothing left to do then)."""
+        self._adopt_new_agents(self._config())
 
     def _adopt_new_agents(self, cfg: PlannerConfig) -> None:
         """Give every new agent (``cfg.components.agent``) the components planning needs; check
@@ -614,7 +667,8 @@ class PlanningSystem(esper.Processor):
             and self.tick_budget.spent(self._clock())
         ):
             st.invalid_reason = why
-            self._metrics.record_budget_cut()
+            if not self._between:
+                self._metrics.record_budget_cut()
             self._late.append((tick, ent))
             return
         snap = self._snapshots.snapshot(ent)

@@ -123,10 +123,13 @@ class PlannerPlugin:
         self._settled_at = now
 
     def _tick_start(self) -> None:
-        """The snapshot system's first step: the tick's time budget starts, and the bridge's
-        loop waits until the tick ends (see AsyncBridge.hold)."""
+        """The snapshot system's first step: the tick's time budget starts, new agents get
+        their planning components before anything reads the agents (see
+        :meth:`PlanningSystem.adopt_new_agents`), and the bridge's loop waits until the tick
+        ends (see AsyncBridge.hold)."""
         if self.planning_system is not None:
             self.planning_system.tick_budget.start(self._clock())
+            self.planning_system.adopt_new_agents()
         if self._bridge is not None:
             self._bridge.hold()
 
@@ -137,6 +140,27 @@ class PlannerPlugin:
             self.planning_system.tick_budget.end(self._clock())
         if self._bridge is not None:
             self._bridge.release()
+
+    def between_frames(self, idle_ms: float) -> int:
+        """Use up to ``idle_ms`` of the frame's idle time (after drawing, before the game loop
+        sleeps until the next frame) for planning work that is waiting: agents that need a plan,
+        plans that arrived, deadline fallbacks, batches to send (see
+        :meth:`PlanningSystem.between_frames`). What is done here the next tick need not do, so
+        ticks get shorter and an agent whose plan ran out this tick gets its next one before
+        the next tick. Returns how many agents' work was done; 0 when not installed, with no
+        time, in lockstep or replay runs. The bridge's loop waits meanwhile, as in a tick.
+        """
+        planning = self.planning_system
+        if planning is None or not idle_ms > 0:
+            return 0
+        bridge = self._bridge
+        if bridge is not None:
+            bridge.hold()
+        try:
+            return planning.between_frames(self._clock() + idle_ms / 1000.0)
+        finally:
+            if bridge is not None:
+                bridge.release()
 
     @property
     def backend_busy(self) -> bool:

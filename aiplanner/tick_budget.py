@@ -19,6 +19,10 @@ planning may always spend :data:`PLANNING_FLOOR` of the budget from its own star
 it starts; the planning system also serves agents left idle too long regardless
 (``IDLE_LIMIT_TICKS``).
 
+Between two ticks, the frame's idle time can take on the same per-agent work
+(:meth:`TickBudget.open_idle`, used by ``PlannerPlugin.between_frames``): up to a given time, with
+nothing regardless.
+
 Times are the plugin clock's, in seconds. Not thread-safe: the game thread owns it.
 """
 
@@ -109,6 +113,16 @@ class TickBudget:
         longest = max(oldest, default=0.0)
         tied = [k for k, waited in enumerate(oldest) if waited == longest]
         self.preferred = tied[tick % len(tied)] if tied else 0
+
+    def open_idle(self, until: float) -> None:
+        """Per-agent work in the frame's idle time, between two ticks: it should end by ``until``
+        (the plugin clock). Nothing goes ahead regardless (:meth:`grant_to` gives nothing): the
+        ticks keep the progress guarantee. Costs are measured as in a tick; call
+        :meth:`planning_done` after."""
+        self._until = until
+        self._last_kind = -1
+        self._granted = True
+        self._progressed = True
 
     def fits(self, kind: int, now: float) -> bool:
         """Whether one more agent's work of ``kind`` is expected to end within the budget: its

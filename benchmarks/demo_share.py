@@ -5,6 +5,7 @@ Run (timings go under the bench lock; the load average is printed at the start a
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/demo_share.py
         [--squads 3 10 32] [--engines batched serial] [--weights auto as-is] [--frames 1200]
         [--threads 2] [--seed N] [--frame-gc on off] [--plan-cache auto on off]
+        [--idle-planning on off]
 
 Each row is the demo run headless in a child process (SDL dummy driver: drawing and flip still
 happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the share of applied
@@ -20,7 +21,9 @@ replaced by the model's next choice that still fitted (the rest went to the rule
 the F16 copy of the default model, ``as-is``: the shipped Q4_1 file), taking turns, so a change of
 the machine's speed falls on both; ``--frame-gc on off`` likewise with the demo's collector between
 frames and without (``--no-frame-gc``), and ``--plan-cache`` with the plugin's plan cache as the
-demo decides (``auto``: off for the embedded model), on and off; ``>33ms`` counts frames longer
+demo decides (``auto``: off for the embedded model), on and off, and ``--idle-planning`` with the
+demo's planning between frames (:meth:`~aiplanner.PlannerPlugin.between_frames`) and without
+(``--no-idle-planning``); ``>33ms`` counts frames longer
 than two at 30 fps. The issue's targets are printed beside the figures.
 """
 
@@ -49,14 +52,17 @@ def main() -> None:
     p.add_argument("--weights", nargs="+", default=["auto"])
     p.add_argument("--frame-gc", nargs="+", choices=["on", "off"], default=["on"])
     p.add_argument("--plan-cache", nargs="+", choices=PLAN_CACHE, default=["auto"])
+    p.add_argument("--idle-planning", nargs="+", choices=["on", "off"], default=["on"])
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     print(f"frames={args.frames} threads={args.threads} {load()}", flush=True)
     for squad in args.squads:
-        runs = itertools.product(args.engines, args.weights, args.frame_gc, args.plan_cache)
-        for engine, weights, frame_gc, plan_cache in runs:
+        runs = itertools.product(
+            args.engines, args.weights, args.frame_gc, args.plan_cache, args.idle_planning
+        )
+        for engine, weights, frame_gc, plan_cache, idle_planning in runs:
             ms, stats = demo_frames(
                 {
                     "backend": "embedded",
@@ -64,6 +70,7 @@ def main() -> None:
                     "weights": weights,
                     "frame_gc": frame_gc == "on",
                     "plan_cache": plan_cache,
+                    "idle_planning": idle_planning == "on",
                     "threads": args.threads,
                     "squad_size": squad,
                     "seed": args.seed,
@@ -80,7 +87,7 @@ def main() -> None:
             assert isinstance(errors, dict)
             print(
                 f"{squad:>2}v{squad:<2} {engine:<8} {weights:<6} gc={frame_gc:<3} "
-                f"plan-cache={plan_cache:<4} "
+                f"plan-cache={plan_cache:<4} idle-planning={idle_planning:<3} "
                 f"model={model:3d}/{plans:3d} "
                 f"({100.0 * model / max(1, plans):5.1f}%) "
                 f"model p50={_s(stats.get('model_latency_p50_ms'))} "

@@ -5,6 +5,8 @@ Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--ca
          [--gc freeze default]    (freeze: gc.freeze() once the world is built; the default)
          [--switch-interval 0.005 0.001]   (sys.setswitchinterval seconds; default: as it is)
          [--fps 60]               (pacing: sleep out each 1/fps frame; 0: ticks back to back)
+         [--between-ms 0 8]       (planning in each frame's idle time, at most this many ms:
+                                   PlannerPlugin.between_frames; 0: off, the default)
 
 The backend is the ScriptedBackend (instant answers through the real bridge thread), so what is
 measured is the game-thread cost: SnapshotSystem + PlanningSystem (+ ActionExecutionSystem shown
@@ -63,6 +65,7 @@ def measure(
     budget_ms: float | None = None,
     gc_mode: str = "freeze",
     fps: float = 60.0,
+    between_ms: float = 0.0,
 ) -> dict[str, float | str]:
     esper.switch_world(f"bench-{n}")
     side = max(40, int((n * 12) ** 0.5))  # keep density roughly constant
@@ -78,6 +81,7 @@ def measure(
     plan_ms: list[float] = []
     plan_cpu: list[float] = []
     exec_ms: list[float] = []
+    idle_ms: list[float] = []  # planning between frames
     if gc_mode == "freeze":  # as a game does once a level is loaded
         gc.collect()
         gc.freeze()
@@ -87,6 +91,12 @@ def measure(
         for t in range(ticks + 30):
             spent.clear()
             esper.process(1 / 30)
+            if between_ms > 0:  # the frame's idle time, never past the frame's end less 2 ms
+                p0 = time.perf_counter()
+                left_ms = (next_frame + frame - p0) * 1000.0 - 2.0 if frame else between_ms
+                plugin.between_frames(min(between_ms, left_ms))
+                if t >= 30:
+                    idle_ms.append((time.perf_counter() - p0) * 1000.0)
             if frame:  # sleep out the frame; a late frame starts the next one at once
                 next_frame = max(next_frame + frame, time.perf_counter())
                 time.sleep(max(0.0, next_frame - time.perf_counter()))
@@ -104,13 +114,21 @@ def measure(
     plan_ms.sort()
     plan_cpu.sort()
     exec_ms.sort()
+    idle_ms.sort()
     p99 = int(0.99 * (len(plan_ms) - 1))
+    between: dict[str, float | str] = {"between frames": "off"}
+    if idle_ms:
+        between = {
+            "between frames p50 ms": statistics.median(idle_ms),
+            "between frames p99 ms": idle_ms[int(0.99 * (len(idle_ms) - 1))],
+        }
     return {
         "agents": n,
         "max_plans_per_tick": str(cap),
         "tick_budget_ms": str(cfg.tick_budget_ms),
         "gc": gc_mode,
         "fps": str(fps or "back to back"),
+        **between,
         "snapshot+planning p50 ms": statistics.median(plan_ms),
         "snapshot+planning p99 ms": plan_ms[p99],
         "snapshot+planning CPU p50 ms": statistics.median(plan_cpu),
@@ -131,6 +149,13 @@ def main() -> None:
     parser.add_argument("--gc", nargs="*", default=["freeze"], choices=["freeze", "default"])
     parser.add_argument("--switch-interval", type=float, nargs="*", default=[None])
     parser.add_argument("--fps", type=float, default=60.0, help="pacing (0: back to back)")
+    parser.add_argument(
+        "--between-ms",
+        type=float,
+        nargs="*",
+        default=[0.0],
+        help="planning in each frame's idle time (PlannerPlugin.between_frames); 0: off",
+    )
     args = parser.parse_args()
     default_interval = sys.getswitchinterval()
     for n in args.agents:
@@ -138,19 +163,22 @@ def main() -> None:
             for budget in args.tick_budget_ms:
                 for gc_mode in args.gc:
                     for interval in args.switch_interval:
-                        sys.setswitchinterval(interval or default_interval)
-                        try:
-                            r = measure(n, args.ticks, cap or None, budget, gc_mode, args.fps)
-                        finally:
-                            sys.setswitchinterval(default_interval)
-                        r["switch_interval_ms"] = (interval or default_interval) * 1000
-                        print(
-                            "  ".join(
-                                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in r.items()
-                            ),
-                            flush=True,
-                        )
+                        for between in args.between_ms:
+                            sys.setswitchinterval(interval or default_interval)
+                            try:
+                                r = measure(
+                                    n, args.ticks, cap or None, budget, gc_mode, args.fps, between
+                                )
+                            finally:
+                                sys.setswitchinterval(default_interval)
+                            r["switch_interval_ms"] = (interval or default_interval) * 1000
+                            print(
+                                "  ".join(
+                                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in r.items()
+                                ),
+                                flush=True,
+                            )
 
 
 if __name__ == "__main__":

@@ -128,6 +128,11 @@ class Battle:
                 self.respawned += 1
 
 
+_RESERVE_MS = 2.0
+"""Of a frame's idle time, what ``--between-ms`` planning leaves unused: the collection after it
+(``--gc idle``) and the pacing sleep's wake-up."""
+
+
 def _timed(proc: object, spent: dict[str, float]) -> None:
     """Wrap ``proc.process`` so each call stores its duration (ms) in ``spent``."""
     inner = proc.process  # type: ignore[attr-defined]
@@ -163,7 +168,9 @@ class Run:
     idle_share: list[float] = field(default_factory=list)  # agents idle (no plan) after a tick
     idle_waits: list[int] = field(default_factory=list)  # ticks an agent stood idle, each time
     between: list[float] = field(default_factory=list)  # --gc idle: collection after a tick, ms
-    frame_overruns: int = 0  # --gc idle: tick + collection longer than a frame
+    frame_overruns: int = 0  # tick + work between frames (collection, planning) > a frame
+    planned: list[float] = field(default_factory=list)  # --between-ms: planning after a tick, ms
+    served_between: int = 0  # --between-ms: agents' work done between frames
     stats: dict[str, object] = field(default_factory=dict)
     respawned: int = 0
     profile: str = ""
@@ -179,6 +186,7 @@ def run(
     tick_budget_ms: float | None,
     profile_share: float = 0.0,
     gc_mode: str = "freeze",
+    between_ms: float = 0.0,
 ) -> Run:
     """One battle of ``n`` agents for ``warmup + ticks`` paced ticks.
 
@@ -249,14 +257,27 @@ def run(
                         heapq.heappush(slowest, item)
                     elif ms > slowest[0][0]:
                         heapq.heapreplace(slowest, item)
+            after_ms = 0.0
+            if between_ms > 0:
+                # The frame's idle time, as a game offers it: at most --between-ms, and never
+                # past the frame's end less a reserve (the collection, the sleep's wake-up).
+                p0 = clock()
+                idle_ms = min(between_ms, (next_frame + dt - p0) * 1000.0 - _RESERVE_MS)
+                served = plugin.between_frames(idle_ms)
+                planned_ms = (clock() - p0) * 1000.0
+                after_ms += planned_ms
+                if t >= warmup:
+                    out.planned.append(planned_ms)
+                    out.served_between += served
             if pacer is not None:
                 g0 = clock()
                 pacer.between_frames()
-                between_ms = (clock() - g0) * 1000.0
+                gc_ms = (clock() - g0) * 1000.0
+                after_ms += gc_ms
                 if t >= warmup:
-                    out.between.append(between_ms)
-                    if ms + between_ms > dt * 1000.0:
-                        out.frame_overruns += 1
+                    out.between.append(gc_ms)
+            if t >= warmup and (between_ms > 0 or pacer is not None) and ms + after_ms > dt * 1e3:
+                out.frame_overruns += 1
             # 60 fps pacing: sleep out the frame; a late frame starts the next one at once.
             next_frame = max(next_frame + dt, clock())
             time.sleep(max(0.0, next_frame - clock()))
@@ -359,11 +380,15 @@ def report(r: Run) -> str:
             f"gen{g} {len(v)}x max {max(v, default=0.0):.2f} ms CPU" for g, v in r.gc_ms.items()
         )
     )
-    if r.between:
+    if r.planned:
         lines.append(
-            f"   gc between ticks ms     {fig(r.between)}  "
-            f"(tick + collection > 16.7 ms: {r.frame_overruns})"
+            f"   planning between ms    {fig(r.planned)}  ({r.served_between} agents' work "
+            "done there: PlannerPlugin.between_frames)"
         )
+    if r.between:
+        lines.append(f"   gc between ticks ms     {fig(r.between)}")
+    if r.planned or r.between:
+        lines.append(f"   tick + work between frames > 16.7 ms: {r.frame_overruns}")
     s = r.stats
     lines.append(
         f"   plans {s.get('plans')} tiers {s.get('tiers')} requests {s.get('requests')} "
@@ -373,7 +398,9 @@ def report(r: Run) -> str:
     return "\n".join(lines)
 
 
-def _one(args: argparse.Namespace, n: int, budget: float | None, gc_mode: str) -> None:
+def _one(
+    args: argparse.Namespace, n: int, budget: float | None, gc_mode: str, between: float
+) -> None:
     """One configuration: the timed run, then (unless ``--no-profile``) the profiled one."""
     battle = functools.partial(
         run,
@@ -383,11 +410,13 @@ def _one(args: argparse.Namespace, n: int, budget: float | None, gc_mode: str) -
         seed=args.seed,
         tick_budget_ms=budget,
         gc_mode=gc_mode,
+        between_ms=between,
     )
     r = battle(args.ticks)
     print(
         f"switch interval {sys.getswitchinterval() * 1000:.2f} ms, "
-        f"tick_budget_ms {'default' if budget is None else budget}, gc {gc_mode}"
+        f"tick_budget_ms {'default' if budget is None else budget}, gc {gc_mode}, "
+        f"between frames {f'{between:g} ms' if between > 0 else 'off'}"
     )
     print(report(r), flush=True)
     if not args.no_profile:
@@ -423,6 +452,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="freeze: gc.freeze() once the world is built (default); default: leave gc as it "
         "is; idle: aiplanner.gc_pacing.FrameCollector (collections between ticks)",
     )
+    p.add_argument(
+        "--between-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="planning in each frame's idle time (PlannerPlugin.between_frames), at most this "
+        "many ms and never past the frame's end; 0: off (default)",
+    )
     p.add_argument("--no-profile", action="store_true", help="skip the profiled pass")
     p.add_argument("--profile-ticks", type=int, default=300)
     p.add_argument(
@@ -437,11 +474,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for interval in args.switch_interval:
             for budget in args.tick_budget_ms:
                 for gc_mode in args.gc:
-                    sys.setswitchinterval(interval or default_interval)
-                    try:
-                        _one(args, n, budget, gc_mode)
-                    finally:
-                        sys.setswitchinterval(default_interval)
+                    for between in args.between_ms:
+                        sys.setswitchinterval(interval or default_interval)
+                        try:
+                            _one(args, n, budget, gc_mode, between)
+                        finally:
+                            sys.setswitchinterval(default_interval)
     return 0
 
 

@@ -6,9 +6,13 @@ One frame of :func:`run`, in this order::
     2. update   Game.process(DT) = esper.process(DT): input, snapshot, planning, execution, round
     3. draw     ... then the RenderProcessor and HudProcessor, last in the same esper.process
     4. flip     pygame.display.flip()
-    5. collect  FrameCollector.between_frames(): Python's cycle collector, here and never in the
+    5. plan     PlannerPlugin.between_frames(): planning work waiting (agents whose plan ran out
+                this frame, plans that arrived) done in the frame's idle time, while the frame's
+                work stays under a 60 fps frame less a reserve (``--no-idle-planning``: the
+                ticks do it all)
+    6. collect  FrameCollector.between_frames(): Python's cycle collector, here and never in the
                 middle of a tick (``--no-frame-gc``: the interpreter's own timing)
-    6. clock    clock.tick(fps) -- the frame time shown and reported excludes this wait
+    7. clock    clock.tick(fps) -- the frame time shown and reported excludes this wait
 
 The simulation step is fixed (``DT`` = 1/30 s) whatever the real frame rate, so a run with the
 same seed, map and plans ends in the same state (see ``--record`` / ``--replay``).
@@ -74,6 +78,9 @@ every other backend (see :func:`plan_cache_enabled`)."""
 _LOCAL_OPENAI_URL = "http://127.0.0.1:8080"  # llama.cpp's llama-server default
 _LOAD_TIMEOUT_S = 120.0  # loading the embedded model before the first frame
 WORLD_NAME = "demo_game"
+IDLE_PLANNING_UNTIL_MS = 1000.0 / 60.0 - 2.0
+"""Planning between frames goes on only while the frame's work is under this: a 60 fps frame
+less a reserve for the collection after it and the clock's wake-up."""
 
 
 class DemoError(Exception):
@@ -112,6 +119,7 @@ class Options:
     lockstep: bool = False
     frame_gc: bool = True
     plan_cache: PlanCache = "auto"
+    idle_planning: bool = True
 
 
 @dataclass(slots=True)
@@ -212,6 +220,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "between frames: aiplanner.FrameCollector)",
     )
     p.add_argument(
+        "--no-idle-planning",
+        dest="idle_planning",
+        action="store_false",
+        help="leave all planning to the ticks (by default what waits is done in each frame's "
+        "idle time: PlannerPlugin.between_frames)",
+    )
+    p.add_argument(
         "--plan-cache",
         choices=PLAN_CACHE,
         default="auto",
@@ -253,6 +268,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         lockstep=a.lockstep,
         frame_gc=a.frame_gc,
         plan_cache=a.plan_cache,
+        idle_planning=a.idle_planning,
     )
 
 
@@ -425,7 +441,7 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         try:
             if collector is not None:
                 collector.start()  # the world is built: freeze it, collect between frames
-            _loop(game, view, frames, opts.fps, result, collector)
+            _loop(game, view, frames, opts.fps, result, collector, opts.idle_planning)
         finally:
             if collector is not None:
                 collector.stop()
@@ -484,6 +500,7 @@ def _loop(
     fps: int,
     result: RunResult,
     collector: aiplanner.FrameCollector | None,
+    idle_planning: bool = True,
 ) -> None:
     import pygame
 
@@ -497,7 +514,11 @@ def _loop(
         game.process(DT)
         # 4. show the frame
         pygame.display.flip()
-        # 5. garbage cycles, after the frame's work (counted in its time) and before the wait
+        # 5. planning that waits, in the frame's idle time (counted in the frame's time)
+        if idle_planning:
+            used_ms = (time.perf_counter() - start) * 1000.0
+            game.plugin.between_frames(IDLE_PLANNING_UNTIL_MS - used_ms)
+        # 6. garbage cycles, after the frame's work (counted in its time) and before the wait
         if collector is not None:
             collector.between_frames()
         elapsed = (time.perf_counter() - start) * 1000.0
@@ -506,7 +527,7 @@ def _loop(
         result.frames += 1
         if view.quit_requested:
             break
-        # 6. hold the frame rate (not part of the measured frame time)
+        # 7. hold the frame rate (not part of the measured frame time)
         clock.tick(fps)
         view.fps = clock.get_fps()
 

@@ -26,6 +26,7 @@ from aiplanner import (
     Tier,
 )
 from aiplanner.backends.base import CompletionRequest
+from aiplanner.bench.world import spawn_agent
 from aiplanner.planning_system import FRESH_S
 from aiplanner.tick_budget import PLANNING_FLOOR
 
@@ -736,3 +737,121 @@ def test_a_stale_answer_gives_way_to_the_models_next_choice_that_still_fits(
         else:
             assert st.tier is Tier.HEURISTIC and stats["rescued"] == 0
         assert all(s.args != (foes[0],) for s in steps)  # never the dead target
+
+
+# -- the frame's idle time: PlannerPlugin.between_frames ---------------------------------------
+
+
+def test_between_frames_serves_in_the_idle_time_what_the_tick_left(world: str) -> None:
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.0005)  # a 2 ms budget fits a few agents a tick
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:
+        _tick(clock)
+        after_tick = _served(ents)
+        assert 1 <= len(after_tick) < len(ents)
+        done = plugin.between_frames(1000.0)  # a whole second of idle time: everyone fits
+        assert _served(ents) == ents
+        assert done >= len(ents) - len(after_tick)
+        assert plugin.stats()["budget_cuts"] == 1  # the tick's cut; none counted in the pass
+
+
+def test_between_frames_stops_at_the_end_of_the_time_it_is_given(world: str) -> None:
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.005)  # each agent's work costs 5 ms
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:
+        _tick(clock)
+        before = len(_served(ents))
+        assert plugin.between_frames(60.0) >= 1
+        after = len(_served(ents))
+        assert before < after < len(ents)  # 60 ms of an agent's ~10 ms of reads: a few, not all
+        assert plugin.between_frames(0.0) == 0  # no time: nothing done
+        assert len(_served(ents)) == after
+
+
+def test_a_tick_leaves_its_work_to_the_idle_time_only_after_a_pass_that_did_everything(
+    world: str,
+) -> None:
+    ents = spawn_battle(12)
+    clock = Clock()  # work costs nothing: every pass does everything it finds
+    cfg = PlannerConfig(cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:
+        _tick(clock)
+        assert _served(ents) == ents  # no pass before it: the tick plans as ever
+        plugin.between_frames(5.0)  # nothing left: the pass did all it found
+        plan_ids = {e: esper.component_for_entity(e, PlanState).plan_id for e in ents}
+        _finish_plans(ents)
+        _tick(clock)  # left to the next pass: nobody served in the tick
+        assert all(esper.component_for_entity(e, PlanState).status is PlanStatus.IDLE for e in ents)
+        assert plugin.between_frames(5.0) == len(ents)
+        assert all(esper.component_for_entity(e, PlanState).plan_id != plan_ids[e] for e in ents)
+        _tick(clock)  # a frame without a pass (the game had no idle time) ...
+        _finish_plans(ents)
+        _tick(clock)  # ... and the tick plans again itself
+        assert all(
+            esper.component_for_entity(e, PlanState).status is not PlanStatus.IDLE for e in ents
+        )
+
+
+def test_a_pass_cut_short_leaves_the_next_tick_its_own_budget(world: str) -> None:
+    ents = spawn_battle(12)
+    clock = WorkClock(work=0.005)
+    cfg = PlannerConfig(tick_budget_ms=2.0, cache_enabled=False)
+    with PlannerPlugin(cfg, None, clock=clock) as plugin:
+        _tick(clock)
+        plugin.between_frames(30.0)  # did not fit everyone: the tick must go on planning
+        before = len(_served(ents))
+        assert before < len(ents)
+        _tick(clock)
+        assert len(_served(ents)) > before
+
+
+def test_between_frames_does_nothing_in_lockstep_before_the_first_tick_or_uninstalled(
+    world: str,
+) -> None:
+    ents = spawn_battle(4)
+    plugin = PlannerPlugin(PlannerConfig(cache_enabled=False), None, clock=Clock())
+    assert plugin.between_frames(5.0) == 0  # not installed
+    with plugin:
+        assert plugin.between_frames(5.0) == 0  # no tick yet: nothing indexed
+        assert _served(ents) == []
+    for ent in ents:
+        esper.delete_entity(ent, immediate=True)
+    ents = spawn_battle(4)
+    clock = Clock()
+    cfg = PlannerConfig(cache_enabled=False, lockstep=True, max_wait_ms=0)
+    with PlannerPlugin(cfg, ScriptedBackend(), clock=clock) as plugin:
+        _tick(clock)
+        _finish_plans(ents)
+        assert plugin.between_frames(5.0) == 0  # a lockstep run must repeat exactly
+        assert all(esper.component_for_entity(e, PlanState).status is PlanStatus.IDLE for e in ents)
+
+
+class _AdoptedYet(esper.Processor):
+    """Between the snapshot and planning systems: notes whether ``entity`` has PlanState."""
+
+    def __init__(self) -> None:
+        self.entity = -1
+        self.seen: list[bool] = []
+
+    def process(self, dt: float) -> None:
+        if self.entity >= 0:
+            self.seen.append(esper.has_component(self.entity, PlanState))
+
+
+def test_new_agents_are_adopted_as_the_tick_starts_before_anything_reads_them(
+    world: str,
+) -> None:
+    spawn_battle(4)
+    clock = Clock()
+    with PlannerPlugin(PlannerConfig(cache_enabled=False), None, clock=clock):
+        probe = _AdoptedYet()
+        esper.add_processor(probe, priority=250)
+        _tick(clock)
+        probe.entity = spawn_agent(1.0, 1.0, 0, "tactical")  # arrives between two ticks...
+        esper.remove_component(probe.entity, PlanState)  # ...without the planner's components
+        esper.remove_component(probe.entity, ActionQueue)
+        _tick(clock)
+        assert probe.seen == [True]  # it had its components before planning ran
+        esper.remove_processor(_AdoptedYet)

@@ -126,3 +126,19 @@ def test_admission_allows_for_how_much_the_cost_varies() -> None:
     assert not budget.fits(0, 0.0007)
     budget.open(0.0, 1.0, [0.0], tick=3)  # (two calls in a row would be a sample)
     assert budget.fits(0, 0.001 - mean - SPREADS * 0.00012)
+
+
+def test_the_idle_time_admits_what_fits_before_its_end_and_nothing_regardless() -> None:
+    b = TickBudget(2)
+    b.open(0.0, 2.0, [5.0, 1.0], tick=1)
+    assert b.fits(0, 0.0)
+    assert b.fits(0, 0.001)  # one agent's work of kind 0 measured: 1 ms
+    b.open_idle(until=1.0105)  # between frames, 10.5 ms of idle time from t = 1.0
+    assert b.fits(0, 1.000)
+    assert b.fits(0, 1.001)  # the measured 1 ms (and its spread) fits before the end
+    assert not b.fits(0, 1.010)  # ends past it
+    assert b.spent(1.0105)
+    assert not b.grant_to(0) and not b.grant_to(1)  # nothing goes ahead regardless
+    b.open(2.0, 2.0, [5.0, 1.0], tick=2)  # the next tick: its own window and its grant again
+    assert not b.spent(2.0)
+    assert b.grant_to(0)

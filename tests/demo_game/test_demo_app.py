@@ -396,3 +396,28 @@ def test_the_cycle_collector_runs_between_frames_and_is_given_back(
     )
     assert seen == [] and gc.isenabled()
     assert parse_args(["--no-frame-gc"]).frame_gc is False and parse_args([]).frame_gc
+
+
+def test_the_loop_plans_in_each_frames_idle_time_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiplanner
+    from demo_game.app import IDLE_PLANNING_UNTIL_MS
+
+    offered: list[float] = []
+    original = aiplanner.PlannerPlugin.between_frames
+
+    def recording(self: aiplanner.PlannerPlugin, idle_ms: float) -> int:
+        offered.append(idle_ms)
+        return original(self, idle_ms)
+
+    monkeypatch.setattr(aiplanner.PlannerPlugin, "between_frames", recording)
+    result = run(Options(backend="scripted", headless=True, fps=0, frames=8), log=False)
+    assert len(offered) == result.frames == 8
+    # What is left of a 60 fps frame less the reserve, after the frame's own work.
+    assert all(ms < IDLE_PLANNING_UNTIL_MS for ms in offered)
+    offered.clear()
+    run(Options(backend="scripted", headless=True, fps=0, frames=4, idle_planning=False), log=False)
+    assert offered == []
+    assert parse_args(["--no-idle-planning"]).idle_planning is False
+    assert parse_args([]).idle_planning
