@@ -211,32 +211,33 @@ class ActionExecutionSystem(esper.Processor):
         PlanState) in entity-id order, with its health component (None without one).
 
         Made again only when esper rebuilt its queries (an entity or component came or went),
-        and then from the query the SnapshotSystem made this tick (agents with the map's
-        components), the planner's query of states and a look-up of each queue, rather than from
-        a query of our own: esper builds each distinct query anew, one tuple per entity, and
-        keeps it until the next change (objects the garbage collector then walks). Agents
-        without the map's team or health component are found by the full query, as before.
+        and then from the map's rows the SnapshotSystem read this tick
+        (:meth:`ComponentMap.rows`: agents with the map's components), the planner's query of
+        states and esper's query of queues, rather than from a many-component query of our own:
+        esper builds each distinct query anew, one tuple per entity, and keeps it until the next
+        change (objects the garbage collector then walks). Agents without the map's team or
+        health component are found by the full query, as before.
         """
-        base = esper.get_components(*cm.query)
+        base = cm.rows()
         states = esper.get_component(PlanState)
         if base is self._rows_seen and states is self._states_seen:
             return self._rows
         self._rows_seen = base
         self._states_seen = states
         state_of = dict(states)
-        try_component = esper.try_component
+        queue_of = dict(esper.get_component(ActionQueue))
         ia = cm.agent_index
         ip = cm.position_index
         ih = cm.health_index
         rows = [
             (ent, comps[ia], comps[ip], queue, state_of[ent], comps[ih])
             for ent, comps in base
-            if ent in state_of and (queue := try_component(ent, ActionQueue)) is not None
+            if ent in state_of and (queue := queue_of.get(ent)) is not None
         ]
         if len(rows) != len(states):  # some agents lack the map's team or health component
             health = cm.health
             rows = [
-                (ent, agent, pos, queue, state, try_component(ent, health))
+                (ent, agent, pos, queue, state, esper.try_component(ent, health))
                 for ent, (agent, pos, queue, state) in esper.get_components(
                     cm.agent, cm.position, ActionQueue, PlanState
                 )

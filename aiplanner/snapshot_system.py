@@ -330,7 +330,7 @@ class SnapshotSystem(esper.Processor):
         ip = cm.position_index
         ih = cm.health_index
         it = cm.team_index
-        for ent, row in esper.get_components(*cm.query):
+        for ent, row in cm.rows():
             x, y = xy(row[ip])
             if hp(row[ih]) > 0 and isfinite(x) and isfinite(y):
                 team = team_of(row[it])

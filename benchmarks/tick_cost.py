@@ -2,7 +2,8 @@
 
 Run: python benchmarks/tick_cost.py [--ticks 300] [--agents 100 1000 5000] [--caps 0 16]
          [--tick-budget-ms 0 2]   (0: no time budget; default: the config's default)
-         [--gc freeze default]    (freeze: gc.freeze() once the world is built; the default)
+         [--gc freeze default idle]  (freeze: gc.freeze() once the world is built, the default;
+                                   idle: aiplanner.FrameCollector, collections between frames)
          [--switch-interval 0.005 0.001]   (sys.setswitchinterval seconds; default: as it is)
          [--fps 60]               (pacing: sleep out each 1/fps frame; 0: ticks back to back)
          [--between-ms 0 8]       (planning in each frame's idle time, at most this many ms:
@@ -33,6 +34,7 @@ import esper
 
 from aiplanner import (
     ActionExecutionSystem,
+    FrameCollector,
     PlannerConfig,
     PlannerPlugin,
     PlanningSystem,
@@ -82,9 +84,12 @@ def measure(
     plan_cpu: list[float] = []
     exec_ms: list[float] = []
     idle_ms: list[float] = []  # planning between frames
+    pacer = FrameCollector() if gc_mode == "idle" else None
     if gc_mode == "freeze":  # as a game does once a level is loaded
         gc.collect()
         gc.freeze()
+    elif pacer is not None:
+        pacer.start()
     frame = 1.0 / fps if fps > 0 else 0.0
     next_frame = time.perf_counter()
     try:
@@ -97,6 +102,8 @@ def measure(
                 plugin.between_frames(min(between_ms, left_ms))
                 if t >= 30:
                     idle_ms.append((time.perf_counter() - p0) * 1000.0)
+            if pacer is not None:
+                pacer.between_frames()
             if frame:  # sleep out the frame; a late frame starts the next one at once
                 next_frame = max(next_frame + frame, time.perf_counter())
                 time.sleep(max(0.0, next_frame - time.perf_counter()))
@@ -107,6 +114,8 @@ def measure(
             exec_ms.append(spent[ActionExecutionSystem.__name__])
         stats = plugin.stats()
     finally:
+        if pacer is not None:
+            pacer.stop()
         gc.unfreeze()
         plugin.close()
         esper.switch_world("default")
@@ -146,7 +155,9 @@ def main() -> None:
         "--caps", type=int, nargs="*", default=[0, 16], help="max_plans_per_tick (0: no limit)"
     )
     parser.add_argument("--tick-budget-ms", type=float, nargs="*", default=[None])
-    parser.add_argument("--gc", nargs="*", default=["freeze"], choices=["freeze", "default"])
+    parser.add_argument(
+        "--gc", nargs="*", default=["freeze"], choices=["freeze", "default", "idle"]
+    )
     parser.add_argument("--switch-interval", type=float, nargs="*", default=[None])
     parser.add_argument("--fps", type=float, default=60.0, help="pacing (0: back to back)")
     parser.add_argument(

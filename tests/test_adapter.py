@@ -219,3 +219,38 @@ def test_liveness_reads_the_mapped_health(world: str) -> None:
     assert cm.alive(alive) and cm.living_position(alive) == (2.0, 3.0)
     assert not cm.alive(dead) and cm.living_position(dead) is None
     assert not cm.alive(9999) and cm.living_position(9999) is None
+
+
+def _as_set(rows: list[tuple[int, tuple[Any, ...]]]) -> set[tuple[int, tuple[int, ...]]]:
+    return {(e, tuple(id(c) for c in comps)) for e, comps in rows}
+
+
+@pytest.mark.parametrize("mapping", ["default", "game"])
+def test_rows_are_esper_s_query_joined_and_follow_every_change(world: str, mapping: str) -> None:
+    if mapping == "default":
+        cm = DEFAULT_COMPONENTS
+        full = [Agent(), Position(1.0, 2.0), Team(0), Health(100)]
+    else:
+        cm = game_map()  # position and health share one component: a three-type query
+        full = [Npc("tactical"), Body(1.0, 2.0, 50), Side(1)]
+    assert len(cm.query) == (4 if mapping == "default" else 3)
+    ents = [esper.create_entity(*full) for _ in range(5)]
+    esper.create_entity(*full[:-1])  # lacks one component: not an agent
+    esper.create_entity(full[0])
+    rows = cm.rows()
+    assert _as_set(rows) == _as_set(list(esper.get_components(*cm.query)))
+    assert {e for e, _ in rows} == set(ents)
+    assert cm.rows() is rows  # nothing changed: the same rows, not joined again
+    esper.remove_component(ents[0], type(full[-1]))  # a component goes...
+    esper.delete_entity(ents[1], immediate=True)  # ...an entity goes...
+    ents.append(esper.create_entity(*full))  # ...and one comes
+    rows = cm.rows()
+    assert _as_set(rows) == _as_set(list(esper.get_components(*cm.query)))
+    assert {e for e, _ in rows} == set(ents[2:])
+    esper.switch_world(world + "-other")  # another world: its own rows
+    try:
+        assert cm.rows() == []
+    finally:
+        esper.switch_world(world)
+        esper.delete_world(world + "-other")
+    assert {e for e, _ in cm.rows()} == set(ents[2:])
