@@ -26,6 +26,12 @@ ticks are served regardless (a share of them each tick; all of them at twice tha
 starves; an agent that misses a tick keeps running its provisional plan (or, idle, waits a
 frame). Lockstep and replay runs ignore the budget: they must repeat exactly.
 
+Idle time (:meth:`PlanningSystem.between_frames`, called by ``PlannerPlugin.between_frames`` after
+the frame is drawn): steps 1-4 again, for what waits, within the time the game offers and with
+nothing regardless. A tick that follows a pass which did all it found leaves steps 1-4 to the
+next pass (the frame's idle time does them, the tick stays short); after a pass cut short, or a
+frame without one, the tick does them as above.
+
 Fallback tiers: LLM → simplified prompt (on the event loop) → heuristic → emergency (here).
 """
 

@@ -6,7 +6,8 @@
     plugin.install()          # SnapshotSystem, PlanningSystem, ActionExecutionSystem
     ...
     esper.process(dt)         # never waits on the backend
-    ...
+    ...                       # draw, flip
+    plugin.between_frames(idle_ms)   # optional: planning that waits, in the frame's idle time
     plugin.close()            # or: with PlannerPlugin(...) as plugin:
 
 Install only registers things; it refuses to run twice; ``uninstall`` removes them again.
