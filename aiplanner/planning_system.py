@@ -179,8 +179,9 @@ class PlanningSystem(esper.Processor):
         fallbacks, batches), each agent's work taken on only while it is expected to end by
         ``until`` (measured costs, :meth:`TickBudget.open_idle`), nothing regardless: the ticks
         keep the progress guarantee. Agents are read from this tick's index (positions as of the
-        tick's start, health live), as the tick's own planning reads them. Does nothing before
-        the first tick, in lockstep or replay runs (they must repeat exactly), or with no time.
+        tick's start, health live), as the tick's own planning reads them.
+        ``max_plans_per_tick`` caps each pass as it caps each tick. Does nothing before the
+        first tick, in lockstep or replay runs (they must repeat exactly), or with no time.
         """
         cfg = self._config()
         now = self._clock()

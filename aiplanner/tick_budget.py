@@ -117,8 +117,8 @@ class TickBudget:
     def open_idle(self, until: float) -> None:
         """Per-agent work in the frame's idle time, between two ticks: it should end by ``until``
         (the plugin clock). Nothing goes ahead regardless (:meth:`grant_to` gives nothing): the
-        ticks keep the progress guarantee. Costs are measured as in a tick; call
-        :meth:`planning_done` after."""
+        ticks keep the progress guarantee. Costs are measured as in a tick; the next
+        :meth:`open` starts a tick's window again."""
         self._until = until
         self._last_kind = -1
         self._granted = True
