@@ -149,10 +149,12 @@ class PlannerPlugin:
         :meth:`PlanningSystem.between_frames`). What is done here the next tick need not do, so
         ticks get shorter and an agent whose plan ran out this tick gets its next one before
         the next tick. Returns how many agents' work was done; 0 when not installed, with no
-        time, in lockstep or replay runs. The bridge's loop waits meanwhile, as in a tick.
+        time, in lockstep or replay runs, or while another esper world than the plugin's is
+        current (its ticks would not run either). Call it from the game thread, as
+        ``esper.process``. The bridge's loop waits meanwhile, as in a tick.
         """
         planning = self.planning_system
-        if planning is None or not idle_ms > 0:
+        if planning is None or not idle_ms > 0 or esper.current_world != self._world:
             return 0
         bridge = self._bridge
         if bridge is not None:

@@ -807,7 +807,7 @@ def test_a_pass_cut_short_leaves_the_next_tick_its_own_budget(world: str) -> Non
         assert len(_served(ents)) > before
 
 
-def test_between_frames_does_nothing_in_lockstep_before_the_first_tick_or_uninstalled(
+def test_between_frames_does_nothing_uninstalled_before_a_tick_elsewhere_or_in_lockstep(
     world: str,
 ) -> None:
     ents = spawn_battle(4)
@@ -816,6 +816,22 @@ def test_between_frames_does_nothing_in_lockstep_before_the_first_tick_or_uninst
     with plugin:
         assert plugin.between_frames(5.0) == 0  # no tick yet: nothing indexed
         assert _served(ents) == []
+    for ent in ents:
+        esper.delete_entity(ent, immediate=True)
+    ents = spawn_battle(4)
+    with PlannerPlugin(PlannerConfig(cache_enabled=False), None, clock=Clock()) as plugin:
+        esper.process(DT)
+        _finish_plans(ents)
+        esper.switch_world(world + "-other")  # the game shows another world meanwhile
+        try:
+            assert plugin.between_frames(5.0) == 0  # not this plugin's world: nothing read
+        finally:
+            esper.switch_world(world)
+            esper.delete_world(world + "-other")
+        assert _served(ents) != [] and all(
+            esper.component_for_entity(e, PlanState).status is PlanStatus.IDLE for e in ents
+        )
+        assert plugin.between_frames(5.0) == len(ents)  # its own world again
     for ent in ents:
         esper.delete_entity(ent, immediate=True)
     ents = spawn_battle(4)
