@@ -65,6 +65,7 @@ class Metrics:
         self.remembered = 0  # decisions from the model's scores of a situation seen before
         self.deadline_misses = 0
         self.budget_cuts = 0  # planning steps the tick's time budget cut short (work deferred)
+        self.between_frames = 0  # agents' work done in the frames' idle time (between_frames)
         self.latency_s = Histogram()  # request -> plan applied (plugin clock)
         self.model_latency_s = Histogram()  # the same, for plans from the model (llm tiers)
         self.call_s = Histogram()  # one backend call, wall time
@@ -151,6 +152,10 @@ class Metrics:
         with self._lock:
             self.budget_cuts += 1
 
+    def record_between_frames(self, n: int) -> None:
+        with self._lock:
+            self.between_frames += n
+
     # -- reading --------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
         """A JSON-ready snapshot. Times in milliseconds; None where nothing was measured yet."""
@@ -170,6 +175,7 @@ class Metrics:
                 "provisional": self.provisional,
                 "deadline_misses": self.deadline_misses,
                 "budget_cuts": self.budget_cuts,
+                "between_frames": self.between_frames,
                 "latency_p50_ms": _ms(self.latency_s.percentile(50)),
                 "latency_p95_ms": _ms(self.latency_s.percentile(95)),
                 "latency_p99_ms": _ms(self.latency_s.percentile(99)),

@@ -203,6 +203,8 @@ class PlanningSystem(esper.Processor):
             self._between = False
         if not self._cut_between:
             self._cleared_at = tick
+        if self._served_between:
+            self._metrics.record_between_frames(self._served_between)
         return self._served_between
 
     def _waited(self, tick: int) -> list[float]:

@@ -754,6 +754,7 @@ def test_between_frames_serves_in_the_idle_time_what_the_tick_left(world: str) -
         assert _served(ents) == ents
         assert done >= len(ents) - len(after_tick)
         assert plugin.stats()["budget_cuts"] == 1  # the tick's cut; none counted in the pass
+        assert plugin.stats()["between_frames"] == done
 
 
 def test_between_frames_stops_at_the_end_of_the_time_it_is_given(world: str) -> None:
