@@ -872,3 +872,30 @@ def test_new_agents_are_adopted_as_the_tick_starts_before_anything_reads_them(
         _tick(clock)
         assert probe.seen == [True]  # it had its components before planning ran
         esper.remove_processor(_AdoptedYet)
+
+
+def test_plans_that_arrive_are_applied_in_the_idle_time_after_a_tick_that_left_them(
+    world: str,
+) -> None:
+    ents = spawn_battle(4)
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate)  # answers once the gate opens
+    cfg = PlannerConfig(cache_enabled=False, max_wait_ms=0)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)  # no pass before it: the tick asks and sends the batch itself
+        assert plugin.stats()["in_flight"] == len(ents)
+        plugin.between_frames(50.0)  # nothing has arrived: a pass with nothing left undone
+        gate.set()
+        for _ in range(2500):  # the bridge thread answers; the game thread only waits
+            if not plugin.backend_busy:
+                break
+            threading.Event().wait(0.002)
+        assert not plugin.backend_busy
+        _tick(clock)  # the last pass did all it found: the answers wait for the next one
+        assert plugin.stats()["tiers"] == {}
+        states = [esper.component_for_entity(e, PlanState) for e in ents]
+        assert all(s.status is PlanStatus.IN_FLIGHT for s in states)
+        assert plugin.between_frames(50.0) == len(ents)
+        assert plugin.stats()["tiers"] == {"llm": len(ents)}
+        assert all(s.status is PlanStatus.EXECUTING and s.tier is Tier.LLM for s in states)
