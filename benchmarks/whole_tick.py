@@ -18,6 +18,7 @@ tick, so the timed figures come from the unprofiled pass only.
     python benchmarks/whole_tick.py --switch-interval 0.005 0.001   # sys.setswitchinterval
     python benchmarks/whole_tick.py --tick-budget-ms 0 2          # planning budget off / 2 ms
     python benchmarks/whole_tick.py --gc default freeze idle      # as is / frozen / between frames
+    python benchmarks/whole_tick.py --agents 100 --between-ms 0 8 14   # planning between frames
 
 ``--gc freeze`` (the default) calls ``gc.freeze()`` once the world is built, as a game does after
 loading a level: the objects of the imports, the map and the first agents then never go through
@@ -30,7 +31,10 @@ other threads during each tick (the bridge's loop, chiefly) is printed too: whil
 runs Python, the game thread waits for the GIL. ``--gc idle`` uses
 :class:`aiplanner.gc_pacing.FrameCollector`: frozen, automatic collection off, and a collection
 after each tick in the frame's idle time (not part of the tick; printed apart, with the frames
-whose tick and collection together overran 1/60 s).
+whose tick and collection together overran 1/60 s). ``--between-ms N`` gives the plugin up to N ms
+of each frame's idle time for planning (:meth:`aiplanner.PlannerPlugin.between_frames`, before
+the collection; never past the frame's end less a 2 ms reserve), as a game that calls it does:
+printed apart too, with the agents' work done there, and counted in the frames' overruns.
 
 Single runs on a shared machine: write ``uptime``'s load beside every figure.
 """
