@@ -434,6 +434,7 @@ class HudProcessor(esper.Processor):
                 f"{_num(s.get('in_flight'))}   requests {_num(s.get('requests'))}",
                 _TEXT,
             ),
+            ("between frames", f"{_num(s.get('between_frames'))} agents' work", _TEXT),
             ("breaker", str(s.get("breaker", "-")), _TEXT),
             ("invalid", _invalid(s.get("invalid")), _TEXT),
             None,
