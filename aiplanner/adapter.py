@@ -245,7 +245,9 @@ class ComponentMap:
         first, *rest = lists
         maps = [dict(pairs) for pairs in rest]
         rows: list[tuple[int, tuple[Any, ...]]]
-        if len(maps) == 3:  # the usual four components, each its own type
+        # The usual four components, each its own type, joined without a generator per row:
+        # the general form below costs as much as esper's own query (245 against 121 µs).
+        if len(maps) == 3:
             m1, m2, m3 = maps
             rows = [
                 (e, (c, m1[e], m2[e], m3[e])) for e, c in first if e in m1 and e in m2 and e in m3

@@ -194,11 +194,7 @@ class PlanningSystem(esper.Processor):
         self._served_between = 0
         self._cut_between = False
         try:
-            self._collect_needs(cfg, tick, now)
-            self._apply_outcomes(cfg, tick, now)
-            self._expire(tick, now)
-            self._serve_late(tick, now)
-            self._dispatch(cfg, tick, now)
+            self._steps(cfg, tick, now)
         finally:
             self._between = False
         if not self._cut_between:
@@ -239,15 +235,19 @@ class PlanningSystem(esper.Processor):
                 self._on_settled(now)  # the bridge thread is idle: time may move on for it
         self._drop_stale_candidates(now)
         if self._cleared_at != tick - 1:
-            self._collect_needs(cfg, tick, now)
-            self._apply_outcomes(cfg, tick, now)
-            self._expire(tick, now)
-            self._serve_late(tick, now)
-            self._dispatch(cfg, tick, now)
+            self._steps(cfg, tick, now)
         # else: the last frame's idle time did all the work it found (between_frames), and the
         # next one will do this tick's: the tick leaves it there and stays short.
         if not self._in_flight:
             self._service.idle()
+
+    def _steps(self, cfg: PlannerConfig, tick: int, now: float) -> None:
+        """Steps 1-4 of the module docstring, in order: a tick's, or a pass between frames'."""
+        self._collect_needs(cfg, tick, now)
+        self._apply_outcomes(cfg, tick, now)
+        self._expire(tick, now)
+        self._serve_late(tick, now)
+        self._dispatch(cfg, tick, now)
 
     def _has_time(self, kind: int, *, regardless: bool = False) -> bool:
         """Whether one more agent's work of ``kind`` fits in this tick's time budget (measured
