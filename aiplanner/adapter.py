@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import esper
 
+from aiplanner import queries
 from aiplanner.components import (
     Agent,
     Ammo,
@@ -111,7 +112,6 @@ class ComponentMap:
         "_ammo",
         "_field",
         "_field_source",
-        "_joined",
         "_perception",
         "_range",
         "_role",
@@ -200,8 +200,6 @@ class ComponentMap:
             raise ConfigError(f"ComponentMap world: {world[1]!r:.60} is not callable")
         self._to_field: Callable[[Any], Battlefield] = world[1]
         self._field_source: object = None
-        # esper's one-component query lists the rows were joined from, and the rows (rows()).
-        self._joined: tuple[list[Any], list[tuple[int, tuple[Any, ...]]]] | None = None
         self._field: Battlefield | None = None
 
     # -- reading (game thread only) -------------------------------------------------------------
@@ -234,28 +232,10 @@ class ComponentMap:
         """Every entity holding all of :attr:`query`'s components, with them in that order:
         what ``esper.get_components(*query)`` returns, in no particular order.
 
-        Joined from esper's one-component queries and kept while they are (esper builds every
-        query anew after an entity or component comes or goes; its many-component query costs
-        ~2.5 µs an entity, measured at 100 agents, this join ~1 µs): the snapshot and execution
-        systems read the same rows, so a death or a respawn costs one join a tick."""
-        lists = [esper.get_component(t) for t in self.query]
-        joined = self._joined
-        if joined is not None and all(a is b for a, b in zip(joined[0], lists, strict=True)):
-            return joined[1]
-        first, *rest = lists
-        maps = [dict(pairs) for pairs in rest]
-        rows: list[tuple[int, tuple[Any, ...]]]
-        # The usual four components, each its own type, joined without a generator per row:
-        # the general form below costs as much as esper's own query (245 against 121 µs).
-        if len(maps) == 3:
-            m1, m2, m3 = maps
-            rows = [
-                (e, (c, m1[e], m2[e], m3[e])) for e, c in first if e in m1 and e in m2 and e in m3
-            ]
-        else:
-            rows = [(e, (c, *[m[e] for m in maps])) for e, c in first if all(e in m for m in maps)]
-        self._joined = (lists, rows)
-        return rows
+        The same list until an entity or component comes or goes (:mod:`aiplanner.queries`):
+        the snapshot and execution systems read the same rows, so a death or a respawn costs
+        one join a tick."""
+        return queries.components(*self.query)
 
     def read_map(self) -> Battlefield | None:
         """The map of the current world: the ``world`` component of the lowest entity id,

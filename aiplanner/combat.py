@@ -49,6 +49,7 @@ from typing import Final
 
 import esper
 
+from aiplanner import queries
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, ArgSpec
 from aiplanner.adapter import ComponentMap
 from aiplanner.behaviour import Proposal, ProposalContext, StepContext, StepFailed
@@ -214,7 +215,7 @@ def attack(ctx: StepContext, args: tuple[int, ...], /) -> bool:
 
 def cool_weapons(dt: float, /) -> None:
     """Attack's upkeep: every weapon's cooldown runs down, whoever is acting."""
-    for _, weapon in esper.get_component(Weapon):
+    for weapon in queries.column(Weapon)[1]:
         if weapon.cooldown_left > 0:
             weapon.cooldown_left = max(0.0, weapon.cooldown_left - dt)
 

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 import esper
 
+from aiplanner import queries
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ArgKind, Step
 from aiplanner.adapter import DEFAULT_COMPONENTS, ComponentMap
 from aiplanner.behaviour import ActionHandler, StepContext, StepDeferred, StepFailed, Upkeep
@@ -104,9 +105,8 @@ class ActionExecutionSystem(esper.Processor):
             assert spec.handler is not None  # require_handlers() above
             where = tuple(i for i, a in enumerate(spec.args) if a.kind in _TARGET_KINDS)
             self._actions[spec.name] = (spec.handler, len(spec.args), where)
-        # esper's cached queries our rows were made from, and the rows (see _agent_rows).
-        self._rows_seen: object = None
-        self._states_seen: object = None
+        # queries.generation() when the rows were made, and the rows (see _agent_rows).
+        self._seen: object = None
         self._rows: list[tuple[int, Any, Any, ActionQueue, PlanState, Any]] = []
         self._views: dict[int, _StepView] = {}  # entity -> its current step, worked out
         # Entity -> its health component, or None without the mapped health or position: the
@@ -200,7 +200,7 @@ class ActionExecutionSystem(esper.Processor):
                 if queue.done:
                     self._stop(queue, state, "")
         if self.delete_dead:
-            for ent, health in esper.get_component(health_type):
+            for ent, health in zip(*queries.column(health_type), strict=True):
                 if hp(health) <= 0 and exists(ent):
                     esper.delete_entity(ent)
 
@@ -210,39 +210,43 @@ class ActionExecutionSystem(esper.Processor):
         """Every agent (an entity with the map's agent and position components, ActionQueue and
         PlanState) in entity-id order, with its health component (None without one).
 
-        Made again only when esper rebuilt its queries (an entity or component came or went),
-        and then from the map's rows the SnapshotSystem read this tick
-        (:meth:`ComponentMap.rows`: agents with the map's components), the planner's query of
-        states and esper's query of queues, rather than from a many-component query of our own:
-        esper builds each distinct query anew, one tuple per entity, and keeps it until the next
-        change (objects the garbage collector then walks). Agents without the map's team or
-        health component are found by the full query, as before.
+        Made again only after an entity or component came or went (:mod:`aiplanner.queries`),
+        from the map's rows (:meth:`ComponentMap.rows`, which the SnapshotSystem read this
+        tick), each with its queue and state. Agents without the map's team or health
+        component are found by a join without them.
         """
-        base = cm.rows()
-        states = esper.get_component(PlanState)
-        if base is self._rows_seen and states is self._states_seen:
+        seen = queries.generation()
+        if seen is self._seen:
             return self._rows
-        self._rows_seen = base
-        self._states_seen = states
-        state_of = dict(states)
-        queue_of = dict(esper.get_component(ActionQueue))
+        self._seen = seen
         ia = cm.agent_index
         ip = cm.position_index
         ih = cm.health_index
-        rows = [
-            (ent, comps[ia], comps[ip], queue, state_of[ent], comps[ih])
-            for ent, comps in base
-            if ent in state_of and (queue := queue_of.get(ent)) is not None
-        ]
-        if len(rows) != len(states):  # some agents lack the map's team or health component
+        table = queries.entity_table()
+        if table is not None:  # the map's rows, each with its queue and state looked up
+            aq, ps = ActionQueue, PlanState
+            rows = [
+                (ent, comps[ia], comps[ip], held[aq], held[ps], comps[ih])
+                for ent, comps in cm.rows()
+                if aq in (held := table[ent]) and ps in held
+            ]
+        else:
+            iq = len(cm.query)
+            rows = [
+                (ent, comps[ia], comps[ip], comps[iq], comps[iq + 1], comps[ih])
+                for ent, comps in queries.components(*cm.query, ActionQueue, PlanState)
+            ]
+        if len(rows) != len(queries.entities(PlanState)):
+            # some agents lack the map's team or health component
             health = cm.health
             rows = [
                 (ent, agent, pos, queue, state, esper.try_component(ent, health))
-                for ent, (agent, pos, queue, state) in esper.get_components(
+                for ent, (agent, pos, queue, state) in queries.components(
                     cm.agent, cm.position, ActionQueue, PlanState
                 )
             ]
         rows.sort(key=_entity)
+        queries.retire(self._rows)  # freed in the frame's idle time, not in this tick
         self._rows = rows
         views = self._views
         if len(views) > len(rows):  # forget the steps of agents gone since

@@ -47,6 +47,7 @@ from typing import Final
 
 import esper
 
+from aiplanner import queries
 from aiplanner.actions import ActionRegistry, Plan
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
@@ -118,7 +119,7 @@ class PlanningSystem(esper.Processor):
         self._on_settled = on_settled
         self._heuristic = HeuristicPlanner(config().registry)
         self._known: set[int] = set()
-        self._agents_seen: object = None  # esper's query of agents when last adopted from
+        self._agents_seen: object = None  # queries.generation() when last adopted
         self._pending: list[int] = []  # REQUESTED, oldest first
         self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, entity) of askers
         # (tick queued, entity) past their deadline, waiting for their fallback
@@ -280,18 +281,18 @@ class PlanningSystem(esper.Processor):
         """Give every new agent (``cfg.components.agent``) the components planning needs; check
         its role."""
         components = cfg.components
-        holders = esper.get_component(components.agent)
-        if holders is self._agents_seen:
-            return  # esper's query is unchanged: no entity or component came or went
-        agents = dict(holders)
-        for ent in sorted(agents.keys() - self._known):  # the new ones only, found in C
-            cfg.check_role(ent, components.role_of(agents[ent]))
+        seen = queries.generation()
+        if seen is self._agents_seen:
+            return  # no entity or component came or went
+        agent_type = components.agent
+        for ent in sorted(queries.entities(agent_type) - self._known):  # the new ones, in C
+            cfg.check_role(ent, components.role_of(esper.component_for_entity(ent, agent_type)))
             self._known.add(ent)
             if not esper.has_component(ent, PlanState):
                 esper.add_component(ent, PlanState())
             if not esper.has_component(ent, ActionQueue):
                 esper.add_component(ent, ActionQueue())
-        self._agents_seen = holders  # not before: a refused role is refused again next tick
+        self._agents_seen = seen  # not before: a refused role is refused again next tick
 
     def _state(self, ent: int) -> PlanState | None:
         if not esper.entity_exists(ent):
@@ -419,8 +420,8 @@ class PlanningSystem(esper.Processor):
         self, cfg: PlannerConfig, tick: int, now: float, *, replaying: bool = False
     ) -> None:
         known = self._known
-        holders = esper.get_component(PlanState)
-        deleted = known.difference(dict(holders))
+        holders, states = queries.column(PlanState)
+        deleted = known - queries.entities(PlanState)
         if deleted:
             self._forget(deleted)
         llm_ok = self._bridge is not None and self._breaker.accepting()
@@ -429,7 +430,7 @@ class PlanningSystem(esper.Processor):
         idle_status = PlanStatus.IDLE  # a local: an Enum member on its class costs ~0.1 us
         idle = [
             (since.get(ent, tick), ent, st)
-            for ent, st in holders
+            for ent, st in zip(holders, states, strict=True)
             if st.status is idle_status and ent in known
         ]
         idle.sort(key=_since_and_id)

@@ -24,6 +24,7 @@ from typing import Any
 
 import esper
 
+from aiplanner import queries
 from aiplanner.backends.base import Backend
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.bridge import AsyncBridge
@@ -156,6 +157,7 @@ class PlannerPlugin:
         planning = self.planning_system
         if planning is None or not idle_ms > 0 or esper.current_world != self._world:
             return 0
+        queries.release()  # the query results the ticks replaced are freed here, not in a tick
         bridge = self._bridge
         if bridge is not None:
             bridge.hold()

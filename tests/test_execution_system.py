@@ -10,6 +10,7 @@ import esper
 import pytest
 
 import aiplanner.behaviour as behaviour_module
+from aiplanner import queries
 from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec, Step
 from aiplanner.behaviour import StepContext, StepFailed
 from aiplanner.components import (
@@ -477,9 +478,15 @@ def test_runs_are_deterministic() -> None:
     assert play() == play()
 
 
-def test_agents_without_team_or_health_run_and_rows_follow_new_components(world: str) -> None:
+@pytest.mark.parametrize("tables", ["esper's tables", "public queries"])
+def test_agents_without_team_or_health_run_and_rows_follow_new_components(
+    world: str, tables: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The rows come from the snapshot query (agent, position, team, health) when it covers
-    # every agent, else from the full query: both must run everyone, in id order.
+    # every agent, else from the full query: both must run everyone, in id order; built from
+    # esper's tables or, under an esper without them, through its queries.
+    if tables == "public queries":
+        monkeypatch.setattr(queries, "_tables", lambda: None)
     field()
     bare = esper.create_entity(
         Agent("tactical", 2.0), Position(0, 2), ActionQueue([Step("MoveTo", (4, 2))]), PlanState()

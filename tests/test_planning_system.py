@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import weakref
 from collections.abc import Sequence
 
 import esper
@@ -24,6 +25,7 @@ from aiplanner import (
     ScriptedReply,
     Step,
     Tier,
+    queries,
 )
 from aiplanner.backends.base import CompletionRequest
 from aiplanner.bench.world import spawn_agent
@@ -755,6 +757,28 @@ def test_between_frames_serves_in_the_idle_time_what_the_tick_left(world: str) -
         assert done >= len(ents) - len(after_tick)
         assert plugin.stats()["budget_cuts"] == 1  # the tick's cut; none counted in the pass
         assert plugin.stats()["between_frames"] == done
+
+
+class _Freed:
+    """Something whose freeing a weak reference sees."""
+
+
+def test_between_frames_frees_the_query_results_ticks_replaced(world: str) -> None:
+    spawn_battle(4)
+    clock = WorkClock(work=0.0)
+    with PlannerPlugin(PlannerConfig(), None, clock=clock) as plugin:
+        _tick(clock)
+        plugin.between_frames(5.0)  # a game that offers idle time: results wait for it
+        kept = _Freed()
+        ref = weakref.ref(kept)
+        queries.retire(kept)  # as a tick does with the rows a change replaced
+        del kept
+        _tick(clock)
+        assert ref() is not None  # not in a tick
+        plugin.between_frames(0.0)
+        assert ref() is not None  # no idle time offered: nothing done
+        plugin.between_frames(5.0)
+        assert ref() is None
 
 
 def test_between_frames_stops_at_the_end_of_the_time_it_is_given(world: str) -> None:
