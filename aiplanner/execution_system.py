@@ -108,6 +108,7 @@ class ActionExecutionSystem(esper.Processor):
         # queries.generation() when the rows were made, and the rows (see _agent_rows).
         self._seen: object = None
         self._rows: list[tuple[int, Any, Any, ActionQueue, PlanState, Any]] = []
+        self._rows_with_health = 0  # rows whose health component is not None
         self._views: dict[int, _StepView] = {}  # entity -> its current step, worked out
         # Entity -> its health component, or None without the mapped health or position: the
         # part of the gone-target test that only changes when a component comes or goes.
@@ -200,9 +201,23 @@ class ActionExecutionSystem(esper.Processor):
                 if queue.done:
                     self._stop(queue, state, "")
         if self.delete_dead:
-            for ent, health in zip(*queries.column(health_type), strict=True):
-                if hp(health) <= 0 and exists(ent):
+            self._delete_dead(health_type, hp)
+
+    def _delete_dead(self, health_type: type[Any], hp: Callable[[Any], float]) -> None:
+        """Delete (deferred, as esper does) every entity whose health is ``<= 0``: from the rows
+        when they are current and every holder of health is an agent in them (no query to
+        rebuild after a death or a respawn), else from esper's column of health."""
+        exists = esper.entity_exists
+        if queries.generation() is self._seen and self._rows_with_health == len(
+            queries.entities(health_type)
+        ):
+            for ent, _, _, _, _, health in self._rows:
+                if health is not None and hp(health) <= 0 and exists(ent):
                     esper.delete_entity(ent)
+            return
+        for ent, health in zip(*queries.column(health_type), strict=True):
+            if hp(health) <= 0 and exists(ent):
+                esper.delete_entity(ent)
 
     def _agent_rows(
         self, cm: ComponentMap
@@ -248,6 +263,7 @@ class ActionExecutionSystem(esper.Processor):
         rows.sort(key=_entity)
         queries.retire(self._rows)  # freed in the frame's idle time, not in this tick
         self._rows = rows
+        self._rows_with_health = len(rows) - [row[5] for row in rows].count(None)
         views = self._views
         if len(views) > len(rows):  # forget the steps of agents gone since
             kept = {row[0] for row in rows}

@@ -448,6 +448,18 @@ def test_dead_are_deleted_only_when_asked(world: str) -> None:
     assert not esper.entity_exists(corpse) and not esper.entity_exists(dead_actor)
 
 
+def test_dead_agents_are_found_in_the_rows_and_other_dead_by_esper_s_query(world: str) -> None:
+    field()
+    foe = actor(3, 0, Step("Scan"), hp=10, team=2)
+    me = actor(0, 0, Step("Attack", (foe,)), weapon=Weapon(range=5, damage=20), ammo=Ammo(6))
+    system = ActionExecutionSystem()
+    system.process(DT)  # every holder of health is an agent: the dead are found in the rows
+    assert not esper.entity_exists(foe) and esper.entity_exists(me)
+    crate = esper.create_entity(Position(5, 5), Health(0))  # not an agent
+    system.process(DT)
+    assert not esper.entity_exists(crate) and esper.entity_exists(me)
+
+
 def test_bad_settings_raise() -> None:
     with pytest.raises(ConfigError):
         ActionExecutionSystem(max_path_nodes=0)
