@@ -272,9 +272,9 @@ class PlanningSystem(esper.Processor):
 
     def adopt_new_agents(self) -> None:
         """Give new agents the components planning needs now (the plugin does it as its tick
-        starts, before the snapshot system reads the agents: each component added makes esper
-        build every query again, and a query of a hundred agents costs ~0.25 ms; the tick's
-        planning step finds nothing left to do then)."""
+        starts, before the snapshot system reads the agents: each component added makes every
+        query be built again, :mod:`aiplanner.queries`' as esper's; the tick's planning step
+        finds nothing left to do then)."""
         self._adopt_new_agents(self._config())
 
     def _adopt_new_agents(self, cfg: PlannerConfig) -> None:
