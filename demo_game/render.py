@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -554,14 +554,26 @@ def _pct(value: object) -> str:
 
 
 def _invalid(value: object) -> str:
+    """Invalid plans: the total, then the commonest reasons with their counts, as many as fit
+    the panel's value column whole ("..." for the others: never a reason cut mid-word)."""
     if not isinstance(value, Mapping) or not value:
         return "0"
-    items: Sequence[tuple[object, object]] = sorted(
-        value.items(), key=lambda kv: -kv[1] if isinstance(kv[1], int) else 0
+    counts = sorted(
+        ((str(k), v) for k, v in value.items() if isinstance(v, int) and not isinstance(v, bool)),
+        key=lambda kv: (-kv[1], kv[0]),
     )
-    total = sum(v for _, v in items if isinstance(v, int))
-    top = ", ".join(f"{k} {v}" for k, v in items[:2])
-    return f"{total} ({top})"
+    total = sum(v for _, v in counts)
+    shown: list[str] = []
+    for i, (reason, n) in enumerate(counts):
+        parts = [*shown, f"{reason} {n}"]
+        if i + 1 < len(counts):
+            parts.append("...")
+        if len(f"{total} ({', '.join(parts)})") > _VALUE_CHARS:
+            break
+        shown.append(f"{reason} {n}")
+    if len(shown) < len(counts):
+        shown.append("...")
+    return f"{total} ({', '.join(shown)})"
 
 
 def _tier_counts(raw: Mapping[object, object]) -> dict[Tier, int]:

@@ -28,7 +28,15 @@ from demo_game.app import (
     run,
 )
 from demo_game.game import Command, Game
-from demo_game.render import KEY_BINDINGS, TIER_COLORS, View, ViewAction, step_label
+from demo_game.render import (
+    _VALUE_CHARS,
+    KEY_BINDINGS,
+    TIER_COLORS,
+    View,
+    ViewAction,
+    _invalid,
+    step_label,
+)
 
 GameFactory = Callable[..., Game]
 
@@ -316,6 +324,19 @@ def test_step_labels() -> None:
     assert step_label(Step("Reload"), DEFAULT_REGISTRY) == "reload"
     assert step_label(Step("Wait", (10,)), DEFAULT_REGISTRY) == "wait 10"
     assert step_label(None, DEFAULT_REGISTRY) == "-"
+
+
+def test_the_hud_line_of_invalid_plans_fits_its_column_with_whole_reasons() -> None:
+    assert _invalid({}) == "0"
+    assert _invalid(None) == "0"
+    assert _invalid({"bad_target": 2, "no_path": 5}) == "7 (no_path 5, bad_target 2)"
+    # Seen in the demo: two long reasons used to be cut mid-word by the column's width.
+    many = {"stale_bad_target": 8, "stale_bad_heal_target": 2, "unknown_action": 1}
+    line = _invalid(many)
+    assert line == "11 (stale_bad_target 8, ...)"
+    assert len(line) <= _VALUE_CHARS
+    lone = _invalid({"x" * 40: 3})
+    assert lone == "3 (...)"
 
 
 def test_python_m_demo_game_runs_headless(tmp_path: Path) -> None:
