@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any, Final
 
 import esper
@@ -52,7 +51,6 @@ from aiplanner.errors import ConfigError
 __all__ = ["HEAL_REACH", "SCAN_SECONDS", "ActionExecutionSystem"]
 
 _TARGET_KINDS: Final = (ArgKind.ENEMY, ArgKind.ALLY)
-_entity: Final = itemgetter(0)
 _MISSING: Final = object()
 
 # What one step of one agent needs, worked out when its plan or step index changes: the plan's
@@ -238,32 +236,35 @@ class ActionExecutionSystem(esper.Processor):
         ip = cm.position_index
         ih = cm.health_index
         table = queries.entity_table()
+        # Sorted as pairs (ids are unique, so only they are compared): no key function called
+        # per row. The map's rows all hold health (it is one of the map's query).
         if table is not None:  # the map's rows, each with its queue and state looked up
             aq, ps = ActionQueue, PlanState
             rows = [
                 (ent, comps[ia], comps[ip], held[aq], held[ps], comps[ih])
-                for ent, comps in cm.rows()
+                for ent, comps in sorted(cm.rows())
                 if aq in (held := table[ent]) and ps in held
             ]
         else:
             iq = len(cm.query)
             rows = [
                 (ent, comps[ia], comps[ip], comps[iq], comps[iq + 1], comps[ih])
-                for ent, comps in queries.components(*cm.query, ActionQueue, PlanState)
+                for ent, comps in sorted(queries.components(*cm.query, ActionQueue, PlanState))
             ]
+        with_health = len(rows)
         if len(rows) != len(queries.entities(PlanState)):
             # some agents lack the map's team or health component
             health = cm.health
             rows = [
                 (ent, agent, pos, queue, state, esper.try_component(ent, health))
-                for ent, (agent, pos, queue, state) in queries.components(
-                    cm.agent, cm.position, ActionQueue, PlanState
+                for ent, (agent, pos, queue, state) in sorted(
+                    queries.components(cm.agent, cm.position, ActionQueue, PlanState)
                 )
             ]
-        rows.sort(key=_entity)
+            with_health = len(rows) - [row[5] for row in rows].count(None)
         queries.retire(self._rows)  # freed in the frame's idle time, not in this tick
         self._rows = rows
-        self._rows_with_health = len(rows) - [row[5] for row in rows].count(None)
+        self._rows_with_health = with_health
         views = self._views
         if len(views) > len(rows):  # forget the steps of agents gone since
             kept = {row[0] for row in rows}

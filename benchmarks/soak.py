@@ -42,6 +42,7 @@ from aiplanner import (
     PlannerPlugin,
     ScriptedBackend,
     Team,
+    queries,
 )
 from aiplanner.bench.world import fresh_world, make_field, spawn_agent
 
@@ -82,7 +83,7 @@ class Armies:
     def reinforce(self) -> int:
         """Replace the dead; return how many were alive."""
         alive = [0, 0]
-        for _, (side, health) in esper.get_components(Team, Health):
+        for _, (side, health) in queries.components(Team, Health):  # see whole_tick.top_up
             if health.hp > 0:
                 alive[side.team] += 1
         for team, want in enumerate(self.size):

@@ -71,6 +71,7 @@ from aiplanner import (
     ScriptedBackend,
     SnapshotSystem,
     Team,
+    queries,
 )
 from aiplanner.bench.world import spawn_agent as standard_agent
 
@@ -123,7 +124,10 @@ class Battle:
     def top_up(self) -> None:
         """Replace the agents deleted since the last call (outside the timed tick)."""
         alive = [0, 0]
-        for _, (side, health) in esper.get_components(Team, Health):
+        # Through aiplanner.queries, not esper's cached query: esper would free its copy inside
+        # the next tick (its first query after a change clears its caches), charging the
+        # benchmark's own bookkeeping to the timed tick.
+        for _, (side, health) in queries.components(Team, Health):
             if health.hp > 0:
                 alive[side.team] += 1
         for team, count in enumerate(self.per_team):
@@ -335,8 +339,8 @@ class _GcLog:
 
 def _count_idle(tick: int, since: dict[int, int], out: Run) -> None:
     """How many agents stand idle (waiting to be served, no plan at all), and for how long."""
-    states = esper.get_component(PlanState)
-    idle = {ent for ent, st in states if st.status is PlanStatus.IDLE}
+    holders, states = queries.column(PlanState)  # not esper's cached query: see Battle.top_up
+    idle = {ent for ent, st in zip(holders, states, strict=True) if st.status is PlanStatus.IDLE}
     out.idle_share.append(len(idle) / max(1, len(states)))
     for ent in idle:
         since.setdefault(ent, tick)
