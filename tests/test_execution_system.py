@@ -600,6 +600,30 @@ def test_paths_per_tick_are_capped_and_the_others_wait_in_id_order(
     assert [pos(e) for e in movers] == [(6.0, float(y)) for y in range(5)]
 
 
+def test_agents_act_in_id_order_whatever_order_esper_keeps_them_in(
+    world: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    field()
+    asked: list[int] = []
+
+    def counting(f: Battlefield, a: tuple[int, int], b: tuple[int, int], n: int = 4000) -> object:
+        asked.append(b[1])  # which agent (its row) asked
+        return find_path(f, a, b, n)
+
+    monkeypatch.setattr(behaviour_module, "find_path", counting)
+    first = actor(0, 1, Step("MoveTo", (6, 1)))
+    for _ in range(6):
+        esper.create_entity()  # ids the later agent's set slot wraps around
+    second = actor(0, 2, Step("MoveTo", (6, 2)))
+    # esper's set of agents iterates the later id first (an int set's slots wrap): the
+    # precondition that makes the order below the system's own doing.
+    assert list(queries.entities(Agent)) == [second, first]
+    system = ActionExecutionSystem(max_paths_per_tick=1)
+    system.process(DT)
+    assert asked == [1]  # the lower id takes the tick's only path
+    assert pos(first)[0] > 0.0 and pos(second) == (0.0, 2.0)
+
+
 def test_an_attacker_without_a_path_this_tick_neither_moves_nor_fires(world: str) -> None:
     field()
     foe = target(10, 0)
