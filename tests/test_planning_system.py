@@ -593,6 +593,53 @@ def test_admission_fallbacks_keep_the_provisional_plan_or_wait_for_later_ticks(
         assert len(backend.calls) == 0
 
 
+def test_a_batch_that_fills_up_leaves_everyone_it_passed_over_waiting_in_order(
+    world: str,
+) -> None:
+    # The selection stops once the batch is full; an agent it passed over before that (too
+    # little time for a place this far back in the batch, enough for a call of its own) keeps
+    # its place in the queue with those it never looked at, and goes out with the next batch.
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    cfg = PlannerConfig(
+        max_wait_ms=1000,
+        max_batch_size=10,
+        max_in_flight=2,
+        plan_deadline_s=3.0,
+        cache_enabled=False,
+    )
+    a, b, c, d = spawn_battle(4)
+    later = {e: esper.component_for_entity(e, Agent) for e in (c, d)}
+    for e in later:
+        esper.remove_component(e, Agent)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        for _ in range(5):
+            plugin.metrics.record_call(1.0, None)  # calls have been taking 1 s each
+        _tick(clock)  # a and b ask; the batch waits up to 1 s to fill
+        clock.now = 0.5
+        for e, agent in later.items():
+            esper.add_component(e, agent)
+        _tick(clock)  # c and d ask, 0.5 s later
+        assert plugin.stats()["pending"] == 4 and plugin.stats()["in_flight"] == 0
+        clock.now = 1.05
+        _tick(clock)
+        # Room for two: a goes first (1.95 s left, one call ahead of it: 1 s); b would be
+        # second (2 s needed, 1.95 left): passed over; c (2.45 s left) takes the second place.
+        assert plugin.stats()["in_flight"] == 2 and plugin.stats()["pending"] == 2
+        states = {e: esper.component_for_entity(e, PlanState) for e in (a, b, c, d)}
+        assert [states[e].status for e in (a, b, c, d)] == [
+            PlanStatus.IN_FLIGHT,
+            PlanStatus.REQUESTED,
+            PlanStatus.IN_FLIGHT,
+            PlanStatus.REQUESTED,
+        ]
+        gate.set()
+        _wait_until(lambda: plugin.stats()["in_flight"] == plugin.stats()["pending"] == 0)
+        assert plugin.stats()["tiers"] == {"llm": 4}
+        assert {s.invalid_reason for s in states.values()} == {""}
+
+
 def test_a_parallel_backend_gets_only_the_agents_its_measured_rate_can_serve_in_time(
     world: str,
 ) -> None:
