@@ -61,7 +61,9 @@ The last lines check the issue's targets on the worst repetition: the speed-ups 
 path on the shipped weights, and beside them against the same path on the engines' weights.
 
 Calibration scores (content-free, cached per phrase by the decision module) are warmed before the
-timed rounds, as in a running game.
+timed rounds, as in a running game; so are the free rounds (a free round on other agents first,
+after the guided rounds: free mode's system prompt is another one), so neither path pays its system
+prompt inside a timed round.
 """
 
 from __future__ import annotations
@@ -226,7 +228,16 @@ async def main_async(args: argparse.Namespace) -> None:
             )
             if server is not None:
                 await server.round(reqs, base, mine, tag, found)
-            if not args.no_free:
+        if not args.no_free:
+            # Warm free mode the same way (its system prompt differs from guided's), after
+            # the guided rounds, so each path starts its free rounds as a game planning freely.
+            if two:
+                await planned(shipped_ctx, warm, "sequential", "free")
+            await planned(gen_ctx, warm, "sequential", "free")
+            free_ctx = context(batched, "score")
+            await planned(free_ctx, warm, "concurrent", "free")
+            for i, reqs in enumerate(rounds, start=1):
+                tag = f"#{i}" if args.repeat > 1 else ""
                 free_today = None
                 if two:
                     free_today = await planned(shipped_ctx, reqs, "sequential", "free")
@@ -234,7 +245,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 free = await planned(gen_ctx, reqs, "sequential", "free")
                 line(f"free-seq{tag}", free, free_today.wall if free_today else None)
                 before = batched.engine_stats()
-                r = await planned(context(batched, "score"), reqs, "concurrent", "free")
+                r = await planned(free_ctx, reqs, "concurrent", "free")
                 after = batched.engine_stats()
                 assert before is not None and after is not None
                 line(
