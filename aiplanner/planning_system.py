@@ -630,8 +630,10 @@ class PlanningSystem(esper.Processor):
 
         Oldest first, and only until ``limit`` are chosen: the agents after them asked later,
         so (deadlines following the order of asking) they have at least as much time left and
-        keep their place unexamined. The work is the batch's, not the queue's (measured in
-        ``whole_tick.py``'s 1000-agent battle: ~500 agents waiting in the slowest ticks).
+        keep their place unexamined; one that does not (the deadline setting changed since)
+        meets its deadline in :meth:`_expire` as any waiting agent does. The work is the
+        batch's, not the queue's (measured in ``whole_tick.py``'s 1000-agent battle: ~500
+        agents waiting in the slowest ticks).
         """
         alone_s = self._metrics.call_s.percentile(50) or 0.0  # one call's own latency
         if serial:
