@@ -232,17 +232,27 @@ def _wait_until(cond: object, ticks: int = 2000) -> None:
     raise AssertionError("condition not reached")
 
 
+def _serial_gated() -> tuple[threading.Event, ScriptedBackend]:
+    """A backend serving one call at a time, each answer held until the event is set."""
+    gate = threading.Event()
+    return gate, ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+
+
+def _calls_have_taken(plugin: PlannerPlugin, seconds: float) -> None:
+    """The backend's calls have been taking ``seconds`` each (its measured median)."""
+    for _ in range(5):
+        plugin.metrics.record_call(seconds, None)
+
+
 def test_serial_engine_gets_one_batch_at_a_time_and_only_agents_that_can_make_it(
     world: str,
 ) -> None:
     clock = Clock()
-    gate = threading.Event()
-    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    gate, backend = _serial_gated()
     cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=2.5, cache_enabled=False)
     ents = spawn_battle(6)
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
-        for _ in range(5):
-            plugin.metrics.record_call(1.0, None)  # calls have been taking 1 s each
+        _calls_have_taken(plugin, 1.0)
         _tick(clock)
         # 2.5 s of budget at 1 s a call: two agents fit in the batch, the rest wait here.
         assert plugin.stats()["in_flight"] == 2 and plugin.stats()["pending"] == 4
@@ -548,16 +558,14 @@ def test_stale_snapshots_of_waiting_agents_are_not_kept(world: str) -> None:
 def test_admission_fallbacks_keep_the_provisional_plan_or_wait_for_later_ticks(
     world: str, provisional_done: bool
 ) -> None:
-    gate = threading.Event()  # never opened: no call is ever made
-    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    _, backend = _serial_gated()  # the gate never opens: no call is ever made
     cfg = PlannerConfig(
         max_batch_size=16, max_wait_ms=100, plan_deadline_s=0.5, cache_enabled=False
     )
     ents = spawn_battle(12)
     clock = WorkClock()  # no work cost while the agents ask: they all ask on the first tick
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
-        for _ in range(5):
-            plugin.metrics.record_call(1.0, None)  # calls take 1 s: nobody can make 0.5 s
+        _calls_have_taken(plugin, 1.0)  # nobody can make 0.5 s
         _tick(clock)  # all ask; the partial batch waits for max_wait_ms
         assert plugin.stats()["pending"] == len(ents)
         queues = {e: esper.component_for_entity(e, ActionQueue) for e in ents}
@@ -600,8 +608,7 @@ def test_a_batch_that_fills_up_leaves_everyone_it_passed_over_waiting_in_order(
     # little time for a place this far back in the batch, enough for a call of its own) keeps
     # its place in the queue with those it never looked at, and goes out with the next batch.
     clock = Clock()
-    gate = threading.Event()
-    backend = ScriptedBackend(gate=gate, parallel=False, max_concurrency=1)
+    gate, backend = _serial_gated()
     cfg = PlannerConfig(
         max_wait_ms=1000,
         max_batch_size=10,
@@ -614,8 +621,7 @@ def test_a_batch_that_fills_up_leaves_everyone_it_passed_over_waiting_in_order(
     for e in later:
         esper.remove_component(e, Agent)
     with PlannerPlugin(cfg, backend, clock=clock) as plugin:
-        for _ in range(5):
-            plugin.metrics.record_call(1.0, None)  # calls have been taking 1 s each
+        _calls_have_taken(plugin, 1.0)
         _tick(clock)  # a and b ask; the batch waits up to 1 s to fill
         clock.now = 0.5
         for e, agent in later.items():
