@@ -39,6 +39,7 @@ __all__ = [
     "CompiledGrammar",
     "GrammarCache",
     "forced_prefix",
+    "grammar_alphabet",
     "schema_key",
     "schema_to_gbnf",
     "verify_gbnf",
@@ -98,6 +99,85 @@ def forced_prefix(schema: Mapping[str, Any]) -> str:
     Raises :class:`ConfigError` where :func:`schema_to_gbnf` does.
     """
     return _compile(schema)[1]
+
+
+def grammar_alphabet(gbnf: str) -> frozenset[str] | None:
+    """Every character a GBNF grammar's terminals can write, or ``None`` when they cannot be
+    listed in printable ASCII (a negated class such as a JSON string's ``[^"\\]``, ``.``, a
+    character outside ``' '``-``'~'``, or text this reader does not follow).
+
+    With the whole alphabet known, an engine can ask the grammar about each of its characters
+    and learn when exactly one may come next: the text the grammar forces (``"]`` after a
+    plan's code, ``["`` after ``],``), which it can then feed without generating it.
+    """
+    chars: set[str] = set()
+    i, n = 0, len(gbnf)
+    while i < n:
+        c = gbnf[i]
+        if c == "#":  # a comment, to the end of the line
+            end = gbnf.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c == '"':
+            i += 1
+            while i < n and gbnf[i] != '"':
+                ch, i = _gbnf_char(gbnf, i)
+                if ch is None:
+                    return None
+                chars.add(ch)
+            if i >= n:
+                return None
+            i += 1
+        elif c == "[":
+            i += 1
+            if i < n and gbnf[i] == "^":
+                return None
+            while i < n and gbnf[i] != "]":
+                low, i = _gbnf_char(gbnf, i)
+                if low is None:
+                    return None
+                high: str | None = low
+                if i + 1 < n and gbnf[i] == "-" and gbnf[i + 1] != "]":
+                    high, i = _gbnf_char(gbnf, i + 1)
+                if high is None or high < low:
+                    return None
+                chars.update(chr(k) for k in range(ord(low), ord(high) + 1))
+            if i >= n:
+                return None
+            i += 1
+        elif c == ".":
+            return None
+        else:
+            i += 1
+    if any(not " " <= ch <= "~" for ch in chars):
+        return None
+    return frozenset(chars)
+
+
+_GBNF_ESCAPES = {
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "\\": "\\",
+    '"': '"',
+    "[": "[",
+    "]": "]",
+    "-": "-",
+}
+
+
+def _gbnf_char(text: str, i: int) -> tuple[str | None, int]:
+    """The character a GBNF literal or class spells at ``text[i]`` and where the next begins;
+    ``None`` for an escape this reader does not take."""
+    if text[i] != "\\":
+        return text[i], i + 1
+    if i + 1 >= len(text):
+        return None, i + 1
+    e = text[i + 1]
+    if e in _GBNF_ESCAPES:
+        return _GBNF_ESCAPES[e], i + 2
+    if e == "x" and re.fullmatch(r"[0-9a-fA-F]{2}", text[i + 2 : i + 4]):
+        return chr(int(text[i + 2 : i + 4], 16)), i + 4
+    return None, i + 2
 
 
 def _compile(schema: Mapping[str, Any]) -> tuple[str, str]:

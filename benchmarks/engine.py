@@ -255,7 +255,10 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"tokens={after.rows - before.rows} generated="
                     f"{after.generated - before.generated} decodes={after.decodes - before.decodes}"
                     f" (1-thread {after.one_thread_decodes - before.one_thread_decodes})"
-                    f" vocab-passes={after.vocab_passes - before.vocab_passes}",
+                    f" vocab-passes={after.vocab_passes - before.vocab_passes}"
+                    f" jumped={after.jumped - before.jumped}"
+                    f" (drafts lost {after.drafts_lost - before.drafts_lost},"
+                    f" ended early {after.ended_early - before.ended_early})",
                 )
                 found.free(
                     (free_today or free).wall / r.wall, free.wall / r.wall, r.from_model == n

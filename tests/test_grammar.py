@@ -22,6 +22,7 @@ from aiplanner.errors import ConfigError
 from aiplanner.grammar import (
     GrammarCache,
     forced_prefix,
+    grammar_alphabet,
     schema_key,
     schema_to_gbnf,
     verify_gbnf,
@@ -295,6 +296,38 @@ def test_every_accepted_answer_begins_with_the_forced_prefix(
     schema = SHAPES[name]
     value = data.draw(values_of(schema))
     assert orjson.dumps(value).decode().startswith(forced_prefix(schema))
+
+
+@pytest.mark.parametrize("name", sorted(set(SHAPES) - {"strings"}))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_the_alphabet_holds_every_character_an_answer_writes(
+    name: str, data: st.DataObject
+) -> None:
+    alphabet = grammar_alphabet(schema_to_gbnf(SHAPES[name]))
+    assert alphabet is not None
+    assert set(orjson.dumps(data.draw(values_of(SHAPES[name]))).decode()) <= alphabet
+
+
+def test_the_alphabet_of_a_grammar_it_cannot_list_is_none() -> None:
+    # A JSON string may hold any character: its grammar's class is negated.
+    assert grammar_alphabet(schema_to_gbnf(SHAPES["strings"])) is None
+    assert grammar_alphabet('root ::= "a" .') is None
+    assert grammar_alphabet('root ::= "caf\u00e9"') is None  # an escape it does not read
+    assert grammar_alphabet('root ::= "é"') is None  # not printable ASCII
+    assert grammar_alphabet('root ::= "\x07"') is None
+    assert grammar_alphabet('root ::= "open') is None
+    assert grammar_alphabet("root ::= [a-") is None
+
+
+def test_the_alphabet_reads_literals_classes_escapes_and_skips_names_and_comments() -> None:
+    gbnf = (
+        "# digits [0-9] and x, in a comment\n"
+        'root ::= "[\\"" item "\\"]" [a-c] [\\-_] [\\]] "\\\\"\n'
+        'item ::= [1-3]+ | "\\x41"\n'
+    )
+    assert grammar_alphabet(gbnf) == frozenset('["]abc-_123A\\')
+    assert grammar_alphabet('root ::= "b" | "a" | [z-z]') == frozenset("abz")
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,11 @@ as it can, in as few ``llama_decode`` calls as it can:
   planner's default) takes the likeliest token the grammar allows among the 32 likeliest, then
   the 1024 likeliest, and filters the whole vocabulary (~13 ms a token here) only when none
   passes; sampling checks the sampled token first and filters the whole vocabulary when the
-  grammar rejects it. A sequence is handed back the moment it ends, and its cells are freed at
-  once.
+  grammar rejects it. Jump forward (``EngineSettings.jump_forward``): an answer whose grammar
+  allows only one ending is handed over with it at once, and under greedy decoding the other
+  text a grammar forces is drafted into the next decode and kept where the model confirms it,
+  so the answers are the model's own in fewer decodes. A sequence is handed back the moment it
+  ends, and its cells are freed at once.
 * Requests that arrive during a pass join the next one (continuous batching). Cancellation and
   deadlines are checked before every decode; a cancelled request's rows are dropped from the
   rest of its pass. A scoring request whose answer the rows ahead of it cannot reach before its
@@ -52,6 +55,7 @@ from aiplanner.backends.decode_threads import ThreadGovernor
 from aiplanner.backends.lora import apply_adapter, free_adapter
 from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
 from aiplanner.errors import BackendBusy, BackendError, ConfigError
+from aiplanner.grammar import grammar_alphabet
 
 __all__ = [
     "BatchedEngine",
@@ -77,6 +81,10 @@ _MIN_KEPT_ROOT = 16
 # many likeliest tokens first, then this many, and only then in the whole vocabulary: one grammar
 # pass over 49,152 tokens costs ~13 ms here, over 32 a few microseconds.
 _GREEDY_WIDTHS = (32, 1024)
+# Most characters one jump forward drafts (``EngineSettings.jump_forward``), and most
+# (token, character) pairs whose spelling as one token is remembered.
+_JUMP_MAX_CHARS = 32
+_RUN_ON_MEMO = 4096
 
 
 class WorkCancelled(Exception):
@@ -122,6 +130,18 @@ class EngineSettings:
     # them; the least recently used goes first, and they give way to requests like kept
     # prompts. Only a root several prompts shared is kept (not one request's whole prompt).
     kept_roots: int = 1
+    # Jump forward: after each generated token, ask (a copy of) the grammar about every
+    # character it can write (when they are all printable ASCII,
+    # :func:`aiplanner.grammar.grammar_alphabet`). An answer whose grammar allows only one
+    # ending (``]]}`` after a plan's last argument) ends at once with it: its text is known,
+    # whatever the model would pick, so no decode is spent on it or on the end token. Under
+    # greedy decoding, other text the grammar forces (``["`` after ``],``, ``",`` after a code)
+    # is drafted as the tokenizer spells it (less a last token that a longer one could run on
+    # from, as ``]`` into ``],``) and fed with the sampled token in the next decode; each
+    # drafted token the model picks itself at its row is kept, a decode saved, and the first
+    # it would not pick ends the draft (its cells dropped, the model's own token taken): the
+    # text is the one the model writes without drafts.
+    jump_forward: bool = True
 
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
@@ -154,7 +174,11 @@ class EngineStats:
     one thread; ``shed`` the scoring requests ended early because the rows ahead of them
     outlasted their deadline; ``reused_rows`` prompt rows not evaluated because a kept prompt
     (``prefix_cache``) held them, beyond what the root held; ``vocab_passes`` the times a
-    grammar filtered the whole vocabulary (its sampled or likeliest tokens all rejected)."""
+    grammar filtered the whole vocabulary (its sampled or likeliest tokens all rejected);
+    ``jumped`` the drafted tokens (the text a grammar forced, ``EngineSettings.jump_forward``)
+    the model confirmed, each a decode saved, and ``drafts_lost`` those it did not (rows
+    evaluated for nothing); fed drafts are counted in ``generated`` too; ``ended_early``
+    the generations whose grammar allowed only one ending, handed over without decoding it."""
 
     passes: int = 0
     decodes: int = 0
@@ -167,6 +191,9 @@ class EngineStats:
     shed: int = 0
     reused_rows: int = 0
     vocab_passes: int = 0
+    jumped: int = 0
+    drafts_lost: int = 0
+    ended_early: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +277,7 @@ class _Generating:
         "max_tokens",
         "next_pos",
         "pending",
+        "probe",
         "produced",
         "seq",
         "work",
@@ -263,7 +291,11 @@ class _Generating:
         self.greedy = work.temperature <= 0.0
         self.max_tokens = work.max_tokens
         self.next_pos = len(work.prompt)
-        self.pending: int | None = None  # the sampled token to feed back next decode
+        # The sampled token and the text the grammar forces after it, to feed next decode.
+        self.pending: tuple[int, ...] = ()
+        # Jump forward: the single-character tokens of the grammar's alphabet, then an end
+        # token, as llama_token_data candidates (None: no jumping for this work).
+        self.probe: Any = None
         self.produced = 0
         self.first_at: float | None = None
         self.cost = 0.0
@@ -327,6 +359,14 @@ class BatchedEngine:
         self._candidates = np.zeros(self._n_vocab, dtype=dtype)
         self._candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
         self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._dtype = dtype
+        self._token_char: dict[int, str] = {}
+        self._run_on: dict[tuple[int, str], bool] = {}
+        # Jump forward: the token of each printable ASCII character spelt alone, and the end
+        # token a finished grammar accepts.
+        self._char_token = self._single_char_tokens() if settings.jump_forward else {}
+        eos = int(llama_cpp.llama_vocab_eos(self._vocab))
+        self._eog = eos if eos >= 0 else int(llama_cpp.llama_vocab_eot(self._vocab))
         self._closed = False
         self._root: tuple[int, ...] = ()
         self._root_shared = False  # whether the root is what several prompts shared
@@ -570,6 +610,8 @@ class BatchedEngine:
                 _call(work.done, exc)
                 return None
             active = _Generating(work, self._free.pop(), chain, grammar)
+            if grammar is not None and work.gbnf is not None:
+                active.probe = self._probe_for(work.gbnf)
             room = self._settings.n_ctx - len(work.prompt)
             active.max_tokens = max(1, min(work.max_tokens, room))
         for seq in active.seqs:
@@ -592,13 +634,19 @@ class BatchedEngine:
         if s.adaptive_threads:  # limit: a probe of the thread count, kept small (decode_threads)
             threads, limit = self._governor.plan()
         cap = s.n_batch if limit is None else min(limit, s.n_batch)
-        pending = [g for g in self._gens if g.pending is not None]
-        feeding = pending[:cap]
+        pending = [g for g in self._gens if g.pending]
+        feeding: list[_Generating] = []
+        fed = 0  # rows: a sampled token, and the text its grammar forced after it
+        for g in pending:
+            if feeding and fed + len(g.pending) > cap:
+                break
+            feeding.append(g)
+            fed += len(g.pending)
         if len(feeding) < len(pending):  # more are generating than this decode holds: take turns
             self._gens = [g for g in self._gens if g not in feeding] + feeding
         # Pass rows in chunks: a decode of a few hundred rows takes about a second here, and
         # nothing (a generating sequence, a cancellation, close) is served during one.
-        room = min(cap - len(feeding), s.chunk_tokens)
+        room = max(0, min(cap - fed, s.chunk_tokens))
         rows: list[tuple[int, Entry, tuple[int, ...]]] = []
         while self._next_row < len(self._rows) and len(rows) < room:
             i = self._next_row
@@ -611,10 +659,12 @@ class BatchedEngine:
             return
         batch = self._batch
         n = 0
+        first: list[int] = []  # the batch row of each fed generation's sampled token
         for g in feeding:
-            assert g.pending is not None
-            self._put(n, g.pending, g.next_pos, (g.seq,), True)
-            n += 1
+            first.append(n)
+            for k, token in enumerate(g.pending):  # a draft needs every row's logits
+                self._put(n, token, g.next_pos + k, (g.seq,), True)
+                n += 1
         for _, entry, seqs in rows:
             self._put(n, entry.token, entry.pos, seqs, entry.logits)
             n += 1
@@ -643,7 +693,7 @@ class BatchedEngine:
             decodes=1,
             rows=n,
             shared_rows=shared,
-            generated=len(feeding),
+            generated=fed,
             decode_s=spent,
             one_thread_decodes=int(threads == 1),
         )
@@ -660,10 +710,9 @@ class BatchedEngine:
             if any(_ROOT in seqs for _, _, seqs in rows):
                 self._drop_root()
             return
-        for n_out, g in enumerate(feeding):
-            g.next_pos += 1
-            self._sample(g, n_out)
-        for n_out, (i, entry, _) in enumerate(rows, start=len(feeding)):
+        for g, row in zip(feeding, first, strict=True):
+            self._verify(g, row)
+        for n_out, (i, entry, _) in enumerate(rows, start=fed):
             if not entry.logits:
                 continue
             readers = self._readers.pop(i, None)
@@ -737,14 +786,20 @@ class BatchedEngine:
             token = int(lib.llama_sampler_sample(g.chain, self._ctx, index))
             if g.grammar is not None and not self._allowed(g.grammar, token):
                 token = self._constrained(g, index)
+        if self._emit(g, token):
+            self._next(g, token)
+
+    def _emit(self, g: _Generating, token: int) -> bool:
+        """Hand ``token`` over (the grammar takes it); False when that ended the work."""
+        lib = self._lib
         if token < 0:
             self._finish(g, BackendError("the grammar allows no token", retryable=False))
-            return
+            return False
         if g.first_at is None:
             g.first_at = time.monotonic()
         if lib.llama_vocab_is_eog(self._vocab, token):
             self._finish(g, self._generated(g, "stop"))
-            return
+            return False
         if g.grammar is not None:
             lib.llama_sampler_accept(g.grammar, token)
         g.produced += 1
@@ -752,11 +807,150 @@ class BatchedEngine:
             g.work.on_token(token)
         except Exception as exc:
             self._finish(g, exc)
-            return
+            return False
         if g.produced >= g.max_tokens:
             self._finish(g, self._generated(g, "length"))
+            return False
+        return True
+
+    def _next(self, g: _Generating, token: int) -> None:
+        """Queue ``token`` for the next decode, with a draft of the text its grammar now forces
+        (jump forward, greedy works only); a work its grammar lets say nothing more ends."""
+        g.pending = (token,)
+        if g.probe is None:
             return
-        g.pending = token
+        chars, after = self._forced(g)
+        if after is None:  # the grammar allows these characters and then only the end
+            self._complete(g, self._tokenize("".join(chars)) if chars else ())
+            return
+        if chars and g.greedy:
+            drafts = self._tokenize("".join(chars))
+            # A model picks a token that runs on past the forced text when there is one ("]"
+            # forced, then "]," rather than "]" and ","): such a last token is not drafted.
+            if after is not None and drafts and self._runs_on(drafts[-1], after):
+                drafts = drafts[:-1]
+            g.pending += drafts[: g.max_tokens - g.produced]
+
+    def _complete(self, g: _Generating, rest: tuple[int, ...]) -> None:
+        """End g with ``rest``, the tokens of the text its grammar still forces before the end:
+        whatever the model would pick, the answer's text is known, so no decode is spent on it."""
+        room = g.max_tokens - g.produced
+        for token in rest[:room]:
+            g.produced += 1
+            try:
+                g.work.on_token(token)
+            except Exception as exc:
+                self._finish(g, exc)
+                return
+        self._stats = _bump(self._stats, jumped=min(len(rest), room), ended_early=1)
+        self._finish(g, self._generated(g, "length" if len(rest) > room else "stop"))
+
+    def _forced(self, g: _Generating) -> tuple[list[str], list[str] | None]:
+        """The characters g's grammar forces next (one at a time, while exactly one character
+        of its alphabet is allowed), then the characters it allows after them, or None when
+        the end token alone is allowed there. Asks a copy of the grammar: the real one takes
+        only the tokens the model is seen to choose."""
+        lib = self._lib
+        np = self._np
+        probe = g.probe
+        grammar = lib.llama_sampler_clone(g.grammar)
+        chars: list[str] = []
+        after: list[str] | None = []
+        try:
+            for _ in range(_JUMP_MAX_CHARS):
+                probe["logit"] = 0.0
+                self._filter(grammar, probe)
+                allowed = np.flatnonzero(np.isfinite(probe["logit"]))
+                end = len(probe) - 1
+                if len(allowed) != 1 or int(allowed[0]) == end:
+                    if len(allowed) == 1:
+                        after = None
+                    else:
+                        after = [self._token_char[int(probe["id"][k])] for k in allowed if k != end]
+                    break
+                token = int(probe["id"][int(allowed[0])])
+                lib.llama_sampler_accept(grammar, token)
+                chars.append(self._token_char[token])
+        finally:
+            lib.llama_sampler_free(grammar)
+        return chars, after
+
+    def _runs_on(self, token: int, after: list[str]) -> bool:
+        """Whether ``token``'s text followed by one of the characters ``after`` is a single
+        token of the vocabulary (memoised; the pairs come from grammars' small alphabets)."""
+        for c in after:
+            key = (token, c)
+            one = self._run_on.get(key)
+            if one is None:
+                if len(self._run_on) >= _RUN_ON_MEMO:
+                    self._run_on.clear()
+                one = len(self._tokenize(self._piece(token) + c)) == 1
+                self._run_on[key] = one
+            if one:
+                return True
+        return False
+
+    def _piece(self, token: int) -> str:
+        buf = ctypes.create_string_buffer(64)
+        n = int(self._lib.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False))
+        return buf.raw[: max(n, 0)].decode("utf-8", errors="replace")
+
+    def _verify(self, g: _Generating, row: int) -> None:
+        """After a decode of ``g.pending`` from batch row ``row`` on: keep each drafted token
+        the model itself picks there (greedy, under the grammar), drop the rest from the KV
+        memory, and go on from the last row kept."""
+        fed = g.pending
+        g.pending = ()
+        pos = g.next_pos
+        for k in range(1, len(fed)):
+            choice = self._greedy(g, row + k - 1)
+            if choice != fed[k]:
+                self._lib.llama_memory_seq_rm(self._mem, g.seq, pos + k, -1)
+                g.next_pos = pos + k
+                self._stats = _bump(self._stats, jumped=k - 1, drafts_lost=len(fed) - k)
+                if self._emit(g, choice):
+                    self._next(g, choice)
+                return
+            if not self._emit(g, fed[k]):
+                self._stats = _bump(self._stats, jumped=k)
+                return
+        g.next_pos = pos + len(fed)
+        if len(fed) > 1:
+            self._stats = _bump(self._stats, jumped=len(fed) - 1)
+        self._sample(g, row + len(fed) - 1)
+
+    def _probe_for(self, gbnf: str) -> Any:
+        """Candidates for :meth:`_forced` over ``gbnf``'s alphabet, or None when it cannot be
+        listed or a character of it has no token of its own."""
+        if not self._char_token or self._eog < 0:
+            return None
+        alphabet = grammar_alphabet(gbnf)
+        if alphabet is None or any(c not in self._char_token for c in alphabet):
+            return None
+        ids = [self._char_token[c] for c in sorted(alphabet)] + [self._eog]
+        probe = self._np.zeros(len(ids), dtype=self._dtype)
+        probe["id"] = ids
+        return probe
+
+    def _single_char_tokens(self) -> dict[str, int]:
+        """Printable ASCII characters whose text is one token of its own (a byte-level BPE
+        vocabulary has all of them)."""
+        table: dict[str, int] = {}
+        for code in range(0x20, 0x7F):
+            tokens = self._tokenize(chr(code))
+            if len(tokens) == 1:
+                table[chr(code)] = tokens[0]
+        self._token_char = {t: c for c, t in table.items()}
+        return table
+
+    def _tokenize(self, text: str) -> tuple[int, ...]:
+        raw = text.encode()
+        size = len(raw) + 8
+        out = (self._lib.llama_token * size)()
+        n = int(self._lib.llama_tokenize(self._vocab, raw, len(raw), out, size, False, False))
+        if n < 0:
+            raise BackendError(f"llama.cpp could not tokenize {text!r}", retryable=False)
+        return tuple(out[:n])
 
     def _greedy(self, g: _Generating, index: int) -> int:
         """The likeliest token the grammar allows (the lowest id among equals, as llama.cpp's

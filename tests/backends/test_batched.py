@@ -495,10 +495,9 @@ PLAN_GBNF = (
 )
 
 
-def _greedy_plans(llama: Any) -> tuple[list[list[int]], int]:
-    """Four greedy generations under PLAN_GBNF in one pass: their tokens, whole-vocabulary
-    grammar passes."""
-    engine = _engine(llama, n_seq_max=8)
+def _greedy_plans(llama: Any, **kw: Any) -> tuple[list[list[int]], Any]:
+    """Four greedy generations under PLAN_GBNF in one pass: their tokens, the engine's stats."""
+    engine = _engine(llama, n_seq_max=8, **kw)
     results = _Results()
     seen: list[list[int]] = [[] for _ in range(4)]
     try:
@@ -508,8 +507,11 @@ def _greedy_plans(llama: Any) -> tuple[list[list[int]], int]:
                 _generate_work(prompt, PLAN_GBNF, 40, results.sink(str(i)), on_token=seen[i].append)
             )
         _run(engine, lambda: len(results.done) == 4)
-        assert all(isinstance(o, GenerateOutcome) for o in results.done.values())
-        return seen, engine.stats.vocab_passes
+        for name, outcome in results.done.items():
+            assert isinstance(outcome, GenerateOutcome) and outcome.finish_reason == "stop"
+            assert outcome.completion_tokens == len(seen[int(name)])
+        assert _kv_empty(engine, llama, 8)
+        return seen, engine.stats
     finally:
         engine.close()
 
@@ -577,15 +579,70 @@ def test_the_thread_governor_looks_after_each_decode_before_handing_anything_ove
 def test_greedy_under_a_grammar_picks_what_the_whole_vocabulary_pass_picks(
     llama: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fast, fast_passes = _greedy_plans(llama)
+    fast, fast_stats = _greedy_plans(llama, jump_forward=False)
     monkeypatch.setattr(batched_module, "_GREEDY_WIDTHS", ())  # every token: the whole vocabulary
-    slow, slow_passes = _greedy_plans(llama)
+    slow, slow_stats = _greedy_plans(llama, jump_forward=False)
     assert fast == slow
     for tokens in fast:
         plan = orjson.loads(llama.detokenize(tokens).decode())
         assert isinstance(plan["plan"], list) and 1 <= len(plan["plan"]) <= 4
-    assert slow_passes == sum(len(t) for t in slow) + 4  # each token and each end
-    assert fast_passes < slow_passes // 4
+    assert slow_stats.vocab_passes == sum(len(t) for t in slow) + 4  # each token and each end
+    assert fast_stats.vocab_passes < slow_stats.vocab_passes // 4
+
+
+@pytest.mark.model
+def test_jump_forward_writes_the_models_own_answers_in_fewer_decodes(llama: Any) -> None:
+    jumping, on = _greedy_plans(llama)
+    plain, off = _greedy_plans(llama, jump_forward=False)
+    texts = [llama.detokenize(t).decode() for t in jumping]
+    assert texts == [llama.detokenize(t).decode() for t in plain]
+    assert off.jumped == off.ended_early == 0
+    # Every plan ends on "]}" forced after its last step: handed over without a decode.
+    assert on.ended_early == 4
+    assert on.jumped > 0 and on.decodes < off.decodes
+
+
+DIGIT_GBNF = 'root ::= "[" [0-9] "]"'
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_an_answer_with_one_ending_left_is_handed_over_without_decoding_it(
+    llama: Any, temperature: float
+) -> None:
+    runs = {}
+    for jump in (True, False):
+        engine = _engine(llama, n_seq_max=4, jump_forward=jump)
+        results = _Results()
+        seen: list[int] = []
+        try:
+            forced = _tokens(llama, "[")
+            prompt = _tokens(llama, f"{SYSTEM}\nPick a number:\n") + forced
+            engine.add(
+                _generate_work(
+                    prompt,
+                    DIGIT_GBNF,
+                    10,
+                    results.sink("g"),
+                    temperature=temperature,
+                    on_token=seen.append,
+                    forced=forced,
+                )
+            )
+            done = results.done
+            _run(engine, lambda done=done: "g" in done)
+            outcome = done["g"]
+            assert isinstance(outcome, GenerateOutcome) and outcome.finish_reason == "stop"
+            assert outcome.completion_tokens == len(seen)
+            assert _kv_empty(engine, llama, 4) and engine.free_sequences == 3
+            runs[jump] = (llama.detokenize(seen).decode(), engine.stats.decodes)
+        finally:
+            engine.close()
+    (text, decodes), (text_plain, decodes_plain) = runs[True], runs[False]
+    assert len(text) == 2 and text[0].isdigit() and text[1] == "]"
+    assert text == text_plain  # the digit comes from the prompt's logits either way
+    # The prompt's pass gives the digit; "]" and the end are all the grammar allows after it.
+    assert (decodes, decodes_plain) == (1, 3)
 
 
 def _alone(
