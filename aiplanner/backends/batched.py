@@ -175,10 +175,11 @@ class EngineStats:
     outlasted their deadline; ``reused_rows`` prompt rows not evaluated because a kept prompt
     (``prefix_cache``) held them, beyond what the root held; ``vocab_passes`` the times a
     grammar filtered the whole vocabulary (its sampled or likeliest tokens all rejected);
-    ``jumped`` the drafted tokens (the text a grammar forced, ``EngineSettings.jump_forward``)
-    the model confirmed, each a decode saved, and ``drafts_lost`` those it did not (rows
-    evaluated for nothing); fed drafts are counted in ``generated`` too; ``ended_early``
-    the generations whose grammar allowed only one ending, handed over without decoding it."""
+    ``jumped`` the tokens a grammar forced that cost no decode of their own
+    (``EngineSettings.jump_forward``): drafts the model confirmed, and the endings of
+    ``ended_early`` generations (whose grammar allowed only one ending, handed over without
+    decoding it); ``drafts_lost`` the drafted tokens the model did not confirm (rows evaluated
+    for nothing). Fed drafts are counted in ``generated`` too."""
 
     passes: int = 0
     decodes: int = 0
@@ -360,11 +361,11 @@ class BatchedEngine:
         self._candidates["id"] = np.arange(self._n_vocab, dtype=np.int32)
         self._one: Any = llama_cpp.llama_token_data(0, 0.0, 0.0)
         self._dtype = dtype
-        self._token_char: dict[int, str] = {}
         self._run_on: dict[tuple[int, str], bool] = {}
-        # Jump forward: the token of each printable ASCII character spelt alone, and the end
-        # token a finished grammar accepts.
+        # Jump forward: the token of each printable ASCII character spelt alone (and back), and
+        # the end token a finished grammar accepts.
         self._char_token = self._single_char_tokens() if settings.jump_forward else {}
+        self._token_char = {t: c for c, t in self._char_token.items()}
         eos = int(llama_cpp.llama_vocab_eos(self._vocab))
         self._eog = eos if eos >= 0 else int(llama_cpp.llama_vocab_eot(self._vocab))
         self._closed = False
@@ -827,7 +828,7 @@ class BatchedEngine:
             drafts = self._tokenize("".join(chars))
             # A model picks a token that runs on past the forced text when there is one ("]"
             # forced, then "]," rather than "]" and ","): such a last token is not drafted.
-            if after is not None and drafts and self._runs_on(drafts[-1], after):
+            if drafts and self._runs_on(drafts[-1], after):
                 drafts = drafts[:-1]
             g.pending += drafts[: g.max_tokens - g.produced]
 
@@ -940,7 +941,6 @@ class BatchedEngine:
             tokens = self._tokenize(chr(code))
             if len(tokens) == 1:
                 table[chr(code)] = tokens[0]
-        self._token_char = {t: c for c, t in table.items()}
         return table
 
     def _tokenize(self, text: str) -> tuple[int, ...]:
