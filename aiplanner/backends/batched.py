@@ -807,14 +807,21 @@ class BatchedEngine:
             return False
         if g.grammar is not None:
             lib.llama_sampler_accept(g.grammar, token)
+        if not self._give(g, token):
+            return False
+        if g.produced >= g.max_tokens:
+            self._finish(g, self._generated(g, "length"))
+            return False
+        return True
+
+    def _give(self, g: _Generating, token: int) -> bool:
+        """Count ``token`` and pass it to the caller; False when its callback raised (the work
+        then ends with that exception)."""
         g.produced += 1
         try:
             g.work.on_token(token)
         except Exception as exc:
             self._finish(g, exc)
-            return False
-        if g.produced >= g.max_tokens:
-            self._finish(g, self._generated(g, "length"))
             return False
         return True
 
@@ -841,11 +848,7 @@ class BatchedEngine:
         whatever the model would pick, the answer's text is known, so no decode is spent on it."""
         room = g.max_tokens - g.produced
         for token in rest[:room]:
-            g.produced += 1
-            try:
-                g.work.on_token(token)
-            except Exception as exc:
-                self._finish(g, exc)
+            if not self._give(g, token):
                 return
         self._stats = _bump(self._stats, jumped=min(len(rest), room), ended_early=1)
         self._finish(g, self._generated(g, "length" if len(rest) > room else "stop"))
