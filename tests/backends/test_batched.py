@@ -645,6 +645,42 @@ def test_an_answer_with_one_ending_left_is_handed_over_without_decoding_it(
     assert (decodes, decodes_plain) == (1, 3)
 
 
+class _Refused(Exception):
+    pass
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("refuse_at", [1, 2])  # the sampled digit; the "]" the ending hands over
+def test_a_caller_raising_on_a_token_ends_only_that_work_with_its_exception(
+    llama: Any, refuse_at: int
+) -> None:
+    engine = _engine(llama, n_seq_max=4)
+    results = _Results()
+    seen: list[int] = []
+
+    def on_token(token: int) -> None:
+        seen.append(token)
+        if len(seen) == refuse_at:
+            raise _Refused
+
+    try:
+        forced = _tokens(llama, "[")
+        prompt = _tokens(llama, f"{SYSTEM}\nPick a number:\n") + forced
+        engine.add(
+            _generate_work(
+                prompt, DIGIT_GBNF, 10, results.sink("g"), on_token=on_token, forced=forced
+            )
+        )
+        engine.add(_generate_work(prompt, DIGIT_GBNF, 10, results.sink("other"), forced=forced))
+        _run(engine, lambda: len(results.done) == 2)
+        assert isinstance(results.done["g"], _Refused)
+        assert len(seen) == refuse_at
+        assert isinstance(results.done["other"], GenerateOutcome)
+        assert _kv_empty(engine, llama, 4) and engine.free_sequences == 3
+    finally:
+        engine.close()
+
+
 def _alone(
     llama: Any, prompt: tuple[int, ...], conts: tuple[tuple[int, ...], ...]
 ) -> tuple[float, ...]:
