@@ -66,7 +66,8 @@ _LEGEND_GUIDED = (
     "Input: me hp ammo range; E enemies, F allies as id hp d=distance; cov = in cover; goal@x,y."
 )
 _LEGEND_FREE = (
-    "Input: me#id hp ammo range; E enemies, F allies as id hp d=distance; cov = in cover; "
+    "Input: me#id ammo range; E enemies, F allies as id d=distance; hpN = hurt, hp left; "
+    "cov = in cover; "
     "P places as number name d=steps (cover, goal, nearN/awayN = closer to/farther from enemy N)."
 )
 
@@ -147,11 +148,13 @@ class PromptBuilder:
             pretty = orjson.dumps(snap.to_dict(), option=orjson.OPT_INDENT_2).decode()
             return pretty + (self._full_options(snap) if self.mode == "free" else "")
         me = snap.me
-        hp = f"hp{me.hp}" if me.max_hp == 100 else f"hp{me.hp}/{me.max_hp}"
         free = self.mode == "free"
+        hp = f"hp{me.hp}" if me.max_hp == 100 else f"hp{me.hp}/{me.max_hp}"
+        # Free mode names health only when it is short of full: four tokens a unit spared.
+        hp = f"{hp} " if not free or me.hp < me.max_hp else ""
         who = f"me#{me.id}" if free else "me"
         lines = [
-            f"{who} {hp} ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
+            f"{who} {hp}ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
             + (" cov" if me.in_cover else "")
         ]
         if free:
@@ -161,9 +164,9 @@ class PromptBuilder:
         else:
             enemies, allies = snap.enemies[:_MAX_ENEMIES], snap.allies[:_MAX_ALLIES]
         if enemies:
-            lines.append("E:" + ";".join(_unit(u) for u in enemies))
+            lines.append("E:" + ";".join(_unit(u, free) for u in enemies))
         if allies:
-            lines.append("F:" + ";".join(_unit(u) for u in allies))
+            lines.append("F:" + ";".join(_unit(u, free) for u in allies))
         if free:
             if options.places:
                 lines.append("P:" + ";".join(_place(i, p) for i, p in enumerate(options.places)))
@@ -380,8 +383,9 @@ def _legend_entry(spec: ActionSpec, places: bool) -> str:
     return f"{spec.code}={spec.name}" + (f"({args})" if args else "")
 
 
-def _unit(u: SeenUnit) -> str:
-    return f"{u.id} hp{u.hp} d{round(u.dist)}" + (" cov" if u.in_cover else "")
+def _unit(u: SeenUnit, free: bool) -> str:
+    hp = "" if free and u.hp >= u.max_hp else f" hp{u.hp}"
+    return f"{u.id}{hp} d{round(u.dist)}" + (" cov" if u.in_cover else "")
 
 
 def _place(i: int, p: Place) -> str:

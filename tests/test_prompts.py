@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import orjson
@@ -147,6 +148,33 @@ def test_compact_snapshot_free_lists_ids_and_named_places_not_cells() -> None:
         "P:" + ";".join(f"{i} {p.name} d{p.steps}" for i, p in enumerate(places))
     )
     assert "@" not in text and "walls" not in text  # no coordinates to copy or misread
+
+
+def test_free_mode_names_health_only_when_it_is_short_of_full() -> None:
+    # Every digit is a token: "hp100" is four. Free mode leaves it out at full health (the
+    # legend says so); guided mode's lines are unchanged.
+    req = make_req()
+    healthy = dataclasses.replace(
+        req.snapshot,
+        me=dataclasses.replace(req.snapshot.me, hp=100),
+        enemies=(dataclasses.replace(unit(91, 4.0), hp=100), unit(92, 8.1)),
+        allies=(dataclasses.replace(unit(15, 1.0), hp=100, max_hp=100),),
+    )
+    free = PromptBuilder(mode="free")
+    lines = free.snapshot_text(healthy).splitlines()
+    assert lines[:3] == ["me#12 ammo2/6 range6 cov", "E:91 d4;92 hp60 d8 cov", "F:15 d1"]
+    assert "hpN = hurt" in free.messages(req)[0].content
+    assert PromptBuilder().snapshot_text(healthy).splitlines()[:3] == [
+        "me hp100 ammo2/6 range6 cov",
+        "E:91 hp100 d4;92 hp60 d8 cov",
+        "F:15 hp100 d1",
+    ]
+    # A larger maximum: health is named, with its maximum, once it is short of it.
+    big = dataclasses.replace(healthy.me, hp=150, max_hp=150)
+    assert free.snapshot_text(dataclasses.replace(healthy, me=big)).startswith("me#12 ammo")
+    hurt = dataclasses.replace(big, hp=120)
+    text = free.snapshot_text(dataclasses.replace(healthy, me=hurt))
+    assert text.startswith("me#12 hp120/150 ammo")
 
 
 def test_compact_snapshot_uses_integers_only() -> None:
