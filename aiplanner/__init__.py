@@ -25,6 +25,7 @@ from aiplanner.backends.base import (
     TextDelta,
     Usage,
 )
+from aiplanner.backends.batched import EngineSettings, EngineStats
 from aiplanner.backends.embedded import EmbeddedBackend, EmbeddedStats
 from aiplanner.backends.factory import BACKEND_NAMES, create_backend
 from aiplanner.backends.ollama import OllamaBackend
@@ -135,6 +136,8 @@ __all__ = [
     "ElementError",
     "EmbeddedBackend",
     "EmbeddedStats",
+    "EngineSettings",
+    "EngineStats",
     "Finished",
     "FrameCollector",
     "FreeOptions",

@@ -41,6 +41,8 @@ EXPECTED = [
     "ElementError",
     "EmbeddedBackend",
     "EmbeddedStats",
+    "EngineSettings",
+    "EngineStats",
     "Finished",
     "FrameCollector",
     "FreeOptions",

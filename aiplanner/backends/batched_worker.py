@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -47,7 +48,7 @@ from aiplanner.errors import BackendUnavailable, ResponseTooLarge
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["BATCHED_MIN_CTX", "BatchedWorker"]
+__all__ = ["BATCHED_MIN_CTX", "BatchedWorker", "engine_settings_for"]
 
 # The KV cache is shared by every sequence: a context sized for one request is too small.
 BATCHED_MIN_CTX = 4096
@@ -55,6 +56,23 @@ BATCHED_MIN_CTX = 4096
 _GATHER_S = 0.003
 # The high-level Llama object is kept for its tokenizer and chat template only.
 _TOKENIZER_CTX = 64
+
+
+def engine_settings_for(settings: _Settings, engine: EngineSettings | None) -> EngineSettings:
+    """The engine's settings for a backend's: ``engine``'s (defaults if None), with the
+    backend's thread count and adapter, and at least its ``n_ctx`` (and
+    :data:`BATCHED_MIN_CTX` cells when ``engine`` is None). Raises :class:`ConfigError` for a
+    bad setting."""
+    base = engine or EngineSettings(n_ctx=BATCHED_MIN_CTX)
+    merged = dataclasses.replace(
+        base,
+        n_ctx=max(base.n_ctx, settings.n_ctx),
+        n_threads=settings.n_threads,
+        adapter=settings.adapter,
+        adapter_scale=settings.adapter_scale,
+    )
+    merged.check()
+    return merged
 
 
 class BatchedWorker(_SerialWorker):
@@ -67,16 +85,15 @@ class BatchedWorker(_SerialWorker):
 
     def __init__(self, settings: _Settings, engine: EngineSettings | None = None) -> None:
         super().__init__(settings)
-        self._engine_settings = engine or EngineSettings(
-            n_ctx=max(settings.n_ctx, BATCHED_MIN_CTX),
-            n_threads=settings.n_threads,
-            adapter=settings.adapter,
-            adapter_scale=settings.adapter_scale,
-        )
-        self._engine_settings.check()
+        self._engine_settings = engine_settings_for(settings, engine)
         self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
         self._engine_stats = EngineStats()
         self._format: _PromptFormat | None = None  # set with the model, on the worker thread
+
+    @property
+    def engine_settings(self) -> EngineSettings:
+        """The settings the engine is (or will be) built with."""
+        return self._engine_settings
 
     @property
     def engine_stats(self) -> EngineStats:

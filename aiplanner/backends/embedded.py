@@ -80,7 +80,7 @@ from aiplanner.model_path import is_default_model, resolve_model_path
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-    from aiplanner.backends.batched import EngineStats
+    from aiplanner.backends.batched import EngineSettings, EngineStats
     from aiplanner.backends.batched_worker import BatchedWorker
 
 __all__ = ["ENGINES", "THREAD_NAME", "EmbeddedBackend", "EmbeddedStats"]
@@ -718,7 +718,11 @@ class EmbeddedBackend:
     ``f16`` or ``q8_0`` choose. ``nice`` (0..19, default 10): niceness the worker thread adds
     to its own, and with it the threads llama.cpp starts from it, so the game's frame gets a
     core first when both want one (Linux only, see :mod:`aiplanner.backends.decode_threads`;
-    0 leaves it).
+    0 leaves it). ``engine_settings``: the batched engine's own knobs
+    (:class:`~aiplanner.backends.batched.EngineSettings`: chunk size, flash attention, kept
+    prompts and roots, jump forward, sequences and cells); its thread count and adapter are
+    this backend's (``n_threads``, ``adapter``) and its ``n_ctx`` at least this backend's. None
+    (the default): the engine's defaults.
 
     Construction only resolves the paths: it raises :class:`ModelNotFoundError` for a missing or
     non-GGUF model or adapter file and :class:`ConfigError` for a bad setting. The model loads on
@@ -743,6 +747,7 @@ class EmbeddedBackend:
         kept_prefixes: int = KEPT_PREFIXES,
         weights: Weights = "auto",
         nice: int = DEFAULT_NICE,
+        engine_settings: EngineSettings | None = None,
     ) -> None:
         path = resolve_model_path(model_path)
         lora = resolve_adapter(adapter, path)
@@ -764,6 +769,8 @@ class EmbeddedBackend:
             raise ConfigError(f"kept_prefixes must not be negative, got {kept_prefixes}")
         if not 0 <= nice <= 19:
             raise ConfigError(f"nice must be in 0..19, got {nice}")
+        if engine_settings is not None and engine == "serial":
+            raise ConfigError("engine_settings tune the batched engine; engine='serial' has none")
         self._settings = _Settings(
             path,
             threads,
@@ -785,7 +792,7 @@ class EmbeddedBackend:
         if batched:
             from aiplanner.backends.batched_worker import BatchedWorker
 
-            self._batched = BatchedWorker(self._settings)
+            self._batched = BatchedWorker(self._settings, engine_settings)
         self._worker = self._batched or _SerialWorker(self._settings)
         # A backend dropped without aclose() must not keep its thread and model forever.
         weakref.finalize(self, self._worker.stop)
@@ -829,6 +836,12 @@ class EmbeddedBackend:
     def load_s(self) -> float | None:
         """Seconds the model took to load, once it has loaded."""
         return self._worker.load_s
+
+    @property
+    def engine_settings(self) -> EngineSettings | None:
+        """The batched engine's settings as it runs them (``engine_settings`` merged with this
+        backend's threads, adapter and ``n_ctx``); None for the serial engine."""
+        return self._batched.engine_settings if self._batched is not None else None
 
     def engine_stats(self) -> EngineStats | None:
         """The batched engine's counters (passes, decodes, tokens evaluated, tokens shared by

@@ -23,6 +23,7 @@ import pytest
 
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.backends.base import Backend, CompletionRequest, Finished, Message, TextDelta
+from aiplanner.backends.batched import EngineSettings, EngineStats
 from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
 from aiplanner.components import Battlefield
 from aiplanner.errors import (
@@ -202,6 +203,47 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     backend.close()
 
 
+def test_engine_settings_reach_the_batched_engine_with_the_backends_threads_and_cells(
+    fake_gguf: Path,
+) -> None:
+    tuned = EngineSettings(chunk_tokens=32, jump_forward=False, n_threads=7, n_ctx=1024)
+    backend = EmbeddedBackend(fake_gguf, n_threads=1, n_ctx=8192, engine_settings=tuned)
+    try:
+        settings = backend.engine_settings
+        assert settings is not None
+        assert (settings.chunk_tokens, settings.jump_forward) == (32, False)  # the caller's
+        assert settings.n_threads == 1  # the backend's thread count, not the settings'
+        assert settings.n_ctx == 8192  # at least the backend's cells
+        assert settings.adapter is None  # no adapter for a model that is not the default
+    finally:
+        backend.close()
+    plain = EmbeddedBackend(fake_gguf, n_threads=1)
+    try:
+        assert plain.engine_settings is not None
+        assert plain.engine_settings.n_ctx >= 4096 and plain.engine_settings.jump_forward
+    finally:
+        plain.close()
+    serial = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
+    assert serial.engine_settings is None
+    serial.close()
+
+
+@pytest.mark.parametrize(
+    ("engine", "settings"),
+    [
+        ("serial", EngineSettings()),  # nothing to tune: refused, not ignored
+        ("batched", EngineSettings(chunk_tokens=0)),
+        ("auto", EngineSettings(n_seq_max=1)),
+    ],
+)
+def test_bad_or_unused_engine_settings_raise_config_error(
+    fake_gguf: Path, engine: Any, settings: EngineSettings
+) -> None:
+    with pytest.raises(ConfigError):
+        EmbeddedBackend(fake_gguf, n_threads=1, engine=engine, engine_settings=settings)
+    assert not _worker_threads()
+
+
 def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
     backend = EmbeddedBackend(fake_gguf, engine="serial")
     request = CompletionRequest((Message("user", "hi"),), schema={"type": "number"})
@@ -304,6 +346,30 @@ def test_plan_for_a_snapshot_streams_json_that_matches_the_schema(
     assert backend.load_s is not None
     stats = backend.stats()
     assert (stats.completed, stats.completion_tokens) == (1, usage.completion_tokens)
+
+
+@pytest.mark.model
+def test_engine_settings_change_how_the_batched_engine_writes_an_answer() -> None:
+    # Jump forward on (the default) ends the plan with its forced ending, no decode spent;
+    # off through the backend's settings, every token is decoded.
+    request = _plan_request(_snapshot())
+    stats: dict[bool, EngineStats | None] = {}
+    for jump in (True, False):
+        b = EmbeddedBackend(
+            n_threads=1, engine="batched", engine_settings=EngineSettings(jump_forward=jump)
+        )
+        try:
+            deltas, finished = anyio.run(_collect, b, request)
+            _check_plan(orjson.loads("".join(deltas)), _snapshot())
+            assert finished.finish_reason == "stop"
+            stats[jump] = b.engine_stats()
+        finally:
+            b.close()
+    on, off = stats[True], stats[False]
+    assert on is not None and off is not None
+    assert on.ended_early == 1 and on.jumped >= 1
+    assert off.ended_early == 0 and off.jumped == 0 and off.drafts_lost == 0
+    assert on.decodes < off.decodes
 
 
 @pytest.mark.model
