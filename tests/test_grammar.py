@@ -313,7 +313,7 @@ def test_the_alphabet_of_a_grammar_it_cannot_list_is_none() -> None:
     # A JSON string may hold any character: its grammar's class is negated.
     assert grammar_alphabet(schema_to_gbnf(SHAPES["strings"])) is None
     assert grammar_alphabet('root ::= "a" .') is None
-    assert grammar_alphabet('root ::= "caf\u00e9"') is None  # an escape it does not read
+    assert grammar_alphabet('root ::= "caf\\u00e9"') is None  # an escape it does not read
     assert grammar_alphabet('root ::= "é"') is None  # not printable ASCII
     assert grammar_alphabet('root ::= "\x07"') is None
     assert grammar_alphabet('root ::= "open') is None
