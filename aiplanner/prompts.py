@@ -149,12 +149,10 @@ class PromptBuilder:
             return pretty + (self._full_options(snap) if self.mode == "free" else "")
         me = snap.me
         free = self.mode == "free"
-        hp = f"hp{me.hp}" if me.max_hp == 100 else f"hp{me.hp}/{me.max_hp}"
-        # Free mode names health only when it is short of full: four tokens a unit spared.
-        hp = f"{hp} " if not free or me.hp < me.max_hp else ""
+        hp = _health(me.hp, me.max_hp, free, out_of=me.max_hp != 100)
         who = f"me#{me.id}" if free else "me"
         lines = [
-            f"{who} {hp}ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
+            f"{who}{hp} ammo{me.ammo}/{me.ammo_capacity} range{round(me.weapon_range)}"
             + (" cov" if me.in_cover else "")
         ]
         if free:
@@ -383,9 +381,18 @@ def _legend_entry(spec: ActionSpec, places: bool) -> str:
     return f"{spec.code}={spec.name}" + (f"({args})" if args else "")
 
 
+def _health(hp: int, max_hp: int, free: bool, *, out_of: bool = False) -> str:
+    """`` hpN`` (`` hpN/M`` ``out_of`` its maximum), or nothing: free mode names health only
+    when it is short of full (four tokens a unit spared; its legend says so)."""
+    if free and hp >= max_hp:
+        return ""
+    return f" hp{hp}/{max_hp}" if out_of else f" hp{hp}"
+
+
 def _unit(u: SeenUnit, free: bool) -> str:
-    hp = "" if free and u.hp >= u.max_hp else f" hp{u.hp}"
-    return f"{u.id}{hp} d{round(u.dist)}" + (" cov" if u.in_cover else "")
+    return f"{u.id}{_health(u.hp, u.max_hp, free)} d{round(u.dist)}" + (
+        " cov" if u.in_cover else ""
+    )
 
 
 def _place(i: int, p: Place) -> str:
