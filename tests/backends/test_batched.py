@@ -605,6 +605,12 @@ def test_jump_forward_writes_the_models_own_answers_in_fewer_decodes(llama: Any)
 DIGIT_GBNF = 'root ::= "[" [0-9] "]"'
 
 
+def _digit_prompt(llama: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """A prompt for DIGIT_GBNF ending in its forced "[", and that forced part."""
+    forced = _tokens(llama, "[")
+    return _tokens(llama, f"{SYSTEM}\nPick a number:\n") + forced, forced
+
+
 @pytest.mark.model
 @pytest.mark.parametrize("temperature", [0.0, 0.8])
 def test_an_answer_with_one_ending_left_is_handed_over_without_decoding_it(
@@ -616,8 +622,7 @@ def test_an_answer_with_one_ending_left_is_handed_over_without_decoding_it(
         results = _Results()
         seen: list[int] = []
         try:
-            forced = _tokens(llama, "[")
-            prompt = _tokens(llama, f"{SYSTEM}\nPick a number:\n") + forced
+            prompt, forced = _digit_prompt(llama)
             engine.add(
                 _generate_work(
                     prompt,
@@ -664,8 +669,7 @@ def test_a_caller_raising_on_a_token_ends_only_that_work_with_its_exception(
             raise _Refused
 
     try:
-        forced = _tokens(llama, "[")
-        prompt = _tokens(llama, f"{SYSTEM}\nPick a number:\n") + forced
+        prompt, forced = _digit_prompt(llama)
         engine.add(
             _generate_work(
                 prompt, DIGIT_GBNF, 10, results.sink("g"), on_token=on_token, forced=forced
