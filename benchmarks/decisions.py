@@ -178,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url")
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", default="auto", help="embedded: auto, as-is, f16, q8_0, q4_0")
     parser.add_argument("--max-candidates", type=int, default=4)
     parser.add_argument(
         "--planners",
@@ -211,7 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_names = {*MODEL_PLANNERS, *FREE_SCORED}
     if any(n in model_names for n in names):
         backend = create_backend(
-            args.backend, model=args.model, base_url=args.base_url, n_threads=args.threads
+            args.backend,
+            model=args.model,
+            base_url=args.base_url,
+            n_threads=args.threads,
+            weights=args.weights,
         )
     load = os.getloadavg()
     print(

@@ -5,7 +5,7 @@ Run (timings go under the bench lock; the load average is printed at the start a
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/demo_share.py
         [--squads 3 10 32] [--engines batched serial] [--weights auto as-is] [--frames 1200]
         [--threads 2] [--seed N] [--frame-gc on off] [--plan-cache auto on off]
-        [--idle-planning on off]
+        [--idle-planning on off] [--engine-settings default prefix_cache=16,kept_roots=2]
 
 Each row is the demo run headless in a child process (SDL dummy driver: drawing and flip still
 happen; 30 fps cap, real time, the default 4 s plan deadline): ``model`` is the share of applied
@@ -23,7 +23,9 @@ the machine's speed falls on both; ``--frame-gc on off`` likewise with the demo'
 frames and without (``--no-frame-gc``), and ``--plan-cache`` with the plugin's plan cache as the
 demo decides (``auto``: off for the embedded model), on and off, and ``--idle-planning`` with the
 demo's planning between frames (:meth:`~aiplanner.PlannerPlugin.between_frames`) and without
-(``--no-idle-planning``); ``>33ms`` counts frames longer
+(``--no-idle-planning``), and ``--engine-settings`` with each set of the batched engine's own
+settings (``key=value`` pairs split by commas, :meth:`aiplanner.EngineSettings.parse`;
+``default``: none; the serial engine takes none); ``>33ms`` counts frames longer
 than two at 30 fps. The issue's targets are printed beside the figures.
 """
 
@@ -38,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from engine import load  # the load average as the engine benchmark prints it
 
+from aiplanner import ConfigError, EngineSettings
 from aiplanner.bench.frame import demo_frames
 from aiplanner.bench.stats import percentile
 from demo_game.app import PLAN_CACHE
@@ -53,6 +56,7 @@ def main() -> None:
     p.add_argument("--frame-gc", nargs="+", choices=["on", "off"], default=["on"])
     p.add_argument("--plan-cache", nargs="+", choices=PLAN_CACHE, default=["auto"])
     p.add_argument("--idle-planning", nargs="+", choices=["on", "off"], default=["on"])
+    p.add_argument("--engine-settings", nargs="+", default=["default"], type=_engine_settings)
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -60,13 +64,21 @@ def main() -> None:
     print(f"frames={args.frames} threads={args.threads} {load()}", flush=True)
     for squad in args.squads:
         runs = itertools.product(
-            args.engines, args.weights, args.frame_gc, args.plan_cache, args.idle_planning
+            args.engines,
+            args.weights,
+            args.frame_gc,
+            args.plan_cache,
+            args.idle_planning,
+            args.engine_settings,
         )
-        for engine, weights, frame_gc, plan_cache, idle_planning in runs:
+        for engine, weights, frame_gc, plan_cache, idle_planning, settings in runs:
+            if settings and engine == "serial":
+                continue  # the serial engine has none of these settings
             ms, stats = demo_frames(
                 {
                     "backend": "embedded",
                     "engine": engine,
+                    "engine_settings": list(settings),
                     "weights": weights,
                     "frame_gc": frame_gc == "on",
                     "plan_cache": plan_cache,
@@ -88,6 +100,7 @@ def main() -> None:
             print(
                 f"{squad:>2}v{squad:<2} {engine:<8} {weights:<6} gc={frame_gc:<3} "
                 f"plan-cache={plan_cache:<4} idle-planning={idle_planning:<3} "
+                f"{'engine=' + ','.join(settings) + ' ' if settings else ''}"
                 f"model={model:3d}/{plans:3d} "
                 f"({100.0 * model / max(1, plans):5.1f}%) "
                 f"model p50={_s(stats.get('model_latency_p50_ms'))} "
@@ -103,6 +116,19 @@ def main() -> None:
         "targets (issue 9): 10v10 >= 90% from the model, model p50 <= 0.5 s, p99 <= 1.5 s, "
         "frame p99 <= 16.7 ms; 32v32 >= 70% from the model"
     )
+
+
+def _engine_settings(text: str) -> tuple[str, ...]:
+    """One ``--engine-settings`` value: ``default`` (none) or ``key=value`` pairs split by
+    commas, checked here (argparse reports a bad one)."""
+    if text == "default":
+        return ()
+    pairs = tuple(text.split(","))
+    try:
+        EngineSettings.parse(pairs)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return pairs
 
 
 def _s(ms: object) -> str:

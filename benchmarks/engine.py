@@ -3,7 +3,8 @@
 Run (timings go under the bench lock; write `uptime`'s load beside the figures):
 
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/engine.py [--agents 10]
-        [--threads 2] [--repeat 2] [--no-free] [--llama-server]
+        [--threads 2] [--repeat 2] [--no-free] [--llama-server] [--weights auto]
+        [--engine-setting KEY=VALUE ...]
 
 (``uptime``: the run prints the load average at its start and end.)
 
@@ -166,7 +167,12 @@ async def main_async(args: argparse.Namespace) -> None:
     warm, rounds = sets[0], sets[1:]
     print(f"agents={n} threads={args.threads} repeat={args.repeat} {load()}", flush=True)
     serial = EmbeddedBackend(n_threads=args.threads, engine="serial", weights=args.weights)
-    batched = EmbeddedBackend(n_threads=args.threads, engine="batched", weights=args.weights)
+    batched = EmbeddedBackend(
+        n_threads=args.threads,
+        engine="batched",
+        weights=args.weights,
+        engine_settings=EngineSettings.parse(args.engine_setting) if args.engine_setting else None,
+    )
     # Today's path as it ran before the engines loaded converted weights: the shipped file.
     shipped = EmbeddedBackend(n_threads=args.threads, engine="serial", weights="as-is")
     print(f"model={batched.info.model}", flush=True)
@@ -395,6 +401,13 @@ def main() -> None:
     parser.add_argument("--no-free", action="store_true", help="skip the free-mode rows")
     parser.add_argument(
         "--weights", default="auto", help="the engines' weights (EmbeddedBackend(weights=...))"
+    )
+    parser.add_argument(
+        "--engine-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one of the batched engine's settings (EngineSettings.parse); repeat for more",
     )
     parser.add_argument(
         "--llama-server", action="store_true", help="also run the round on llama-server -np N"

@@ -109,6 +109,7 @@ class Options:
     threads: int = 2
     engine: Engine = "auto"
     weights: Weights = "auto"
+    engine_settings: aiplanner.EngineSettings | None = None  # the batched engine's knobs
     headless: bool = False
     frames: int | None = None
     fps: int = 30
@@ -191,6 +192,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="embedded weights: auto loads an F16 copy of the default model (made once into "
         "~/.cache/aiplanner; prompts evaluate faster than with its shipped Q4_1), as-is the file",
     )
+    p.add_argument(
+        "--engine-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one of the batched engine's own settings (aiplanner.EngineSettings: chunk_tokens, "
+        "prefix_cache, kept_roots, flash_attn, jump_forward, n_ctx, ...); repeat for more",
+    )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(
         "--frames",
@@ -246,6 +255,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         p.error("--threads must be at least 1")
     if a.record and a.replay:
         p.error("--record and --replay cannot be used together")
+    engine_settings = None
+    if a.engine_setting:
+        if a.backend != "embedded" or a.engine == "serial":
+            p.error("--engine-setting is for the embedded backend's batched engine")
+        try:
+            engine_settings = aiplanner.EngineSettings.parse(a.engine_setting)
+        except ConfigError as exc:
+            p.error(str(exc))
     return Options(
         backend=a.backend,
         model=a.model,
@@ -258,6 +275,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         threads=a.threads,
         engine=a.engine,
         weights=a.weights,
+        engine_settings=engine_settings,
         headless=a.headless,
         frames=a.frames,
         fps=a.fps,
@@ -319,6 +337,7 @@ def build_backend(opts: Options, warnings: list[str]) -> Backend | None:
             n_threads=opts.threads,
             engine=opts.engine,
             weights=opts.weights,
+            engine_settings=opts.engine_settings,
         )
     if opts.backend == "scripted":
         # The public test double, answering like a sensible model after 50..300 ms; with

@@ -47,7 +47,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
@@ -147,6 +147,44 @@ class EngineSettings:
     # text is the one the model writes without drafts.
     jump_forward: bool = True
 
+    @classmethod
+    def parse(cls, pairs: Iterable[str]) -> EngineSettings:
+        """Settings from ``key=value`` strings, as a command line gives them
+        (``chunk_tokens=64``, ``flash_attn=off``, ``assumed_rate=none``), the others at their
+        defaults. Booleans read ``true/false``, ``on/off``, ``yes/no`` or ``1/0``. The thread
+        count and the adapter are the backend's own (see ``EmbeddedBackend``), not set here.
+
+        Raises :class:`ConfigError` for text without ``=``, an unknown or backend-owned key, a
+        key given twice, a value of the wrong kind, or settings :meth:`check` refuses.
+        """
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for pair in pairs:
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ConfigError(f"engine setting {pair!r} is not key=value")
+            if key in _BACKEND_OWNED:
+                raise ConfigError(f"engine setting {key!r} is the backend's own, not the engine's")
+            kind = known.get(key)
+            kind = kind if isinstance(kind, str) else ""  # annotations are text here
+            reader = _SETTING_READERS.get(kind)
+            if reader is None:
+                settable = sorted(k for k in known if k not in _BACKEND_OWNED)
+                raise ConfigError(f"unknown engine setting {key!r}; one of {settable}")
+            if key in values:
+                raise ConfigError(f"engine setting {key!r} given twice")
+            try:
+                values[key] = reader(text.strip())
+            except ValueError:
+                raise ConfigError(
+                    f"engine setting {key}={text!r}: expected {kind.replace(' | None', '')}"
+                    + (" or none" if kind.endswith("| None") else "")
+                ) from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
     def check(self) -> None:
         """Raises :class:`ConfigError` for a setting llama.cpp or the engine cannot use."""
         if self.n_ctx < 64:
@@ -167,6 +205,42 @@ class EngineSettings:
         if self.n_batch < self.n_seq_max:
             # llama.cpp keeps room for one output per sequence in every batch (an assertion).
             raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
+
+
+_BACKEND_OWNED = frozenset({"n_threads", "adapter", "adapter_scale"})
+_TRUE = frozenset({"true", "on", "yes", "1"})
+_FALSE = frozenset({"false", "off", "no", "0"})
+
+
+def _read_bool(text: str) -> bool:
+    low = text.lower()
+    if low in _TRUE or low in _FALSE:
+        return low in _TRUE
+    raise ValueError(text)
+
+
+def _read_int(text: str) -> int:
+    return int(text, 10)  # int("1.5") and int("") raise ValueError
+
+
+def _read_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _read_optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else _read_float(text)
+
+
+# EngineSettings.parse: how each field's text is read, by the field's annotation.
+_SETTING_READERS: dict[str, Callable[[str], Any]] = {
+    "int": _read_int,
+    "bool": _read_bool,
+    "float": _read_float,
+    "float | None": _read_optional_float,
+}
 
 
 @dataclass(frozen=True, slots=True)

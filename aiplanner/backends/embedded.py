@@ -715,12 +715,13 @@ class EmbeddedBackend:
     ``weights``: the weights loaded (:mod:`aiplanner.backends.weights`): ``auto`` (the default)
     loads an F16 copy of the default model, made once into a cache folder (prompts evaluate
     1.5-2.4x faster than with the shipped Q4_1 here) and any other GGUF as given; ``as-is``,
-    ``f16`` or ``q8_0`` choose. ``nice`` (0..19, default 10): niceness the worker thread adds
-    to its own, and with it the threads llama.cpp starts from it, so the game's frame gets a
-    core first when both want one (Linux only, see :mod:`aiplanner.backends.decode_threads`;
-    0 leaves it). ``engine_settings``: the batched engine's own knobs
-    (:class:`~aiplanner.backends.batched.EngineSettings`: chunk size, flash attention, kept
-    prompts and roots, jump forward, sequences and cells); its thread count and adapter are
+    ``f16``, ``q8_0`` or ``q4_0`` choose. ``nice`` (0..19, default 10): niceness the worker
+    thread adds to its own, and with it the threads llama.cpp starts from it, so the game's
+    frame gets a core first when both want one (Linux only, see
+    :mod:`aiplanner.backends.decode_threads`; 0 leaves it). ``engine_settings``: the batched
+    engine's own knobs (:class:`~aiplanner.backends.batched.EngineSettings`: chunk size, flash
+    attention, kept prompts and roots, jump forward, sequences and cells; from ``key=value``
+    text with ``EngineSettings.parse``); its thread count and adapter are
     this backend's (``n_threads``, ``adapter``) and its ``n_ctx`` at least this backend's. None
     (the default): the engine's defaults.
 

@@ -13,6 +13,7 @@ from aiplanner.backends.base import Backend
 from aiplanner.errors import ConfigError
 
 if TYPE_CHECKING:
+    from aiplanner.backends.batched import EngineSettings
     from aiplanner.backends.embedded import Engine
     from aiplanner.backends.weights import Weights
 
@@ -29,18 +30,26 @@ def create_backend(
     n_threads: int | None = None,
     engine: Engine = "auto",
     weights: Weights = "auto",
+    engine_settings: EngineSettings | None = None,
 ) -> Backend | None:
     """Build the backend called ``name``; ``heuristic`` gives None (plan with rules alone).
 
     ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``;
     ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``) and
-    ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``).
+    ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``, ``q4_0``);
+    ``engine_settings`` the batched engine's own knobs (``EngineSettings``; None: defaults).
     Raises ConfigError for an unknown name, ModelNotFoundError for a missing model file.
     """
     if name == "embedded":
         from aiplanner.backends.embedded import EmbeddedBackend
 
-        return EmbeddedBackend(model, n_threads=n_threads, engine=engine, weights=weights)
+        return EmbeddedBackend(
+            model,
+            n_threads=n_threads,
+            engine=engine,
+            weights=weights,
+            engine_settings=engine_settings,
+        )
     if name == "openai":
         from aiplanner.backends.openai import OpenAIBackend
 

@@ -10,6 +10,12 @@ Widening is exact up to F16 rounding (the Q4_1 path rounds every activation to 8
 candidate's score moves by float noise (0.1-0.5 nats summed over a phrase), not by a second
 quantization as Q8_0 or Q4_0 would add.
 
+A Q4_0 copy (``q4_0``, 87 MiB) is repacked by llama.cpp at load for its AVX2 kernels: one row at
+a time it runs at 1.9x F16's rate, prompts at F16's; but in the engine benchmark a scored round
+was slower and a free round no faster, and it decides worse (the model alone 39/66 sensible on
+the scenario suite against 54/66 on F16: that second quantization); a choice, not a default
+(README, "Q4_0 tried for the engines").
+
 The copy is written once by llama.cpp's own ``llama_model_quantize`` (with ``allow_requantize``)
 into the cache folder (``$AIPLANNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiplanner``, else
 ``~/.cache/aiplanner``), named after the source's path, size and modification time, under a
@@ -31,7 +37,7 @@ from aiplanner.errors import ConfigError
 
 __all__ = ["CACHE_ENV_VAR", "WEIGHTS", "Weights", "cache_dir", "converted_path", "prepare_weights"]
 
-Weights = Literal["auto", "as-is", "f16", "q8_0"]
+Weights = Literal["auto", "as-is", "f16", "q8_0", "q4_0"]
 WEIGHTS: Final[tuple[str, ...]] = get_args(Weights)
 CACHE_ENV_VAR: Final = "AIPLANNER_CACHE_DIR"
 
@@ -57,7 +63,8 @@ def check_weights(weights: str) -> Weights:
 
 
 def wanted(weights: Weights, *, default_model: bool) -> str | None:
-    """The type to convert to (``"f16"`` / ``"q8_0"``), or None to load the file as given.
+    """The type to convert to (``"f16"``, ``"q8_0"``, ``"q4_0"``), or None to load the file as
+    given.
 
     ``auto`` widens the default model only: its speed-up was measured here; another GGUF is
     loaded as the user made it.
@@ -113,7 +120,11 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     # The callback prints what its logger's level lets through; Llama(verbose=...) sets it too.
     logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
 
-    ftypes = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}
+    ftypes = {
+        "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
+        "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+    }
     target.parent.mkdir(parents=True, exist_ok=True)
     # A name of this process's and thread's: two engines loading at once each write their own.
     partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")

@@ -27,8 +27,13 @@ _WARMUP_FRAMES = 10
 _CHILD = """
 import sys
 import orjson
+from aiplanner import EngineSettings
 from demo_game.app import Options, run
-result = run(Options(**orjson.loads(sys.argv[1])), log=False)
+options = orjson.loads(sys.argv[1])
+pairs = options.pop("engine_settings", None)
+if pairs:
+    options["engine_settings"] = EngineSettings.parse(pairs)
+result = run(Options(**options), log=False)
 print()
 print(orjson.dumps({"frame_ms": result.frame_ms, "stats": result.stats}).decode())
 """
@@ -37,7 +42,8 @@ print(orjson.dumps({"frame_ms": result.frame_ms, "stats": result.stats}).decode(
 def demo_frames(
     options: dict[str, object], timeout_s: float = 600.0
 ) -> tuple[list[float], dict[str, object]]:
-    """Run the demo headless with ``options`` (fields of ``demo_game.app.Options``).
+    """Run the demo headless with ``options`` (fields of ``demo_game.app.Options``; the batched
+    engine's settings as ``key=value`` strings under ``engine_settings``).
 
     Returns the frame times (ms) and the planner's stats. Raises BenchError.
     """

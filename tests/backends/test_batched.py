@@ -8,6 +8,7 @@ how fast anything is (benchmarks/engine.py measures that).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import resource
 import threading
@@ -408,6 +409,56 @@ def test_the_prefix_cache_must_leave_sequences_for_requests() -> None:
 def test_an_assumed_rate_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="assumed_rate"):
         EngineSettings(assumed_rate=0.0).check()
+
+
+def test_engine_settings_are_read_from_key_value_text() -> None:
+    got = EngineSettings.parse(
+        [
+            "chunk_tokens=64",
+            "flash_attn=off",
+            "jump_forward=Yes",
+            "assumed_rate=250.5",
+            " n_ctx = 2048",
+        ]
+    )
+    assert got == EngineSettings(
+        chunk_tokens=64, flash_attn=False, jump_forward=True, assumed_rate=250.5, n_ctx=2048
+    )
+    assert EngineSettings.parse(["assumed_rate=none"]).assumed_rate is None
+    assert EngineSettings.parse(["adaptive_threads=0"]).adaptive_threads is False
+    assert EngineSettings.parse([]) == EngineSettings()
+
+
+def test_every_engine_setting_but_the_backends_own_can_be_read() -> None:
+    # A field added later of a kind parse cannot read fails here, not on a user's command line.
+    defaults = EngineSettings()
+    for f in dataclasses.fields(EngineSettings):
+        if f.name in ("n_threads", "adapter", "adapter_scale"):
+            with pytest.raises(ConfigError, match="the backend's own"):
+                EngineSettings.parse([f"{f.name}=1"])
+            continue
+        default = getattr(defaults, f.name)
+        text = "none" if default is None else str(default).lower()
+        assert getattr(EngineSettings.parse([f"{f.name}={text}"]), f.name) == default
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        (["chunk_tokens"], "not key=value"),
+        (["bogus=1"], "unknown engine setting 'bogus'"),
+        (["chunk_tokens=1.5"], "chunk_tokens='1.5': expected int"),
+        (["chunk_tokens="], "expected int"),
+        (["flash_attn=maybe"], "expected bool"),
+        (["assumed_rate=inf"], "expected float or none"),
+        (["chunk_tokens=64", "chunk_tokens=32"], "given twice"),
+        (["chunk_tokens=0"], "must be positive"),  # check() refuses it
+        (["prefix_cache=200"], "prefix_cache must be in"),
+    ],
+)
+def test_bad_engine_setting_text_is_a_config_error(pairs: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EngineSettings.parse(pairs)
 
 
 @pytest.mark.model

@@ -29,6 +29,7 @@ def test_auto_widens_the_default_model_only() -> None:
     assert wanted("as-is", default_model=True) is None
     assert wanted("q8_0", default_model=False) == "q8_0"
     assert wanted("f16", default_model=False) == "f16"
+    assert wanted("q4_0", default_model=True) == "q4_0"
 
 
 def test_an_unknown_weights_setting_is_a_config_error() -> None:
@@ -96,6 +97,16 @@ def test_a_copy_is_made_once_and_then_reused(
 
     monkeypatch.setattr(weights, "_convert", refuse)
     assert prepare_weights(source, "q8_0", folder=tmp_path) == made
+
+
+@pytest.mark.model
+def test_each_kind_is_converted_to_its_own_type(tmp_path: Path) -> None:
+    source = default_model_path()  # Q4_1: 20 bytes per 32 weights
+    q4_0 = prepare_weights(source, "q4_0", n_threads=1, folder=tmp_path)
+    q8_0 = prepare_weights(source, "q8_0", n_threads=1, folder=tmp_path)
+    assert q4_0 != source and q8_0 != source  # both made, neither fell back
+    # Q4_0 drops the per-block minimum (18 bytes per 32 weights), Q8_0 takes 34.
+    assert q4_0.stat().st_size < source.stat().st_size < q8_0.stat().st_size
 
 
 @pytest.mark.model

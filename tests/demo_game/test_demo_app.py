@@ -14,6 +14,7 @@ import esper
 import pygame
 import pytest
 
+from aiplanner import EmbeddedBackend, EngineSettings
 from aiplanner.actions import DEFAULT_REGISTRY, Step
 from aiplanner.components import PlanState, PlanStatus, Position, Tier
 from demo_game.app import (
@@ -151,6 +152,11 @@ def test_unreachable_server_warns_and_names_the_fallback_tier(
         ["--strategy", "telepathy"],
         ["--record", "a.json", "--replay", "b.json"],
         ["--threads", "0"],
+        ["--engine-setting", "bogus=1"],
+        ["--engine-setting", "chunk_tokens=lots"],
+        ["--engine-setting", "n_threads=4"],  # the backend's own: --threads
+        ["--engine", "serial", "--engine-setting", "chunk_tokens=64"],
+        ["--backend", "scripted", "--engine-setting", "chunk_tokens=64"],
     ],
 )
 def test_bad_options_exit_2(argv: list[str]) -> None:
@@ -178,6 +184,25 @@ def test_the_embedded_engine_is_chosen_on_the_command_line(tmp_path: Path) -> No
         opts = parse_args(["--engine", engine, "--model", str(model)])
         backend = build_backend(opts, [])
         assert backend is not None and backend.info.parallel is parallel
+        anyio.run(backend.aclose)
+
+
+def test_the_batched_engine_settings_are_set_on_the_command_line(tmp_path: Path) -> None:
+    model = tmp_path / "fake.gguf"
+    model.write_bytes(b"GGUF" + bytes(64))
+    assert parse_args([]).engine_settings is None
+    argv = ["--model", str(model), "--threads", "1"]
+    argv += ["--engine-setting", "chunk_tokens=64", "--engine-setting", "prefix_cache=4"]
+    opts = parse_args(argv)
+    backend = build_backend(opts, [])
+    assert isinstance(backend, EmbeddedBackend)
+    try:
+        running = backend.engine_settings
+        assert running is not None
+        assert (running.chunk_tokens, running.prefix_cache) == (64, 4)
+        assert running.n_threads == 1  # the backend's, from --threads
+        assert running.kept_roots == EngineSettings().kept_roots  # the rest: defaults
+    finally:
         anyio.run(backend.aclose)
 
 
