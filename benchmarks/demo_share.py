@@ -56,7 +56,7 @@ def main() -> None:
     p.add_argument("--frame-gc", nargs="+", choices=["on", "off"], default=["on"])
     p.add_argument("--plan-cache", nargs="+", choices=PLAN_CACHE, default=["auto"])
     p.add_argument("--idle-planning", nargs="+", choices=["on", "off"], default=["on"])
-    p.add_argument("--engine-settings", nargs="+", default=["default"], type=_engine_settings)
+    p.add_argument("--engine-settings", nargs="+", default=[()], type=_engine_settings)
     p.add_argument("--frames", type=int, default=1200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
