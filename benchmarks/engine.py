@@ -87,6 +87,7 @@ from aiplanner.bench.server_scorer import ModelTokenizer, ServerScorer
 from aiplanner.bench.world import real_requests
 from aiplanner.breaker import CircuitBreaker
 from aiplanner.components import Tier
+from aiplanner.errors import ConfigError
 from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch, PlanContext, run_batch
@@ -171,7 +172,7 @@ async def main_async(args: argparse.Namespace) -> None:
         n_threads=args.threads,
         engine="batched",
         weights=args.weights,
-        engine_settings=EngineSettings.parse(args.engine_setting) if args.engine_setting else None,
+        engine_settings=args.engine_settings,
     )
     # Today's path as it ran before the engines loaded converted weights: the shipped file.
     shipped = EmbeddedBackend(n_threads=args.threads, engine="serial", weights="as-is")
@@ -412,7 +413,14 @@ def main() -> None:
     parser.add_argument(
         "--llama-server", action="store_true", help="also run the round on llama-server -np N"
     )
-    anyio.run(main_async, parser.parse_args())
+    args = parser.parse_args()
+    try:  # a bad setting is a usage error, reported before anything loads
+        args.engine_settings = (
+            EngineSettings.parse(args.engine_setting) if args.engine_setting else None
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    anyio.run(main_async, args)
 
 
 if __name__ == "__main__":

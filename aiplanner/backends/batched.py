@@ -166,8 +166,8 @@ class EngineSettings:
                 raise ConfigError(f"engine setting {pair!r} is not key=value")
             if key in _BACKEND_OWNED:
                 raise ConfigError(f"engine setting {key!r} is the backend's own, not the engine's")
-            kind = known.get(key)
-            kind = kind if isinstance(kind, str) else ""  # annotations are text here
+            annotation = known.get(key)  # text here (postponed annotations)
+            kind = annotation if isinstance(annotation, str) else ""
             reader = _SETTING_READERS.get(kind)
             if reader is None:
                 settable = sorted(k for k in known if k not in _BACKEND_OWNED)
