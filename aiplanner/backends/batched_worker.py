@@ -48,7 +48,7 @@ from aiplanner.errors import BackendUnavailable, ResponseTooLarge
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
-__all__ = ["BATCHED_MIN_CTX", "BatchedWorker", "engine_settings_for"]
+__all__ = ["BATCHED_MIN_CTX", "BatchedWorker"]
 
 # The KV cache is shared by every sequence: a context sized for one request is too small.
 BATCHED_MIN_CTX = 4096
@@ -58,7 +58,7 @@ _GATHER_S = 0.003
 _TOKENIZER_CTX = 64
 
 
-def engine_settings_for(settings: _Settings, engine: EngineSettings | None) -> EngineSettings:
+def _engine_settings_for(settings: _Settings, engine: EngineSettings | None) -> EngineSettings:
     """The engine's settings for a backend's: ``engine``'s (defaults if None), with the
     backend's thread count and adapter, and at least its ``n_ctx`` (and
     :data:`BATCHED_MIN_CTX` cells when ``engine`` is None). Raises :class:`ConfigError` for a
@@ -85,7 +85,7 @@ class BatchedWorker(_SerialWorker):
 
     def __init__(self, settings: _Settings, engine: EngineSettings | None = None) -> None:
         super().__init__(settings)
-        self._engine_settings = engine_settings_for(settings, engine)
+        self._engine_settings = _engine_settings_for(settings, engine)
         self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
         self._engine_stats = EngineStats()
         self._format: _PromptFormat | None = None  # set with the model, on the worker thread
