@@ -255,6 +255,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         p.error("--threads must be at least 1")
     if a.record and a.replay:
         p.error("--record and --replay cannot be used together")
+    if a.backend != "embedded" and (a.engine != "auto" or a.weights != "auto"):
+        p.error("--engine and --weights are for the embedded backend")
     engine_settings = None
     if a.engine_setting:
         if a.backend != "embedded" or a.engine == "serial":

@@ -38,8 +38,27 @@ def create_backend(
     ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``) and
     ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``, ``q4_0``);
     ``engine_settings`` the batched engine's own knobs (``EngineSettings``; None: defaults).
-    Raises ConfigError for an unknown name, ModelNotFoundError for a missing model file.
+    ``n_threads`` is the embedded engine's thread count; the other backends ignore it (a
+    server's threads are its own).
+    Raises ConfigError for an unknown name or for an embedded-only option (``engine``,
+    ``weights``, ``engine_settings``) given to another backend, which would otherwise be
+    dropped without a word; ModelNotFoundError for a missing model file.
     """
+    if name != "embedded" and name in BACKEND_NAMES:
+        given = [
+            option
+            for option, is_set in (
+                ("engine", engine != "auto"),
+                ("weights", weights != "auto"),
+                ("engine_settings", engine_settings is not None),
+            )
+            if is_set
+        ]
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to the embedded "
+                f"backend only, not to {name!r}"
+            )
     if name == "embedded":
         from aiplanner.backends.embedded import EmbeddedBackend
 

@@ -157,6 +157,9 @@ def test_unreachable_server_warns_and_names_the_fallback_tier(
         ["--engine-setting", "n_threads=4"],  # the backend's own: --threads
         ["--engine", "serial", "--engine-setting", "chunk_tokens=64"],
         ["--backend", "scripted", "--engine-setting", "chunk_tokens=64"],
+        ["--backend", "openai", "--engine", "batched"],  # the embedded backend's options
+        ["--backend", "ollama", "--weights", "f16"],
+        ["--backend", "heuristic", "--engine", "serial"],
     ],
 )
 def test_bad_options_exit_2(argv: list[str]) -> None:
