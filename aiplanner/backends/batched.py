@@ -168,19 +168,17 @@ class EngineSettings:
                 raise ConfigError(f"engine setting {key!r} is the backend's own, not the engine's")
             annotation = known.get(key)  # text here (postponed annotations)
             kind = annotation if isinstance(annotation, str) else ""
-            reader = _SETTING_READERS.get(kind)
-            if reader is None:
+            reading = _SETTING_READERS.get(kind)
+            if reading is None:
                 settable = sorted(k for k in known if k not in _BACKEND_OWNED)
                 raise ConfigError(f"unknown engine setting {key!r}; one of {settable}")
             if key in values:
                 raise ConfigError(f"engine setting {key!r} given twice")
+            reader, expected = reading
             try:
                 values[key] = reader(text.strip())
             except ValueError:
-                raise ConfigError(
-                    f"engine setting {key}={text!r}: expected {kind.replace(' | None', '')}"
-                    + (" or none" if kind.endswith("| None") else "")
-                ) from None
+                raise ConfigError(f"engine setting {key}={text!r}: expected {expected}") from None
         settings = cls(**values)
         settings.check()
         return settings
@@ -234,12 +232,13 @@ def _read_optional_float(text: str) -> float | None:
     return None if text.lower() == "none" else _read_float(text)
 
 
-# EngineSettings.parse: how each field's text is read, by the field's annotation.
-_SETTING_READERS: dict[str, Callable[[str], Any]] = {
-    "int": _read_int,
-    "bool": _read_bool,
-    "float": _read_float,
-    "float | None": _read_optional_float,
+# EngineSettings.parse: how each field's text is read, by the field's annotation, and what an
+# error says it expected.
+_SETTING_READERS: dict[str, tuple[Callable[[str], Any], str]] = {
+    "int": (_read_int, "a whole number"),
+    "bool": (_read_bool, "true/false, on/off, yes/no or 1/0"),
+    "float": (_read_float, "a finite number"),
+    "float | None": (_read_optional_float, "a finite number or none"),
 }
 
 

@@ -447,10 +447,10 @@ def test_every_engine_setting_but_the_backends_own_can_be_read() -> None:
     [
         (["chunk_tokens"], "not key=value"),
         (["bogus=1"], "unknown engine setting 'bogus'"),
-        (["chunk_tokens=1.5"], "chunk_tokens='1.5': expected int"),
-        (["chunk_tokens="], "expected int"),
-        (["flash_attn=maybe"], "expected bool"),
-        (["assumed_rate=inf"], "expected float or none"),
+        (["chunk_tokens=1.5"], "chunk_tokens='1.5': expected a whole number"),
+        (["chunk_tokens="], "expected a whole number"),
+        (["flash_attn=maybe"], "expected true/false, on/off, yes/no or 1/0"),
+        (["assumed_rate=inf"], "expected a finite number or none"),
         (["chunk_tokens=64", "chunk_tokens=32"], "given twice"),
         (["chunk_tokens=0"], "must be positive"),  # check() refuses it
         (["prefix_cache=200"], "prefix_cache must be in"),
