@@ -221,6 +221,7 @@ class PlanningSystem(esper.Processor):
         if self._replay is not None:
             self._apply_replay(tick, now)
             self._collect_needs(cfg, tick, now, replaying=True)
+            self._renew_provisional(cfg, now)
             return
         # Lockstep: all submitted work answers before anything reads what the bridge thread
         # changes (outcomes, the breaker), so a run repeats exactly.
@@ -246,6 +247,7 @@ class PlanningSystem(esper.Processor):
         """Steps 1-4 of the module docstring, in order: a tick's, or a pass between frames'."""
         self._collect_needs(cfg, tick, now)
         self._apply_outcomes(cfg, tick, now)
+        self._renew_provisional(cfg, now)
         self._expire(tick, now)
         self._serve_late(tick, now)
         self._dispatch(cfg, tick, now)
@@ -489,6 +491,33 @@ class PlanningSystem(esper.Processor):
             if cfg.provisional:
                 self._provisional(ent, snap, cfg, now)
 
+    def _renew_provisional(self, cfg: PlannerConfig, now: float) -> None:
+        """An agent whose provisional plan ran out (its steps done, or one failed: its target
+        died) while its request is out gets the rules' plan for its situation now and waits on
+        for the model's, as the rules' own agents get a new plan at once. Standing by until the
+        answer came (seconds, with the engine busy) lost a squad its fights: in the live A/B
+        battle at 10v10 a squad answered with the rules' own first choice 0.2-2 s late lost 10 of
+        10 rounds to the rules' squad. The answer, when it comes, is checked against the
+        situation then, as any (one that no longer fits gives way). Per-agent work as a need's
+        (a snapshot, a rules pass), within the tick's budget; the rest waits a tick."""
+        if not cfg.provisional or not self._stopgaps:
+            return
+        waiting = (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
+        for ent, (plan_id, _, _) in list(self._stopgaps.items()):
+            queue = esper.try_component(ent, ActionQueue) if esper.entity_exists(ent) else None
+            if queue is None or queue.plan_id != plan_id or not queue.done:
+                continue
+            st = esper.try_component(ent, PlanState)
+            if st is None or st.status not in waiting:
+                continue
+            if self._budget <= 0 or not self._has_time(_NEEDS):
+                return
+            snap = self._snapshots.snapshot(ent)
+            if snap is None:
+                continue
+            self._budget -= 1
+            self._provisional(ent, snap, cfg, now)
+
     def _ranked(
         self, ent: int, snap: WorldSnapshot, cfg: PlannerConfig, now: float
     ) -> tuple[Plan, ...]:
@@ -709,8 +738,21 @@ class PlanningSystem(esper.Processor):
     def _apply(
         self, ent: int, st: PlanState, plan: Plan, tier: Tier, tick: int, now: float
     ) -> None:
+        """Put ``plan`` in the agent's queue from its first step, unless it is the provisional
+        plan the agent is running (the model agreed with the rules, or the fallback is the same
+        plan): that one carries on where it is, now as ``tier``'s. Restarting it would repeat the
+        steps already done and lose the current step's progress (a reload, a scan)."""
         queue = esper.try_component(ent, ActionQueue)
         if queue is None:
+            return
+        stopgap = self._stopgaps.get(ent)
+        if (
+            stopgap is not None
+            and queue.plan_id == stopgap[0]
+            and not queue.done
+            and stopgap[1].steps == plan.steps
+        ):
+            self._adopt(ent, st, queue.plan_id, plan, tier, tick, now)
             return
         self._next_plan_id += 1
         queue.replace(list(plan.steps), self._next_plan_id)

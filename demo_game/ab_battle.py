@@ -13,6 +13,12 @@ candidates in the world the agent's snapshot describes and takes the best (``--h
 ``--weights``, ``--round-rules``: the teacher's settings), through the same pipeline, lockstep
 and one-tick delivery as the model. It measures a labelling teacher by the rounds it wins.
 
+``--realtime`` plays the live game instead: the wall clock at 30 frames a second, provisional
+plans (the rules' plan runs while the model decides), the default plan deadline and the frames'
+idle time for planning, as the demo runs. The model's answers arrive when they arrive, so the
+result counts its speed as well as its decisions, and no two runs are the same. With
+``--control`` the scripted "model" answers after 0.2-2 s, about the model's latency in the demo.
+
 Damage is counted from health: a squad's damage taken is its total health at the start minus its
 living members' health at the end (dead members count their whole health), heals included.
 """
@@ -23,6 +29,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +53,9 @@ from demo_game.game import DT, Game, GameSettings
 __all__ = ["BattleResult", "Summary", "main", "play", "summarise"]
 
 _WORLD = "demo_game_ab"
+_REALTIME_RESERVE_MS = 2.0  # of each real-time frame, kept from the planner's idle-time work
+_REALTIME_CONTROL_LATENCY_S = (0.2, 2.0)  # the control's answers in real time, about the model's
+_LOAD_TIMEOUT_S = 120.0  # loading the embedded model before a real-time run's first round
 _LOCKSTEP_TIMEOUT_S = 600.0
 """How long a tick waits for the model, and the wall-clock budget of each plan: long enough
 that a loaded machine cannot make the rules fill in for a slow answer (measured: under load 11,
@@ -96,12 +106,18 @@ def play(
     map_name: str = "crossroads",
     config: PlannerConfig | None = None,
     setup: Callable[[Game], None] | None = None,
+    realtime: bool = False,
 ) -> BattleResult:
     """Play one round for ``seed`` in a fresh esper world; the model plans team ``seed % 2``.
 
-    ``setup(game)`` runs once the game is built, in its world (e.g. to add a processor)."""
+    ``setup(game)`` runs once the game is built, in its world (e.g. to add a processor).
+    ``realtime``: the live game instead of lockstep (see :func:`_realtime_config`)."""
     model_team = seed % 2
     base = config if config is not None else PlannerConfig()
+    if realtime:
+        return _play_realtime(
+            seed, backend, squad_size, max_seconds, map_name, base, setup, model_team
+        )
     # No provisional plans: the rules' squad gets its plans at once, and a squad that runs the
     # rules' plan and then restarts it when the model's arrives plays differently even when the
     # model agrees (measured: a model squad that always takes the rules' first choice wins 12 of
@@ -135,29 +151,89 @@ def play(
                 if game.round.winner is not None:
                     break
             end = _health_by_team()
-            stats = game.plugin.stats()
-            tiers = stats.get("tiers", {})
-            model_plans = int(tiers.get("llm", 0)) if isinstance(tiers, dict) else 0
-            decisions = stats.get("decisions", 0)
-            agree = stats.get("agree_rate")
-            winner = game.round.winner if game.round.winner is not None else -1
-            return BattleResult(
-                seed=seed,
-                model_team=model_team,
-                winner=winner,
-                reason=game.round.reason or "time up",
-                seconds=round(game.sim_time, 2),
-                damage_to_model=start[model_team] - end.get(model_team, 0),
-                damage_to_rules=start[1 - model_team] - end.get(1 - model_team, 0),
-                model_plans=model_plans,
-                decisions=decisions if isinstance(decisions, int) else 0,
-                agree_rate=agree if isinstance(agree, float) else None,
-            )
+            return _result(game, seed, model_team, start, end)
         finally:
             game.plugin.uninstall()
     finally:
         esper.switch_world(previous)
         esper.delete_world(_WORLD)
+
+
+def _realtime_config(base: PlannerConfig, seed: int, model_team: int) -> PlannerConfig:
+    """The live game's planning for the model squad: no lockstep, provisional plans on (the
+    rules' plan runs while the model decides), the default plan deadline; only the seed and the
+    model's team are set."""
+    return dataclasses.replace(base, seed=seed, model_teams=(model_team,))
+
+
+def _play_realtime(
+    seed: int,
+    backend: Backend,
+    squad_size: int,
+    max_seconds: float,
+    map_name: str,
+    base: PlannerConfig,
+    setup: Callable[[Game], None] | None,
+    model_team: int,
+) -> BattleResult:
+    """One round on the wall clock at 30 frames a second, as the demo runs: the model's answers
+    arrive when they arrive, late ones give way to the rules, and the planner gets each frame's
+    idle time (``between_frames``), so the result counts the model's speed as well as its
+    decisions. Not reproducible run to run (the engine's timing moves the game)."""
+    cfg = _realtime_config(base, seed, model_team)
+    previous = esper.current_world
+    esper.switch_world(_WORLD)
+    try:
+        game = Game(
+            GameSettings(map_name=map_name, squad_size=squad_size, seed=seed, intermission_s=60.0),
+            config=cfg,
+            backend=backend,
+        )
+        try:
+            if setup is not None:
+                setup(game)
+            start = _health_by_team()
+            frames = round(max_seconds / DT)
+            next_frame = time.perf_counter()
+            for _ in range(frames):
+                game.process(DT)
+                if game.round.winner is not None:
+                    break
+                next_frame += DT
+                idle_ms = (next_frame - time.perf_counter()) * 1000.0 - _REALTIME_RESERVE_MS
+                if idle_ms > 0:
+                    game.plugin.between_frames(idle_ms)
+                time.sleep(max(0.0, next_frame - time.perf_counter()))
+            end = _health_by_team()
+            return _result(game, seed, model_team, start, end)
+        finally:
+            game.plugin.uninstall()
+    finally:
+        esper.switch_world(previous)
+        esper.delete_world(_WORLD)
+
+
+def _result(
+    game: Game, seed: int, model_team: int, start: dict[int, int], end: dict[int, int]
+) -> BattleResult:
+    stats = game.plugin.stats()
+    tiers = stats.get("tiers", {})
+    model_plans = int(tiers.get("llm", 0)) if isinstance(tiers, dict) else 0
+    decisions = stats.get("decisions", 0)
+    agree = stats.get("agree_rate")
+    winner = game.round.winner if game.round.winner is not None else -1
+    return BattleResult(
+        seed=seed,
+        model_team=model_team,
+        winner=winner,
+        reason=game.round.reason or "time up",
+        seconds=round(game.sim_time, 2),
+        damage_to_model=start[model_team] - end.get(model_team, 0),
+        damage_to_rules=start[1 - model_team] - end.get(1 - model_team, 0),
+        model_plans=model_plans,
+        decisions=decisions if isinstance(decisions, int) else 0,
+        agree_rate=agree if isinstance(agree, float) else None,
+    )
 
 
 def _health_by_team() -> dict[int, int]:
@@ -204,6 +280,13 @@ def main(
         default="model",
         help="who plans the 'model' squad: the model (default) or the outcome teacher's rollouts",
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="the live game instead of lockstep: wall clock at 30 fps, provisional plans, the "
+        "default plan deadline, late answers left to the rules (the model's speed counts too; "
+        "with --control the scripted answers take 0.2-2 s)",
+    )
     add_teacher_arguments(parser)
     parser.add_argument(
         "--labels-out",
@@ -212,6 +295,8 @@ def main(
         "for python -m aiplanner train --labels)",
     )
     args = parser.parse_args(argv)
+    if args.realtime and args.planner == "teacher":
+        parser.error("--realtime is for the model or --control: the teacher is served lockstep")
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     setup: Callable[[Game], None] | None = None
     changes: dict[str, object] = {"guided_decision": args.decision}
@@ -230,11 +315,17 @@ def main(
     elif make_backend is None and args.control:
         from aiplanner.backends.scripted import ScriptedBackend
 
-        backend = ScriptedBackend(virtual_time=True, scoring=True)
+        backend = (
+            ScriptedBackend(latency_s=_REALTIME_CONTROL_LATENCY_S, seed=0, scoring=True)
+            if args.realtime
+            else ScriptedBackend(virtual_time=True, scoring=True)
+        )
     elif make_backend is None:
         from aiplanner.backends.embedded import EmbeddedBackend
 
         backend = EmbeddedBackend(n_threads=args.threads)
+        if args.realtime:  # loaded before the first round, as the demo does
+            backend.load_sync(timeout_s=_LOAD_TIMEOUT_S)
     else:
         backend = make_backend()
     if args.rank_prior is not None:
@@ -251,6 +342,7 @@ def main(
             map_name=args.map,
             config=config,
             setup=setup,
+            realtime=args.realtime,
         )
         results.append(r)
         agree = "-" if r.agree_rate is None else f"{r.agree_rate:.0%}"

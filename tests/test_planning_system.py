@@ -794,6 +794,99 @@ def test_a_stale_answer_gives_way_to_the_models_next_choice_that_still_fits(
         assert all(s.args != (foes[0],) for s in steps)  # never the dead target
 
 
+@pytest.mark.parametrize("agrees", [True, False])
+def test_an_answer_that_is_the_running_provisional_plan_carries_on_where_it_is(
+    world: str, agrees: bool
+) -> None:
+    """The model picks the rules' first choice, which the agent has been running as its
+    provisional plan: the plan becomes the model's without going back to its first step. Another
+    pick replaces it from the start."""
+    from aiplanner.backends.base import ScoreRequest
+    from aiplanner.phrasing import CONTENT_FREE
+
+    def scorer(request: object) -> list[float]:
+        assert isinstance(request, ScoreRequest)
+        n = len(request.continuations)
+        if request.messages[-1].content == CONTENT_FREE:
+            return [0.0] * n
+        return [-10.0 * i if agrees else 10.0 * i for i in range(n)]  # first or last
+
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(scoring=True, scorer=scorer, gate=gate)
+    cfg = PlannerConfig(max_wait_ms=0, cache_enabled=False, tick_budget_ms=None)
+    me, _ = _duel(2)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        planning = plugin.planning_system
+        assert planning is not None
+        _tick(clock)
+        for _ in range(500):  # the call is out and held by the gate
+            if backend.score_calls:
+                break
+            threading.Event().wait(0.01)
+        req = planning._in_flight[me]
+        assert len(req.candidates) >= 2 and req.candidates[0].steps != req.candidates[-1].steps
+        queue = esper.component_for_entity(me, ActionQueue)
+        assert tuple(queue.steps) == req.candidates[0].steps  # the provisional plan runs
+        stopgap_id = queue.plan_id
+        queue.progress = 0.25  # part way through its first step
+        gate.set()
+        for _ in range(500):  # the plugin clock stands still: no deadline passes meanwhile
+            before = (queue.index, queue.progress)
+            esper.process(DT)
+            if esper.component_for_entity(me, PlanState).tier is not None:
+                break
+            threading.Event().wait(0.01)
+        st = esper.component_for_entity(me, PlanState)
+        assert st.tier is Tier.LLM and st.status is PlanStatus.EXECUTING
+        if agrees:
+            assert queue.plan_id == stopgap_id == st.plan_id
+            assert (queue.index, queue.progress) >= before  # carried on, not restarted
+        else:
+            assert queue.plan_id == st.plan_id != stopgap_id
+            assert tuple(queue.steps) == req.candidates[-1].steps
+
+
+@pytest.mark.parametrize("provisional", [True, False])
+def test_a_provisional_plan_that_runs_out_while_waiting_is_renewed(
+    world: str, provisional: bool
+) -> None:
+    """The agent's provisional plan ends (here its steps fail, as when the target dies) while
+    its request is out: it gets the rules' plan for now instead of standing by, and still takes
+    the model's answer when it comes. Without provisional plans nothing is renewed."""
+    clock = Clock()
+    gate = threading.Event()
+    backend = ScriptedBackend(gate=gate)
+    cfg = PlannerConfig(
+        max_wait_ms=0, cache_enabled=False, tick_budget_ms=None, provisional=provisional
+    )
+    ents = spawn_battle(2)
+    with PlannerPlugin(cfg, backend, clock=clock) as plugin:
+        _tick(clock)
+        assert plugin.stats()["in_flight"] == 2
+        queues = {e: esper.component_for_entity(e, ActionQueue) for e in ents}
+        first = {e: q.plan_id for e, q in queues.items()}
+        ran_out = ents[0]
+        queues[ran_out].steps = []  # what the execution system does to a failed stand-in plan
+        queues[ran_out].index = 0
+        _tick(clock)
+        st = esper.component_for_entity(ran_out, PlanState)
+        assert st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)  # still waiting
+        if provisional:
+            assert queues[ran_out].plan_id != first[ran_out] and not queues[ran_out].done
+            assert plugin.stats()["provisional"] == 3
+        else:
+            assert queues[ran_out].done and plugin.stats()["provisional"] == 0
+        assert queues[ents[1]].plan_id == first[ents[1]]  # its plan still runs: untouched
+        gate.set()
+        for _ in range(500):  # the plugin clock stands still: no deadline passes meanwhile
+            esper.process(DT)
+            if plugin.stats()["plans"] == 2:
+                break
+            threading.Event().wait(0.01)
+        assert esper.component_for_entity(ran_out, PlanState).tier is Tier.LLM
+
+
 # -- the frame's idle time: PlannerPlugin.between_frames ---------------------------------------
 
 

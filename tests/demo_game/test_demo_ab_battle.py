@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import aiplanner
 from aiplanner.backends.base import ScoreRequest
 from aiplanner.phrasing import CONTENT_FREE
 from demo_game.ab_battle import BattleResult, main, play, summarise
+from demo_game.game import Game
 
 
 def _contrarian(request: ScoreRequest) -> Sequence[float]:
@@ -93,3 +95,43 @@ def test_the_teacher_squads_decisions_are_written_as_training_labels(
         again = teacher.label(label.situation, label.candidates)
         assert again.best == label.best
         assert again.scores == pytest.approx(label.scores, abs=1e-3)  # saved to 4 places
+
+
+def test_realtime_round_never_waits_for_the_model() -> None:
+    """Lockstep would wait for an answer that never comes (its 600 s budget); the live game plays
+    on with the rules' provisional plans and applies no model plan."""
+    gate = threading.Event()  # never set while the round runs: the backend never answers
+    backend = aiplanner.ScriptedBackend(latency_s=0.0, scoring=True, scorer=_contrarian, gate=gate)
+    games: list[Game] = []
+    results: list[BattleResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(
+            play(1, backend, squad_size=2, max_seconds=1.0, setup=games.append, realtime=True)
+        ),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60.0)
+    gate.set()
+    assert not worker.is_alive(), "the real-time round waited for the model"
+    (result,) = results
+    assert result.model_team == 1 and result.model_plans == 0
+    config = games[0].plugin.config
+    assert not config.lockstep and config.provisional and config.model_teams == (1,)
+    stats = games[0].plugin.stats()
+    assert isinstance(stats["provisional"], int) and stats["provisional"] > 0
+    assert isinstance(stats["requests"], int) and stats["requests"] > 0  # the model was asked
+
+
+def test_realtime_model_plans_arrive_and_apply() -> None:
+    backend = aiplanner.ScriptedBackend(latency_s=0.05, scoring=True, scorer=_contrarian)
+    result = play(2, backend, squad_size=2, max_seconds=2.0, realtime=True)
+    assert result.model_team == 0
+    assert result.model_plans > 0 and result.decisions > 0
+    assert result.agree_rate is not None and result.agree_rate < 0.5
+
+
+def test_realtime_is_refused_for_the_teacher() -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--realtime", "--planner", "teacher", "--seeds", "1"])
+    assert info.value.code == 2
