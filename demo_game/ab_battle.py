@@ -111,27 +111,30 @@ def play(
     """Play one round for ``seed`` in a fresh esper world; the model plans team ``seed % 2``.
 
     ``setup(game)`` runs once the game is built, in its world (e.g. to add a processor).
-    ``realtime``: the live game instead of lockstep (see :func:`_realtime_config`)."""
+    ``realtime``: the live game instead of lockstep: the wall clock at 30 frames a second, the
+    frames' idle time for planning, as the demo runs; the model's answers arrive when they
+    arrive, so the round counts its speed too and is not the same run to run."""
     model_team = seed % 2
     base = config if config is not None else PlannerConfig()
     if realtime:
-        return _play_realtime(
-            seed, backend, squad_size, max_seconds, map_name, base, setup, model_team
+        # The live game's planning for the model squad: no lockstep, provisional plans on (the
+        # rules' plan runs while the model decides), the default plan deadline.
+        cfg = dataclasses.replace(base, seed=seed, model_teams=(model_team,))
+    else:
+        # No provisional plans: the rules' squad gets its plans at once, and a squad that runs
+        # the rules' plan and then restarts it when the model's arrives plays differently even
+        # when the model agrees (measured: a model squad that always takes the rules' first
+        # choice wins 12 of 20 with them, 11 of 20 without; damage ratio 1.40 against 1.02).
+        # Lockstep already makes the model's answer arrive on the next tick.
+        cfg = dataclasses.replace(
+            base,
+            seed=seed,
+            lockstep=True,
+            lockstep_timeout_s=_LOCKSTEP_TIMEOUT_S,
+            plan_deadline_s=_LOCKSTEP_TIMEOUT_S,
+            provisional=False,
+            model_teams=(model_team,),
         )
-    # No provisional plans: the rules' squad gets its plans at once, and a squad that runs the
-    # rules' plan and then restarts it when the model's arrives plays differently even when the
-    # model agrees (measured: a model squad that always takes the rules' first choice wins 12 of
-    # 20 with them, 11 of 20 without; damage ratio 1.40 against 1.02). Lockstep already makes
-    # the model's answer arrive on the next tick.
-    cfg = dataclasses.replace(
-        base,
-        seed=seed,
-        lockstep=True,
-        lockstep_timeout_s=_LOCKSTEP_TIMEOUT_S,
-        plan_deadline_s=_LOCKSTEP_TIMEOUT_S,
-        provisional=False,
-        model_teams=(model_team,),
-    )
     previous = esper.current_world
     esper.switch_world(_WORLD)
     try:
@@ -139,55 +142,7 @@ def play(
             GameSettings(map_name=map_name, squad_size=squad_size, seed=seed, intermission_s=60.0),
             config=cfg,
             backend=backend,
-            virtual_clock=True,
-        )
-        try:
-            if setup is not None:
-                setup(game)
-            start = _health_by_team()
-            frames = round(max_seconds / DT)
-            for _ in range(frames):
-                game.process(DT)
-                if game.round.winner is not None:
-                    break
-            end = _health_by_team()
-            return _result(game, seed, model_team, start, end)
-        finally:
-            game.plugin.uninstall()
-    finally:
-        esper.switch_world(previous)
-        esper.delete_world(_WORLD)
-
-
-def _realtime_config(base: PlannerConfig, seed: int, model_team: int) -> PlannerConfig:
-    """The live game's planning for the model squad: no lockstep, provisional plans on (the
-    rules' plan runs while the model decides), the default plan deadline; only the seed and the
-    model's team are set."""
-    return dataclasses.replace(base, seed=seed, model_teams=(model_team,))
-
-
-def _play_realtime(
-    seed: int,
-    backend: Backend,
-    squad_size: int,
-    max_seconds: float,
-    map_name: str,
-    base: PlannerConfig,
-    setup: Callable[[Game], None] | None,
-    model_team: int,
-) -> BattleResult:
-    """One round on the wall clock at 30 frames a second, as the demo runs: the model's answers
-    arrive when they arrive, late ones give way to the rules, and the planner gets each frame's
-    idle time (``between_frames``), so the result counts the model's speed as well as its
-    decisions. Not reproducible run to run (the engine's timing moves the game)."""
-    cfg = _realtime_config(base, seed, model_team)
-    previous = esper.current_world
-    esper.switch_world(_WORLD)
-    try:
-        game = Game(
-            GameSettings(map_name=map_name, squad_size=squad_size, seed=seed, intermission_s=60.0),
-            config=cfg,
-            backend=backend,
+            virtual_clock=not realtime,
         )
         try:
             if setup is not None:
@@ -199,11 +154,8 @@ def _play_realtime(
                 game.process(DT)
                 if game.round.winner is not None:
                     break
-                next_frame += DT
-                idle_ms = (next_frame - time.perf_counter()) * 1000.0 - _REALTIME_RESERVE_MS
-                if idle_ms > 0:
-                    game.plugin.between_frames(idle_ms)
-                time.sleep(max(0.0, next_frame - time.perf_counter()))
+                if realtime:
+                    next_frame = _rest_of_frame(game, next_frame + DT)
             end = _health_by_team()
             return _result(game, seed, model_team, start, end)
         finally:
@@ -211,6 +163,16 @@ def _play_realtime(
     finally:
         esper.switch_world(previous)
         esper.delete_world(_WORLD)
+
+
+def _rest_of_frame(game: Game, frame_end: float) -> float:
+    """A real-time frame's idle time, as the demo spends it: planning that waits (up to the
+    frame's end less a reserve), then sleep until ``frame_end``, which it returns."""
+    idle_ms = (frame_end - time.perf_counter()) * 1000.0 - _REALTIME_RESERVE_MS
+    if idle_ms > 0:
+        game.plugin.between_frames(idle_ms)
+    time.sleep(max(0.0, frame_end - time.perf_counter()))
+    return frame_end
 
 
 def _result(
