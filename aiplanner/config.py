@@ -79,7 +79,9 @@ class PlannerConfig:
       budget). See :mod:`aiplanner.tick_budget`. Lockstep and
       replay runs ignore it.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
-      nobody stands still; the model's plan replaces it when it arrives.
+      nobody stands still (one that runs out first is followed by the heuristic plan for the
+      situation then); the model's plan replaces it when it arrives (the same plan carries on
+      where it is).
     * ``lockstep``: deterministic delivery for tests and replays: every tick waits (up to
       ``lockstep_timeout_s``) until all submitted work has answered, and applies answers by their
       ``ready_at``. Never use it for live play: it makes the frame wait on the backend.

@@ -9,7 +9,8 @@ Each tick, in this order (all on the game thread, never waiting on the backend):
 2. apply the outcomes that have arrived (those left over from the last tick first, then the new
    ones in entity-id order): a plan for a deleted entity or a superseded request is dropped; a
    plan past its deadline is discarded; every plan is re-validated against the agent's current
-   snapshot; a failure gets the fallback tier;
+   snapshot; a failure gets the fallback tier; an agent still waiting whose provisional plan ran
+   out (its target died) gets the rules' plan for now;
 3. agents whose deadline has passed while waiting have their calls cancelled and get the fallback
    tier, in deadline order (found through a heap, not a scan of everyone waiting);
 4. queued agents are sent in batches of ``max_batch_size``, or when the oldest has waited
