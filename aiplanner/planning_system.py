@@ -504,13 +504,13 @@ class PlanningSystem(esper.Processor):
         if not cfg.provisional or not self._stopgaps:
             return
         waiting = (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT)
-        for ent, (plan_id, _, _) in list(self._stopgaps.items()):
-            queue = esper.try_component(ent, ActionQueue) if esper.entity_exists(ent) else None
-            if queue is None or queue.plan_id != plan_id or not queue.done:
-                continue
-            st = esper.try_component(ent, PlanState)
+        for ent, stopgap in list(self._stopgaps.items()):
+            st = self._state(ent)
             if st is None or st.status not in waiting:
                 continue
+            queue = esper.try_component(ent, ActionQueue)
+            if queue is None or queue.plan_id != stopgap[0] or _runs(queue, stopgap):
+                continue  # given another plan meanwhile, or still running this one
             if self._budget <= 0 or not self._has_time(_NEEDS):
                 return
             snap = self._snapshots.snapshot(ent)
@@ -708,7 +708,7 @@ class PlanningSystem(esper.Processor):
         stopgap = self._stopgaps.pop(ent, None)
         if stopgap is not None and st.status in (PlanStatus.REQUESTED, PlanStatus.IN_FLIGHT):
             queue = esper.try_component(ent, ActionQueue)
-            if queue is not None and queue.plan_id == stopgap[0] and not queue.done:
+            if queue is not None and _runs(queue, stopgap):
                 st.invalid_reason = why
                 self._adopt(ent, st, queue.plan_id, stopgap[1], stopgap[2], tick, now)
                 return
@@ -747,12 +747,7 @@ class PlanningSystem(esper.Processor):
         if queue is None:
             return
         stopgap = self._stopgaps.get(ent)
-        if (
-            stopgap is not None
-            and queue.plan_id == stopgap[0]
-            and not queue.done
-            and stopgap[1].steps == plan.steps
-        ):
+        if stopgap is not None and _runs(queue, stopgap) and stopgap[1].steps == plan.steps:
             self._adopt(ent, st, queue.plan_id, plan, tier, tick, now)
             return
         self._next_plan_id += 1
@@ -799,6 +794,11 @@ class PlanningSystem(esper.Processor):
         self._backlog.clear()
         self._candidates.clear()
         self._stopgaps.clear()
+
+
+def _runs(queue: ActionQueue, stopgap: tuple[int, Plan, Tier]) -> bool:
+    """Whether ``queue`` is still carrying out the provisional plan ``stopgap``."""
+    return queue.plan_id == stopgap[0] and not queue.done
 
 
 def _first_valid(plans: Sequence[Plan], snap: PlanView, registry: ActionRegistry) -> Plan | None:

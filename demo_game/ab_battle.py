@@ -157,7 +157,24 @@ def play(
                 if realtime:
                     next_frame = _rest_of_frame(game, next_frame + DT)
             end = _health_by_team()
-            return _result(game, seed, model_team, start, end)
+            stats = game.plugin.stats()
+            tiers = stats.get("tiers", {})
+            model_plans = int(tiers.get("llm", 0)) if isinstance(tiers, dict) else 0
+            decisions = stats.get("decisions", 0)
+            agree = stats.get("agree_rate")
+            winner = game.round.winner if game.round.winner is not None else -1
+            return BattleResult(
+                seed=seed,
+                model_team=model_team,
+                winner=winner,
+                reason=game.round.reason or "time up",
+                seconds=round(game.sim_time, 2),
+                damage_to_model=start[model_team] - end.get(model_team, 0),
+                damage_to_rules=start[1 - model_team] - end.get(1 - model_team, 0),
+                model_plans=model_plans,
+                decisions=decisions if isinstance(decisions, int) else 0,
+                agree_rate=agree if isinstance(agree, float) else None,
+            )
         finally:
             game.plugin.uninstall()
     finally:
@@ -173,29 +190,6 @@ def _rest_of_frame(game: Game, frame_end: float) -> float:
         game.plugin.between_frames(idle_ms)
     time.sleep(max(0.0, frame_end - time.perf_counter()))
     return frame_end
-
-
-def _result(
-    game: Game, seed: int, model_team: int, start: dict[int, int], end: dict[int, int]
-) -> BattleResult:
-    stats = game.plugin.stats()
-    tiers = stats.get("tiers", {})
-    model_plans = int(tiers.get("llm", 0)) if isinstance(tiers, dict) else 0
-    decisions = stats.get("decisions", 0)
-    agree = stats.get("agree_rate")
-    winner = game.round.winner if game.round.winner is not None else -1
-    return BattleResult(
-        seed=seed,
-        model_team=model_team,
-        winner=winner,
-        reason=game.round.reason or "time up",
-        seconds=round(game.sim_time, 2),
-        damage_to_model=start[model_team] - end.get(model_team, 0),
-        damage_to_rules=start[1 - model_team] - end.get(1 - model_team, 0),
-        model_plans=model_plans,
-        decisions=decisions if isinstance(decisions, int) else 0,
-        agree_rate=agree if isinstance(agree, float) else None,
-    )
 
 
 def _health_by_team() -> dict[int, int]:
