@@ -5,16 +5,20 @@ what the budget covers, not the planning step alone: the tick starts when the sn
 starts (:meth:`TickBudget.start`); the planning system takes on per-agent work (a snapshot and
 the rules' ranking for an agent that asks, an arrived plan to validate and apply, a deadline
 fallback) only while the work it is about to do is expected to end before
-``start + budget - rest``, where ``rest`` is what the rest of the tick (the execution system,
-from the end of planning to the end of the tick) has recently cost. Costs are measured, never
-assumed: each kind of work keeps a running mean of its own recent cost and of how far a cost
-strays from it (:meth:`TickBudget.fits` measures the time between two of its calls for the same
-kind, and admits work when the mean plus :data:`SPREADS` deviations fits), and the rest of the
-tick is measured between :meth:`TickBudget.planning_done` and :meth:`TickBudget.end`.
+``start + budget - tail - rest``, where ``rest`` is what the rest of the tick (the execution
+system, from the end of planning to the end of the tick) has recently cost and ``tail`` what
+planning's own steps after its last per-agent work (sending the batches) have. Costs are
+measured, never assumed: each kind of work keeps a running mean of its own recent cost and of how
+far a cost strays from it (:meth:`TickBudget.fits` measures the time between two of its calls for
+the same kind, and admits work when the mean plus :data:`SPREADS` deviations fits), the tail is
+measured from the expected end of the last admitted work (or the last refusal) to
+:meth:`TickBudget.planning_done`, and the rest of the tick between that and
+:meth:`TickBudget.end`.
 
 Progress whatever the budget: each tick, the kind whose oldest waiting work has waited longest
 gets one agent's work done, within the budget if it fits, regardless if nothing of that kind
-did (see :meth:`TickBudget.grant_to`);
+did (see :meth:`TickBudget.grant_to`); the kinds done before it leave room for that agent's
+work (its running mean cost), so that it usually fits;
 planning may always spend :data:`PLANNING_FLOOR` of the budget from its own start, however late
 it starts; the planning system also serves agents left idle too long regardless
 (``IDLE_LIMIT_TICKS``).
@@ -53,11 +57,14 @@ class TickBudget:
         "_granted",
         "_last_at",
         "_last_kind",
+        "_mark",
         "_planning_done",
         "_progressed",
+        "_reserving",
         "_rest",
         "_spread",
         "_started",
+        "_tail",
         "_until",
         "preferred",
     )
@@ -66,6 +73,9 @@ class TickBudget:
         self._cost = [0.0] * kinds  # running mean seconds of one agent's work, per kind
         self._spread = [0.0] * kinds  # running mean absolute deviation from it, per kind
         self._rest = 0.0  # running mean seconds from the end of planning to the end of the tick
+        self._tail = 0.0  # running mean seconds of planning after its last per-agent work
+        self._mark: float | None = None  # when this tick's last per-agent work should end
+        self._reserving = False  # kinds before the preferred one leave room for its agent
         self._started: float | None = None  # this tick's start, if the tick was started
         self._planning_done: float | None = None
         self._until = math.inf  # per-agent work should end by then
@@ -85,6 +95,12 @@ class TickBudget:
         """The running mean of the rest of the tick after planning (0.0 before measured)."""
         return self._rest
 
+    @property
+    def tail_s(self) -> float:
+        """The running mean of planning's own time after its last per-agent work (0.0 before
+        measured)."""
+        return self._tail
+
     def start(self, now: float) -> None:
         """The plugin's tick starts (the snapshot system's first step)."""
         self._started = now
@@ -93,10 +109,11 @@ class TickBudget:
     def open(self, now: float, budget_ms: float | None, oldest: list[float], tick: int) -> None:
         """Planning starts: per-agent work should end by the tick's start (``now`` if the tick
         was not started through :meth:`start`) plus ``budget_ms`` (None: no limit) less the
-        rest of the tick, and no sooner than :data:`PLANNING_FLOOR` of the budget after ``now``.
-        ``oldest[k]`` is how long kind ``k``'s oldest waiting work has waited
-        (any unit, ``-inf`` when it has none): the longest waiting kind gets this tick's one
-        agent regardless; ties take turns by ``tick``."""
+        planning's tail and the rest of the tick, and no sooner than :data:`PLANNING_FLOOR` of
+        the budget after ``now``. ``oldest[k]`` is how long kind ``k``'s oldest waiting work has
+        waited (any unit, ``-inf`` when it has none): the longest waiting kind gets this tick's
+        one agent regardless, and the kinds before it leave room for it; ties take turns by
+        ``tick``."""
         started = self._started if self._started is not None else now
         self._started = None
         if budget_ms is None:
@@ -106,13 +123,17 @@ class TickBudget:
             # Planning's own floor: a tick already over budget before planning (a thousand agents
             # to index and move) still lets it work a share of the budget, or waiting agents
             # would only move on by the one agent a tick and reach their deadlines unserved.
-            self._until = max(started + budget - self._rest, now + budget * PLANNING_FLOOR)
+            self._until = max(
+                started + budget - self._tail - self._rest, now + budget * PLANNING_FLOOR
+            )
         self._last_kind = -1
+        self._mark = None
         self._granted = False
         self._progressed = False
         longest = max(oldest, default=0.0)
         tied = [k for k, waited in enumerate(oldest) if waited == longest]
         self.preferred = tied[tick % len(tied)] if tied else 0
+        self._reserving = longest > -math.inf
 
     def open_idle(self, until: float) -> None:
         """Per-agent work in the frame's idle time, between two ticks: it should end by ``until``
@@ -121,12 +142,15 @@ class TickBudget:
         :meth:`open` starts a tick's window again."""
         self._until = until
         self._last_kind = -1
+        self._mark = None
         self._granted = True
         self._progressed = True
 
     def fits(self, kind: int, now: float) -> bool:
         """Whether one more agent's work of ``kind`` is expected to end within the budget: its
-        running mean cost plus :data:`SPREADS` running mean deviations.
+        running mean cost plus :data:`SPREADS` running mean deviations, and, for a kind done
+        before :attr:`preferred` while that kind has had nothing done this tick, the running
+        mean cost of the preferred kind's one agent too.
 
         Also measures: the time since the previous call for the same kind, with nothing else in
         between, is one sample of that kind's cost."""
@@ -138,7 +162,12 @@ class TickBudget:
             cost[kind] += COST_WEIGHT * (sample - cost[kind])
         self._last_kind = kind
         self._last_at = now
-        return now + cost[kind] + SPREADS * spread[kind] <= self._until
+        need = cost[kind] + SPREADS * spread[kind]
+        if self._reserving and kind < self.preferred and not self._progressed:
+            need += cost[self.preferred]
+        admitted = now + need <= self._until
+        self._mark = now + cost[kind] if admitted else now
+        return admitted
 
     def spent(self, now: float) -> bool:
         """Whether the budget for per-agent work is used up."""
@@ -150,6 +179,7 @@ class TickBudget:
         ahead by :meth:`grant_to`."""
         if kind == self.preferred:
             self._progressed = True
+        self._mark = self._last_at + self._cost[kind]
 
     def grant_to(self, kind: int) -> bool:
         """Whether ``kind``, which has work that did not fit, does this tick's one agent
@@ -160,12 +190,17 @@ class TickBudget:
         if self._granted or self._progressed or kind < self.preferred:
             return False
         self._granted = True
+        self._mark = self._last_at + self._cost[kind]
         return True
 
     def planning_done(self, now: float) -> None:
-        """Planning is over for this tick; the rest of the tick starts."""
+        """Planning is over for this tick; the rest of the tick starts. Measures planning's tail:
+        the time since its last per-agent work was expected to end (when it weighed any)."""
         self._planning_done = now
         self._last_kind = -1
+        if self._mark is not None:
+            self._tail += COST_WEIGHT * (max(0.0, now - self._mark) - self._tail)
+            self._mark = None
 
     def end(self, now: float) -> None:
         """The plugin's tick is over (the execution system's last step): measure its rest."""

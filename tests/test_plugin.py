@@ -23,6 +23,7 @@ from aiplanner import (
     PlanState,
     PlanStatus,
     ScriptedBackend,
+    Team,
     Tier,
 )
 from aiplanner.bridge import AsyncBridge
@@ -53,6 +54,8 @@ def test_process_never_waits_on_the_backend(world: str) -> None:
     gate = threading.Event()  # the backend answers nothing until the test opens it
     backend = ScriptedBackend(gate=gate)
     ents = spawn_battle(6)
+    for ent in ents:  # one team: nobody dies while the answers are held (ticks back to back)
+        esper.add_component(ent, Team(0))
     cfg = PlannerConfig(max_batch_size=3, max_wait_ms=0, plan_deadline_s=60.0, cache_enabled=False)
     with PlannerPlugin(cfg, backend) as plugin:
         ticks = 50

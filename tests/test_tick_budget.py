@@ -142,3 +142,54 @@ def test_the_idle_time_admits_what_fits_before_its_end_and_nothing_regardless() 
     b.open(2.0, 2.0, [5.0, 1.0], tick=2)  # the next tick: its own window and its grant again
     assert not b.spent(2.0)
     assert b.grant_to(0)
+
+
+def test_planning_after_its_last_agent_counts_against_the_next_ticks_budget() -> None:
+    """Planning's own steps after its last per-agent work (sending the batches) are measured
+    as its tail, from when that work was expected to end, and the next tick's per-agent work
+    stops that much sooner."""
+    budget = TickBudget(1)
+    budget.start(0.0)
+    budget.open(0.0, 10.0, [0.0], tick=1)
+    assert budget.fits(0, 0.001)
+    assert budget.fits(0, 0.002)  # one sample of kind 0: 1 ms
+    cost = budget.agent_cost_s[0]
+    budget.served(0)
+    budget.planning_done(0.002 + cost + 0.0005)  # 0.5 ms of planning after the last agent
+    assert budget.tail_s == pytest.approx(COST_WEIGHT * 0.0005)
+    budget.end(0.002 + cost + 0.0005)
+    assert budget.rest_s == 0.0
+    # A refusal marks its own time: planning after it is tail too.
+    budget.start(1.0)
+    budget.open(1.0, 10.0, [0.0], tick=2)
+    until = 1.0 + 0.010 - budget.tail_s
+    assert budget.spent(until) and not budget.spent(until - 1e-9)
+    assert not budget.fits(0, until - 1e-9)
+    tail = budget.tail_s
+    budget.planning_done(until - 1e-9 + 0.001)
+    assert budget.tail_s == pytest.approx(tail + COST_WEIGHT * (0.001 - tail))
+    # A tick with no per-agent work weighed measures no tail.
+    tail = budget.tail_s
+    budget.open(2.0, 10.0, [0.0], tick=3)
+    budget.planning_done(2.005)
+    assert budget.tail_s == tail
+
+
+def test_the_kinds_before_the_longest_waiting_one_leave_room_for_its_agent() -> None:
+    budget = TickBudget(2)
+    budget.open(0.0, 100.0, [0.0, 0.0], tick=1)
+    budget.fits(1, 0.0)
+    budget.fits(1, 0.0005)  # kind 1 measured: 0.5 ms a sample
+    cost1 = budget.agent_cost_s[1]
+    assert cost1 > 0
+    # Kind 1 waited longest: kind 0, done first, stops where kind 1's agent would no longer fit.
+    budget.open(0.0, 2.0, [0.0, 3.0], tick=2)
+    assert budget.preferred == 1
+    assert budget.fits(0, 0.002 - cost1 - 1e-6)
+    budget.open(0.0, 2.0, [0.0, 3.0], tick=3)
+    assert not budget.fits(0, 0.002 - cost1 + 1e-6)
+    # Kind 0 waited longest (or kind 1 has nothing waiting): no room kept.
+    budget.open(0.0, 2.0, [3.0, 0.0], tick=4)
+    assert budget.fits(0, 0.002 - cost1 + 1e-6)
+    budget.open(0.0, 2.0, [0.0, NONE], tick=5)
+    assert budget.fits(0, 0.002 - 1e-6)
