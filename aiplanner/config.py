@@ -73,11 +73,11 @@ class PlannerConfig:
     * ``tick_budget_ms``: the time budget of the plugin's whole tick (snapshots, planning,
       execution), in milliseconds of the plugin clock: the planning system takes on per-agent
       work (applying arrived plans, deadline fallbacks, new requests) only while it is expected
-      to end within it, leaving the rest of the tick its measured share; the rest carries on at
-      the next tick, first come first served; the longest-waiting kind of work gets one agent
-      a tick even when none fits, and agents idle a few ticks are served regardless (None: no
-      budget). See :mod:`aiplanner.tick_budget`. Lockstep and
-      replay runs ignore it.
+      to end within it, leaving the rest of the tick (and planning's own last steps) its
+      measured share; the rest carries on at the next tick, first come first served; the
+      longest-waiting kind of work gets one agent a tick even when none fits, and agents idle
+      a few ticks are served regardless (None: no budget). See :mod:`aiplanner.tick_budget`.
+      Lockstep and replay runs ignore it.
     * ``provisional``: while an agent waits for its plan it carries out the heuristic plan, so
       nobody stands still (one that runs out first is followed by the heuristic plan for the
       situation then); the model's plan replaces it when it arrives (the same plan carries on
