@@ -48,6 +48,7 @@ from aiplanner.training.teacher import (
     teacher_config_from,
 )
 from aiplanner.training.teacher_backend import SERVER_PRIORITY, TeacherBackend, TeacherServer
+from demo_game.app import LOAD_TIMEOUT_S
 from demo_game.game import DT, Game, GameSettings
 
 __all__ = ["BattleResult", "Summary", "main", "play", "summarise"]
@@ -55,7 +56,6 @@ __all__ = ["BattleResult", "Summary", "main", "play", "summarise"]
 _WORLD = "demo_game_ab"
 _REALTIME_RESERVE_MS = 2.0  # of each real-time frame, kept from the planner's idle-time work
 _REALTIME_CONTROL_LATENCY_S = (0.2, 2.0)  # the control's answers in real time, about the model's
-_LOAD_TIMEOUT_S = 120.0  # loading the embedded model before a real-time run's first round
 _LOCKSTEP_TIMEOUT_S = 600.0
 """How long a tick waits for the model, and the wall-clock budget of each plan: long enough
 that a loaded machine cannot make the rules fill in for a slow answer (measured: under load 11,
@@ -281,7 +281,7 @@ def main(
 
         backend = EmbeddedBackend(n_threads=args.threads)
         if args.realtime:  # loaded before the first round, as the demo does
-            backend.load_sync(timeout_s=_LOAD_TIMEOUT_S)
+            backend.load_sync(timeout_s=LOAD_TIMEOUT_S)
     else:
         backend = make_backend()
     if args.rank_prior is not None:

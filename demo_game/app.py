@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BACKENDS",
+    "LOAD_TIMEOUT_S",
     "PLAN_CACHE",
     "WORLD_NAME",
     "DemoError",
@@ -76,7 +77,8 @@ PLAN_CACHE: tuple[PlanCache, ...] = get_args(PlanCache)
 """``--plan-cache``: ``auto`` turns the plugin's plan cache off for the embedded model and on for
 every other backend (see :func:`plan_cache_enabled`)."""
 _LOCAL_OPENAI_URL = "http://127.0.0.1:8080"  # llama.cpp's llama-server default
-_LOAD_TIMEOUT_S = 120.0  # loading the embedded model before the first frame
+LOAD_TIMEOUT_S = 120.0
+"""How long loading the embedded model may take before the first frame (or round)."""
 WORLD_NAME = "demo_game"
 IDLE_PLANNING_UNTIL_MS = 1000.0 / 60.0 - 2.0
 """Planning between frames goes on only while the frame's work is under this: a 60 fps frame
@@ -415,7 +417,7 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
     if isinstance(backend, aiplanner.EmbeddedBackend):
         # Loaded before the first frame: the first agents' 4 s deadlines are not spent on it.
         try:
-            backend.load_sync(timeout_s=_LOAD_TIMEOUT_S)
+            backend.load_sync(timeout_s=LOAD_TIMEOUT_S)
         except aiplanner.PlannerError as exc:
             backend.close()
             raise DemoError(f"cannot load the model: {exc}") from exc
