@@ -165,9 +165,8 @@ class TickBudget:
         need = cost[kind] + SPREADS * spread[kind]
         if self._reserving and kind < self.preferred and not self._progressed:
             need += cost[self.preferred]
-        admitted = now + need <= self._until
-        self._mark = now + cost[kind] if admitted else now
-        return admitted
+        self._mark = now  # planning's tail counts from here unless this work goes ahead (served)
+        return now + need <= self._until
 
     def spent(self, now: float) -> bool:
         """Whether the budget for per-agent work is used up."""
@@ -176,7 +175,7 @@ class TickBudget:
     def served(self, kind: int) -> None:
         """One agent's work of ``kind`` goes ahead this tick (it fitted, or was due regardless):
         if ``kind`` is :attr:`preferred`, that is this tick's progress for it, and no agent goes
-        ahead by :meth:`grant_to`."""
+        ahead by :meth:`grant_to`. Planning's tail counts from when that work should end."""
         if kind == self.preferred:
             self._progressed = True
         self._mark = self._last_at + self._cost[kind]
