@@ -97,7 +97,7 @@ class PlannerConfig:
     plan_deadline_s: float = 4.0
     provisional: bool = True
     max_plans_per_tick: int | None = None
-    tick_budget_ms: float | None = 2.5
+    tick_budget_ms: float | None = 2.0
     max_candidates: int = 4
     guided_decision: Literal["score", "generate"] = "score"
     rank_prior: float = DEFAULT_RANK_PRIOR

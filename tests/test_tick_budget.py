@@ -19,10 +19,12 @@ def test_the_budget_counts_from_the_start_of_the_tick_less_the_rest_of_it() -> N
     budget.planning_done(10.001)
     budget.end(10.002)
     assert budget.rest_s == pytest.approx(COST_WEIGHT * 0.001)
-    # Next tick: snapshots took 2 ms before planning opened; 5 ms in all, less the rest.
+    # Next tick: snapshots took 1 ms before planning opened; 5 ms in all, less the rest (its
+    # mean, and SPREADS mean deviations: one sample 1 ms from a mean of 0 so far).
+    assert budget.reserved_s == pytest.approx((1 + SPREADS) * COST_WEIGHT * 0.001)
     budget.start(20.0)
-    budget.open(20.002, 5.0, [0.0, NONE], tick=2)
-    until = 20.0 + 0.005 - budget.rest_s
+    budget.open(20.001, 5.0, [0.0, NONE], tick=2)
+    until = 20.0 + 0.005 - budget.reserved_s
     assert budget.fits(0, until - 1e-9)
     assert not budget.fits(0, until + 1e-9)
     assert not budget.spent(until - 1e-9)
@@ -162,7 +164,8 @@ def test_planning_after_its_last_agent_counts_against_the_next_ticks_budget() ->
     # A refusal marks its own time: planning after it is tail too.
     budget.start(1.0)
     budget.open(1.0, 10.0, [0.0], tick=2)
-    until = 1.0 + 0.010 - budget.tail_s
+    assert budget.reserved_s == pytest.approx((1 + SPREADS) * budget.tail_s)  # one sample
+    until = 1.0 + 0.010 - budget.reserved_s
     assert budget.spent(until) and not budget.spent(until - 1e-9)
     assert not budget.fits(0, until - 1e-9)
     tail = budget.tail_s
@@ -173,6 +176,31 @@ def test_planning_after_its_last_agent_counts_against_the_next_ticks_budget() ->
     budget.open(2.0, 10.0, [0.0], tick=3)
     budget.planning_done(2.005)
     assert budget.tail_s == tail
+
+
+def test_a_tail_that_varies_is_reserved_with_its_spread_as_work_is() -> None:
+    """A tick that sends a batch has a tail several times the usual one: the window for
+    per-agent work leaves room for the tail's mean plus SPREADS deviations, not its mean alone
+    (which the ticks with a long tail would overrun)."""
+    budget = TickBudget(1)
+    for tick, tail in enumerate([0.0, 0.0006] * 10):  # every other tick sends a batch
+        start = float(tick)
+        budget.start(start)
+        budget.open(start, 10.0, [0.0], tick=tick)
+        assert budget.fits(0, start)
+        budget.served(0)
+        budget.planning_done(start + budget.agent_cost_s[0] + tail)
+        budget.end(start + budget.agent_cost_s[0] + tail)  # no rest: its spread stays 0
+    mean = budget.tail_s
+    assert 0.0002 < mean < 0.0004
+    assert budget.rest_s == 0.0
+    budget.start(100.0)
+    budget.open(100.0, 10.0, [0.0], tick=100)
+    window = 0.010 - mean  # what reserving the mean alone would leave
+    # The deviations of a tail alternating 0 and 0.6 ms around its mean are ~0.3 ms.
+    assert budget.spent(100.0 + window - SPREADS * 0.0002)
+    assert not budget.spent(100.0 + window - SPREADS * 0.0004)
+    assert SPREADS * 0.0002 < budget.reserved_s - mean < SPREADS * 0.0004
 
 
 def test_the_kinds_before_the_longest_waiting_one_leave_room_for_its_agent() -> None:
