@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from aiplanner.actions import DEFAULT_REGISTRY
+from aiplanner.backends import cpu_buffers
 from aiplanner.backends.base import CompletionRequest, Finished, Message, TextDelta
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.grammar import schema_to_gbnf
@@ -162,13 +163,14 @@ def compare_call_styles(threads: int, repeat: int) -> dict[str, list[tuple[float
     def with_llama(
         call: Callable[[Any], Any], text_of: Callable[[Any], str]
     ) -> tuple[float, float]:
-        llama = Llama(
-            str(resolve_model_path()),
-            n_ctx=2048,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        with cpu_buffers.loading():  # no AMX buffers where they crash
+            llama = Llama(
+                str(resolve_model_path()),
+                n_ctx=2048,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         try:
             _time_first_and_total(call(llama), text_of)  # evaluate the prompt once: warm
             first, total, _text = _time_first_and_total(call(llama), text_of)

@@ -22,6 +22,7 @@ from typing import Any
 
 import llama_cpp
 
+from aiplanner.backends import cpu_buffers
 from aiplanner.backends.weights import prepare_weights
 from aiplanner.model_path import default_model_path
 
@@ -81,9 +82,7 @@ def main() -> None:
         p.error("--others must be within 0..3868 cells")
     path = prepare_weights(default_model_path(), "f16", n_threads=args.threads)
     llama_cpp.llama_backend_init()
-    model = llama_cpp.llama_model_load_from_file(
-        str(path).encode(), llama_cpp.llama_model_default_params()
-    )
+    model = llama_cpp.llama_model_load_from_file(str(path).encode(), cpu_buffers.model_params())
     if not model:
         raise SystemExit(f"could not load {path}")
     try:

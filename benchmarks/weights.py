@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine import load  # the load average as the engine benchmark prints it
 
 from aiplanner.adapters import default_adapter
+from aiplanner.backends import cpu_buffers
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.backends.weights import check_weights, prepare_weights, wanted
 from aiplanner.model_path import default_model_path
@@ -47,7 +48,7 @@ class Probe:
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # quiet, as Llama() is
         self._lib = llama_cpp
         self.model = llama_cpp.llama_model_load_from_file(
-            str(path).encode(), llama_cpp.llama_model_default_params()
+            str(path).encode(), cpu_buffers.model_params()
         )
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = 4096

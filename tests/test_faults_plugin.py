@@ -166,7 +166,11 @@ def test_deleting_an_agent_cancels_its_http_call(world: str, kind: str) -> None:
 def test_closing_the_plugin_hangs_up_calls_in_flight(world: str) -> None:
     with FakeServer(stall_reply()) as srv:
         backend = OpenAIBackend(srv.url, read_timeout_s=60.0, max_concurrency=4)
-        cfg = PlannerConfig(max_wait_ms=0, plan_deadline_s=60.0, cache_enabled=False)
+        # No tick budget: all three agents ask in the one tick below (with one, a slow first
+        # tick on a busy machine left an agent for the next tick, and its call never opened).
+        cfg = PlannerConfig(
+            max_wait_ms=0, plan_deadline_s=60.0, cache_enabled=False, tick_budget_ms=None
+        )
         spawn_battle(3)
         plugin = PlannerPlugin(cfg, backend).install()
         esper.process(1 / 60)

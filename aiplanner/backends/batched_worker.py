@@ -318,4 +318,7 @@ class BatchedWorker(_SerialWorker):
 
         vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._format = _PromptFormat(llama, self._settings.chat_format, vocab)
-        return BatchedEngine(llama.model, self._engine_settings)
+        settings = self._engine_settings
+        if self.adapter_merged:  # in the weights already: not applied on the context again
+            settings = self._engine_settings = dataclasses.replace(settings, adapter=None)
+        return BatchedEngine(llama.model, settings)

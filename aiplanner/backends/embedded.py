@@ -51,6 +51,7 @@ from anyio.lowlevel import EventLoopToken, current_token
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from aiplanner.adapters import resolve_adapter
+from aiplanner.backends import cpu_buffers
 from aiplanner.backends.base import (
     BackendInfo,
     CompletionRequest,
@@ -65,7 +66,7 @@ from aiplanner.backends.base import (
 from aiplanner.backends.decode_threads import DEFAULT_NICE, lower_priority
 from aiplanner.backends.kept_prefixes import KEPT_PREFIXES, KeptPrefixes
 from aiplanner.backends.lora import apply_adapter
-from aiplanner.backends.weights import Weights, check_weights, prepare_weights, wanted
+from aiplanner.backends.weights import Weights, check_weights, prepare_model, wanted
 from aiplanner.errors import (
     BackendBusy,
     BackendError,
@@ -205,6 +206,7 @@ class _Settings:
     kept_prefixes: int = KEPT_PREFIXES  # the serial engine's kept prompt prefixes
     convert_to: str | None = None  # the weights' type to load a converted copy in (weights.py)
     nice: int = DEFAULT_NICE  # niceness the worker thread (and llama.cpp's) adds (decode_threads)
+    merge_adapter: bool = True  # the adapter merged into an F16 copy when it can be (weights.py)
 
 
 class _SerialWorker:
@@ -224,6 +226,7 @@ class _SerialWorker:
         self._stats = EmbeddedStats()
         self.load_s: float | None = None
         self.loaded_path: Path | None = None  # the weights file loaded (a converted copy?)
+        self.adapter_merged = False  # the settings' adapter is in the loaded weights
 
     @property
     def stats(self) -> EmbeddedStats:
@@ -367,18 +370,28 @@ class _SerialWorker:
         try:
             from llama_cpp import Llama
 
-            path = prepare_weights(s.path, s.convert_to, n_threads=s.n_threads, verbose=s.verbose)
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
+            path, lora = prepare_model(
+                s.path,
+                s.convert_to,
+                s.adapter,
+                s.adapter_scale,
+                merge=s.merge_adapter,
                 n_threads=s.n_threads,
-                n_threads_batch=s.n_threads,
-                seed=s.seed,
                 verbose=s.verbose,
-                n_batch=n_batch,
             )
-            if adapter and s.adapter is not None:
-                apply_adapter(llama.model, llama.ctx, s.adapter, s.adapter_scale)
+            self.adapter_merged = s.adapter is not None and lora is None
+            with cpu_buffers.loading():  # no AMX buffers where they crash (cpu_buffers.py)
+                llama = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=s.n_threads,
+                    n_threads_batch=s.n_threads,
+                    seed=s.seed,
+                    verbose=s.verbose,
+                    n_batch=n_batch,
+                )
+            if adapter and lora is not None:
+                apply_adapter(llama.model, llama.ctx, lora, s.adapter_scale)
             engine = build(llama)
             self.loaded_path = path
         except Exception as exc:
@@ -715,7 +728,10 @@ class EmbeddedBackend:
     ``weights``: the weights loaded (:mod:`aiplanner.backends.weights`): ``auto`` (the default)
     loads an F16 copy of the default model, made once into a cache folder (prompts evaluate
     1.5-2.4x faster than with the shipped Q4_1 here) and any other GGUF as given; ``as-is``,
-    ``f16``, ``q8_0`` or ``q4_0`` choose. ``nice`` (0..19, default 10): niceness the worker
+    ``f16``, ``q8_0`` or ``q4_0`` choose. ``merge_adapter`` (default True): on an F16 copy the
+    adapter is merged into the weights, made once into the same folder (llama.cpp applying it
+    on the context cost 10-12% of the prompt rate here); False applies it on the context as on
+    any other weights. ``nice`` (0..19, default 10): niceness the worker
     thread adds to its own, and with it the threads llama.cpp starts from it, so the game's
     frame gets a core first when both want one (Linux only, see
     :mod:`aiplanner.backends.decode_threads`; 0 leaves it). ``engine_settings``: the batched
@@ -749,6 +765,7 @@ class EmbeddedBackend:
         weights: Weights = "auto",
         nice: int = DEFAULT_NICE,
         engine_settings: EngineSettings | None = None,
+        merge_adapter: bool = True,
     ) -> None:
         path = resolve_model_path(model_path)
         lora = resolve_adapter(adapter, path)
@@ -785,6 +802,7 @@ class EmbeddedBackend:
             kept_prefixes,
             convert_to,
             nice,
+            merge_adapter,
         )
         self._max_bytes = max_response_bytes
         self._grammars = GrammarCache(grammar_cache_size)
@@ -824,6 +842,13 @@ class EmbeddedBackend:
     def adapter_path(self) -> Path | None:
         """The LoRA adapter applied beside the model, if any."""
         return self._settings.adapter
+
+    @property
+    def adapter_merged(self) -> bool:
+        """Whether the adapter was merged into the loaded weights (an F16 copy: see
+        :func:`aiplanner.backends.weights.prepare_model`) rather than applied on the context;
+        False until the model has loaded."""
+        return self._worker.adapter_merged
 
     @property
     def n_threads(self) -> int:

@@ -72,15 +72,18 @@ class LlamaScorer:
     ) -> None:
         from llama_cpp import Llama
 
-        self.llama: Llama = Llama(
-            model_path=str(model_path),
-            lora_path=str(lora_path) if lora_path is not None else None,
-            n_ctx=1024,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=True,
-            verbose=False,
-        )
+        from aiplanner.backends import cpu_buffers
+
+        with cpu_buffers.loading():
+            self.llama: Llama = Llama(
+                model_path=str(model_path),
+                lora_path=str(lora_path) if lora_path is not None else None,
+                n_ctx=1024,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                logits_all=True,
+                verbose=False,
+            )
 
     def close(self) -> None:
         self.llama.close()

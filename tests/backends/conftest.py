@@ -17,6 +17,15 @@ from fakeservers import refused_url
 from aiplanner.model_path import resolve_model_path
 
 _START_TIMEOUT_S = 60.0
+# ``python -m llama_cpp.server``, its model loaded without llama.cpp's AMX buffers where they
+# crash (aiplanner.backends.cpu_buffers), as every model this package loads is.
+_SERVER = (
+    "import runpy, sys\n"
+    "from aiplanner.backends import cpu_buffers\n"
+    "sys.argv[0] = 'llama_cpp.server'\n"
+    "with cpu_buffers.loading():\n"
+    "    runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)\n"
+)
 _STOP_TIMEOUT_S = 10.0
 
 
@@ -51,7 +60,7 @@ def llama_server() -> Iterator[str]:
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "llama_cpp.server", *itertools.chain(*options.items())],
+                [sys.executable, "-c", _SERVER, *itertools.chain(*options.items())],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from aiplanner.backends import batched as batched_module
+from aiplanner.backends import cpu_buffers
 from aiplanner.backends.base import (
     CompletionRequest,
     Finished,
@@ -92,7 +93,8 @@ def _no_worker_left() -> bool:
 def llama() -> Iterator[Any]:
     from llama_cpp import Llama
 
-    model = Llama(model_path=str(resolve_model_path()), n_ctx=64, n_threads=1, verbose=False)
+    with cpu_buffers.loading():  # no AMX buffers where they crash
+        model = Llama(model_path=str(resolve_model_path()), n_ctx=64, n_threads=1, verbose=False)
     try:
         yield model
     finally:
