@@ -270,7 +270,8 @@ def test_uninstall_removes_processors_and_reinstall_works(world: str) -> None:
 def test_close_with_requests_in_flight_is_prompt_and_leaves_no_thread(world: str) -> None:
     before = set(threading.enumerate())
     backend = ScriptedBackend(gate=threading.Event())  # never answers
-    plugin = PlannerPlugin(PlannerConfig(max_wait_ms=0), backend).install()
+    # No tick budget: on a slow machine it may leave an agent for a tick after these three.
+    plugin = PlannerPlugin(PlannerConfig(max_wait_ms=0, tick_budget_ms=None), backend).install()
     spawn_battle(8)
     for _ in range(3):
         esper.process(DT)
