@@ -87,6 +87,18 @@ def test_on_a_busy_machine_it_stays_on_one_thread_and_probes_cost_a_tenth() -> N
     assert share < 0.12  # about a tenth: the probe, then ten times what it lost
 
 
+def test_the_default_probe_is_large_enough_to_see_two_threads_pay_off() -> None:
+    """Two threads pay a fixed cost per decode (their barriers) and win on rows: as measured on
+    a 2-core Xeon, a 16-row decode is no faster on two threads while a 128-row chunk takes 0.24
+    s against 0.38 s. The default probe sees the chunks' case."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, clock=clock)
+    barriers = {1: (0.0, 0.0039), 2: (0.04, 0.0017)}  # 16 rows: 62 / 67 ms; 128: 0.50 / 0.26 s
+    for _ in range(3):
+        _run(gov, clock, 128, barriers)
+    assert gov.threads == 2
+
+
 def test_on_a_quiet_machine_it_runs_the_configured_count() -> None:
     clock = _Clock()
     gov = ThreadGovernor(2, busy=_never, clock=clock)
@@ -97,7 +109,7 @@ def test_on_a_quiet_machine_it_runs_the_configured_count() -> None:
 
 def test_probes_that_change_nothing_wait_twice_as_long_each_time_up_to_the_cap() -> None:
     clock = _Clock()
-    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=8.0, clock=clock)
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=8.0, probe_rows=16, clock=clock)
     probes: list[float] = []
     for _ in range(20_000):
         threads, limit = gov.plan()
@@ -163,6 +175,24 @@ def test_native_threads_of_this_process_are_not_counted_as_a_crowd(tmp_path: Pat
     (tmp_path / "oddity").mkdir()
     assert decode_threads._native_running(str(tmp_path)) == 1
     assert decode_threads._native_running(str(tmp_path / "gone")) == 0
+
+
+@pytest.mark.parametrize("native", [[1, 0], [0, 1]], ids=["fell-asleep", "woke-up"])
+def test_a_worker_that_changes_state_between_the_reads_is_not_a_crowd(
+    tmp_path: Path, native: list[int]
+) -> None:
+    """The machine counts the caller and one of llama.cpp's workers (2 running); the worker is
+    running in one of the process's own two reads and not in the other: it is ours either way,
+    and nothing else wants the cores."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3\nprocs_running 2\nprocs_blocked 0\n")
+    reads = iter(native)
+    assert runnable_elsewhere(str(stat), lambda: next(reads)) == 0
+    # A thread of another program is still seen.
+    stat.write_text("procs_running 3\n")
+    reads = iter(native)
+    assert runnable_elsewhere(str(stat), lambda: next(reads)) == 1
+    assert runnable_elsewhere(str(tmp_path / "no-stat"), lambda: 0) is None
 
 
 def test_bad_settings_are_refused() -> None:
