@@ -840,7 +840,8 @@ class EmbeddedBackend:
 
     @property
     def adapter_path(self) -> Path | None:
-        """The LoRA adapter applied beside the model, if any."""
+        """The LoRA adapter in use, if any: applied on the context, or merged into the weights
+        (:attr:`adapter_merged`)."""
         return self._settings.adapter
 
     @property
