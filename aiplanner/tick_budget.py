@@ -168,9 +168,7 @@ class TickBudget:
         cost = self._cost
         spread = self._spread
         if self._last_kind == kind:
-            sample = now - self._last_at
-            spread[kind] += COST_WEIGHT * (abs(sample - cost[kind]) - spread[kind])
-            cost[kind] += COST_WEIGHT * (sample - cost[kind])
+            cost[kind], spread[kind] = _running(cost[kind], spread[kind], now - self._last_at)
         self._last_kind = kind
         self._last_at = now
         need = cost[kind] + SPREADS * spread[kind]
@@ -209,16 +207,23 @@ class TickBudget:
         self._planning_done = now
         self._last_kind = -1
         if self._mark is not None:
-            sample = max(0.0, now - self._mark)
-            self._tail_spread += COST_WEIGHT * (abs(sample - self._tail) - self._tail_spread)
-            self._tail += COST_WEIGHT * (sample - self._tail)
+            self._tail, self._tail_spread = _running(
+                self._tail, self._tail_spread, max(0.0, now - self._mark)
+            )
             self._mark = None
 
     def end(self, now: float) -> None:
         """The plugin's tick is over (the execution system's last step): measure its rest."""
         done = self._planning_done
         if done is not None:
-            sample = max(0.0, now - done)
-            self._rest_spread += COST_WEIGHT * (abs(sample - self._rest) - self._rest_spread)
-            self._rest += COST_WEIGHT * (sample - self._rest)
+            self._rest, self._rest_spread = _running(
+                self._rest, self._rest_spread, max(0.0, now - done)
+            )
         self._planning_done = None
+
+
+def _running(mean: float, spread: float, sample: float) -> tuple[float, float]:
+    """A running mean and its running mean absolute deviation, after one more ``sample``
+    (the deviation measured from the mean before it moves)."""
+    spread += COST_WEIGHT * (abs(sample - mean) - spread)
+    return mean + COST_WEIGHT * (sample - mean), spread

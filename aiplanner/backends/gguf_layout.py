@@ -11,6 +11,7 @@ not checked against the file's length.
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -56,14 +57,15 @@ class TensorInfo:
         """numpy's shape for the tensor (slowest dimension first)."""
         return tuple(reversed(self.ne))
 
+    @property
+    def n_elements(self) -> int:
+        """How many values it holds."""
+        return math.prod(self.ne)
+
     def nbytes(self) -> int | None:
         """Its size in bytes if its type is F32 or F16 (None for other types)."""
         size = _ITEM_BYTES.get(self.ggml_type)
-        if size is None:
-            return None
-        for n in self.ne:
-            size *= n
-        return size
+        return None if size is None else size * self.n_elements
 
 
 @dataclass(frozen=True, slots=True)

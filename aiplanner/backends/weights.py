@@ -100,9 +100,7 @@ def wanted(weights: Weights, *, default_model: bool) -> str | None:
 def converted_path(source: Path, kind: str, folder: Path) -> Path:
     """The cached copy of ``source`` converted to ``kind``: a new source file (another path,
     size or modification time) gets a new name, so a stale copy is never loaded."""
-    st = source.stat()
-    key = f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()
-    digest = hashlib.sha256(key).hexdigest()[:16]
+    digest = hashlib.sha256(_identity(source).encode()).hexdigest()[:16]
     return folder / f"{source.stem}.{digest}.{kind}.gguf"
 
 
@@ -169,11 +167,8 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
 def merged_path(source: Path, adapter: Path, scale: float, folder: Path) -> Path:
     """The cached F16 copy of ``source`` with ``adapter`` merged in at ``scale``: a new model,
     adapter or scale gets a new name."""
-    keys = []
-    for path in (source, adapter):
-        st = path.stat()
-        keys.append(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    digest = hashlib.sha256("|".join([*keys, repr(scale)]).encode()).hexdigest()[:16]
+    key = "|".join([_identity(source), _identity(adapter), repr(scale)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return folder / f"{source.stem}.{digest}.f16+{adapter.stem}.gguf"
 
 
@@ -293,7 +288,11 @@ def merge_adapter(f16: Path, adapter: Path, scale: float, target: Path) -> None:
 def _array(np: Any, buf: mmap.mmap, t: TensorInfo) -> Any:
     """A numpy view of tensor ``t`` in ``buf`` (writable if the buffer is)."""
     dtype = np.float16 if t.ggml_type == GGML_F16 else np.float32
-    count = 1
-    for n in t.ne:
-        count *= n
-    return np.frombuffer(buf, dtype=dtype, count=count, offset=t.offset).reshape(t.shape)
+    return np.frombuffer(buf, dtype=dtype, count=t.n_elements, offset=t.offset).reshape(t.shape)
+
+
+def _identity(path: Path) -> str:
+    """A file as the cached copies' names know it: where it is, its size and its modification
+    time (a changed file gets new copies)."""
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
