@@ -32,10 +32,20 @@ the adapter's scale), computed in float32 and rounded once to F16, so scores mov
 only. It is made once beside the F16 copy, named after the model, the adapter and the scale; an
 adapter that cannot be merged (not a LoRA of plain matrices, shapes that do not fit, numpy
 missing) is applied on the context as before, with a warning.
+
+Old copies do not pile up: each copy is 258 MiB for the default model, and a new source file, a
+retrained adapter or another scale each make a new one. When a copy is made, the copies of the
+same family (the same source name and kind, or the same source name and adapter name) beyond the
+:data:`KEEP_COPIES` most recently used are deleted; a copy that is used is touched, so it counts
+as recent. Alternating between two variants (two scales of one adapter) makes nothing twice;
+three or more of one family are made again in turn. A copy in use by another process on Linux
+stays readable after its deletion (the file lives on until it is closed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import logging
 import mmap
@@ -50,6 +60,7 @@ from aiplanner.errors import ConfigError
 
 __all__ = [
     "CACHE_ENV_VAR",
+    "KEEP_COPIES",
     "WEIGHTS",
     "Weights",
     "cache_dir",
@@ -65,6 +76,9 @@ WEIGHTS: Final[tuple[str, ...]] = get_args(Weights)
 CACHE_ENV_VAR: Final = "AIPLANNER_CACHE_DIR"
 
 _log = logging.getLogger(__name__)
+
+KEEP_COPIES: Final = 2
+"""Copies kept per family in the cache folder (see the module docstring)."""
 
 
 def cache_dir() -> Path:
@@ -100,7 +114,7 @@ def wanted(weights: Weights, *, default_model: bool) -> str | None:
 def converted_path(source: Path, kind: str, folder: Path) -> Path:
     """The cached copy of ``source`` converted to ``kind``: a new source file (another path,
     size or modification time) gets a new name, so a stale copy is never loaded."""
-    digest = hashlib.sha256(_identity(source).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(_identity(source).encode()).hexdigest()[:_DIGEST_CHARS]
     return folder / f"{source.stem}.{digest}.{kind}.gguf"
 
 
@@ -123,9 +137,12 @@ def prepare_weights(
     folder = cache_dir() if folder is None else folder
     try:
         target = converted_path(source, kind, folder)
-        if not target.is_file():
+        if target.is_file():
+            _touch(target)
+        else:
             _convert(source, target, kind, n_threads, verbose)
             _log.info("made the %s copy of %s once: %s", kind, source.name, target)
+            _prune(folder, f"{glob.escape(source.stem)}.{_DIGEST_GLOB}.{kind}.gguf")
     except (OSError, RuntimeError) as exc:
         _log.warning("loading %s as given: could not make its %s copy (%s)", source, kind, exc)
         return source
@@ -168,7 +185,7 @@ def merged_path(source: Path, adapter: Path, scale: float, folder: Path) -> Path
     """The cached F16 copy of ``source`` with ``adapter`` merged in at ``scale``: a new model,
     adapter or scale gets a new name."""
     key = "|".join([_identity(source), _identity(adapter), repr(scale)])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
     return folder / f"{source.stem}.{digest}.f16+{adapter.stem}.gguf"
 
 
@@ -196,11 +213,15 @@ def prepare_model(
     folder = cache_dir() if folder is None else folder
     try:
         target = merged_path(source, adapter, scale, folder)
-        if not target.is_file():
+        if target.is_file():
+            _touch(target)
+        else:
             merge_adapter(path, adapter, scale, target)
             _log.info(
                 "merged %s into the F16 copy of %s once: %s", adapter.name, source.name, target
             )
+            family = f"{glob.escape(source.stem)}.{_DIGEST_GLOB}.f16+{glob.escape(adapter.stem)}"
+            _prune(folder, family + ".gguf")
     except (OSError, ValueError, ImportError) as exc:
         _log.warning("applying %s on the context: could not merge it (%s)", adapter.name, exc)
         return path, adapter
@@ -296,3 +317,32 @@ def _identity(path: Path) -> str:
     time (a changed file gets new copies)."""
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+_DIGEST_CHARS: Final = 16
+_DIGEST_GLOB: Final = "?" * _DIGEST_CHARS
+
+
+def _touch(path: Path) -> None:
+    """Mark a cached copy as used now (its modification time), so pruning keeps it."""
+    with contextlib.suppress(OSError):  # a read-only cache: still used, only not marked
+        os.utime(path)
+
+
+def _prune(folder: Path, pattern: str) -> None:
+    """Delete the copies in ``folder`` matching ``pattern`` beyond the :data:`KEEP_COPIES` most
+    recently used (partial files, named with a leading dot, never match). A copy that cannot be
+    deleted or that vanished meanwhile is left to the next prune."""
+    found: list[tuple[int, Path]] = []
+    for path in folder.glob(pattern):
+        try:
+            found.append((path.stat().st_mtime_ns, path))
+        except OSError:
+            continue
+    found.sort(reverse=True)
+    for _, path in found[KEEP_COPIES:]:
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        _log.info("deleted an older cached copy: %s", path)

@@ -86,6 +86,61 @@ def test_a_copy_that_cannot_be_made_falls_back_to_the_file_with_a_warning(
     assert "loading" in caplog.text and "as given" in caplog.text and str(source) in caplog.text
 
 
+def _age(path: Path, seconds: int) -> None:
+    """Set ``path``'s modification time ``seconds`` into the past."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 1_000_000_000))
+
+
+def test_copies_beyond_the_most_recently_used_of_a_family_are_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    def convert(source: Path, target: Path, kind: str, *args: object) -> None:
+        made.append(target.name)
+        target.write_bytes(b"GGUF" + kind.encode())
+
+    monkeypatch.setattr(weights, "_convert", convert)
+    folder = tmp_path / "cache"
+    source = tmp_path / "m.gguf"
+    source.write_bytes(b"GGUF")
+    others = [folder / "other.0123456789abcdef.f16.gguf", folder / ".m.partial.f16.gguf.1-2.part"]
+    folder.mkdir()
+    for other in others:
+        other.write_bytes(b"GGUF")
+        _age(other, 10_000)
+    q8 = prepare_weights(source, "q8_0", folder=folder)  # the same source, another kind
+    _age(q8, 10_000)
+    copies = []
+    for i in range(3):  # the source changes three times (a reinstall): three copies
+        source.write_bytes(b"GGUF" + bytes(i + 1))
+        copies.append(prepare_weights(source, "f16", folder=folder))
+        _age(copies[-1], 100 * (3 - i))  # made in this order
+    # Two kept (the newest), the first one gone; other families and partial files untouched.
+    assert [c.is_file() for c in copies] == [False, True, True]
+    assert q8.is_file() and all(other.is_file() for other in others)
+    assert len(made) == 4
+
+
+def test_a_used_copy_is_kept_and_the_least_recently_used_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, adapter = _lora_pair(tmp_path)
+    source = tmp_path / "shipped.gguf"
+    source.write_bytes(b"GGUF")
+    monkeypatch.setattr(weights, "prepare_weights", lambda src, kind, **kw: model if kind else src)
+    folder = tmp_path / "cache"
+    one, _ = prepare_model(source, "f16", adapter, 1.0, folder=folder)
+    half, _ = prepare_model(source, "f16", adapter, 0.5, folder=folder)
+    _age(one, 200)
+    _age(half, 100)
+    assert prepare_model(source, "f16", adapter, 1.0, folder=folder) == (one, None)  # used now
+    quarter, _ = prepare_model(source, "f16", adapter, 0.25, folder=folder)
+    assert one.is_file() and quarter.is_file() and not half.is_file()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([one.name, quarter.name])
+
+
 @pytest.mark.model
 def test_a_copy_is_made_once_and_then_reused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
