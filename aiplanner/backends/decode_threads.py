@@ -14,11 +14,17 @@ On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and 
   ``/proc/stat``, at most every 50 ms): if they would take the cores a decode's threads need,
   decodes run on one thread. The engine has it look right after each decode, before handing
   anything over: its hand-overs wake the caller's threads for a moment (an event loop taking a
-  token), and those are its own doing, not a crowd. llama.cpp's worker threads, which spin for
-  a while after a decode, are not counted either (threads of this process that Python did not
-  start). Looking whenever a decode was planned instead, measured on a quiet machine in a
-  10-agent free-mode round: every other decode saw one of those and ran on one thread. Without
-  the signal (other systems) it only measures.
+  token), and those are its own doing, not a crowd. No thread of this process counts: not
+  llama.cpp's workers, which spin for a while after a decode (looking whenever a decode was
+  planned instead, measured on a quiet machine in a 10-agent free-mode round: every other
+  decode saw one of those and ran on one thread), and not the game's own threads either: the
+  engine's threads yield to them (:func:`lower_priority`), so a frame that wants a core holds a
+  two-thread decode up for its few milliseconds, where one thread costs ~40% of the whole
+  decode. Measured in the live 10v10 demo (seeds 1 and 2, alternated): counting the game's
+  thread, 30-43 of ~300 decodes ran on one thread (128-row chunks at ~350 rows/s against ~600
+  on two) and the engine served 516-519 rows/s inside decodes; not counting it, 15-28 and
+  541-553. A game whose own threads do keep the cores busy is still caught by the probes below.
+  Without the signal (other systems) it only measures.
 * Now and then it runs a *probe*: two small decodes back to back (at most ``probe_rows`` rows,
   the engine cuts the batch), one with each count, and keeps the faster count until the next
   probe; the probe of the configured count is skipped while the machine looks busy. A probe
@@ -27,6 +33,8 @@ On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and 
   made of took 0.24 s on two against 0.38 on one, so 16-row probes kept the engine on one
   thread (a 10-agent round 1.6x its prefill limit); 64-row probes measure 0.14-0.15 against
   0.17-0.20 s and choose two.
+* Two probes of unequal sizes (a pass's last few rows as one of them) decide nothing: a
+  decode's fixed cost weighs more per row in the smaller one.
 * After a probe the next one waits ``probe_s``, doubled after every probe that changes nothing
   (up to ``max_probe_s``), and at least ten times the seconds the losing count lost in it: probes
   take about a tenth of the time at most, however slow the losing count is.
@@ -59,6 +67,7 @@ DEFAULT_NICE = 10
 PROBE_ROWS = 64
 _LOOK_EVERY_S = 0.05
 _STALE_S = 0.5  # a look this old (the engine was idle) is renewed when a decode is planned
+_COMPARABLE = 1.25  # probes of more unequal sizes than this are not compared
 _PROBE_SHARE = 10.0  # the seconds a probe's loser lost, times this, pass before the next probe
 
 
@@ -133,6 +142,15 @@ class ThreadGovernor:
         self._probe[threads] = (rows, seconds)
         if len(self._probe) < 2:
             return
+        sizes = [r for r, _ in self._probe.values()]
+        if max(sizes) > _COMPARABLE * min(sizes):
+            # A decode's fixed cost (its barriers) weighs more per row in a small one: a pass's
+            # last few rows as the second probe made two threads look slower (in the live demo,
+            # 43 rows on two threads at 3.4 ms a row against 64 on one at 2.8, where two run
+            # 64 rows at 1.7-2.0). Such a pair decides nothing; the next comes after the wait.
+            self._probe.clear()
+            self._next_probe = self._clock() + self._wait
+            return
         per_row = {t: s / r for t, (r, s) in self._probe.items()}
         winner = min(per_row, key=per_row.__getitem__)
         loser = self._most if winner == 1 else 1
@@ -147,18 +165,19 @@ class ThreadGovernor:
 
 
 def runnable_elsewhere(
-    stat_path: str = "/proc/stat", native: Callable[[], int] | None = None
+    stat_path: str = "/proc/stat", own: Callable[[], int] | None = None
 ) -> int | None:
-    """Threads ready to run on this machine besides the caller and this process's native
-    threads (llama.cpp's workers; Linux ``/proc``), or None where that is not known.
+    """Threads of other processes ready to run on this machine (Linux ``/proc``), or None where
+    that is not known.
 
-    The native threads are counted right before and right after the machine's count and the
-    larger count is taken off: right after a decode llama.cpp's workers spin for a moment and
-    then sleep, and one that fell asleep between the two reads was counted by the machine but
-    not by one read of its own state (measured on a 2-core Xeon: 2 of 40 looks after a decode,
-    and most of the looks between decodes, saw such a worker as another program's thread, and
-    the engine ran 5 of a round's 6 decodes on one thread)."""
-    count = _native_running if native is None else native
+    This process's own ready threads (the caller's aside) are counted right before and right
+    after the machine's count and the larger count is taken off: right after a decode
+    llama.cpp's workers spin for a moment and then sleep, and one that fell asleep between the
+    two reads was counted by the machine but not by one read of its own state (measured on a
+    2-core Xeon: 2 of 40 looks after a decode, and most of the looks between decodes, saw such a
+    worker as another program's thread, and the engine ran 5 of a round's 6 decodes on one
+    thread)."""
+    count = _own_running if own is None else own
     try:
         before = count()
         with open(stat_path, "rb") as f:
@@ -171,17 +190,17 @@ def runnable_elsewhere(
     return None
 
 
-def _native_running(tasks_dir: str = "/proc/self/task") -> int:
-    """Threads of this process that Python did not start and that are ready to run."""
-    python = {t.native_id for t in threading.enumerate()}
-    python.add(threading.get_native_id())
+def _own_running(tasks_dir: str = "/proc/self/task") -> int:
+    """Threads of this process, the caller's aside, that are ready to run: llama.cpp's workers
+    and the game's own threads (see the module docstring)."""
+    me = threading.get_native_id()
     try:
         tasks = os.listdir(tasks_dir)
     except OSError:
         return 0
     running = 0
     for task in tasks:
-        if not task.isdigit() or int(task) in python:
+        if not task.isdigit() or int(task) == me:
             continue
         try:
             with open(os.path.join(tasks_dir, task, "stat"), "rb") as f:

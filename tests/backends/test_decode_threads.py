@@ -99,6 +99,26 @@ def test_the_default_probe_is_large_enough_to_see_two_threads_pay_off() -> None:
     assert gov.threads == 2
 
 
+def test_probes_of_unequal_sizes_decide_nothing() -> None:
+    """A pass's last 16 rows as the two-thread probe cost more per row than the one-thread
+    probe's 64 (the decode's fixed cost), though two threads are faster at equal sizes: no
+    switch on that pair; the next, of equal sizes, keeps two."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, clock=clock)
+    fixed_cost = {1: (0.01, 0.003), 2: (0.05, 0.0017)}  # 64 rows: 202 / 159 ms; 16 on two: 77
+    for _ in range(3):
+        _run(gov, clock, 128, fixed_cost)
+    assert gov.threads == 2
+    clock.now += 100.0  # the next probe is due
+    assert _run(gov, clock, 128, fixed_cost) == 1  # the one-thread probe: 64 rows
+    assert _run(gov, clock, 16, fixed_cost) == 2  # the pass's last 16 rows, on two
+    assert gov.threads == 2
+    clock.now += 100.0
+    _run(gov, clock, 128, fixed_cost)
+    _run(gov, clock, 128, fixed_cost)
+    assert gov.threads == 2 and gov.plan() == (2, None)
+
+
 def test_on_a_quiet_machine_it_runs_the_configured_count() -> None:
     clock = _Clock()
     gov = ThreadGovernor(2, busy=_never, clock=clock)
@@ -164,33 +184,49 @@ def test_the_busy_check_counts_other_runnable_threads_against_free_cores(
     assert found is not None and found >= 0
 
 
-def test_native_threads_of_this_process_are_not_counted_as_a_crowd(tmp_path: Path) -> None:
-    # /proc/self/task as it looks right after a decode: llama.cpp's worker spinning (R),
-    # another native thread asleep (S), and this Python thread, running.
+def test_no_thread_of_this_process_is_counted_as_a_crowd(tmp_path: Path) -> None:
+    # /proc/self/task as it looks right after a decode: this thread, running; llama.cpp's worker
+    # spinning (R); the game's own Python thread wanting its core for a frame (R); another
+    # thread asleep (S). The two ready ones are this process's: the engine's threads yield to
+    # the game's, so a frame is not a crowd that should cost a decode its second thread.
     me = threading.get_native_id()
-    for task, state in ((me, "R"), (999_991, "R"), (999_992, "S")):
-        (tmp_path / str(task)).mkdir()
-        (tmp_path / str(task) / "stat").write_text(f"{task} (we (ir)d) {state} 1 2 3\n")
-    (tmp_path / "999993").mkdir()  # a thread that ended before its stat could be read
-    (tmp_path / "oddity").mkdir()
-    assert decode_threads._native_running(str(tmp_path)) == 1
-    assert decode_threads._native_running(str(tmp_path / "gone")) == 0
+    release = threading.Event()
+    game = threading.Thread(target=release.wait, args=(10.0,))
+    game.start()
+    try:
+        assert game.native_id is not None
+        for task, state in ((me, "R"), (999_991, "R"), (game.native_id, "R"), (999_992, "S")):
+            (tmp_path / str(task)).mkdir()
+            (tmp_path / str(task) / "stat").write_text(f"{task} (we (ir)d) {state} 1 2 3\n")
+        (tmp_path / "999993").mkdir()  # a thread that ended before its stat could be read
+        (tmp_path / "oddity").mkdir()
+        assert decode_threads._own_running(str(tmp_path)) == 2
+        assert decode_threads._own_running(str(tmp_path / "gone")) == 0
+        # The machine sees those two and the caller: nothing else wants the cores.
+        stat = tmp_path / "stat"
+        stat.write_text("procs_running 3\n")
+        assert (
+            runnable_elsewhere(str(stat), lambda: decode_threads._own_running(str(tmp_path))) == 0
+        )
+    finally:
+        release.set()
+        game.join()
 
 
-@pytest.mark.parametrize("native", [[1, 0], [0, 1]], ids=["fell-asleep", "woke-up"])
+@pytest.mark.parametrize("own", [[1, 0], [0, 1]], ids=["fell-asleep", "woke-up"])
 def test_a_worker_that_changes_state_between_the_reads_is_not_a_crowd(
-    tmp_path: Path, native: list[int]
+    tmp_path: Path, own: list[int]
 ) -> None:
     """The machine counts the caller and one of llama.cpp's workers (2 running); the worker is
     running in one of the process's own two reads and not in the other: it is ours either way,
     and nothing else wants the cores."""
     stat = tmp_path / "stat"
     stat.write_text("cpu  1 2 3\nprocs_running 2\nprocs_blocked 0\n")
-    reads = iter(native)
+    reads = iter(own)
     assert runnable_elsewhere(str(stat), lambda: next(reads)) == 0
     # A thread of another program is still seen.
     stat.write_text("procs_running 3\n")
-    reads = iter(native)
+    reads = iter(own)
     assert runnable_elsewhere(str(stat), lambda: next(reads)) == 1
     assert runnable_elsewhere(str(tmp_path / "no-stat"), lambda: 0) is None
 
