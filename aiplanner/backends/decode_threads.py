@@ -20,10 +20,11 @@ On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and 
   decode saw one of those and ran on one thread), and not the game's own threads either: the
   engine's threads yield to them (:func:`lower_priority`), so a frame that wants a core holds a
   two-thread decode up for its few milliseconds, where one thread costs ~40% of the whole
-  decode. Measured in the live 10v10 demo (seeds 1 and 2, alternated): counting the game's
-  thread, 30-43 of ~300 decodes ran on one thread (128-row chunks at ~350 rows/s against ~600
-  on two) and the engine served 516-519 rows/s inside decodes; not counting it, 15-28 and
-  541-553. A game whose own threads do keep the cores busy is still caught by the probes below.
+  decode (in the live 10v10 demo 128-row chunks ran at ~350 rows/s on one thread against ~600
+  on two). Measured there against counting the game's thread (seeds 1-4 alternated, one
+  sitting): 17-22 against 20-34 of ~290 decodes on one thread, 544-556 against 524-568 rows/s
+  inside decodes: inside the noise of the demo, which the game's thread seldom makes busy.
+  A game whose own threads do keep the cores busy is still caught by the probes below.
   Without the signal (other systems) it only measures.
 * Now and then it runs a *probe*: two small decodes back to back (at most ``probe_rows`` rows,
   the engine cuts the batch), one with each count, and keeps the faster count until the next

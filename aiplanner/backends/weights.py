@@ -80,6 +80,9 @@ _log = logging.getLogger(__name__)
 KEEP_COPIES: Final = 2
 """Copies kept per family in the cache folder (see the module docstring)."""
 
+_DIGEST_CHARS: Final = 16  # hex digits of the digest in a cached copy's name
+_DIGEST_GLOB: Final = "?" * _DIGEST_CHARS
+
 
 def cache_dir() -> Path:
     """Where converted weights are kept (see the module docstring)."""
@@ -317,10 +320,6 @@ def _identity(path: Path) -> str:
     time (a changed file gets new copies)."""
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-
-
-_DIGEST_CHARS: Final = 16
-_DIGEST_GLOB: Final = "?" * _DIGEST_CHARS
 
 
 def _touch(path: Path) -> None:

@@ -126,11 +126,7 @@ def test_copies_beyond_the_most_recently_used_of_a_family_are_deleted(
 def test_a_used_copy_is_kept_and_the_least_recently_used_goes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, adapter = _lora_pair(tmp_path)
-    source = tmp_path / "shipped.gguf"
-    source.write_bytes(b"GGUF")
-    monkeypatch.setattr(weights, "prepare_weights", lambda src, kind, **kw: model if kind else src)
-    folder = tmp_path / "cache"
+    _, adapter, source, folder = _merging(tmp_path, monkeypatch)
     one, _ = prepare_model(source, "f16", adapter, 1.0, folder=folder)
     half, _ = prepare_model(source, "f16", adapter, 0.5, folder=folder)
     _age(one, 200)
@@ -266,6 +262,16 @@ def _lora_pair(tmp_path: Path, *, alpha: float = 4.0) -> tuple[Path, Path]:
     return model, adapter
 
 
+def _merging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path, Path, Path]:
+    """A model's F16 copy (``model``), a LoRA for it, the "shipped" file the copy stands for
+    (``prepare_weights`` answers with the copy) and the cache folder for merged copies."""
+    model, adapter = _lora_pair(tmp_path)
+    source = tmp_path / "shipped.gguf"
+    source.write_bytes(b"GGUF")
+    monkeypatch.setattr(weights, "prepare_weights", lambda src, kind, **kw: model if kind else src)
+    return model, adapter, source, tmp_path / "cache"
+
+
 def _tensor(path: Path, name: str) -> np.ndarray:
     info = read_layout(path).tensors[name]
     dtype = np.float16 if info.ggml_type == 1 else np.float32
@@ -337,11 +343,7 @@ def test_an_adapter_that_does_not_fit_is_refused(
 def test_the_merged_copy_is_made_once_and_a_merge_that_fails_applies_the_adapter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    model, adapter = _lora_pair(tmp_path)
-    source = tmp_path / "shipped.gguf"
-    source.write_bytes(b"GGUF")
-    monkeypatch.setattr(weights, "prepare_weights", lambda src, kind, **kw: model if kind else src)
-    folder = tmp_path / "cache"
+    model, adapter, source, folder = _merging(tmp_path, monkeypatch)
     path, left = prepare_model(source, "f16", adapter, 1.0, folder=folder)
     assert (path, left) == (merged_path(source, adapter, 1.0, folder), None)
     assert merged_path(source, adapter, 0.5, folder) != path  # another scale, another copy
