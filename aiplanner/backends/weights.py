@@ -118,7 +118,7 @@ def converted_path(source: Path, kind: str, folder: Path) -> Path:
     """The cached copy of ``source`` converted to ``kind``: a new source file (another path,
     size or modification time) gets a new name, so a stale copy is never loaded."""
     digest = hashlib.sha256(_identity(source).encode()).hexdigest()[:_DIGEST_CHARS]
-    return folder / f"{source.stem}.{digest}.{kind}.gguf"
+    return folder / _copy_name(source.stem, digest, kind)
 
 
 def prepare_weights(
@@ -145,7 +145,7 @@ def prepare_weights(
         else:
             _convert(source, target, kind, n_threads, verbose)
             _log.info("made the %s copy of %s once: %s", kind, source.name, target)
-            _prune(folder, f"{glob.escape(source.stem)}.{_DIGEST_GLOB}.{kind}.gguf")
+            _prune(folder, source.stem, kind)
     except (OSError, RuntimeError) as exc:
         _log.warning("loading %s as given: could not make its %s copy (%s)", source, kind, exc)
         return source
@@ -189,7 +189,7 @@ def merged_path(source: Path, adapter: Path, scale: float, folder: Path) -> Path
     adapter or scale gets a new name."""
     key = "|".join([_identity(source), _identity(adapter), repr(scale)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
-    return folder / f"{source.stem}.{digest}.f16+{adapter.stem}.gguf"
+    return folder / _copy_name(source.stem, digest, _merged_kind(adapter))
 
 
 def prepare_model(
@@ -223,8 +223,7 @@ def prepare_model(
             _log.info(
                 "merged %s into the F16 copy of %s once: %s", adapter.name, source.name, target
             )
-            family = f"{glob.escape(source.stem)}.{_DIGEST_GLOB}.f16+{glob.escape(adapter.stem)}"
-            _prune(folder, family + ".gguf")
+            _prune(folder, source.stem, _merged_kind(adapter))
     except (OSError, ValueError, ImportError) as exc:
         _log.warning("applying %s on the context: could not merge it (%s)", adapter.name, exc)
         return path, adapter
@@ -328,10 +327,22 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _prune(folder: Path, pattern: str) -> None:
-    """Delete the copies in ``folder`` matching ``pattern`` beyond the :data:`KEEP_COPIES` most
-    recently used (partial files, named with a leading dot, never match). A copy that cannot be
-    deleted or that vanished meanwhile is left to the next prune."""
+def _copy_name(stem: str, digest: str, kind: str) -> str:
+    """A cached copy's file name: the source's stem, the digest of what it was made from, what
+    it is (``f16``, ``q8_0``, ``f16+<adapter stem>``)."""
+    return f"{stem}.{digest}.{kind}.gguf"
+
+
+def _merged_kind(adapter: Path) -> str:
+    return f"f16+{adapter.stem}"
+
+
+def _prune(folder: Path, stem: str, kind: str) -> None:
+    """Delete the copies of ``stem`` as ``kind`` in ``folder`` (any digest) beyond the
+    :data:`KEEP_COPIES` most recently used (partial files, named with a leading dot, never
+    match). A copy that cannot be deleted or that vanished meanwhile is left to the next
+    prune."""
+    pattern = _copy_name(glob.escape(stem), _DIGEST_GLOB, glob.escape(kind))
     found: list[tuple[int, Path]] = []
     for path in folder.glob(pattern):
         try:
