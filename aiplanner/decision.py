@@ -116,10 +116,10 @@ def choose(
 
 
 DEFAULT_RANK_PRIOR: Final = 0.5
-"""Score points per rank step, chosen on held-out game situations with the shipped adapter
-(``aiplanner/adapters/TRAINING.md``: 156 of 200 right at 0.5, 151 at 1.0; A/B 37 of 40 rounds
-at 0.5, 35 at 1.0). The base model is indifferent to it (43 to 45 of 66 on the suite for any
-prior from 0 to 3)."""
+"""Score points per rank step, chosen on held-out game situations with the previous shipped
+adapter (``aiplanner/adapters/TRAINING.md``: 156 of 200 right at 0.5, 151 at 1.0; A/B 37 of 40
+rounds at 0.5, 35 at 1.0; kept for its retrained successor, not re-swept). The base model is
+indifferent to it (43 to 45 of 66 on the suite for any prior from 0 to 3)."""
 
 
 class ScoreCache(Generic[_K, _V]):

@@ -59,6 +59,23 @@ def test_situation_changes_with_the_situation() -> None:
     assert "low ammo" in situation_text(_snap(ammo=2))
 
 
+def test_neighbours_described_alike_share_a_line() -> None:
+    def unit(i: int, hp: int, dist: float, cover: bool = False) -> SeenUnit:
+        return SeenUnit(90 + i, 5, 3 + i, hp, cover, dist)
+
+    enemies = (unit(0, 100, 2.0), unit(1, 100, 2.5), unit(2, 30, 2.8), unit(3, 100, 2.9))
+    allies = (unit(4, 100, 1.0), unit(5, 100, 2.0), unit(6, 100, 3.0))
+    lines = situation_text(_snap(enemies=enemies, allies=allies)).splitlines()
+    # a run of alike units shares a line; alike units that are not neighbours do not: every
+    # rank a phrase can name ("enemy 4") falls in exactly one line
+    assert lines[2:6] == [
+        "Enemies 1-2: close, in range.",
+        "Enemy 3: close, in range, badly hurt.",
+        "Enemy 4: close, in range.",
+        "Allies 1-3: close.",
+    ]
+
+
 def test_system_message_is_the_same_for_every_agent() -> None:
     a = situation_messages(_snap(hp=10))
     b = situation_messages(_snap(hp=90, role="support"))
