@@ -39,7 +39,7 @@ APPLIED_BY_DEFAULT: Final = True
 shipped adapter beats the base model on the scenario suite and in the A/B battle
 (``TRAINING.md``: the previous adapter won 37 of 40 rounds against the base model's 33 at rank
 prior 0.5, the default; the one retrained for the shorter situation text wins 36 of 40 against
-the rules where the previous one won 37, and scores 53 of 66 on the suite at prior 0 against the
+the base model's 32 on the same words, and scores 53 of 66 on the suite at prior 0 against the
 base model's 44)."""
 _OFF: Final = "none"
 
