@@ -200,7 +200,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         default=[],
         metavar="KEY=VALUE",
         help="one of the batched engine's own settings (aiplanner.EngineSettings: chunk_tokens, "
-        "prefix_cache, kept_roots, flash_attn, jump_forward, n_ctx, ...); repeat for more",
+        "prefix_cache, kept_roots, kept_branches, flash_attn, jump_forward, n_ctx, ...); repeat "
+        "for more",
     )
     p.add_argument("--headless", action="store_true", help="no window (SDL dummy video driver)")
     p.add_argument(

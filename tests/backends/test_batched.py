@@ -396,6 +396,92 @@ def test_one_requests_prompt_as_the_root_is_not_kept(llama: Any) -> None:
         engine.close()
 
 
+ROLE_A = "I am a sniper: keep my distance, pick off enemies from cover, never rush in."
+ROLE_B = "I am a medic: keep my squad alive, heal the hurt, stay behind the front line."
+
+
+def _role_work(llama: Any, results: _Results, name: str, role: str, i: int) -> ScoreWork:
+    return _score_work(llama, results, name, f"{role}\n{_situation(i)[1].content}")
+
+
+def _pass(engine: BatchedEngine, works: list[ScoreWork], results: _Results) -> None:
+    for work in works:
+        engine.add(work)
+    _run(engine, lambda: len(results.done) == len(works))
+
+
+def _branch_passes(llama: Any, kept_branches: int) -> tuple[int, int, ScoreOutcome, Any]:
+    """A pass of three role-A and two role-B requests (the root keeps system + role A), then a
+    pass of one new role-B request. Rows and reused rows of the second pass, its outcome, and
+    the engine's kept branches after it."""
+    engine = _engine(llama, n_seq_max=32, kept_branches=kept_branches)  # one pass for five
+    try:
+        first = _Results()
+        works = [_role_work(llama, first, f"a{i}", ROLE_A, i) for i in range(3)]
+        works += [_role_work(llama, first, f"b{i}", ROLE_B, i) for i in range(2)]
+        _pass(engine, works, first)
+        assert engine.stats.passes == 1
+        assert all(isinstance(r, ScoreOutcome) for r in first.done.values())
+        kept = engine.kept_branches
+        before = engine.stats
+        second = _Results()
+        _pass(engine, [_role_work(llama, second, "b", ROLE_B, 5)], second)
+        outcome = second.done["b"]
+        assert isinstance(outcome, ScoreOutcome)
+        rows = engine.stats.rows - before.rows
+        reused = engine.stats.reused_rows - before.reused_rows
+        engine.drop_kept()
+        assert engine.kept_branches == 0 and engine.free_sequences == 31
+        assert _kv_empty(engine, llama, 32)
+        return rows, reused, outcome, kept
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_a_prefix_several_prompts_of_a_pass_shared_is_kept_for_a_later_request(
+    llama: Any,
+) -> None:
+    rows, reused, outcome, kept = _branch_passes(llama, kept_branches=8)
+    plain_rows, plain_reused, plain_outcome, plain_kept = _branch_passes(llama, kept_branches=0)
+    role = len(_tokens(llama, ROLE_B))
+    # The two role-B prompts' shared text (system, role B, their common first words) was kept:
+    # the later role-B request evaluates none of it again.
+    assert kept >= 1 and plain_kept == 0
+    assert plain_reused == 0 and reused >= role - 2
+    assert rows <= plain_rows - (role - 2)
+    _close_to(outcome.logprobs, plain_outcome.logprobs)
+    again = _role_work(llama, _Results(), "b", ROLE_B, 5)
+    _close_to(outcome.logprobs, _alone(llama, again.prompt, again.continuations))
+
+
+@pytest.mark.model
+def test_kept_branches_are_bounded_and_free_their_sequences_when_dropped(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=32, kept_branches=2)  # room for five requests' paths
+    roles = [f"I am soldier number {k}: I hold line {k} and watch the road {k}." for k in range(5)]
+    try:
+        for k, role in enumerate(roles):
+            # Three role-A prompts take the root; the two of role k make a branch.
+            results = _Results()
+            works = [_role_work(llama, results, f"a{k}-{i}", ROLE_A, i) for i in range(3)]
+            works += [_role_work(llama, results, f"{k}-{i}", role, i) for i in range(2)]
+            _pass(engine, works, results)
+            assert all(isinstance(r, ScoreOutcome) for r in results.done.values())
+            assert engine.kept_branches <= 2
+        assert engine.kept_branches == 2
+        engine.drop_kept()
+        assert engine.free_sequences == 31 and _kv_empty(engine, llama, 32)
+    finally:
+        engine.close()
+
+
+def test_kept_branches_must_not_be_negative() -> None:
+    EngineSettings(n_seq_max=8, prefix_cache=3, kept_roots=1).check()  # branches give way
+    with pytest.raises(ConfigError, match="kept_branches"):
+        EngineSettings(kept_branches=-1).check()
+    assert EngineSettings.parse(["kept_branches=4"]).kept_branches == 4
+
+
 def test_kept_roots_must_leave_sequences_for_requests() -> None:
     with pytest.raises(ConfigError, match="kept_roots"):
         EngineSettings(n_seq_max=8, prefix_cache=4, kept_roots=4).check()
