@@ -572,6 +572,22 @@ def test_memory_stays_flat_over_two_thousand_passes(llama: Any) -> None:
         if i % 20 == 0:
             engine.add(_generate_work((*system, 200 + i % 50), gbnf, 2, results.sink(f"g{i}")))
             names.append(f"g{i}")
+        if i % 20 == 10:
+            # Two pairs of prompts running on together past the root: one pair takes the root,
+            # the other makes a kept branch (a new one most times: kept ones come and go too).
+            for group in (400, 500):
+                for end in (1, 2):
+                    shared = (*system, group + i % 37, *range(30, 40))
+                    name = f"b{i}-{group}-{end}"
+                    engine.add(
+                        ScoreWork(
+                            (*shared, end),
+                            ((11,), (12,)),
+                            time.monotonic() + HANG_GUARD_S,
+                            results.sink(name),
+                        )
+                    )
+                    names.append(name)
         passes = engine.stats.passes
         _run(engine, lambda: all(n in results.done for n in names))
         assert engine.stats.passes == passes + 1
@@ -588,6 +604,8 @@ def test_memory_stays_flat_over_two_thousand_passes(llama: Any) -> None:
         gc.collect()
         grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
         assert engine.stats.passes == 2000
+        assert 1 <= engine.kept_branches <= EngineSettings().kept_branches
+        engine.drop_kept()
         assert engine.free_sequences == 7 and _kv_empty(engine, llama, 8)
         assert engine.root_tokens <= len(system) + 2
         # A leaked sampler, batch or logits copy per pass would add megabytes here.
