@@ -759,6 +759,10 @@ class BatchedEngine:
             entry = self._rows[i]
             self._next_row += 1
             seqs = tuple(q for q in entry.seqs if q not in self._dead)
+            if seqs and all(q in self._branches for q in seqs):
+                for q in seqs:  # every request it rode on ended: not evaluated for it alone
+                    self._release(q)
+                continue
             if seqs:
                 rows.append((i, entry, seqs))
         if not feeding and not rows:

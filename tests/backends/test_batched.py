@@ -456,6 +456,28 @@ def test_a_prefix_several_prompts_of_a_pass_shared_is_kept_for_a_later_request(
 
 
 @pytest.mark.model
+def test_a_branch_whose_requests_all_ended_is_given_up_not_evaluated(llama: Any) -> None:
+    # Small chunks: the pass takes many decodes, and both role-B requests end after its first.
+    engine = _engine(llama, n_seq_max=32, chunk_tokens=8)
+    results = _Results()
+    try:
+        works = [_role_work(llama, results, f"a{i}", ROLE_A, i) for i in range(3)]
+        works += [_role_work(llama, results, f"b{i}", ROLE_B, i) for i in range(2)]
+        for work in works:
+            engine.add(work)
+        engine.step()
+        assert engine.kept_branches == 1  # role B's shared text, riding on its two requests
+        for work in works[3:]:
+            work.cancelled.set()
+        _run(engine, lambda: len(results.done) == 5)
+        assert all(isinstance(results.done[f"b{i}"], WorkCancelled) for i in range(2))
+        assert all(isinstance(results.done[f"a{i}"], ScoreOutcome) for i in range(3))
+        assert engine.kept_branches == 0 and engine.free_sequences == 31
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
 def test_kept_branches_are_bounded_and_free_their_sequences_when_dropped(llama: Any) -> None:
     engine = _engine(llama, n_seq_max=32, kept_branches=2)  # room for five requests' paths
     roles = [f"I am soldier number {k}: I hold line {k} and watch the road {k}." for k in range(5)]
