@@ -81,8 +81,6 @@ _RATE_MIN_ROWS = 32
 _MIN_KEPT_ROOT = 16
 # A branch that spares fewer tokens than this beyond the root is not worth a sequence.
 _MIN_BRANCH = 8
-# The kinds of kept sequences.
-_PROMPT, _KEPT_ROOT, _BRANCH = "prompt", "root", "branch"
 # Greedy decoding under a grammar takes the likeliest token if the grammar allows it (an argmax,
 # ~6 us here, against ~120 us to partition out the 32 likeliest of 49,152 logits and filter
 # them), else looks for the likeliest token
@@ -145,8 +143,9 @@ class EngineSettings:
     # used dropped first, so later requests that start the same way evaluate only what differs.
     # A branch holds only cells beyond the root that others shared (tens, not a whole prompt's
     # hundred), so unlike kept prompts it barely adds to what every row attends over. In the
-    # live 10v10 demo (one sitting, alternated with 0, README "Kept branches"): 8 spared 12% of
-    # the rows a scored request evaluates; 16 kept more and served them later.
+    # live 10v10 demo (one sitting, alternated with 0, README "Kept branches"): 8 spared 8% of
+    # the rows a scored request evaluates. Any count is valid: branches are made from free
+    # sequences only and give way to requests like kept prompts.
     kept_branches: int = 8
     # Jump forward: after each generated token, ask (a copy of) the grammar about every
     # character it can write (when they are all printable ASCII,
@@ -214,10 +213,8 @@ class EngineSettings:
                 f"kept_roots ({self.kept_roots}) must be at least 0 and leave, with "
                 f"prefix_cache ({self.prefix_cache}), sequences for requests"
             )
-        if self.kept_branches < 0:  # (any count fits: made from free sequences, given up
-            raise ConfigError(  # to requests like kept prompts)
-                f"kept_branches must be at least 0, got {self.kept_branches}"
-            )
+        if self.kept_branches < 0:
+            raise ConfigError(f"kept_branches must be at least 0, got {self.kept_branches}")
         if self.n_batch < self.n_seq_max:
             # llama.cpp keeps room for one output per sequence in every batch (an assertion).
             raise ConfigError(f"n_batch ({self.n_batch}) must be at least n_seq_max")
@@ -651,8 +648,8 @@ class BatchedEngine:
         else:
             new_root = self._root
         readers: dict[int, list[_Active]] = {}
-        planned: list[tuple[_Active, list[tuple[int, ...]], int]] = []
-        bases: dict[int, int] = {}  # id(active) -> the sequence its cells were copied from
+        # (request, its paths, the position they start from, the sequence copied up to it)
+        planned: list[tuple[_Active, list[tuple[int, ...]], int, int]] = []
         reused = 0
         for work, paths in admitted:
             last = len(work.prompt) - 1  # always evaluated here, for its logits
@@ -672,14 +669,13 @@ class BatchedEngine:
                 if start:
                     lib.llama_memory_seq_cp(self._mem, base, seq, 0, start)
                 all_paths.append(Path(seq, tokens, start, last, len(tokens), base))
-            planned.append((active, paths, start))
-            bases[id(active)] = base
+            planned.append((active, paths, start, base))
         if reused:
             self._stats = _bump(self._stats, reused_rows=reused)
         self._root = new_root
-        all_paths.extend(self._branch_paths(planned, bases))
+        all_paths.extend(self._branch_paths(planned))
         plan = plan_pass(all_paths)
-        for active, paths, _ in planned:
+        for active, paths, _, _ in planned:
             if isinstance(active, _Generating):
                 row = plan.outputs[(active.seq, len(active.work.prompt) - 1)]
                 readers.setdefault(row, []).append(active)
@@ -700,7 +696,7 @@ class BatchedEngine:
         self._readers = readers
         self._stats = _bump(self._stats, passes=1)
         # A scoring request with only empty continuations needs no row at all.
-        for active, _, _ in planned:
+        for active, _, _, _ in planned:
             if isinstance(active, _Scoring) and not active.pending:
                 self._complete_scoring(active)
 
@@ -1175,7 +1171,7 @@ class BatchedEngine:
                 self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
                 self._free.append(seq)
         while self.kept_prompts > self._settings.prefix_cache:
-            self._evict(kind=_PROMPT)
+            self._evict(prompts_only=True)
         self._reserved.pop(id(active), None)
         _call(active.work.done, result)
 
@@ -1189,16 +1185,15 @@ class BatchedEngine:
                 best, reach = seq, n
         return best, reach
 
-    def _evict(self, *, kind: str | None = None) -> int:
-        """Give up the least recently used kept sequence (of ``kind``: a kept prompt, root or
-        branch; None: any); the cells it was counted for."""
-        seq = next(q for q in self._cache if kind is None or self._kind(q) == kind)
+    def _evict(self, *, prompts_only: bool = False) -> int:
+        """Give up the least recently used kept sequence (``prompts_only``: kept prompt, not
+        a kept root or branch); the cells it was counted for."""
+        seq = next(
+            q
+            for q in self._cache
+            if not (prompts_only and (q in self._roots or q in self._branches))
+        )
         return self._release(seq)
-
-    def _kind(self, seq: int) -> str:
-        if seq in self._roots:
-            return _KEPT_ROOT
-        return _BRANCH if seq in self._branches else _PROMPT
 
     def _release(self, seq: int) -> int:
         """Give up kept sequence ``seq``; the cells it was counted for."""
@@ -1212,7 +1207,7 @@ class BatchedEngine:
         return len(tokens)
 
     def _branch_paths(
-        self, planned: list[tuple[_Active, list[tuple[int, ...]], int]], bases: dict[int, int]
+        self, planned: list[tuple[_Active, list[tuple[int, ...]], int, int]]
     ) -> list[Path]:
         """Paths for new kept branches: the prefixes that two or more prompts of this pass,
         copied from the same sequence up to the same position, share beyond it and beyond the
@@ -1222,8 +1217,7 @@ class BatchedEngine:
         if not limit:
             return []
         groups: dict[tuple[int, int], list[tuple[int, ...]]] = {}
-        for active, _, start in planned:
-            base = bases[id(active)]
+        for active, _, start, base in planned:
             groups.setdefault((base, start), []).append(active.work.prompt)
         found: dict[tuple[int, ...], tuple[int, int]] = {}
         for (base, start), prompts in groups.items():
@@ -1234,11 +1228,11 @@ class BatchedEngine:
                 if n - held >= _MIN_BRANCH:
                     found.setdefault(a[:n], (base, start))
         paths: list[Path] = []
+        keep = {base for _, _, _, base in planned}  # copied from now; and those made below
         for tokens in sorted(found, key=len):
             if any(held[: len(tokens)] == tokens for held in self._cache.values()):
                 continue  # a kept sequence holds it already
             base, start = found[tokens]
-            keep = {path.seq for path in paths} | set(bases.values())  # made or copied now
             victims = [q for q in self._cache if q in self._branches and q not in keep]
             if len(self._branches) >= limit and victims:
                 self._release(victims[0])
@@ -1249,6 +1243,7 @@ class BatchedEngine:
                 self._lib.llama_memory_seq_cp(self._mem, base, seq, 0, start)
             self._cache[seq] = tokens
             self._branches.add(seq)
+            keep.add(seq)
             paths.append(Path(seq, tokens, start, base=base))
         return paths
 
