@@ -38,7 +38,13 @@ from aiplanner.backends.base import (
 )
 from aiplanner.components import Tier
 from aiplanner.errors import BackendError, ConfigError, PlannerError
-from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.phrasing import (
+    LEAD,
+    content_free_messages,
+    named_units,
+    plan_phrase,
+    situation_messages,
+)
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.validation import validate_plan
 
@@ -184,7 +190,8 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
     snap = req.snapshot
     try:
         phrases = tuple(plan_phrase(c, snap, ctx.registry) for c in req.candidates)
-        result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s)
+        named = named_units(req.candidates, ctx.registry)
+        result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s, named)
         choice = choose(result.logprobs, baseline, rank_prior=ctx.rank_prior)
         plan = validate_plan(req.candidates[choice.index], snap, ctx.registry)
         ctx.metrics.record_decision(choice.index)
@@ -207,11 +214,18 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
 
 
 async def score_phrases(
-    ctx: PlanContext, req: PlanRequest, phrases: tuple[str, ...], tier: Tier, budget_s: float
+    ctx: PlanContext,
+    req: PlanRequest,
+    phrases: tuple[str, ...],
+    tier: Tier,
+    budget_s: float,
+    named: frozenset[int] = frozenset(),
 ) -> tuple[ScoreResult, tuple[float, ...] | None]:
     """Each of ``phrases`` scored as the continuation of ``req``'s situation after :data:`LEAD`,
     with their content-free scores when ``ctx.calibrated`` (None otherwise): the scoring call of
-    :func:`decide` (candidates' phrases) and of free mode's first step (its options' phrases).
+    :func:`decide` (candidates' phrases) and of free mode's first step (its options' phrases,
+    which name only the units the situation describes). ``named``: the units the phrases name
+    (:func:`aiplanner.phrasing.situation_text`).
 
     Raises :class:`PlannerError` for a failed call or no time left to calibrate.
     """
@@ -222,7 +236,7 @@ async def score_phrases(
     snap = req.snapshot
     request = ScoreRequest(
         messages=situation_messages(
-            snap, ctx.builder("compressed", "guided").role_instruction(snap.me.role)
+            snap, ctx.builder("compressed", "guided").role_instruction(snap.me.role), named
         ),
         continuations=phrases,
         lead=LEAD,

@@ -24,7 +24,7 @@ from aiplanner.adapters import default_adapter
 from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, named_units, plan_phrase, situation_messages
 from aiplanner.scenarios import load_scenarios
 
 
@@ -33,8 +33,10 @@ def _requests(agents: int) -> list[ScoreRequest]:
     out = []
     for scenario in load_scenarios()[:agents]:
         snap = scenario.snapshot
-        phrases = tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in rules.candidates(snap, 4))
-        out.append(ScoreRequest(situation_messages(snap), phrases, lead=LEAD, timeout_s=600.0))
+        cands = rules.candidates(snap, 4)
+        phrases = tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in cands)
+        messages = situation_messages(snap, named=named_units(cands, DEFAULT_REGISTRY))
+        out.append(ScoreRequest(messages, phrases, lead=LEAD, timeout_s=600.0))
     return out
 
 

@@ -26,7 +26,13 @@ from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.decision import choose
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.phrasing import (
+    LEAD,
+    content_free_messages,
+    named_units,
+    plan_phrase,
+    situation_messages,
+)
 from aiplanner.prompts import ROLE_INSTRUCTIONS
 from aiplanner.scenarios import Scenario, load_scenarios
 
@@ -55,7 +61,12 @@ async def score_suite(
         phrases = tuple(plan_phrase(c, s.snapshot, DEFAULT_REGISTRY) for c in cands)
         role = ROLE_INSTRUCTIONS.get(s.role, "")
         res = await backend.score(
-            ScoreRequest(situation_messages(s.snapshot, role), phrases, LEAD, timeout_s=120.0)
+            ScoreRequest(
+                situation_messages(s.snapshot, role, named_units(cands, DEFAULT_REGISTRY)),
+                phrases,
+                LEAD,
+                timeout_s=120.0,
+            )
         )
         missing = tuple(p for p in dict.fromkeys(phrases) if p not in cache)
         if missing:

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from scenario import make_request
 
-from aiplanner.actions import DEFAULT_REGISTRY
+from aiplanner.actions import DEFAULT_REGISTRY, Plan, Step
 from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.scripted import ScriptedBackend, ScriptedReply
 from aiplanner.breaker import CircuitBreaker
@@ -21,6 +21,7 @@ from aiplanner.errors import BackendUnavailable, CircuitOpen, ConfigError
 from aiplanner.metrics import Metrics
 from aiplanner.phrasing import CONTENT_FREE, plan_phrase
 from aiplanner.requests import PlanOutcome, PlanRequest
+from aiplanner.snapshot import SeenUnit
 from aiplanner.strategies import PlanContext
 
 
@@ -115,6 +116,24 @@ def test_decide_picks_the_candidate_the_model_scores_best() -> None:
     sent = [c for c in backend.score_calls if c.messages[-1].content != CONTENT_FREE]
     assert len(sent) == 1 and sent[0].continuations == tuple(phrases) and sent[0].lead == "I should"
     assert len(backend.score_calls) == 2
+
+
+def test_a_candidate_naming_a_unit_past_the_nearest_few_sends_its_description() -> None:
+    req = _req()
+    snap = req.snapshot
+    allies = tuple(
+        SeenUnit(200 + i, 1, 1 + i, 30 if i == 4 else 100, False, 1.0 + i) for i in range(5)
+    )
+    snap = replace(snap, allies=allies)
+    heal = Plan((Step("Heal", (allies[4].id,)),))  # "heal ally 5": the situation lists 1-3 alone
+    req = replace(req, snapshot=snap, candidates=(*req.candidates[:2], heal))
+    backend = ScriptedBackend(scoring=True, scorer=_scorer_preferring("zzz"))  # type: ignore[arg-type]
+    out = _decide(_ctx(backend), req)
+    assert out.ok
+    (sent,) = [c for c in backend.score_calls if c.messages[-1].content != CONTENT_FREE]
+    assert sent.continuations[2] == " heal ally 5"
+    assert "\nAlly 5: near, badly hurt.\n" in sent.messages[-1].content
+    assert "Ally 4" not in sent.messages[-1].content  # named by no candidate: not described
 
 
 def test_the_outcome_carries_the_models_next_choices_best_first() -> None:

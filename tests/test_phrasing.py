@@ -21,6 +21,7 @@ from aiplanner.phrasing import (
     LEAD,
     SYSTEM,
     content_free_messages,
+    named_units,
     plan_phrase,
     situation_messages,
     situation_text,
@@ -74,6 +75,39 @@ def test_neighbours_described_alike_share_a_line() -> None:
         "Enemy 4: close, in range.",
         "Allies 1-3: close.",
     ]
+
+
+def test_a_unit_a_candidate_names_past_the_nearest_few_is_described() -> None:
+    def unit(i: int, hp: int, dist: float) -> SeenUnit:
+        return SeenUnit(90 + i, 5, 3 + i, hp, False, dist)
+
+    enemies = tuple(unit(i, 100, 2.0 + i) for i in range(6))  # ranks 1-6; 1-4 described
+    allies = tuple(unit(10 + i, 30 if i == 4 else 100, 1.0 + i) for i in range(5))
+    snap = _snap(enemies=enemies, allies=allies)
+    plans = (
+        Plan((Step("Heal", (allies[4].id,)),)),  # ally 5: badly hurt, past the three described
+        Plan((Step("Attack", (enemies[5].id,)),)),  # enemy 6
+        Plan((Step("Attack", (enemies[0].id,)),)),  # enemy 1: described already
+    )
+    named = named_units(plans, DEFAULT_REGISTRY)
+    assert named == {allies[4].id, enemies[5].id, enemies[0].id}
+    assert [plan_phrase(p, snap, DEFAULT_REGISTRY) for p in plans[:2]] == [
+        " heal ally 5",
+        " shoot enemy 6",
+    ]
+    plain = situation_text(snap).splitlines()
+    lines = situation_text(snap, named=named).splitlines()
+    assert not any(line.startswith(("Ally 5", "Enemy 6")) for line in plain)
+    # each in its own line, by the rank the phrase names, after the units described anyway
+    assert lines == [
+        *plain[:4],
+        "Enemy 6: near, out of range.",
+        plain[4],
+        "Ally 5: near, badly hurt.",
+        *plain[5:],
+    ]
+    assert sum(line.startswith(("Enemy 1:", "Enemies 1-")) for line in lines) == 1  # never twice
+    assert situation_messages(snap, named=named)[1].content == "\n".join(lines)
 
 
 def test_system_message_is_the_same_for_every_agent() -> None:
