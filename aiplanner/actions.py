@@ -163,6 +163,20 @@ class ActionRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
+    def targets(self, plans: Iterable[Plan]) -> frozenset[int]:
+        """The entity ids the steps of ``plans`` target: their enemy and ally arguments.
+
+        Raises :class:`ConfigError` for an action the registry lacks.
+        """
+        out: set[int] = set()
+        for plan in plans:
+            for step in plan.steps:
+                spec = self.spec(step.action)
+                for arg, value in zip(spec.args, step.args, strict=False):
+                    if arg.kind in (ArgKind.ENEMY, ArgKind.ALLY):
+                        out.add(value)
+        return frozenset(out)
+
     def require_handlers(self) -> None:
         """Raise :class:`ConfigError` naming every action that has no execution handler."""
         missing = [spec.name for spec in self._by_name.values() if spec.handler is None]

@@ -41,7 +41,6 @@ from aiplanner.errors import BackendError, ConfigError, PlannerError
 from aiplanner.phrasing import (
     LEAD,
     content_free_messages,
-    named_units,
     plan_phrase,
     situation_messages,
 )
@@ -190,7 +189,7 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
     snap = req.snapshot
     try:
         phrases = tuple(plan_phrase(c, snap, ctx.registry) for c in req.candidates)
-        named = named_units(req.candidates, ctx.registry)
+        named = ctx.registry.targets(req.candidates)
         result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s, named)
         choice = choose(result.logprobs, baseline, rank_prior=ctx.rank_prior)
         plan = validate_plan(req.candidates[choice.index], snap, ctx.registry)

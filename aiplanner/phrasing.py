@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import string
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from typing import Final
 
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, Plan, Step
@@ -35,7 +35,6 @@ __all__ = [
     "LEAD",
     "SYSTEM",
     "content_free_messages",
-    "named_units",
     "plan_phrase",
     "situation_messages",
     "situation_text",
@@ -73,9 +72,10 @@ def situation_text(
     ("Enemies 2-4: close, in range.").
 
     The nearest few enemies and allies are described; a unit past them whose id is in ``named``
-    (the targets of the candidates being scored, :func:`named_units`) gets a line of its own too
-    ("Ally 6: near, badly hurt."), so no candidate names a unit the model was told nothing about
-    (in the live 10v10 demo, 6-8% of decisions had one: "heal ally 6" beside three allies)."""
+    (the targets of the candidates being scored: :meth:`ActionRegistry.targets`) gets a line of
+    its own too ("Ally 6: near, badly hurt."), so no candidate names a unit the model was told
+    nothing about (in the live 10v10 demo, 6-8% of decisions had one: "heal ally 6" beside three
+    allies)."""
     me = snap.me
     here = (me.x, me.y)
     role = f"I am {_article(me.role)} {me.role}" + (
@@ -145,22 +145,6 @@ def _named_past(
         for rank, u in enumerate(units[shown:], shown + 1)
         if u.id in named
     ]
-
-
-def named_units(plans: Iterable[Plan], registry: ActionRegistry) -> frozenset[int]:
-    """The entity ids the steps of ``plans`` target (their enemy and ally arguments): the
-    ``named`` of :func:`situation_text` for a decision among ``plans``.
-
-    Raises :class:`ConfigError` for an action the registry lacks.
-    """
-    out: set[int] = set()
-    for plan in plans:
-        for step in plan.steps:
-            spec = registry.spec(step.action)
-            for arg, value in zip(spec.args, step.args, strict=False):
-                if arg.kind in (ArgKind.ENEMY, ArgKind.ALLY):
-                    out.add(value)
-    return frozenset(out)
 
 
 def situation_messages(

@@ -27,7 +27,7 @@ first, goes in the user message.
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import orjson
 
@@ -140,10 +140,12 @@ class PromptBuilder:
         """The instruction for ``role`` (a generic one for a role without an instruction)."""
         return self._roles.get(role, "act as your role demands")
 
-    def snapshot_text(self, snap: WorldSnapshot) -> str:
+    def snapshot_text(self, snap: WorldSnapshot, named: Collection[int] = ()) -> str:
         """The snapshot as the model sees it: compact lines in the compressed tier, pretty JSON
         in the full tier. The map and free-mode-only lines (cover, walls) are left out in guided
-        mode, where the candidates are already legal."""
+        mode, where the candidates are already legal; there the nearest few enemies and allies
+        are listed, and after them any other whose id is in ``named`` (the units the candidates
+        target, :meth:`ActionRegistry.targets`), so no option names a unit the text leaves out."""
         if self.tier == "full":
             pretty = orjson.dumps(snap.to_dict(), option=orjson.OPT_INDENT_2).decode()
             return pretty + (self._full_options(snap) if self.mode == "free" else "")
@@ -160,7 +162,8 @@ class PromptBuilder:
             options = free_options(snap)
             enemies, allies = options.enemies, options.allies
         else:
-            enemies, allies = snap.enemies[:_MAX_ENEMIES], snap.allies[:_MAX_ALLIES]
+            enemies = _shown(snap.enemies, _MAX_ENEMIES, named)
+            allies = _shown(snap.allies, _MAX_ALLIES, named)
         if enemies:
             lines.append("E:" + ";".join(_unit(u, free) for u in enemies))
         if allies:
@@ -199,8 +202,10 @@ class PromptBuilder:
             )
             return head + self.snapshot_text(snap) + tail
         head = f"#{req.entity} " if packed else ""
-        text = f"{head}{role}: {self.role_instruction(role)}\n{self.snapshot_text(snap)}"
-        if self.mode == "guided":
+        guided = self.mode == "guided"
+        named = self.registry.targets(req.candidates) if guided else ()
+        text = f"{head}{role}: {self.role_instruction(role)}\n{self.snapshot_text(snap, named)}"
+        if guided:
             text += "\n" + self.candidates_text(req.candidates)
         return text
 
@@ -387,6 +392,11 @@ def _health(hp: int, max_hp: int, free: bool, *, out_of: bool = False) -> str:
     if free and hp >= max_hp:
         return ""
     return f" hp{hp}/{max_hp}" if out_of else f" hp{hp}"
+
+
+def _shown(units: tuple[SeenUnit, ...], limit: int, named: Collection[int]) -> tuple[SeenUnit, ...]:
+    """The first ``limit`` of ``units``, then any later one whose id is in ``named``."""
+    return (*units[:limit], *(u for u in units[limit:] if u.id in named))
 
 
 def _unit(u: SeenUnit, free: bool) -> str:

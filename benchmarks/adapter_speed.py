@@ -24,7 +24,7 @@ from aiplanner.adapters import default_adapter
 from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import LEAD, named_units, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
 from aiplanner.scenarios import load_scenarios
 
 
@@ -35,7 +35,7 @@ def _requests(agents: int) -> list[ScoreRequest]:
         snap = scenario.snapshot
         cands = rules.candidates(snap, 4)
         phrases = tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in cands)
-        messages = situation_messages(snap, named=named_units(cands, DEFAULT_REGISTRY))
+        messages = situation_messages(snap, named=DEFAULT_REGISTRY.targets(cands))
         out.append(ScoreRequest(messages, phrases, lead=LEAD, timeout_s=600.0))
     return out
 

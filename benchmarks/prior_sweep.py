@@ -29,7 +29,6 @@ from aiplanner.heuristic import HeuristicPlanner
 from aiplanner.phrasing import (
     LEAD,
     content_free_messages,
-    named_units,
     plan_phrase,
     situation_messages,
 )
@@ -62,7 +61,7 @@ async def score_suite(
         role = ROLE_INSTRUCTIONS.get(s.role, "")
         res = await backend.score(
             ScoreRequest(
-                situation_messages(s.snapshot, role, named_units(cands, DEFAULT_REGISTRY)),
+                situation_messages(s.snapshot, role, DEFAULT_REGISTRY.targets(cands)),
                 phrases,
                 LEAD,
                 timeout_s=120.0,

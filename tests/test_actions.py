@@ -5,7 +5,15 @@ import sys
 
 import pytest
 
-from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry, ActionSpec, ArgKind, ArgSpec
+from aiplanner.actions import (
+    DEFAULT_REGISTRY,
+    ActionRegistry,
+    ActionSpec,
+    ArgKind,
+    ArgSpec,
+    Plan,
+    Step,
+)
 from aiplanner.errors import ConfigError
 
 
@@ -75,3 +83,15 @@ def test_missing_handlers_are_named() -> None:
     )
     with pytest.raises(ConfigError, match="Dance, Sing have no handler"):
         registry.require_handlers()
+
+
+def test_targets_are_the_enemy_and_ally_arguments_of_every_step() -> None:
+    plans = (
+        Plan((Step("MoveTo", (3, 4)), Step("Attack", (91,)))),
+        Plan((Step("Heal", (17,)), Step("Wait", (5,)))),  # a count is not a unit
+        Plan((Step("Attack", (91,)),)),
+    )
+    assert DEFAULT_REGISTRY.targets(plans) == {91, 17}
+    assert DEFAULT_REGISTRY.targets(()) == frozenset()
+    with pytest.raises(ConfigError, match="unknown action"):
+        DEFAULT_REGISTRY.targets((Plan((Step("Dance", ()),)),))

@@ -21,7 +21,6 @@ from aiplanner.phrasing import (
     LEAD,
     SYSTEM,
     content_free_messages,
-    named_units,
     plan_phrase,
     situation_messages,
     situation_text,
@@ -89,7 +88,7 @@ def test_a_unit_a_candidate_names_past_the_nearest_few_is_described() -> None:
         Plan((Step("Attack", (enemies[5].id,)),)),  # enemy 6
         Plan((Step("Attack", (enemies[0].id,)),)),  # enemy 1: described already
     )
-    named = named_units(plans, DEFAULT_REGISTRY)
+    named = DEFAULT_REGISTRY.targets(plans)
     assert named == {allies[4].id, enemies[5].id, enemies[0].id}
     assert [plan_phrase(p, snap, DEFAULT_REGISTRY) for p in plans[:2]] == [
         " heal ally 5",

@@ -104,6 +104,17 @@ def test_unknown_and_custom_roles() -> None:
     assert generic and generic != ROLE_INSTRUCTIONS["tactical"]
 
 
+def test_guided_text_lists_a_unit_a_candidate_targets_past_the_nearest_few() -> None:
+    far = Plan((Step("Attack", (106,)),))  # the 7th nearest enemy: past the 4 listed
+    req = make_req(40, enemies=tuple(unit(100 + i, i + 1.5) for i in range(7)), candidates=(far,))
+    user = PromptBuilder().messages(req)[1].content
+    (enemies,) = [line for line in user.splitlines() if line.startswith("E:")]
+    assert [e.split()[0] for e in enemies[2:].split(";")] == ["100", "101", "102", "103", "106"]
+    assert "opts 0:A106" in user
+    # the snapshot alone (no candidates) lists the nearest 4, as before
+    assert "106" not in PromptBuilder().snapshot_text(req.snapshot)
+
+
 def test_packed_user_message_has_one_block_per_agent_in_order() -> None:
     reqs = [make_req(33, "support"), make_req(12, "tactical"), make_req(15, "stealth")]
     user = PromptBuilder().packed_messages(reqs)[1].content

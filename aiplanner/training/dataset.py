@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Message
 from aiplanner.errors import ConfigError
-from aiplanner.phrasing import LEAD, named_units, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
 from aiplanner.prompts import PromptBuilder
 from aiplanner.training.situations import situation_snapshot
 from aiplanner.training.teacher import Label
@@ -84,7 +84,7 @@ def make_examples(
         instruction = builder.role_instruction(snap.me.role)
         examples.append(
             ScoringExample(
-                situation_messages(snap, instruction, named_units(label.candidates, registry)),
+                situation_messages(snap, instruction, registry.targets(label.candidates)),
                 phrases,
                 label.best,
                 label.margin,

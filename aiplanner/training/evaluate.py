@@ -20,7 +20,6 @@ from aiplanner.evaluation import Case, Decision, evaluate
 from aiplanner.phrasing import (
     LEAD,
     content_free_messages,
-    named_units,
     plan_phrase,
     situation_messages,
 )
@@ -170,7 +169,7 @@ class ScoredPlanner:
                 continue
             phrases = [plan_phrase(c, snap, self._registry) for c in case.candidates]
             role = self._builder.role_instruction(snap.me.role)
-            named = named_units(case.candidates, self._registry)
+            named = self._registry.targets(case.candidates)
             messages = situation_messages(snap, role, named)
             raw = self._scorer.phrase_scores(messages, phrases)
             missing = [p for p in dict.fromkeys(phrases) if p not in self._free]
