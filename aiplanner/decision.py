@@ -38,12 +38,7 @@ from aiplanner.backends.base import (
 )
 from aiplanner.components import Tier
 from aiplanner.errors import BackendError, ConfigError, PlannerError
-from aiplanner.phrasing import (
-    LEAD,
-    content_free_messages,
-    plan_phrase,
-    situation_messages,
-)
+from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.validation import validate_plan
 

@@ -26,12 +26,7 @@ from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.decision import choose
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import (
-    LEAD,
-    content_free_messages,
-    plan_phrase,
-    situation_messages,
-)
+from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
 from aiplanner.prompts import ROLE_INSTRUCTIONS
 from aiplanner.scenarios import Scenario, load_scenarios
 

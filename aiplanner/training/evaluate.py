@@ -17,12 +17,7 @@ from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
 from aiplanner.backends.base import Message
 from aiplanner.decision import choose
 from aiplanner.evaluation import Case, Decision, evaluate
-from aiplanner.phrasing import (
-    LEAD,
-    content_free_messages,
-    plan_phrase,
-    situation_messages,
-)
+from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
 from aiplanner.prompts import PromptBuilder
 from aiplanner.scenarios import load_scenarios
 from aiplanner.training.dataset import ScoringExample, prompt_pieces
