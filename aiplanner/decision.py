@@ -38,11 +38,12 @@ from aiplanner.backends.base import (
 )
 from aiplanner.components import Tier
 from aiplanner.errors import BackendError, ConfigError, PlannerError
-from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, content_free_messages, decision_prompt
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.validation import validate_plan
 
 if TYPE_CHECKING:
+    from aiplanner.snapshot import WorldSnapshot
     from aiplanner.strategies import PlanContext
 
 _A = TypeVar("_A")
@@ -60,6 +61,7 @@ __all__ = [
     "can_score",
     "choose",
     "decide",
+    "role_instruction",
     "score_phrases",
 ]
 
@@ -183,9 +185,10 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
         )
     snap = req.snapshot
     try:
-        phrases = tuple(plan_phrase(c, snap, ctx.registry) for c in req.candidates)
-        named = ctx.registry.targets(req.candidates)
-        result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s, named)
+        messages, phrases = decision_prompt(
+            snap, req.candidates, ctx.registry, role_instruction(ctx, snap)
+        )
+        result, baseline = await score_phrases(ctx, req, messages, phrases, tier, budget_s)
         choice = choose(result.logprobs, baseline, rank_prior=ctx.rank_prior)
         plan = validate_plan(req.candidates[choice.index], snap, ctx.registry)
         ctx.metrics.record_decision(choice.index)
@@ -207,19 +210,24 @@ async def decide(ctx: PlanContext, req: PlanRequest, tier: Tier, budget_s: float
     )
 
 
+def role_instruction(ctx: PlanContext, snap: WorldSnapshot) -> str:
+    """The role line of ``snap``'s agent in a scored decision (the guided prompts' own)."""
+    return ctx.builder("compressed", "guided").role_instruction(snap.me.role)
+
+
 async def score_phrases(
     ctx: PlanContext,
     req: PlanRequest,
+    messages: tuple[Message, ...],
     phrases: tuple[str, ...],
     tier: Tier,
     budget_s: float,
-    named: frozenset[int] = frozenset(),
 ) -> tuple[ScoreResult, tuple[float, ...] | None]:
-    """Each of ``phrases`` scored as the continuation of ``req``'s situation after :data:`LEAD`,
-    with their content-free scores when ``ctx.calibrated`` (None otherwise): the scoring call of
-    :func:`decide` (candidates' phrases) and of free mode's first step (its options' phrases,
-    which name only the units the situation describes). ``named``: the units the phrases name
-    (:func:`aiplanner.phrasing.situation_text`).
+    """Each of ``phrases`` scored as the continuation of ``messages`` (``req``'s situation) after
+    :data:`LEAD`, with their content-free scores when ``ctx.calibrated`` (None otherwise): the
+    scoring call of :func:`decide` (candidates' phrases,
+    :func:`aiplanner.phrasing.decision_prompt`) and of free mode's first step (its options'
+    phrases, which name only the units the situation describes).
 
     Raises :class:`PlannerError` for a failed call or no time left to calibrate.
     """
@@ -227,11 +235,8 @@ async def score_phrases(
     backend = ctx.backend
     if not isinstance(backend, ScoringBackend) or not backend.info.scoring:
         raise ConfigError(f"backend {backend.info.name} cannot score continuations")
-    snap = req.snapshot
     request = ScoreRequest(
-        messages=situation_messages(
-            snap, ctx.builder("compressed", "guided").role_instruction(snap.me.role), named
-        ),
+        messages=messages,
         continuations=phrases,
         lead=LEAD,
         timeout_s=budget_s,

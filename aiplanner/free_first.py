@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Final
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, Step
 from aiplanner.backends.base import Usage
 from aiplanner.components import Tier
-from aiplanner.decision import score_phrases
+from aiplanner.decision import role_instruction, score_phrases
 from aiplanner.errors import ConfigError
-from aiplanner.phrasing import step_phrase
+from aiplanner.phrasing import situation_messages, step_phrase
 from aiplanner.places import FreeOptions, free_options, pack_cell, slots
 from aiplanner.requests import PlanRequest
 from aiplanner.snapshot import WorldSnapshot
@@ -148,7 +148,8 @@ async def choose_first_step(
     if len(options) == 1:
         return FirstChoice(options[0], 0, (0.0,), (0.0,), Usage())
     phrases = tuple(" " + o.phrase for o in options)
-    result, baseline = await score_phrases(ctx, req, phrases, tier, budget_s)
+    messages = situation_messages(req.snapshot, role_instruction(ctx, req.snapshot))
+    result, baseline = await score_phrases(ctx, req, messages, phrases, tier, budget_s)
     index, calibrated, combined = pick_first(
         options, result.logprobs, baseline, rank_prior=ctx.rank_prior
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import string
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Final
 
 from aiplanner.actions import ActionRegistry, ActionSpec, ArgKind, Plan, Step
@@ -35,6 +35,7 @@ __all__ = [
     "LEAD",
     "SYSTEM",
     "content_free_messages",
+    "decision_prompt",
     "plan_phrase",
     "situation_messages",
     "situation_text",
@@ -156,6 +157,25 @@ def situation_messages(
         Message("system", SYSTEM),
         Message("user", situation_text(snap, role_instruction, named)),
     )
+
+
+def decision_prompt(
+    snap: WorldSnapshot,
+    candidates: Sequence[Plan],
+    registry: ActionRegistry,
+    role_instruction: str = "",
+) -> tuple[tuple[Message, ...], tuple[str, ...]]:
+    """The messages and the candidates' phrases of a decision among ``candidates`` by scoring:
+    each phrase (:func:`plan_phrase`), and the situation naming every unit a phrase names
+    (``registry.targets``, :func:`situation_text`). The live decision, the adapter's training
+    examples, its hold-out evaluation and the benchmarks all build it here, so the model is
+    trained and measured on the text it is asked.
+
+    Raises :class:`ConfigError` as :func:`plan_phrase` and :meth:`ActionRegistry.targets` do.
+    """
+    phrases = tuple(plan_phrase(c, snap, registry) for c in candidates)
+    named = registry.targets(candidates)
+    return situation_messages(snap, role_instruction, named), phrases
 
 
 def content_free_messages() -> tuple[Message, ...]:

@@ -24,7 +24,7 @@ from aiplanner.adapters import default_adapter
 from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, decision_prompt
 from aiplanner.scenarios import load_scenarios
 
 
@@ -34,8 +34,7 @@ def _requests(agents: int) -> list[ScoreRequest]:
     for scenario in load_scenarios()[:agents]:
         snap = scenario.snapshot
         cands = rules.candidates(snap, 4)
-        phrases = tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in cands)
-        messages = situation_messages(snap, named=DEFAULT_REGISTRY.targets(cands))
+        messages, phrases = decision_prompt(snap, cands, DEFAULT_REGISTRY)
         out.append(ScoreRequest(messages, phrases, lead=LEAD, timeout_s=600.0))
     return out
 

@@ -26,8 +26,8 @@ from aiplanner.backends.base import ScoreRequest
 from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.decision import choose
 from aiplanner.heuristic import HeuristicPlanner
-from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
-from aiplanner.prompts import ROLE_INSTRUCTIONS
+from aiplanner.phrasing import LEAD, content_free_messages, decision_prompt
+from aiplanner.prompts import PromptBuilder
 from aiplanner.scenarios import Scenario, load_scenarios
 
 PRIORS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -47,21 +47,15 @@ async def score_suite(
     backend: EmbeddedBackend, scenarios: Sequence[Scenario], max_candidates: int
 ) -> tuple[list[Scored], float]:
     rules = HeuristicPlanner()
+    builder = PromptBuilder(DEFAULT_REGISTRY, tier="compressed", mode="guided")
     out: list[Scored] = []
     cache: dict[str, float] = {}
     started = time.perf_counter()
     for s in scenarios:
         cands = rules.candidates(s.snapshot, max_candidates)
-        phrases = tuple(plan_phrase(c, s.snapshot, DEFAULT_REGISTRY) for c in cands)
-        role = ROLE_INSTRUCTIONS.get(s.role, "")
-        res = await backend.score(
-            ScoreRequest(
-                situation_messages(s.snapshot, role, DEFAULT_REGISTRY.targets(cands)),
-                phrases,
-                LEAD,
-                timeout_s=120.0,
-            )
-        )
+        role = builder.role_instruction(s.role)  # the live decision's
+        messages, phrases = decision_prompt(s.snapshot, cands, DEFAULT_REGISTRY, role)
+        res = await backend.score(ScoreRequest(messages, phrases, LEAD, timeout_s=120.0))
         missing = tuple(p for p in dict.fromkeys(phrases) if p not in cache)
         if missing:
             free = await backend.score(

@@ -16,11 +16,13 @@ from aiplanner.actions import (
     Plan,
     Step,
 )
+from aiplanner.backends.base import Message
 from aiplanner.errors import ConfigError
 from aiplanner.phrasing import (
     LEAD,
     SYSTEM,
     content_free_messages,
+    decision_prompt,
     plan_phrase,
     situation_messages,
     situation_text,
@@ -107,6 +109,17 @@ def test_a_unit_a_candidate_names_past_the_nearest_few_is_described() -> None:
     ]
     assert sum(line.startswith(("Enemy 1:", "Enemies 1-")) for line in lines) == 1  # never twice
     assert situation_messages(snap, named=named)[1].content == "\n".join(lines)
+    # the one place every scored prompt is built: the same lines, the role first, each phrase
+    messages, phrases = decision_prompt(snap, plans, DEFAULT_REGISTRY, "hold the line")
+    assert messages[0] == Message("system", SYSTEM)
+    assert lines[0] == f"I am a {snap.me.role}."
+    assert messages[1].content.splitlines() == [
+        f"I am a {snap.me.role}: hold the line.",
+        *lines[1:],
+    ]
+    assert phrases == tuple(plan_phrase(p, snap, DEFAULT_REGISTRY) for p in plans)
+    with pytest.raises(ConfigError, match="Bad"):
+        decision_prompt(snap, (Plan((Step("Bad"),)),), DEFAULT_REGISTRY)
 
 
 def test_system_message_is_the_same_for_every_agent() -> None:

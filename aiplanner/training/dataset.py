@@ -1,10 +1,10 @@
 """Scoring examples: labelled situations turned into what the scored guided decision sees.
 
-The guided decision (:mod:`aiplanner.decision`) scores each candidate's phrase
-(:func:`aiplanner.phrasing.plan_phrase`) as the continuation of the situation's chat prompt
-(:func:`aiplanner.phrasing.situation_messages`, with the guided prompt's role instruction) after
-:data:`aiplanner.phrasing.LEAD`. A :class:`ScoringExample` holds exactly those texts plus the
-teacher's answer, so training and the game see the same words.
+The guided decision (:mod:`aiplanner.decision`) scores each candidate's phrase as the
+continuation of the situation's chat prompt (with the guided prompt's role instruction) after
+:data:`aiplanner.phrasing.LEAD`; both come from :func:`aiplanner.phrasing.decision_prompt`, here
+as there. A :class:`ScoringExample` holds exactly those texts plus the teacher's answer, so
+training and the game see the same words.
 
 :func:`prompt_pieces` spells out how the embedded engine turns messages into tokens (ChatML
 markers as special tokens, every text tokenized on its own as plain text, the lead after the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiplanner.actions import ActionRegistry
 from aiplanner.backends.base import Message
 from aiplanner.errors import ConfigError
-from aiplanner.phrasing import LEAD, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, decision_prompt
 from aiplanner.prompts import PromptBuilder
 from aiplanner.training.situations import situation_snapshot
 from aiplanner.training.teacher import Label
@@ -77,19 +77,13 @@ def make_examples(
             dropped["small_margin"] += 1
             continue
         snap, _ = situation_snapshot(label.situation)
-        phrases = tuple(plan_phrase(c, snap, registry) for c in label.candidates)
+        instruction = builder.role_instruction(snap.me.role)
+        messages, phrases = decision_prompt(snap, label.candidates, registry, instruction)
         if phrases.count(phrases[label.best]) > 1:
             dropped["ambiguous_phrase"] += 1
             continue
-        instruction = builder.role_instruction(snap.me.role)
         examples.append(
-            ScoringExample(
-                situation_messages(snap, instruction, registry.targets(label.candidates)),
-                phrases,
-                label.best,
-                label.margin,
-                label.situation.kind,
-            )
+            ScoringExample(messages, phrases, label.best, label.margin, label.situation.kind)
         )
     return examples, dropped
 

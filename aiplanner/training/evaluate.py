@@ -17,7 +17,7 @@ from aiplanner.actions import DEFAULT_REGISTRY, ActionRegistry
 from aiplanner.backends.base import Message
 from aiplanner.decision import choose
 from aiplanner.evaluation import Case, Decision, evaluate
-from aiplanner.phrasing import LEAD, content_free_messages, plan_phrase, situation_messages
+from aiplanner.phrasing import LEAD, content_free_messages, decision_prompt
 from aiplanner.prompts import PromptBuilder
 from aiplanner.scenarios import load_scenarios
 from aiplanner.training.dataset import ScoringExample, prompt_pieces
@@ -162,10 +162,8 @@ class ScoredPlanner:
             if len(case.candidates) == 1:
                 out.append(Decision(plan=case.candidates[0]))
                 continue
-            phrases = [plan_phrase(c, snap, self._registry) for c in case.candidates]
             role = self._builder.role_instruction(snap.me.role)
-            named = self._registry.targets(case.candidates)
-            messages = situation_messages(snap, role, named)
+            messages, phrases = decision_prompt(snap, case.candidates, self._registry, role)
             raw = self._scorer.phrase_scores(messages, phrases)
             missing = [p for p in dict.fromkeys(phrases) if p not in self._free]
             if missing:
