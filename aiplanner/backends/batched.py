@@ -101,8 +101,9 @@ class WorkCancelled(Exception):
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """``n_ctx``: KV cells shared by all sequences; ``n_batch``: most rows per ``llama_decode``;
-    ``chunk_tokens``: most rows of a pass per decode (prefill runs at the same rate in chunks of
-    128 as in one batch of 512, and a shorter decode is noticed sooner by the others)."""
+    ``chunk_tokens``: rows of a pass per decode (prefill runs at the same rate in chunks of
+    128 as in one batch of 512, and a shorter decode is noticed sooner by the others); a pass's
+    last part of at most half a chunk rides on the decode before it (up to ``n_batch``)."""
 
     n_ctx: int = 4096
     n_batch: int = 512
@@ -749,6 +750,11 @@ class BatchedEngine:
         # Pass rows in chunks: a decode of a few hundred rows takes about a second here, and
         # nothing (a generating sequence, a cancellation, close) is served during one.
         room = max(0, min(cap - fed, s.chunk_tokens))
+        left = len(self._rows) - self._next_row
+        if left - room <= s.chunk_tokens // 2:
+            # A pass's short last part rides on this decode: few rows alone run at half the
+            # rate of a full chunk, and the requests in them would wait a decode more.
+            room = max(0, min(cap - fed, left))
         rows: list[tuple[int, Entry, tuple[int, ...]]] = []
         while self._next_row < len(self._rows) and len(rows) < room:
             i = self._next_row

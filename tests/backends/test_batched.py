@@ -201,6 +201,31 @@ def test_a_request_joining_mid_pass_is_served_in_the_next_pass(llama: Any) -> No
         engine.close()
 
 
+def _one_pass(llama: Any, user: str, chunk_tokens: int) -> tuple[int, int, tuple[float, ...]]:
+    """Rows and decodes of one request's pass in chunks of ``chunk_tokens``, and its scores."""
+    engine = _engine(llama, n_seq_max=16, chunk_tokens=chunk_tokens)
+    results = _Results()
+    try:
+        engine.add(_score_work(llama, results, "one", user))
+        _run(engine, lambda: "one" in results.done)
+        return engine.stats.rows, engine.stats.decodes, results.done["one"].logprobs
+    finally:
+        engine.close()
+
+
+@pytest.mark.model
+def test_a_pass_short_last_part_rides_on_the_decode_before_it(llama: Any) -> None:
+    user = "Enemy 91 is close and in range. Ally 8 is hurt. Cover is near."
+    rows, decodes, whole = _one_pass(llama, user, 10_000)
+    assert decodes == 1
+    # One row past a chunk is not a decode of its own; half the rows past one (more than half a
+    # chunk) is. The same rows either way, and the same scores.
+    assert _one_pass(llama, user, rows - 1)[:2] == (rows, 1)
+    got_rows, got_decodes, halves = _one_pass(llama, user, rows // 2)
+    assert (got_rows, got_decodes) == (rows, 2)
+    _close_to(halves, whole)
+
+
 @pytest.mark.model
 def test_a_cancelled_request_frees_its_sequences_at_once(llama: Any) -> None:
     engine = _engine(llama, n_batch=16, n_seq_max=16)
