@@ -13,8 +13,10 @@ as it can, in as few ``llama_decode`` calls as it can:
   all their sequences. The rows go to ``llama_decode`` in chunks of ``chunk_tokens`` (prefill
   runs as fast in chunks of 128 as in one batch, and a large join then does not hold generating
   sequences, cancellations or close for long), with logits only where a score or a first token
-  needs them. A scoring request is answered, and its sequences freed, as soon as the chunk
-  holding its last row is evaluated (requests are laid out one after another in the tree).
+  needs them; a pass's last part of at most half a chunk rides on the chunk before it (a few rows
+  alone run at half the rate of a full chunk here). A scoring request is answered, and its
+  sequences freed, as soon as the chunk holding its last row is evaluated (requests are laid out
+  one after another in the tree).
 * Generation: every live sequence advances one token per ``llama_decode``, all in the same batch
   (next to the current pass's rows), each with its own sampler and grammar. What the grammar
   forces every answer to begin with (``GenerateWork.forced``, e.g. ``{"plan":[["``) comes with
@@ -28,7 +30,10 @@ as it can, in as few ``llama_decode`` calls as it can:
   into the next decode and kept where the model confirms it, so the answers are the model's
   own in fewer decodes. A sequence is handed back the moment it ends, and its cells are freed
   at once.
-* Requests that arrive during a pass join the next one (continuous batching). Cancellation and
+* Requests that arrive during a pass join the next one (continuous batching), which starts in
+  the running pass's last decode when that decode has room: the new pass's first rows fill it
+  behind the old one's last (``_joinable``: not while those last rows still write the root or a
+  kept branch, which the new requests copy from). Cancellation and
   deadlines are checked before every decode; a cancelled request's rows are dropped from the
   rest of its pass. A scoring request whose answer the rows ahead of it cannot reach before its
   deadline, at the rate recent decodes measured, is shed at once (:class:`BackendBusy`, which
@@ -81,6 +86,8 @@ _RATE_MIN_ROWS = 32
 _MIN_KEPT_ROOT = 16
 # A branch that spares fewer tokens than this beyond the root is not worth a sequence.
 _MIN_BRANCH = 8
+# Rows of passes joined one behind the other before one starts afresh (a bound on the list).
+_JOINED_ROWS_MAX = 16_384
 # Greedy decoding under a grammar takes the likeliest token if the grammar allows it (an argmax,
 # ~6 us here, against ~120 us to partition out the 32 likeliest of 49,152 logits and filter
 # them), else looks for the likeliest token
@@ -479,6 +486,9 @@ class BatchedEngine:
         self._next_row = 0
         self._readers: dict[int, list[_Active]] = {}
         self._dead: set[int] = set()  # sequences freed while their pass still has rows
+        # While a pass joining the running one admits its requests, what it frees (kept
+        # prompts, roots, branches given up) is named by no row left (_joinable): not dead.
+        self._joining = False
         self._stats = EngineStats()
         self._rate = settings.assumed_rate  # rows/s of recent prompt-sized decodes (shedding)
 
@@ -543,6 +553,8 @@ class BatchedEngine:
             self._end_pass()
             if self._waiting:
                 self._start_pass()
+        elif self._waiting and self._joinable():
+            self._start_pass(join=True)
         self._shed(time.monotonic())
         self._decode_once()
 
@@ -574,7 +586,52 @@ class BatchedEngine:
 
     # --- passes -------------------------------------------------------------------------------
 
-    def _start_pass(self) -> None:
+    def _joinable(self) -> bool:
+        """Whether waiting requests may start their pass now, behind the rows left of this one:
+        those fit the next decode with room to spare (the new pass's first rows fill it), name
+        no sequence a new pass may change (the root, a kept branch: the cells of each are whole
+        before others are copied from them), and the joined rows stay bounded."""
+        s = self._settings
+        if len(self._rows) - self._next_row >= min(s.n_batch, s.chunk_tokens):
+            return False
+        if len(self._rows) >= _JOINED_ROWS_MAX:
+            return False  # a long chain of joins ends; the next pass starts afresh
+        fixed = self._branches | {_ROOT}
+        return not any(
+            q in fixed and q not in self._dead
+            for i in range(self._next_row, len(self._rows))
+            for q in self._rows[i].seqs
+        )
+
+    def _forget_dead(self) -> None:
+        """Take the sequences freed during this pass out of its rows still ahead, and forget
+        them: a pass joining this one may be given them."""
+        dead = self._dead
+        if not dead:
+            return
+        rows = list(self._rows)
+        for i in range(self._next_row, len(rows)):
+            entry = rows[i]
+            if any(q in dead for q in entry.seqs):
+                rows[i] = dataclasses.replace(
+                    entry, seqs=tuple(q for q in entry.seqs if q not in dead)
+                )
+        self._rows = tuple(rows)
+        dead.clear()
+
+    def _start_pass(self, *, join: bool = False) -> None:
+        """Admit waiting requests, in order, as far as sequences and cells allow, and lay out
+        their rows. ``join``: behind the rows left of the running pass (:meth:`_joinable`),
+        not in place of them."""
+        if join:
+            self._forget_dead()
+            self._joining = True
+        try:
+            self._admit(join)
+        finally:
+            self._joining = False
+
+    def _admit(self, join: bool) -> None:
         lib = self._lib
         s = self._settings
         admitted: list[tuple[Work, list[tuple[int, ...]]]] = []
@@ -676,9 +733,11 @@ class BatchedEngine:
         self._root = new_root
         all_paths.extend(self._branch_paths(planned))
         plan = plan_pass(all_paths)
+        offset = len(self._rows) if join else 0  # the rows left of the running pass come first
+        outputs = {key: row + offset for key, row in plan.outputs.items()}
         for active, paths, _, _ in planned:
             if isinstance(active, _Generating):
-                row = plan.outputs[(active.seq, len(active.work.prompt) - 1)]
+                row = outputs[(active.seq, len(active.work.prompt) - 1)]
                 readers.setdefault(row, []).append(active)
                 continue
             work = active.work
@@ -686,15 +745,20 @@ class BatchedEngine:
             p = len(work.prompt)
             for cont in work.continuations:
                 seq = by_path[work.prompt + cont[:-1]] if cont else -1
-                part = [(plan.outputs[(seq, p - 1 + i)], tok) for i, tok in enumerate(cont)]
+                part = [(outputs[(seq, p - 1 + i)], tok) for i, tok in enumerate(cont)]
                 active.parts.append(part)
                 for row, _ in part:
                     if row not in active.pending:
                         active.pending.add(row)
                         readers.setdefault(row, []).append(active)
-        self._rows = plan.entries
-        self._next_row = 0
-        self._readers = readers
+        if join:
+            self._rows += plan.entries
+            self._readers.update(readers)
+        else:
+            self._rows = plan.entries
+            self._next_row = 0
+            self._readers = readers
+        self._joining = False  # rows of this pass name what is freed from now on
         self._stats = _bump(self._stats, passes=1)
         # A scoring request with only empty continuations needs no row at all.
         for active, _, _, _ in planned:
@@ -1168,7 +1232,7 @@ class BatchedEngine:
             keep = active.seqs[0]  # holds the whole prompt: every row of it was evaluated
         for seq in active.seqs:
             del self._owner[seq]
-            if self._next_row < len(self._rows):
+            if self._next_row < len(self._rows) and not self._joining:
                 self._dead.add(seq)
             if seq == keep:
                 self._lib.llama_memory_seq_rm(self._mem, seq, len(active.work.prompt), -1)
@@ -1207,7 +1271,7 @@ class BatchedEngine:
         self._roots.discard(seq)
         self._branches.discard(seq)
         self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
-        if self._next_row < len(self._rows):
+        if self._next_row < len(self._rows) and not self._joining:
             self._dead.add(seq)  # rows of this pass may still name it
         self._free.append(seq)
         return len(tokens)
