@@ -10,7 +10,7 @@ Run (timings go under the bench lock; write `uptime`'s load beside the figures):
 
 Rows (the same agents' snapshots for each; every repetition plans other agents):
 
-* ``prefill``: tokens/s of one fresh 256-token prompt on the batched engine: the rate that sets
+* ``prefill``: tokens/s of a fresh prompt (~440 tokens) on the batched engine: the rate that sets
   the *prefill limit* of a round (tokens the engine evaluates / this rate).
 * ``gen-shipped``: today's path, the baseline: sequential, guided, the serial engine generates
   the index of a candidate under a schema (compressed prompt), on the shipped weights file
@@ -92,7 +92,7 @@ from aiplanner.metrics import Metrics
 from aiplanner.requests import PlanOutcome, PlanRequest
 from aiplanner.strategies import Batch, PlanContext, run_batch
 
-PREFILL_TOKENS = 256
+PREFILL_TOKENS = 256  # a third as many made-up words: about 440 of the model's tokens
 
 
 def agent_requests(n: int, seed: int) -> list[PlanRequest]:
