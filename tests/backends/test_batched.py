@@ -198,14 +198,18 @@ def test_a_request_joining_mid_pass_is_served_in_the_next_pass(llama: Any) -> No
         engine.close()
 
 
-def _one_pass(llama: Any, user: str, chunk_tokens: int) -> tuple[int, int, tuple[float, ...]]:
-    """Rows and decodes of one request's pass in chunks of ``chunk_tokens``, and its scores."""
-    engine = _engine(llama, n_seq_max=16, chunk_tokens=chunk_tokens)
+def _one_pass(
+    llama: Any, users: list[str], chunk_tokens: int, **kw: Any
+) -> tuple[int, int, tuple[tuple[float, ...], ...]]:
+    """Rows and decodes of one pass of these requests (on a fresh engine, in chunks of
+    ``chunk_tokens``), and their scores."""
+    engine = _engine(llama, n_seq_max=32, chunk_tokens=chunk_tokens, **kw)
     results = _Results()
     try:
-        engine.add(_score_work(llama, results, "one", user))
-        _run(engine, lambda: "one" in results.done)
-        return engine.stats.rows, engine.stats.decodes, results.done["one"].logprobs
+        works = [_score_work(llama, results, str(i), u) for i, u in enumerate(users)]
+        _pass(engine, works, results)
+        scores = tuple(results.done[str(i)].logprobs for i in range(len(users)))
+        return engine.stats.rows, engine.stats.decodes, scores
     finally:
         engine.close()
 
@@ -213,28 +217,14 @@ def _one_pass(llama: Any, user: str, chunk_tokens: int) -> tuple[int, int, tuple
 @pytest.mark.model
 def test_a_pass_short_last_part_rides_on_the_decode_before_it(llama: Any) -> None:
     user = "Enemy 91 is close and in range. Ally 8 is hurt. Cover is near."
-    rows, decodes, whole = _one_pass(llama, user, 10_000)
+    rows, decodes, (whole,) = _one_pass(llama, [user], 10_000)
     assert decodes == 1
     # One row past a chunk is not a decode of its own; half the rows past one (more than half a
     # chunk) is. The same rows either way, and the same scores.
-    assert _one_pass(llama, user, rows - 1)[:2] == (rows, 1)
-    got_rows, got_decodes, halves = _one_pass(llama, user, rows // 2)
+    assert _one_pass(llama, [user], rows - 1)[:2] == (rows, 1)
+    got_rows, got_decodes, (halves,) = _one_pass(llama, [user], rows // 2)
     assert (got_rows, got_decodes) == (rows, 2)
     _close_to(halves, whole)
-
-
-def _pass_rows(llama: Any, users: list[str]) -> int:
-    """Rows of one pass of these requests on a fresh engine, in one decode."""
-    engine = _engine(llama, n_seq_max=32, chunk_tokens=10_000, kept_branches=0)
-    results = _Results()
-    try:
-        _pass(
-            engine, [_score_work(llama, results, str(i), u) for i, u in enumerate(users)], results
-        )
-        assert engine.stats.decodes == 1
-        return engine.stats.rows
-    finally:
-        engine.close()
 
 
 @pytest.mark.model
@@ -242,7 +232,8 @@ def test_waiting_requests_start_their_pass_in_the_last_decode_of_the_running_one
     llama: Any,
 ) -> None:
     first = [_situation(i)[1].content for i in range(3)]
-    rows = _pass_rows(llama, first)
+    rows, decodes, _ = _one_pass(llama, first, 10_000, kept_branches=0)
+    assert decodes == 1
     # Chunks of 60% of the first pass's rows: its second decode would hold the other 40% alone.
     engine = _engine(llama, n_seq_max=32, chunk_tokens=rows * 6 // 10, kept_branches=0)
     results = _Results()
