@@ -87,7 +87,7 @@ class BatchedWorker(_SerialWorker):
         super().__init__(settings)
         self._engine_settings = _engine_settings_for(settings, engine)
         self._running: dict[int, _Job] = {}  # id(job) -> job, handed to the engine
-        self._engine_stats = EngineStats()
+        self._engine: BatchedEngine | None = None  # set on the worker thread, once loaded
         self._format: _PromptFormat | None = None  # set with the model, on the worker thread
 
     @property
@@ -97,9 +97,13 @@ class BatchedWorker(_SerialWorker):
 
     @property
     def engine_stats(self) -> EngineStats:
-        """The engine's counters (passes, decodes, rows evaluated, rows shared)."""
-        with self._lock:
-            return self._engine_stats
+        """The engine's counters (passes, decodes, rows evaluated, rows shared), read from the
+        engine itself: it replaces its frozen counters whole, and counts a decode before it
+        hands over what the decode answered, so a caller that has its answer finds the rows
+        behind it counted (a copy taken after each step could lag: the engine benchmark once
+        read a round's rows without its last decode's)."""
+        engine = self._engine
+        return engine.stats if engine is not None else EngineStats()
 
     def stop(self) -> threading.Thread | None:
         """Fail every queued and running job and tell the thread to exit.
@@ -130,6 +134,7 @@ class BatchedWorker(_SerialWorker):
                     try:
                         if engine is None:
                             llama, engine = self._load_batched()
+                            self._engine = engine
                         self._start(job, llama, engine)
                     except Exception as exc:  # this job's failure only
                         if self._release(job) or job.load_only:
@@ -140,8 +145,6 @@ class BatchedWorker(_SerialWorker):
                         engine.step()
                     except Exception as exc:  # llama.cpp itself failed: everyone in it hears
                         engine.fail_all(_as_backend_error(exc))
-                    with self._lock:
-                        self._engine_stats = engine.stats
         finally:
             if engine is not None:
                 engine.close()

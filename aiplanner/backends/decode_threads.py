@@ -39,6 +39,20 @@ On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and 
 * After a probe the next one waits ``probe_s``, doubled after every probe that changes nothing
   (up to ``max_probe_s``), and at least ten times the seconds the losing count lost in it: probes
   take about a tenth of the time at most, however slow the losing count is.
+* While it runs the configured count, its own decodes can show that count still well ahead: a
+  decode of at least twice ``probe_rows`` (a pass's full chunk) on it, at most 0.8 times one
+  thread's time a row (the lower median of the last three probes' one-thread decodes: a
+  stalled probe does not loosen it, and the first probe, taken in a nearly empty context, does
+  not hold it down for long). A probe that comes due within ``max_probe_s`` of decoding after
+  such a decode, with no decode of that size since that fell short, is skipped: the lead is
+  already measured, and the probe would only cost its one-thread half. Smaller decodes say
+  nothing either way (a decode's fixed cost weighs more a row in them). Idle time does not age
+  the lead: a crowd of other programs is what the look sees, and the game's own threads
+  crowding the cores slow the next full chunk, which then falls short. Measured in the engine
+  benchmark's 10-agent round on a quiet machine, which met a due probe every time (the engine
+  idles 15-35 s between rounds there, as a game's engine may between bursts): the probe's 64
+  rows took 0.24-0.25 s on one thread against 0.13 on two, and cut the round's last rows into
+  one decode more.
 
 Pure Python and single-threaded (the engine's thread): it only decides and keeps time.
 
@@ -58,7 +72,9 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from statistics import median_low
 
 __all__ = ["DEFAULT_NICE", "ThreadGovernor", "cores_taken", "lower_priority", "runnable_elsewhere"]
 
@@ -70,6 +86,11 @@ _LOOK_EVERY_S = 0.05
 _STALE_S = 0.5  # a look this old (the engine was idle) is renewed when a decode is planned
 _COMPARABLE = 1.25  # probes of more unequal sizes than this are not compared
 _PROBE_SHARE = 10.0  # the seconds a probe's loser lost, times this, pass before the next probe
+# A decode on the configured count at most this share of one thread's time a row shows that
+# count still well ahead (here 128-row chunks on two threads ran at 0.53-0.84 of the first
+# probe's 64 rows on one, taken in a nearly empty context, and at 0.57-0.62 of later probes').
+_AHEAD = 0.8
+_ONE_THREAD_PROBES = 3  # one-thread probes whose lower median time a row is the reference
 
 
 class ThreadGovernor:
@@ -101,6 +122,9 @@ class ThreadGovernor:
         self._wait = probe_s
         self._next_probe = -math.inf if most > 1 else math.inf
         self._probe: dict[int, tuple[int, float]] = {}  # threads -> (rows, seconds) this probe
+        self._one_per_row: deque[float] = deque(maxlen=_ONE_THREAD_PROBES)
+        self._decoding_s = 0.0  # seconds spent in the decodes recorded so far
+        self._lead_at = -math.inf  # _decoding_s when a decode last showed the count well ahead
         self._busy = busy if busy is not None else cores_taken(most)
         self._looked_at = -math.inf
         self._looked = False
@@ -118,6 +142,9 @@ class ThreadGovernor:
             self.look()
         if now < self._next_probe:
             return (1 if self._threads > 1 and self._looked else self._threads), None
+        if not self._probe and self._decoding_s - self._lead_at <= self._max_probe_s:
+            self._next_probe = now + self._wait  # the lead is measured: no probe needed
+            return (1 if self._looked else self._threads), None
         pending = [t for t in (1, self._most) if t not in self._probe]
         if pending[0] > 1 and self._looked:  # the probe would only measure the crowd
             self._probe.clear()
@@ -138,7 +165,21 @@ class ThreadGovernor:
     def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
         """What a decode of ``rows`` rows with ``threads`` threads took; ``probe``: it was the
         probe :meth:`plan` asked for."""
-        if not probe or rows < 1 or threads in self._probe:
+        if rows < 1:
+            return
+        self._decoding_s += seconds
+        if not probe:
+            # A decode on the configured count, in use, of a full chunk (two probes' rows) or
+            # more: is that count still well ahead of one thread?
+            if (
+                threads == self._threads == self._most > 1
+                and rows >= 2 * self._probe_rows
+                and self._one_per_row
+            ):
+                ahead = seconds / rows <= _AHEAD * median_low(self._one_per_row)
+                self._lead_at = self._decoding_s if ahead else -math.inf
+            return
+        if threads in self._probe:
             return
         self._probe[threads] = (rows, seconds)
         if len(self._probe) < 2:
@@ -153,6 +194,7 @@ class ThreadGovernor:
             self._next_probe = self._clock() + self._wait
             return
         per_row = {t: s / r for t, (r, s) in self._probe.items()}
+        self._one_per_row.append(per_row[1])
         winner = min(per_row, key=per_row.__getitem__)
         loser = self._most if winner == 1 else 1
         lost = self._probe[loser][0] * (per_row[loser] - per_row[winner])
@@ -162,6 +204,7 @@ class ThreadGovernor:
         else:
             self._threads = winner
             self._wait = self._probe_s
+            self._lead_at = -math.inf
         self._next_probe = self._clock() + max(self._wait, _PROBE_SHARE * lost)
 
 

@@ -33,6 +33,7 @@ from aiplanner.backends.base import (
 from aiplanner.backends.batched import (
     BatchedEngine,
     EngineSettings,
+    EngineStats,
     GenerateOutcome,
     GenerateWork,
     ScoreOutcome,
@@ -1172,6 +1173,38 @@ def test_ten_simultaneous_scores_equal_one_at_a_time(batched: EmbeddedBackend) -
     engine = batched.engine_stats()
     assert engine is not None and alone[0].usage.prompt_tokens is not None
     assert engine.rows < 10 * alone[0].usage.prompt_tokens
+
+
+@pytest.mark.model
+def test_an_answer_is_counted_in_the_engine_stats_by_the_time_the_caller_has_it(
+    batched: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows behind an answer are in ``engine_stats()`` as soon as the caller has the answer,
+    though the engine's thread is still inside the step that answered it (held there until the
+    test has read the counters)."""
+    read = threading.Event()
+    step = BatchedEngine.step
+
+    def held_step(self: BatchedEngine) -> None:
+        scored = self.stats.scored
+        step(self)
+        if self.stats.scored > scored:
+            read.wait(timeout=HANG_GUARD_S)
+
+    monkeypatch.setattr(BatchedEngine, "step", held_step)
+
+    async def main() -> tuple[EngineStats | None, EngineStats | None]:
+        await batched.load()
+        before = batched.engine_stats()
+        await batched.score(_score_request(1))
+        after = batched.engine_stats()
+        read.set()
+        return before, after
+
+    before, after = anyio.run(main)
+    assert before is not None and after is not None
+    assert after.scored == before.scored + 1
+    assert after.decodes > before.decodes and after.rows > before.rows
 
 
 @pytest.mark.model

@@ -35,6 +35,9 @@ class _Clock:
 # Seconds per decode: a fixed part (one per barrier: hundreds a decode) plus a part per row.
 BUSY = {1: (0.05, 0.06), 2: (1.5, 0.25)}  # others want the cores: two threads wait at barriers
 QUIET = {1: (0.01, 0.008), 2: (0.008, 0.005)}
+# Two threads ahead, but not by much: a 128-row decode on two at 0.89 of a 64-row probe's time
+# a row on one (no decode shows two well ahead, so probes keep their schedule).
+CLOSE = {1: (0.002, 0.002), 2: (0.002, 0.0018)}
 
 
 def _run(
@@ -105,7 +108,8 @@ def test_probes_of_unequal_sizes_decide_nothing() -> None:
     switch on that pair; the next, of equal sizes, keeps two."""
     clock = _Clock()
     gov = ThreadGovernor(2, busy=_never, clock=clock)
-    fixed_cost = {1: (0.01, 0.003), 2: (0.05, 0.0017)}  # 64 rows: 202 / 159 ms; 16 on two: 77
+    # 64 rows: 202 / 191 ms; 16 on two: 85 ms; 128 on two at 0.82 of one's time a row (no lead)
+    fixed_cost = {1: (0.01, 0.003), 2: (0.05, 0.0022)}
     for _ in range(3):
         _run(gov, clock, 128, fixed_cost)
     assert gov.threads == 2
@@ -129,18 +133,80 @@ def test_on_a_quiet_machine_it_runs_the_configured_count() -> None:
 
 def test_probes_that_change_nothing_wait_twice_as_long_each_time_up_to_the_cap() -> None:
     clock = _Clock()
-    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=8.0, probe_rows=16, clock=clock)
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=8.0, clock=clock)
     probes: list[float] = []
     for _ in range(20_000):
         threads, limit = gov.plan()
         if limit is not None and threads == 1:
             probes.append(clock.now)
-        _run(gov, clock, 128, QUIET)
+        _run(gov, clock, 128, CLOSE)
     gaps = [b - a for a, b in itertools.pairwise(probes)]
     # The first probe changed the count (wait probe_s); each later one changed nothing. A gap is
-    # the wait plus the probe and the decode under way (about 0.65 s on two threads).
-    assert gaps[:5] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.9)
-    assert max(gaps) < 8.0 + 0.9
+    # the wait plus the probe (0.25 s) and the decode under way (at most 0.24 s on two threads).
+    assert gaps[:5] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.5)
+    assert max(gaps) < 8.0 + 0.5
+
+
+def _probe(gov: ThreadGovernor, one: float, two: float, rows: int = 64) -> None:
+    """A probe pair, seconds a row on one thread and on two."""
+    assert gov.plan() == (1, rows)
+    gov.record(rows, 1, rows * one, probe=True)
+    assert gov.plan() == (2, rows)
+    gov.record(rows, 2, rows * two, probe=True)
+
+
+def test_a_decode_well_ahead_of_one_thread_makes_the_probe_needless() -> None:
+    """Two threads at 0.6 of one thread's time a row need no probe to say they are ahead, even
+    after a long idle spell (as between a game's bursts of planning); a comparable decode at 0.9
+    brings the probe back when it is due."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=30.0, clock=clock)
+    _probe(gov, 0.002, 0.0012)
+    assert gov.threads == 2
+    for _ in range(100):  # 50 s, fifty times the wait
+        clock.now += 0.5
+        assert gov.plan() == (2, None)
+        gov.record(128, 2, 128 * 0.0012, probe=False)
+    clock.now += 600.0  # idle
+    assert gov.plan() == (2, None)
+    gov.record(128, 2, 128 * 0.0018, probe=False)  # no longer well ahead
+    assert gov.plan() == (2, None)  # the wait has not passed since the last skipped probe
+    clock.now += 1.1
+    assert gov.plan() == (1, 64)
+
+
+def test_the_lead_lapses_and_small_decodes_say_nothing_of_it() -> None:
+    """Decodes smaller than two probes (a decode's fixed cost weighs more a row on them) neither
+    show nor refute the lead; a lead not seen again in ``max_probe_s`` of decoding lapses."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, max_probe_s=30.0, clock=clock)
+    _probe(gov, 0.002, 0.0012)
+    gov.record(128, 2, 128 * 0.0012, probe=False)  # the lead, measured
+    for _ in range(74):  # 29.6 s of decoding since
+        clock.now += 0.4
+        gov.record(100, 2, 0.4, probe=False)  # slow a row, but small: not counted
+        assert gov.plan() == (2, None)
+    clock.now += 0.8
+    gov.record(100, 2, 0.8, probe=False)  # 30.4 s of decoding since the lead was seen
+    _probe(gov, 0.002, 0.0012)  # lapsed: probed (it changes nothing: the next waits 2 s)
+    gov.record(100, 2, 100 * 0.0012, probe=False)  # fast a row, but small: no lead either
+    clock.now += 2.5
+    assert gov.plan() == (1, 64)
+
+
+def test_a_stalled_one_thread_probe_does_not_excuse_a_slow_configured_count() -> None:
+    """The lead is measured against the lower median of the last probes' one-thread decodes: one
+    probe whose one-thread decode stalled (25 times slower) does not make two threads at 0.9
+    of one thread's usual time look well ahead."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, probe_s=1.0, clock=clock)
+    _probe(gov, 0.002, 0.0012)
+    clock.now += 1.5
+    _probe(gov, 0.05, 0.0012)  # the next waits ten times what one thread lost: 31 s
+    assert gov.threads == 2
+    clock.now += 31.5
+    gov.record(128, 2, 128 * 0.0018, probe=False)  # 0.03 of the stalled probe's time a row
+    assert gov.plan() == (1, 64)
 
 
 def test_it_follows_the_load_as_it_comes_and_goes() -> None:
