@@ -140,11 +140,12 @@ class ThreadGovernor:
         now = self._clock()
         if now - self._looked_at >= _STALE_S:
             self.look()
+        steady = (1 if self._threads > 1 and self._looked else self._threads), None
         if now < self._next_probe:
-            return (1 if self._threads > 1 and self._looked else self._threads), None
+            return steady
         if not self._probe and self._decoding_s - self._lead_at <= self._max_probe_s:
             self._next_probe = now + self._wait  # the lead is measured: no probe needed
-            return (1 if self._looked else self._threads), None
+            return steady
         pending = [t for t in (1, self._most) if t not in self._probe]
         if pending[0] > 1 and self._looked:  # the probe would only measure the crowd
             self._probe.clear()

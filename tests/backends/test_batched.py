@@ -317,7 +317,6 @@ def test_a_pass_joins_only_once_the_cells_it_copies_from_are_written(llama: Any,
             _close_to(results.done["late"].logprobs, want)
         finally:
             engine.close()
-    print("JOINED", kind, joined)
     assert any(joined)  # the joining path is taken at some sizes
 
 

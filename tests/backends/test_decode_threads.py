@@ -205,7 +205,7 @@ def test_a_stalled_one_thread_probe_does_not_excuse_a_slow_configured_count() ->
     _probe(gov, 0.05, 0.0012)  # the next waits ten times what one thread lost: 31 s
     assert gov.threads == 2
     clock.now += 31.5
-    gov.record(128, 2, 128 * 0.0018, probe=False)  # 0.03 of the stalled probe's time a row
+    gov.record(128, 2, 128 * 0.0018, probe=False)  # 0.04 of the stalled probe's time a row
     assert gov.plan() == (1, 64)
 
 
