@@ -10,13 +10,16 @@ as it can, in as few ``llama_decode`` calls as it can:
 * A *pass* takes every request waiting at its start. Their tokens beyond the root, and every
   continuation to score on its own branch sequence, are merged into one token tree
   (:mod:`aiplanner.backends.prefix_tree`): text shared by several requests is one batch row for
-  all their sequences. The rows go to ``llama_decode`` in chunks of ``chunk_tokens`` (prefill
-  runs as fast in chunks of 128 as in one batch, and a large join then does not hold generating
-  sequences, cancellations or close for long), with logits only where a score or a first token
-  needs them; a pass's last part of at most half a chunk rides on the chunk before it (a few rows
-  alone run at half the rate of a full chunk here). A scoring request is answered, and its
-  sequences freed, as soon as the chunk holding its last row is evaluated (requests are laid out
-  one after another in the tree).
+  all their sequences. The rows go to ``llama_decode`` with logits only where a score or a
+  first token needs them: a pass's first ``chunk_tokens`` rows alone (its shortest requests,
+  laid out first, are answered sooner), the rest in as few decodes as ``n_batch`` allows (rows
+  cost less in larger decodes); in chunks of ``chunk_tokens`` throughout while a sequence
+  generates (a large join then does not hold it for long) and on fewer threads than configured
+  (the thread governor's choice is looked at again after each chunk). A pass's last part of at
+  most half a chunk rides on the chunk before it (a few rows alone run at half the rate of a
+  full chunk here). A scoring request is answered, and its sequences freed, as soon as the
+  decode holding its last row is evaluated (requests are laid out one after another in the
+  tree).
 * Generation: every live sequence advances one token per ``llama_decode``, all in the same batch
   (next to the current pass's rows), each with its own sampler and grammar. What the grammar
   forces every answer to begin with (``GenerateWork.forced``, e.g. ``{"plan":[["``) comes with
@@ -108,15 +111,22 @@ class WorkCancelled(Exception):
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     """``n_ctx``: KV cells shared by all sequences; ``n_batch``: most rows per ``llama_decode``;
-    ``chunk_tokens``: rows of a pass per decode (prefill runs at the same rate in chunks of
-    128 as in one batch of 512, and a shorter decode is noticed sooner by the others); a pass's
-    last part of at most half a chunk rides on the decode before it (up to ``n_batch``)."""
+    ``chunk_tokens``: rows of a pass's first decode, and of every decode while a sequence
+    generates (it waits for each decode) or on fewer threads than configured (a pass's last
+    part of at most half a chunk rides on the decode before it, up to ``n_batch``);
+    ``chunk_scoring``: chunk all of a pass with no sequence generating too, instead of decoding
+    its rows after the first chunk in as few decodes as ``n_batch`` allows."""
 
     n_ctx: int = 4096
     n_batch: int = 512
     n_seq_max: int = 128
     n_threads: int = 2
     chunk_tokens: int = 128
+    # Rows cost less in larger decodes (fresh rows here, 3 December: 445-448 rows/s in decodes
+    # of 128, 475-504 in 256, 504-530 in 512); past its first chunk a scoring pass gains
+    # nothing from more chunks but earlier answers for a few, at the others' price.
+    # README "A pass in two decodes".
+    chunk_scoring: bool = False
     adapter: FilePath | None = None  # a LoRA applied on the engine's context
     adapter_scale: float = 1.0
     adaptive_threads: bool = True  # n_threads only where measured faster (decode_threads)
@@ -591,8 +601,7 @@ class BatchedEngine:
         those fit the next decode with room to spare (the new pass's first rows fill it), name
         no sequence a new pass may change (the root, a kept branch: the cells of each are whole
         before others are copied from them), and the joined rows stay bounded."""
-        s = self._settings
-        if len(self._rows) - self._next_row >= min(s.n_batch, s.chunk_tokens):
+        if len(self._rows) - self._next_row >= self._chunk(self._threads):
             return False
         if len(self._rows) >= _JOINED_ROWS_MAX:
             return False  # a long chain of joins ends; the next pass starts afresh
@@ -602,6 +611,18 @@ class BatchedEngine:
             for i in range(self._next_row, len(self._rows))
             for q in self._rows[i].seqs
         )
+
+    def _chunk(self, threads: int) -> int:
+        """Most pass rows for a decode on ``threads`` threads: ``chunk_tokens`` for a pass's
+        first decode (its shortest requests, laid out first, are answered sooner), while a
+        sequence generates, on fewer threads than configured (the thread governor's choice
+        while others want the cores, looked at again after each decode: a whole pass on one
+        thread took 1.40 s where two took ~0.85) and with ``chunk_scoring``; else ``n_batch``.
+        """
+        s = self._settings
+        if s.chunk_scoring or self._gens or threads < s.n_threads or self._next_row == 0:
+            return min(s.n_batch, s.chunk_tokens)
+        return s.n_batch
 
     def _forget_dead(self) -> None:
         """Take the sequences freed during this pass out of its rows still ahead, and forget
@@ -811,11 +832,12 @@ class BatchedEngine:
             fed += len(g.pending)
         if len(feeding) < len(pending):  # more are generating than this decode holds: take turns
             self._gens = [g for g in self._gens if g not in feeding] + feeding
-        # Pass rows in chunks: a decode of a few hundred rows takes about a second here, and
-        # nothing (a generating sequence, a cancellation, close) is served during one.
-        room = max(0, min(cap - fed, s.chunk_tokens))
+        # Pass rows in chunks while a sequence generates: a decode of a few hundred rows takes
+        # about a second here, and no generating sequence advances during one.
+        chunk = self._chunk(threads)
+        room = max(0, min(cap - fed, chunk))
         left = len(self._rows) - self._next_row
-        if left - room <= s.chunk_tokens // 2:
+        if left - room <= chunk // 2:
             # A pass's short last part rides on this decode: few rows alone run at half the
             # rate of a full chunk, and the requests in them would wait a decode more.
             room = max(0, min(cap - fed, left))

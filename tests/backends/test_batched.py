@@ -107,8 +107,12 @@ def _tokens(llama: Any, text: str) -> tuple[int, ...]:
 
 
 def _engine(llama: Any, **kw: Any) -> BatchedEngine:
+    """An engine on the test model. A test that gives ``chunk_tokens`` cuts its scoring passes
+    into chunks of that size (``chunk_scoring``; by default only generation is chunked)."""
     kw.setdefault("n_threads", 1)
     kw.setdefault("prefix_cache", 0)  # (the default) every sequence and cell freed at its end
+    if "chunk_tokens" in kw:
+        kw.setdefault("chunk_scoring", True)
     return BatchedEngine(llama.model, EngineSettings(**kw))
 
 
@@ -226,6 +230,49 @@ def test_a_pass_short_last_part_rides_on_the_decode_before_it(llama: Any) -> Non
     got_rows, got_decodes, (halves,) = _one_pass(llama, [user], rows // 2)
     assert (got_rows, got_decodes) == (rows, 2)
     _close_to(halves, whole)
+
+
+@pytest.mark.model
+def test_a_scoring_pass_goes_in_a_chunk_then_as_few_decodes_as_n_batch_allows(llama: Any) -> None:
+    users = [_situation(i)[1].content for i in range(3)]
+    rows, decodes, chunked = _one_pass(llama, users, 16)
+    assert decodes >= 3  # chunks of 16 rows
+    # The default: a first chunk alone, then, nothing generating, one decode of the rest.
+    got_rows, got_decodes, whole = _one_pass(llama, users, 16, chunk_scoring=False)
+    assert (got_rows, got_decodes) == (rows, 2)
+    for a, b in zip(whole, chunked, strict=True):
+        _close_to(a, b)
+    # n_batch still bounds a decode.
+    rest = -(-(rows - 16) // 64)
+    assert _one_pass(llama, users, 16, chunk_scoring=False, n_batch=64)[1] == 1 + rest
+
+
+@pytest.mark.model
+def test_a_pass_joining_a_generation_is_chunked_so_the_generation_goes_on(llama: Any) -> None:
+    engine = _engine(llama, n_seq_max=16, chunk_tokens=8, chunk_scoring=False)
+    results = _Results()
+    tokens: list[int] = []
+    try:
+        prompt = _tokens(llama, f"{SYSTEM}\nCount from one to fifty in words:")
+        engine.add(_generate_work(prompt, None, 40, results.sink("gen"), on_token=tokens.append))
+        _run(engine, lambda: len(tokens) >= 1)
+        engine.add(_score_work(llama, results, "score", _situation(2)[1].content))
+        # Each decode now holds the generation's next token and at most a chunk of the pass:
+        # the generation writes a token a decode while the pass's rows go through.
+        while "score" not in results.done:
+            before_rows, before_tokens = engine.stats.rows, len(tokens)
+            engine.step()
+            if "gen" in results.done:
+                break
+            assert engine.stats.rows - before_rows <= 8 + 8 // 2 + 1
+            assert len(tokens) == before_tokens + 1
+        assert "score" in results.done, "the pass ended before the generation did"
+        _run(engine, lambda: len(results.done) == 2)
+        assert isinstance(results.done["score"], ScoreOutcome)
+        alone = _score_work(llama, _Results(), "x", _situation(2)[1].content)
+        _close_to(results.done["score"].logprobs, _alone(llama, alone.prompt, alone.continuations))
+    finally:
+        engine.close()
 
 
 @pytest.mark.model
@@ -1055,6 +1102,46 @@ class _Alternating:
     def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
         self.used.append((threads, self._read_back()))
         self.rows.append((rows, probe))
+
+
+class _Fixed:
+    """A thread governor that always asks for ``threads`` and records each decode's rows."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.rows: list[int] = []
+
+    def plan(self) -> tuple[int, int | None]:
+        return self.threads, None
+
+    def look(self) -> None:
+        """Nothing to look at: the count is fixed."""
+
+    def record(self, rows: int, threads: int, seconds: float, *, probe: bool) -> None:
+        self.rows.append(rows)
+
+
+@pytest.mark.model
+def test_a_pass_on_fewer_threads_than_configured_is_chunked(llama: Any) -> None:
+    # The governor's one thread (others want the cores) is looked at again after each decode:
+    # a pass then goes in chunks, not in one long decode on one thread.
+    users = [_situation(i)[1].content for i in range(3)]
+    decoded: dict[int, list[int]] = {}
+    for threads in (2, 1):
+        engine = _engine(llama, n_seq_max=32, n_threads=2, chunk_tokens=16, chunk_scoring=False)
+        governor = _Fixed(threads)
+        engine._governor = governor  # type: ignore[assignment]
+        results = _Results()
+        try:
+            works = [_score_work(llama, results, str(i), u) for i, u in enumerate(users)]
+            _pass(engine, works, results)
+            decoded[threads] = governor.rows
+        finally:
+            engine.close()
+    # On the configured count: a first chunk, then the rest of the pass in one decode.
+    assert len(decoded[2]) == 2 and decoded[2][0] == 16
+    assert len(decoded[1]) > 3 and max(decoded[1]) <= 16 + 16 // 2
+    assert sum(decoded[1]) == sum(decoded[2])
 
 
 @pytest.mark.model
