@@ -832,8 +832,9 @@ class BatchedEngine:
             fed += len(g.pending)
         if len(feeding) < len(pending):  # more are generating than this decode holds: take turns
             self._gens = [g for g in self._gens if g not in feeding] + feeding
-        # Pass rows in chunks while a sequence generates: a decode of a few hundred rows takes
-        # about a second here, and no generating sequence advances during one.
+        # Pass rows as _chunk allows: a decode of a few hundred rows takes about a second here,
+        # no generating sequence advances during one, and none of its requests is answered
+        # before it ends.
         chunk = self._chunk(threads)
         room = max(0, min(cap - fed, chunk))
         left = len(self._rows) - self._next_row
