@@ -819,10 +819,11 @@ class BatchedEngine:
     def _decode_once(self) -> None:
         s = self._settings
         threads, limit = s.n_threads, None
-        if s.adaptive_threads:  # limit: a probe of the thread count, kept small (decode_threads)
-            threads, limit = self._governor.plan()
-        cap = s.n_batch if limit is None else min(limit, s.n_batch)
         pending = [g for g in self._gens if g.pending]
+        if s.adaptive_threads:  # limit: a probe of the thread count, kept small (decode_threads)
+            ready = sum(len(g.pending) for g in pending) + len(self._rows) - self._next_row
+            threads, limit = self._governor.plan(ready)
+        cap = s.n_batch if limit is None else min(limit, s.n_batch)
         feeding: list[_Generating] = []
         fed = 0  # rows: a sampled token, and the text its grammar forced after it
         for g in pending:

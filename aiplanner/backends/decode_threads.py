@@ -9,7 +9,9 @@ one, an 89-row chunk 26 s with two and a 128-row chunk 7.6 s with one; 10-agent 
 rounds ran past their 60 s deadline; even a 16-row decode took 30 s on two threads at load 10.
 On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and measures:
 
-* It starts on one thread: never much slower, and safe under load.
+* It starts on the configured count (on one thread while the look below says the cores are
+  taken). Starting on one thread, as it once did, kept a fresh engine there through its first
+  bursts: see "Probes of two equal halves" below.
 * It looks whether other threads are ready to run on the machine (Linux: ``procs_running`` in
   ``/proc/stat``, at most every 50 ms): if they would take the cores a decode's threads need,
   decodes run on one thread. The engine has it look right after each decode, before handing
@@ -35,7 +37,17 @@ On a quiet machine two threads are faster. So :class:`ThreadGovernor` looks and 
   thread (a 10-agent round 1.6x its prefill limit); 64-row probes measure 0.14-0.15 against
   0.17-0.20 s and choose two.
 * Two probes of unequal sizes (a pass's last few rows as one of them) decide nothing: a
-  decode's fixed cost weighs more per row in the smaller one.
+  decode's fixed cost weighs more per row in the smaller one. So a probe begins only where the
+  engine has rows for both halves (``plan(ready)``: at least two probes' rows); until then it
+  stays due and the decodes run on the count in use. *Probes of two equal halves*, measured by
+  replaying a recorded 10v10 demo's requests into the engine alone at their recorded times
+  (3 December, two cores; its first passes are small): starting on one thread, with probes
+  wherever due, the engine stayed on one thread for its first ~10 s, through the opening
+  requests and the first fight (its first probe pairs were 64 rows against 47 and 51, which
+  decided nothing and put the next 2 s off, then 64 against 60 rows lost to two threads'
+  noise), 19-23 of ~83 decodes on one thread against 3-6, latency p50 1.39-1.64 against
+  0.66-1.10 s and p99 5.19-5.99 against 2.11-2.96 s (three alternated pairs). In the live demo,
+  whose agents all ask at the start (a pass with rows for both halves), no change.
 * After a probe the next one waits ``probe_s``, doubled after every probe that changes nothing
   (up to ``max_probe_s``), and at least ten times the seconds the losing count lost in it: probes
   take about a tenth of the time at most, however slow the losing count is.
@@ -118,7 +130,7 @@ class ThreadGovernor:
         self._probe_s = probe_s
         self._max_probe_s = max_probe_s
         self._clock = clock
-        self._threads = 1
+        self._threads = most
         self._wait = probe_s
         self._next_probe = -math.inf if most > 1 else math.inf
         self._probe: dict[int, tuple[int, float]] = {}  # threads -> (rows, seconds) this probe
@@ -134,15 +146,18 @@ class ThreadGovernor:
         """The count in use between probes."""
         return self._threads
 
-    def plan(self) -> tuple[int, int | None]:
+    def plan(self, ready: int | None = None) -> tuple[int, int | None]:
         """The thread count for the next decode, and the most rows it may hold (None: no limit;
-        a number: it is a probe, keep it small)."""
+        a number: it is a probe, keep it small). ``ready``: the rows the caller has for it (None:
+        as many as it may hold); a probe does not begin on fewer than its two halves need."""
         now = self._clock()
         if now - self._looked_at >= _STALE_S:
             self.look()
         steady = (1 if self._threads > 1 and self._looked else self._threads), None
         if now < self._next_probe:
             return steady
+        if not self._probe and ready is not None and ready < 2 * self._probe_rows:
+            return steady  # (still due: the next decode with rows for both halves takes it)
         if not self._probe and self._decoding_s - self._lead_at <= self._max_probe_s:
             self._next_probe = now + self._wait  # the lead is measured: no probe needed
             return steady

@@ -1092,7 +1092,7 @@ class _Alternating:
         self.rows: list[tuple[int, bool]] = []
         self._read_back = read_back
 
-    def plan(self) -> tuple[int, int | None]:
+    def plan(self, ready: int | None = None) -> tuple[int, int | None]:
         n = len(self.used)
         return (2 if n == 1 else 1), (5 if n == 0 else None)
 
@@ -1105,13 +1105,16 @@ class _Alternating:
 
 
 class _Fixed:
-    """A thread governor that always asks for ``threads`` and records each decode's rows."""
+    """A thread governor that always asks for ``threads`` and records each decode's rows, and
+    the rows the engine said it had ready for it."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.rows: list[int] = []
+        self.ready: list[int | None] = []
 
-    def plan(self) -> tuple[int, int | None]:
+    def plan(self, ready: int | None = None) -> tuple[int, int | None]:
+        self.ready.append(ready)
         return self.threads, None
 
     def look(self) -> None:
@@ -1136,6 +1139,9 @@ def test_a_pass_on_fewer_threads_than_configured_is_chunked(llama: Any) -> None:
             works = [_score_work(llama, results, str(i), u) for i, u in enumerate(users)]
             _pass(engine, works, results)
             decoded[threads] = governor.rows
+            # The governor hears how many rows each decode could take (a probe of the thread
+            # count begins only where both its halves fit): the rows still ahead of the pass.
+            assert governor.ready == [sum(governor.rows[i:]) for i in range(len(governor.rows))]
         finally:
             engine.close()
     # On the configured count: a first chunk, then the rest of the pass in one decode.

@@ -1,6 +1,6 @@
-"""ThreadGovernor on a virtual clock: one thread until a probe shows the configured count faster,
-probes kept small, and spaced so that they cost about a tenth of the time at most; it follows
-the load both ways."""
+"""ThreadGovernor on a virtual clock: the configured count until a probe shows one thread faster,
+probes kept small, taken only where both halves fit, and spaced so that they cost about a tenth
+of the time at most; it follows the load both ways."""
 
 from __future__ import annotations
 
@@ -71,15 +71,36 @@ def test_one_configured_thread_is_always_one_and_never_probed() -> None:
     assert gov.plan() == (1, None)
 
 
-def test_it_starts_on_one_thread_with_a_small_probe_of_each_count() -> None:
+def test_it_starts_on_the_configured_count_with_a_small_probe_of_each_count() -> None:
     clock = _Clock()
     gov = ThreadGovernor(2, busy=_never, probe_rows=16, clock=clock)
-    assert gov.threads == 1
+    assert gov.threads == 2
     assert gov.plan() == (1, 16)
     _run(gov, clock, 128, QUIET)
     assert gov.plan() == (2, 16)
     _run(gov, clock, 128, QUIET)
     assert gov.threads == 2 and gov.plan() == (2, None)  # two are faster here: kept
+
+
+def test_a_probe_waits_for_a_decode_with_rows_for_both_halves() -> None:
+    """A probe's halves are compared a row for a row: it begins only where the next decodes
+    have two probes' rows (a pass's last few rows alone would make its second half smaller);
+    until then the decodes run on the count in use, and the probe stays due."""
+    clock = _Clock()
+    gov = ThreadGovernor(2, busy=_never, probe_rows=64, clock=clock)
+    assert gov.plan(ready=127) == (2, None)
+    gov.record(127, 2, 0.3, probe=False)
+    assert gov.plan(ready=20) == (2, None)
+    assert gov.plan(ready=128) == (1, 64)
+    gov.record(64, 1, 0.2, probe=True)
+    assert gov.plan(ready=64) == (2, 64)  # the second half, on what is left
+    gov.record(64, 2, 0.12, probe=True)
+    assert gov.threads == 2 and gov.plan(ready=1000) == (2, None)
+
+
+def test_it_starts_on_one_thread_while_others_want_the_cores() -> None:
+    gov = ThreadGovernor(2, busy=lambda: True, clock=_Clock())
+    assert gov.plan(ready=10) == (1, None)
 
 
 def test_on_a_busy_machine_it_stays_on_one_thread_and_probes_cost_a_tenth() -> None:
@@ -141,9 +162,9 @@ def test_probes_that_change_nothing_wait_twice_as_long_each_time_up_to_the_cap()
             probes.append(clock.now)
         _run(gov, clock, 128, CLOSE)
     gaps = [b - a for a, b in itertools.pairwise(probes)]
-    # The first probe changed the count (wait probe_s); each later one changed nothing. A gap is
-    # the wait plus the probe (0.25 s) and the decode under way (at most 0.24 s on two threads).
-    assert gaps[:5] == pytest.approx([1.0, 2.0, 4.0, 8.0, 8.0], abs=0.5)
+    # No probe changes the count (two, from the start, stay ahead). A gap is the wait plus the
+    # probe (0.25 s) and the decode under way (at most 0.24 s on two threads).
+    assert gaps[:5] == pytest.approx([2.0, 4.0, 8.0, 8.0, 8.0], abs=0.5)
     assert max(gaps) < 8.0 + 0.5
 
 
@@ -170,8 +191,8 @@ def test_a_decode_well_ahead_of_one_thread_makes_the_probe_needless() -> None:
     clock.now += 600.0  # idle
     assert gov.plan() == (2, None)
     gov.record(128, 2, 128 * 0.0018, probe=False)  # no longer well ahead
-    assert gov.plan() == (2, None)  # the wait has not passed since the last skipped probe
-    clock.now += 1.1
+    assert gov.plan() == (2, None)  # the wait (2 s: the probe changed nothing) has not passed
+    clock.now += 2.1
     assert gov.plan() == (1, 64)
 
 
@@ -188,9 +209,9 @@ def test_the_lead_lapses_and_small_decodes_say_nothing_of_it() -> None:
         assert gov.plan() == (2, None)
     clock.now += 0.8
     gov.record(100, 2, 0.8, probe=False)  # 30.4 s of decoding since the lead was seen
-    _probe(gov, 0.002, 0.0012)  # lapsed: probed (it changes nothing: the next waits 2 s)
+    _probe(gov, 0.002, 0.0012)  # lapsed: probed (it changes nothing: the next waits 4 s)
     gov.record(100, 2, 100 * 0.0012, probe=False)  # fast a row, but small: no lead either
-    clock.now += 2.5
+    clock.now += 4.5
     assert gov.plan() == (1, 64)
 
 
@@ -201,7 +222,7 @@ def test_a_stalled_one_thread_probe_does_not_excuse_a_slow_configured_count() ->
     clock = _Clock()
     gov = ThreadGovernor(2, busy=_never, probe_s=1.0, clock=clock)
     _probe(gov, 0.002, 0.0012)
-    clock.now += 1.5
+    clock.now += 2.5
     _probe(gov, 0.05, 0.0012)  # the next waits ten times what one thread lost: 31 s
     assert gov.threads == 2
     clock.now += 31.5
