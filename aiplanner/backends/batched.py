@@ -820,9 +820,9 @@ class BatchedEngine:
         s = self._settings
         threads, limit = s.n_threads, None
         pending = [g for g in self._gens if g.pending]
+        left = len(self._rows) - self._next_row  # pass rows still ahead
         if s.adaptive_threads:  # limit: a probe of the thread count, kept small (decode_threads)
-            ready = sum(len(g.pending) for g in pending) + len(self._rows) - self._next_row
-            threads, limit = self._governor.plan(ready)
+            threads, limit = self._governor.plan(sum(len(g.pending) for g in pending) + left)
         cap = s.n_batch if limit is None else min(limit, s.n_batch)
         feeding: list[_Generating] = []
         fed = 0  # rows: a sampled token, and the text its grammar forced after it
@@ -838,7 +838,6 @@ class BatchedEngine:
         # before it ends.
         chunk = self._chunk(threads)
         room = max(0, min(cap - fed, chunk))
-        left = len(self._rows) - self._next_row
         if left - room <= chunk // 2:
             # A pass's short last part rides on this decode: few rows alone run at half the
             # rate of a full chunk, and the requests in them would wait a decode more.
