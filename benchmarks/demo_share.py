@@ -18,15 +18,16 @@ replaced by the model's next choice that still fitted (the rest went to the rule
 ``remembered`` the model's decisions taken from its scores of a situation it had scored before
 (word for word; :attr:`~aiplanner.PlannerConfig.score_memo`), without a call.
 ``--weights`` runs each row once per kind of weights (:mod:`aiplanner.backends.weights`; ``auto``:
-the F16 copy of the default model, ``as-is``: the shipped Q4_1 file), taking turns, so a change of
-the machine's speed falls on both; ``--frame-gc on off`` likewise with the demo's collector between
-frames and without (``--no-frame-gc``), and ``--plan-cache`` with the plugin's plan cache as the
-demo decides (``auto``: off for the embedded model), on and off, and ``--idle-planning`` with the
-demo's planning between frames (:meth:`~aiplanner.PlannerPlugin.between_frames`) and without
-(``--no-idle-planning``), and ``--engine-settings`` with each set of the batched engine's own
-settings (``key=value`` pairs split by commas, :meth:`aiplanner.EngineSettings.parse`;
-``default``: none; the serial engine takes none); ``>33ms`` counts frames longer
-than two at 30 fps. The issue's targets are printed beside the figures.
+the Q8_0 copy of the default model with its adapter merged, ``as-is``: the shipped Q4_1 file),
+taking turns, so a change of the machine's speed falls on both; ``--frame-gc on off`` likewise with
+the demo's collector between frames and without (``--no-frame-gc``), and ``--plan-cache`` with the
+plugin's plan cache as the demo decides (``auto``: off for the embedded model), on and off, and
+``--idle-planning`` with the demo's planning between frames
+(:meth:`~aiplanner.PlannerPlugin.between_frames`) and without (``--no-idle-planning``), and
+``--engine-settings`` with each set of the batched engine's own settings (``key=value`` pairs split
+by commas, :meth:`aiplanner.EngineSettings.parse`; ``default``: none; the serial engine takes
+none); ``>33ms`` counts frames longer than two at 30 fps. The issue's targets are printed beside
+the figures.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ Rows (the same agents' snapshots for each; every repetition plans other agents):
 * ``gen-shipped``: today's path, the baseline: sequential, guided, the serial engine generates
   the index of a candidate under a schema (compressed prompt), on the shipped weights file
   (``weights="as-is"``). Printed only when the engines load other weights (``--weights``,
-  default ``auto``: an F16 copy of the default model, :mod:`aiplanner.backends.weights`).
+  default ``auto``: a Q8_0 copy of the default model, its adapter merged in,
+  :mod:`aiplanner.backends.weights`).
 * ``gen-seq``: the same path on the engines' weights (the ratio: against ``gen-shipped``).
 * ``score-seq``: the serial engine, each agent decided by scoring its candidates' phrases
   (:mod:`aiplanner.decision`), one agent after another.

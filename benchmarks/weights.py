@@ -4,10 +4,13 @@ Run (timings go under the bench lock; the load average is printed at the start a
 
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/weights.py
         [--weights as-is f16 q8_0 q4_0] [--rows 1 10 32 64 128] [--threads 2] [--repeat 7]
+        [--no-adapter | --no-merge]
 
 For each kind of weights (:mod:`aiplanner.backends.weights`: ``as-is`` is the shipped Q4_1 file,
-the others its converted copies in the cache folder, made here if missing), one context like the
-batched engine's (16 sequences, flash attention off, the shipped LoRA adapter applied) evaluates
+the others its converted copies in the cache folder, made here if missing, with the shipped LoRA
+adapter merged into them as the engines load them, or applied on the context with
+``--no-merge``; ``auto`` is the default's kind), one context like the
+batched engine's (16 sequences, flash attention off) evaluates
 ``rows`` tokens in one ``llama_decode`` (spread over sequences of up to 128 tokens, logits on
 every 16th row, as a scored round asks for a few), ``--repeat`` times each; it prints the best
 and the median rows/s. One row at a time is what generating a token costs; 10 rows, one step of
@@ -32,7 +35,7 @@ from engine import load  # the load average as the engine benchmark prints it
 from aiplanner.adapters import default_adapter
 from aiplanner.backends import cpu_buffers
 from aiplanner.backends.lora import apply_adapter
-from aiplanner.backends.weights import check_weights, prepare_weights, wanted
+from aiplanner.backends.weights import check_weights, prepare_model, wanted
 from aiplanner.model_path import default_model_path
 
 _SEQ_TOKENS = 128
@@ -91,6 +94,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-adapter", action="store_true")
+    parser.add_argument("--no-merge", action="store_true", help="the adapter on the context")
     args = parser.parse_args()
     source = default_model_path()
     adapter = None if args.no_adapter else default_adapter()
@@ -98,9 +102,12 @@ def main() -> None:
     probes: dict[str, Probe] = {}
     for name in args.weights:
         kind = wanted(check_weights(name), default_model=True)
-        path = prepare_weights(source, kind, n_threads=args.threads)
-        print(f"{name:>6}: {path.name} ({path.stat().st_size / 2**20:.0f} MiB)")
-        probes[name] = Probe(path, args.threads, adapter)
+        path, lora = prepare_model(
+            source, kind, adapter, merge=not args.no_merge, n_threads=args.threads
+        )
+        on = f" + {lora.name} on the context" if lora else ""
+        print(f"{name:>6}: {path.name} ({path.stat().st_size / 2**20:.0f} MiB){on}")
+        probes[name] = Probe(path, args.threads, lora)
     try:
         for rows in args.rows:
             rates: dict[str, list[float]] = {name: [] for name in probes}

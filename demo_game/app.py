@@ -191,8 +191,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--weights",
         choices=WEIGHTS,
         default="auto",
-        help="embedded weights: auto loads an F16 copy of the default model (made once into "
-        "~/.cache/aiplanner; prompts evaluate faster than with its shipped Q4_1), as-is the file",
+        help="embedded weights: auto loads a Q8_0 copy of the default model, its adapter merged "
+        "(made once into ~/.cache/aiplanner; prompts evaluate faster than with its shipped "
+        "Q4_1), as-is the file",
     )
     p.add_argument(
         "--engine-setting",

@@ -5,7 +5,7 @@ Intel AMX, for Q4_0, Q4_1, Q8_0 and some K-quants) and ``CPU_REPACK`` (interleav
 AVX2 kernels). On a Xeon with AMX (``AMX_INT8 = 1`` in ``llama_print_system_info``) the build
 that llama-cpp-python 0.3.36 compiles crashes the process (SIGSEGV in
 ``ggml_backend_amx_mul_mat``) on the first decode of the shipped Q4_1 model, with or without an
-adapter, serial or batched (measured here on 2 December; the F16 copy, the default weights, is
+adapter, serial or batched (measured here on 2 December; the F16 copy, the default weights then, is
 not an AMX type and ran). Q8_0 and Q4_0 copies of the model crashed the same way (a scratch
 decode with the extra buffer types on, later that day). On such a CPU every model this package
 loads is loaded with ``use_extra_bufts`` off: the plain CPU kernels, slower for the quantized

@@ -1,14 +1,20 @@
 """The weights the embedded engines load: the GGUF as given, or a converted copy kept on disk.
 
-The default model ships as Q4_1. The matrix-matrix kernels llama.cpp took from llamafile speed
-up prompts for F32, F16, Q8_0 and Q4_0 weights, not Q4_1: on this project's machine (2 AVX2
-cores, ``benchmarks/weights.py``) Q4_1 evaluates 220-235 rows/s whether a decode holds 10 or 128
-rows, its F16 copy 240 (10 rows) to 425-440 rows/s (64-128 rows), its Q8_0 copy 270-365. One row
-at a time (generating a token) F16 is slower: 52 against 79 rows/s. A scored decision only
-evaluates prompts, so for the default model the engines load the F16 copy (``weights="auto"``).
-Widening is exact up to F16 rounding (the Q4_1 path rounds every activation to 8 bits), so a
-candidate's score moves by float noise (0.1-0.5 nats summed over a phrase), not by a second
-quantization as Q8_0 or Q4_0 would add.
+The default model ships as Q4_1. The matrix-matrix kernels llama.cpp took from llamafile speed up
+prompts for F32, F16, Q8_0 and Q4_0 weights, not Q4_1: on this project's machine (2 AVX2 cores,
+``benchmarks/weights.py``) Q4_1 evaluates 220-235 rows/s whether a decode holds 10 or 128 rows, its
+F16 copy 240 (10 rows) to 425-440 rows/s (64-128 rows), its Q8_0 copy 270-365. One row at a time
+(generating a token) F16 is slower: 52 against 79 rows/s. A scored decision only evaluates prompts,
+so for the default model the engines first loaded the F16 copy; once the shipped adapter was merged
+into the weights (below), a Q8_0 copy of the *merged* weights beat it on every machine this project
+was measured on: +3-10% rows/s on one, +19-29% on a slower AVX2-only one (3 December,
+``benchmarks/weights.py``: 354 against 297 rows/s at 128 rows in one decode, 263 against 203 at
+10), one row at a time 91 against 64, and it decided as well (the scenario suite guided by score
+54/66 sensible against 51/66, the model alone 53 against 54). So ``weights="auto"`` loads that
+copy: 138 MiB against 258. Widening to F16 is exact up to F16 rounding (the Q4_1 path rounds every
+activation to 8 bits), so a candidate's score moves by float noise (0.1-0.5 nats summed over a
+phrase); Q8_0 adds a second rounding of the weights (8 bits a weight, a scale per 32), which moves
+a score by about as much (README, "A Q8_0 copy of the merged weights").
 
 A Q4_0 copy (``q4_0``, 87 MiB) is repacked by llama.cpp at load for its AVX2 kernels: one row at
 a time it runs at 1.9x F16's rate, prompts at F16's; but in the engine benchmark a scored round
@@ -31,11 +37,14 @@ the merged copy's weights are ``W + scale * B @ A`` (as llama.cpp scales: ``alph
 the adapter's scale), computed in float32 and rounded once to F16, so scores move by float noise
 only. It is made once beside the F16 copy, named after the model, the adapter and the scale; an
 adapter that cannot be merged (not a LoRA of plain matrices, shapes that do not fit, numpy
-missing) is applied on the context as before, with a warning.
+missing) is applied on the context as before, with a warning. A Q8_0 (or Q4_0) copy with the
+adapter merged is quantized by ``llama_model_quantize`` from the merged F16 weights: from the
+cached F16 merge when there is one, else from a temporary one deleted once the copy is made.
 
-Old copies do not pile up: each copy is 258 MiB for the default model, and a new source file, a
-retrained adapter or another scale each make a new one. When a copy is made, the copies of the
-same family (the same source name and kind, or the same source name and adapter name) beyond the
+Old copies do not pile up: each copy is 138 (Q8_0) or 258 MiB (F16) for the default model, and
+a new source file, a retrained adapter or another scale each make a new one. When a copy is made,
+the copies of the same family (the same source name and kind, or the same source name, kind and
+adapter name) beyond the
 :data:`KEEP_COPIES` most recently used are deleted; a copy that is used is touched, so it counts
 as recent. Alternating between two variants (two scales of one adapter) makes nothing twice;
 three or more of one family are made again in turn. A copy in use by another process on Linux
@@ -106,11 +115,12 @@ def wanted(weights: Weights, *, default_model: bool) -> str | None:
     """The type to convert to (``"f16"``, ``"q8_0"``, ``"q4_0"``), or None to load the file as
     given.
 
-    ``auto`` widens the default model only: its speed-up was measured here; another GGUF is
+    ``auto`` makes a Q8_0 copy of the default model only (its adapter merged in: see
+    :func:`prepare_model`): its speed-up and its decisions were measured here; another GGUF is
     loaded as the user made it.
     """
     if weights == "auto":
-        return "f16" if default_model else None
+        return "q8_0" if default_model else None
     return None if weights == "as-is" else weights
 
 
@@ -184,12 +194,13 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
         partial.unlink(missing_ok=True)
 
 
-def merged_path(source: Path, adapter: Path, scale: float, folder: Path) -> Path:
-    """The cached F16 copy of ``source`` with ``adapter`` merged in at ``scale``: a new model,
+def merged_path(source: Path, adapter: Path, scale: float, folder: Path, kind: str = "f16") -> Path:
+    """The cached copy of ``source`` with ``adapter`` merged in at ``scale``, as ``kind``
+    (``f16``, or ``q8_0`` / ``q4_0`` quantized from the merged F16 weights): a new model,
     adapter or scale gets a new name."""
     key = "|".join([_identity(source), _identity(adapter), repr(scale)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
-    return folder / _copy_name(source.stem, digest, _merged_kind(adapter))
+    return folder / _copy_name(source.stem, digest, _merged_kind(adapter, kind))
 
 
 def prepare_model(
@@ -205,29 +216,72 @@ def prepare_model(
 ) -> tuple[Path, Path | None]:
     """The file to load and the adapter still to apply on the context (None: none, or merged).
 
-    As :func:`prepare_weights`; and when the file to load is an F16 copy, ``adapter`` is given
-    and ``merge`` is set, the adapter merged into it (:func:`merge_adapter`, made once into
-    ``folder``). An adapter that cannot be merged is returned to be applied, with a logged
+    As :func:`prepare_weights`; and when a copy is asked for (``kind`` not None), ``adapter`` is
+    given and ``merge`` is set, the adapter merged into the weights (:func:`merge_adapter`, into
+    the F16 copy), made once into ``folder``: as F16 for ``f16``, else quantized to ``kind``
+    from the merged F16 weights (which are not kept unless ``f16`` asked for them). An adapter
+    that cannot be merged is returned to be applied on the plain ``kind`` copy, with a logged
     warning.
     """
-    path = prepare_weights(source, kind, n_threads=n_threads, folder=folder, verbose=verbose)
-    if adapter is None or not merge or kind != "f16" or path == source:
-        return path, adapter
+    if adapter is None or not merge or kind is None:
+        return prepare_weights(
+            source, kind, n_threads=n_threads, folder=folder, verbose=verbose
+        ), adapter
+    f16 = prepare_weights(source, "f16", n_threads=n_threads, folder=folder, verbose=verbose)
+    if f16 == source:  # no copy could be made: nothing to merge into
+        return source, adapter
     folder = cache_dir() if folder is None else folder
     try:
-        target = merged_path(source, adapter, scale, folder)
+        target = merged_path(source, adapter, scale, folder, kind)
         if target.is_file():
             _touch(target)
         else:
-            merge_adapter(path, adapter, scale, target)
-            _log.info(
-                "merged %s into the F16 copy of %s once: %s", adapter.name, source.name, target
+            _merge_as(
+                kind,
+                f16,
+                merged_path(source, adapter, scale, folder),
+                adapter,
+                scale,
+                target,
+                n_threads,
+                verbose,
             )
-            _prune(folder, source.stem, _merged_kind(adapter))
-    except (OSError, ValueError, ImportError) as exc:
+            _log.info(
+                "merged %s into a %s copy of %s once: %s", adapter.name, kind, source.name, target
+            )
+            _prune(folder, source.stem, _merged_kind(adapter, kind))
+    except (OSError, ValueError, ImportError, RuntimeError) as exc:
         _log.warning("applying %s on the context: could not merge it (%s)", adapter.name, exc)
+        path = prepare_weights(source, kind, n_threads=n_threads, folder=folder, verbose=verbose)
         return path, adapter
     return target, None
+
+
+def _merge_as(
+    kind: str,
+    f16: Path,
+    merged_f16: Path,
+    adapter: Path,
+    scale: float,
+    target: Path,
+    n_threads: int,
+    verbose: bool,
+) -> None:
+    """Write ``target``: ``adapter`` merged into ``f16``, as ``kind``. A quantized kind starts
+    from ``merged_f16`` when that F16 merge is already cached, else from a temporary one."""
+    if kind == "f16":
+        merge_adapter(f16, adapter, scale, target)
+        return
+    if merged_f16.is_file():
+        _convert(merged_f16, target, kind, n_threads, verbose)
+        return
+    # A dot name of this process's and thread's, as _convert's: never pruned, never shared.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.f16")
+    try:
+        merge_adapter(f16, adapter, scale, temporary)
+        _convert(temporary, target, kind, n_threads, verbose)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def merge_adapter(f16: Path, adapter: Path, scale: float, target: Path) -> None:
@@ -333,8 +387,8 @@ def _copy_name(stem: str, digest: str, kind: str) -> str:
     return f"{stem}.{digest}.{kind}.gguf"
 
 
-def _merged_kind(adapter: Path) -> str:
-    return f"f16+{adapter.stem}"
+def _merged_kind(adapter: Path, kind: str = "f16") -> str:
+    return f"{kind}+{adapter.stem}"
 
 
 def _prune(folder: Path, stem: str, kind: str) -> None:
