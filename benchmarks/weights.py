@@ -8,14 +8,13 @@ Run (timings go under the bench lock; the load average is printed at the start a
 
 For each kind of weights (:mod:`aiplanner.backends.weights`: ``as-is`` is the shipped Q4_1 file,
 the others its converted copies in the cache folder, made here if missing, with the shipped LoRA
-adapter merged into them as the engines load them, or applied on the context with
-``--no-merge``; ``auto`` is the default's kind), one context like the
-batched engine's (16 sequences, flash attention off) evaluates
-``rows`` tokens in one ``llama_decode`` (spread over sequences of up to 128 tokens, logits on
-every 16th row, as a scored round asks for a few), ``--repeat`` times each; it prints the best
-and the median rows/s. One row at a time is what generating a token costs; 10 rows, one step of
-ten agents generating together; 64-128, a prompt or a pass of scoring. The kinds take turns per
-size, so a change in the machine's speed falls on all of them alike.
+adapter merged into them as the engines load them, or applied on the context with ``--no-merge``;
+``auto`` is the default's kind), one context like the batched engine's (16 sequences, flash
+attention off) evaluates ``rows`` tokens in one ``llama_decode`` (spread over sequences of up to
+128 tokens, logits on every 16th row, as a scored round asks for a few), ``--repeat`` times each;
+it prints the best and the median rows/s. One row at a time is what generating a token costs; 10
+rows, one step of ten agents generating together; 64-128, a prompt or a pass of scoring. The kinds
+take turns per size, so a change in the machine's speed falls on all of them alike.
 """
 
 from __future__ import annotations

@@ -206,9 +206,7 @@ class _Settings:
     kept_prefixes: int = KEPT_PREFIXES  # the serial engine's kept prompt prefixes
     convert_to: str | None = None  # the weights' type to load a converted copy in (weights.py)
     nice: int = DEFAULT_NICE  # niceness the worker thread (and llama.cpp's) adds (decode_threads)
-    merge_adapter: bool = (
-        True  # the adapter merged into a converted copy when it can be (weights.py)
-    )
+    merge_adapter: bool = True  # the adapter merged into a converted copy (weights.py)
 
 
 class _SerialWorker:
@@ -729,8 +727,8 @@ class EmbeddedBackend:
     instead of evaluating again (:mod:`aiplanner.backends.kept_prefixes`; 0: none).
     ``weights``: the weights loaded (:mod:`aiplanner.backends.weights`): ``auto`` (the default)
     loads a Q8_0 copy of the default model with its adapter merged in, made once into a cache
-    folder (prompts evaluate 1.2-1.8x faster than with the shipped Q4_1 here, and faster than
-    the F16 copy: +21-24% on this machine in its latest sitting) and any other GGUF as given;
+    folder (prompts evaluate 1.5-1.8x faster than with the shipped Q4_1 here, 10-128 rows in a
+    decode, and 1.2-1.3x faster than with the F16 copy) and any other GGUF as given;
     ``as-is``, ``f16``, ``q8_0`` or ``q4_0`` choose. ``merge_adapter`` (default True): on a
     converted copy the adapter is merged into the weights, made once into the same folder
     (llama.cpp applying it on the context cost 10-12% of the prompt rate here); False applies
