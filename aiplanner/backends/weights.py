@@ -177,8 +177,7 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
         "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
     }
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A name of this process's and thread's: two engines loading at once each write their own.
-    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
+    partial = _private(target, "part")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = ftypes[kind]
     params.allow_requantize = True
@@ -275,8 +274,7 @@ def _merge_as(
     if merged_f16.is_file():
         _convert(merged_f16, target, kind, n_threads, verbose)
         return
-    # A dot name of this process's and thread's, as _convert's: never pruned, never shared.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.f16")
+    temporary = _private(target, "f16")
     try:
         merge_adapter(f16, adapter, scale, temporary)
         _convert(temporary, target, kind, n_threads, verbose)
@@ -336,7 +334,7 @@ def merge_adapter(f16: Path, adapter: Path, scale: float, target: Path) -> None:
     if not pairs:
         raise ValueError(f"{adapter.name} adapts no tensor")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
+    partial = _private(target, "part")
     try:
         shutil.copyfile(f16, partial)
         with (
@@ -373,6 +371,12 @@ def _identity(path: Path) -> str:
     time (a changed file gets new copies)."""
     st = path.stat()
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def _private(target: Path, suffix: str) -> Path:
+    """A file beside ``target`` of this process's and thread's, for work in progress: two engines
+    loading at once each write their own, and its leading dot keeps it out of pruning."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.{suffix}")
 
 
 def _touch(path: Path) -> None:

@@ -1227,7 +1227,7 @@ def test_auto_the_default_engine_is_batched_and_the_factory_passes_the_choice(
 
 @pytest.mark.model
 def test_ten_simultaneous_scores_equal_one_at_a_time(batched: EmbeddedBackend) -> None:
-    _, together, alone = _ten_together_and_alone(batched, "auto")
+    together, alone = _ten_together_and_alone(batched, "auto")
     diffs = [
         abs(a - b)
         for i in range(10)
@@ -1247,7 +1247,7 @@ def test_ten_simultaneous_scores_equal_one_at_a_time(batched: EmbeddedBackend) -
 
 def _ten_together_and_alone(
     batched: EmbeddedBackend, weights: Weights
-) -> tuple[list[ScoreRequest], dict[int, ScoreResult], list[ScoreResult]]:
+) -> tuple[dict[int, ScoreResult], list[ScoreResult]]:
     """Ten score requests asked of ``batched`` at once, and the same asked one by one of a
     serial engine on ``weights``."""
     requests = [_score_request(i) for i in range(10)]
@@ -1274,7 +1274,7 @@ def _ten_together_and_alone(
         alone = anyio.run(one_by_one)
     finally:
         serial.close()
-    return requests, together, alone
+    return together, alone
 
 
 @pytest.mark.model
@@ -1286,7 +1286,7 @@ def test_on_f16_weights_simultaneous_scores_equal_one_at_a_time_to_float_noise()
     # slightly, shows here.
     batched = EmbeddedBackend(n_threads=1, engine="batched", weights="f16")
     try:
-        _, together, alone = _ten_together_and_alone(batched, "f16")
+        together, alone = _ten_together_and_alone(batched, "f16")
     finally:
         batched.close()
     for i in range(10):
