@@ -62,8 +62,8 @@ class PlannerConfig:
       :func:`aiplanner.snapshot.quantised_key`, positions bucketed by ``cache_cell``), up to
       ``cache_size`` plans. It saves calls to a slow backend; with scored decisions and
       ``score_memo`` a fresh decision is cheap and exact repeats are remembered anyway, so the
-      demo turns it off for the embedded model (measured in the README: more plans from the
-      model). ``cache_enabled`` can be tuned live.
+      demo turns it off for the embedded model (measured: more plans from the model;
+      ``benchmarks/RESULTS.md``, "The plan cache in the demo"). ``cache_enabled`` can be tuned live.
     * ``model_teams``: only agents of these teams ask the model; the others get the rules'
       plan at once (A/B battles, or a cheap side). None: every team.
     * ``plan_deadline_s``: an agent that has no plan this long after asking gets the fallback.

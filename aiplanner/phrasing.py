@@ -119,8 +119,9 @@ def situation_text(
 def _ranked_lines(one: str, many: str, descriptions: list[str]) -> list[str]:
     """One line per unit, named by rank ("Enemy 1: close, in range."), except that a run of
     units described alike shares one ("Enemies 2-4: close, in range."): the same words in 12%
-    fewer prompt tokens, 14% fewer rows evaluated a decision in the live demo (README, *Fewer
-    words a decision*), and every rank a phrase can name still falls in exactly one line."""
+    fewer prompt tokens, 14% fewer rows evaluated a decision in the live demo
+    (``benchmarks/RESULTS.md``, *Fewer words a decision*), and every rank a phrase can name still
+    falls in exactly one line."""
     lines = []
     rank = 1
     for description, run in itertools.groupby(descriptions):

@@ -306,8 +306,9 @@ def plan_cache_enabled(opts: Options) -> bool:
     situation told word for word without a call, so a fresh decision is cheap and decides on
     this situation rather than a neighbour's: ``benchmarks/demo_share.py`` at 10v10, seeds 1-3,
     the cache off against on in one sitting, 93.7-98.2% against 79.4-85.6% of the applied plans
-    from the model, the model's own plans up in each run, latency inside its spread (see the
-    README). A server that generates plans is slower per call, so it keeps the cache."""
+    from the model, the model's own plans up in each run, latency inside its spread
+    (``benchmarks/RESULTS.md``, "The plan cache in the demo"). A server that generates plans is
+    slower per call, so it keeps the cache."""
     if opts.plan_cache == "auto":
         return opts.backend != "embedded"
     return opts.plan_cache == "on"

@@ -125,7 +125,7 @@ class EngineSettings:
     # Rows cost less in larger decodes (fresh rows here, 3 December: 445-448 rows/s in decodes
     # of 128, 475-504 in 256, 504-530 in 512); past its first chunk a scoring pass gains
     # nothing from more chunks but earlier answers for a few, at the others' price.
-    # README "A pass in two decodes".
+    # benchmarks/RESULTS.md, "A pass in two decodes".
     chunk_scoring: bool = False
     adapter: FilePath | None = None  # a LoRA applied on the engine's context
     adapter_scale: float = 1.0
@@ -161,7 +161,7 @@ class EngineSettings:
     # used dropped first, so later requests that start the same way evaluate only what differs.
     # A branch holds only cells beyond the root that others shared (tens, not a whole prompt's
     # hundred), so unlike kept prompts it barely adds to what every row attends over. In the
-    # live 10v10 demo (one sitting, alternated with 0, README "Kept branches"): 8 spared 8% of
+    # live 10v10 demo (one sitting, alternated with 0, RESULTS.md "Kept branches"): 8 spared 8% of
     # the rows a scored request evaluates. Any count is valid: branches are made from free
     # sequences only and give way to requests like kept prompts.
     kept_branches: int = 8

@@ -14,13 +14,13 @@ was measured on: +3-10% rows/s on one, +19-29% on a slower AVX2-only one (3 Dece
 copy: 138 MiB against 258. Widening to F16 is exact up to F16 rounding (the Q4_1 path rounds every
 activation to 8 bits), so a candidate's score moves by float noise (0.1-0.5 nats summed over a
 phrase); Q8_0 adds a second rounding of the weights (8 bits a weight, a scale per 32), which moves
-a score by about as much (README, "A Q8_0 copy of the merged weights").
+a score by about as much (``benchmarks/RESULTS.md``, "A Q8_0 copy of the merged weights").
 
 A Q4_0 copy (``q4_0``, 87 MiB) is repacked by llama.cpp at load for its AVX2 kernels: one row at
 a time it runs at 1.9x F16's rate, prompts at F16's; but in the engine benchmark a scored round
 was slower and a free round no faster, and it decides worse (the model alone 39/66 sensible on
 the scenario suite against 54/66 on F16: that second quantization); a choice, not a default
-(README, "Q4_0 tried for the engines").
+(``benchmarks/RESULTS.md``, "Q4_0 tried for the engines").
 
 The copy is written once by llama.cpp's own ``llama_model_quantize`` (with ``allow_requantize``)
 into the cache folder (``$AIPLANNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiplanner``, else
