@@ -20,7 +20,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import esper
 
@@ -31,11 +31,15 @@ from aiplanner.bridge import AsyncBridge
 from aiplanner.cache import PlanCache
 from aiplanner.combat import check_components
 from aiplanner.config import PlannerConfig
+from aiplanner.engine_load import EngineLoad, EngineStatsSource
 from aiplanner.errors import ConfigError
 from aiplanner.execution_system import ActionExecutionSystem
 from aiplanner.metrics import Metrics
 from aiplanner.planning_system import PlanningSystem, ReplayLog
 from aiplanner.snapshot_system import SnapshotSystem
+
+if TYPE_CHECKING:
+    from aiplanner.backends.batched import EngineStats
 
 __all__ = ["EXECUTION_PRIORITY", "PLANNING_PRIORITY", "SNAPSHOT_PRIORITY", "PlannerPlugin"]
 
@@ -87,11 +91,17 @@ class PlannerPlugin:
             self._config.breaker_failures, self._config.breaker_cooldown_s, self._breaker_clock
         )
         self.cache = PlanCache(self._config.cache_size)
+        # The batched engine's load for stats(): on the wall clock, as the engine times decodes.
+        self._engine_load = EngineLoad(self._engine_stats)
         self.snapshot_system: SnapshotSystem | None = None
         self.planning_system: PlanningSystem | None = None
         self.execution_system: ActionExecutionSystem | None = None
         self._bridge: AsyncBridge | None = None
         self._world: str | None = None
+
+    def _engine_stats(self) -> EngineStats | None:
+        backend = self.backend
+        return backend.engine_stats() if isinstance(backend, EngineStatsSource) else None
 
     # -- configuration --------------------------------------------------------------------------
     @property
@@ -278,11 +288,19 @@ class PlannerPlugin:
 
     # -- reading --------------------------------------------------------------------------------
     def stats(self) -> dict[str, object]:
-        """Metrics plus live state: cache, breaker, queue sizes and the settings in force."""
+        """Metrics plus live state: cache, breaker, queue sizes, the settings in force, and the
+        embedded batched engine's load over the last 10 s (``engine_busy``: the share of the time
+        inside ``llama_decode``, near 1 when the agents' requests wait for one another;
+        ``engine_rows_per_s``: its rate there; None for other backends, or until two calls lie
+        0.5 s apart: each call samples the engine's counters)."""
         out = self.metrics.stats()
         ps = self.planning_system
         cfg = self._config
+        load = self._engine_load
+        load.sample()
         out.update(
+            engine_busy=load.busy,
+            engine_rows_per_s=load.rows_per_s,
             cache_hit_rate=self.cache.hit_rate,
             cache_hits=self.cache.hits,
             cache_misses=self.cache.misses,

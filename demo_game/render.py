@@ -435,6 +435,11 @@ class HudProcessor(esper.Processor):
                 _TEXT,
             ),
             ("between frames", f"{_num(s.get('between_frames'))} agents' work", _TEXT),
+            (
+                "engine busy",  # near 100%: requests wait for one another (demand, not settings)
+                f"{_pct(s.get('engine_busy'))}   {_num(s.get('engine_rows_per_s'))} rows/s",
+                _TEXT,
+            ),
             ("breaker", str(s.get("breaker", "-")), _TEXT),
             ("invalid", _invalid(s.get("invalid")), _TEXT),
             None,
