@@ -85,29 +85,25 @@ class EngineLoad:
         while len(samples) > 2 and samples[1].at <= now - self._window_s:
             samples.popleft()
 
-    def _span(self) -> tuple[_Sample, _Sample] | None:
+    def _deltas(self) -> tuple[float, float, int] | None:
+        """Wall seconds, seconds inside ``llama_decode`` and rows between the oldest sample in
+        the window and the newest; None without two samples ``min_span_s`` apart."""
         if len(self._samples) < 2:
             return None
         first, last = self._samples[0], self._samples[-1]
-        if last.at - first.at < self._min_span_s:
+        wall = last.at - first.at
+        if wall < self._min_span_s:
             return None
-        return first, last
+        return wall, last.decode_s - first.decode_s, last.rows - first.rows
 
     @property
     def busy(self) -> float | None:
         """Share of the span's wall time spent inside ``llama_decode`` (0 to 1)."""
-        span = self._span()
-        if span is None:
-            return None
-        first, last = span
-        return min(1.0, (last.decode_s - first.decode_s) / (last.at - first.at))
+        d = self._deltas()
+        return None if d is None else min(1.0, d[1] / d[0])
 
     @property
     def rows_per_s(self) -> float | None:
         """Rows evaluated a second of ``llama_decode`` over the span (None if it spent none)."""
-        span = self._span()
-        if span is None:
-            return None
-        first, last = span
-        spent = last.decode_s - first.decode_s
-        return (last.rows - first.rows) / spent if spent > 0 else None
+        d = self._deltas()
+        return None if d is None or d[1] <= 0 else d[2] / d[1]
