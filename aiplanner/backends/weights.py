@@ -226,15 +226,17 @@ def prepare_model(
         return prepare_weights(
             source, kind, n_threads=n_threads, folder=folder, verbose=verbose
         ), adapter
-    f16 = prepare_weights(source, "f16", n_threads=n_threads, folder=folder, verbose=verbose)
-    if f16 == source:  # no copy could be made: nothing to merge into
-        return source, adapter
     folder = cache_dir() if folder is None else folder
     try:
         target = merged_path(source, adapter, scale, folder, kind)
-        if target.is_file():
+        if target.is_file():  # made before: the plain F16 copy it came from is not needed
             _touch(target)
         else:
+            f16 = prepare_weights(
+                source, "f16", n_threads=n_threads, folder=folder, verbose=verbose
+            )
+            if f16 == source:  # no copy could be made: nothing to merge into
+                return source, adapter
             _merge_as(
                 kind,
                 f16,

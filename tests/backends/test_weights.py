@@ -403,6 +403,25 @@ def test_a_quantized_copy_is_made_from_the_merged_f16_weights_once(
     assert sorted(p.name for p in folder.iterdir()) == sorted([path.name, f16.name, q4.name])
 
 
+def test_a_merged_copy_made_before_is_loaded_without_its_plain_f16_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, adapter, source, folder = _merging(tmp_path, monkeypatch)
+    monkeypatch.setattr(
+        weights, "_convert", lambda src, target, *a: target.write_bytes(src.read_bytes())
+    )
+    path, _ = prepare_model(source, "q8_0", adapter, 1.0, folder=folder)
+    asked: list[str | None] = []
+
+    def plain(src: Path, kind: str | None, **kw: object) -> Path:
+        asked.append(kind)  # the plain copy is made (258 MiB for F16) or touched here
+        return model if kind else src
+
+    monkeypatch.setattr(weights, "prepare_weights", plain)
+    assert prepare_model(source, "q8_0", adapter, 1.0, folder=folder) == (path, None)
+    assert asked == []
+
+
 def test_a_quantized_merge_that_fails_applies_the_adapter_on_the_plain_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
