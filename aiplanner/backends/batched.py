@@ -61,10 +61,11 @@ from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from typing import Any
 
+from aiplanner.backends.abort import AbortFlag
 from aiplanner.backends.decode_threads import ThreadGovernor
 from aiplanner.backends.lora import apply_adapter, free_adapter
 from aiplanner.backends.prefix_tree import Entry, Path, common_prefix, plan_pass, shared_prefix
-from aiplanner.errors import BackendBusy, BackendError, ConfigError
+from aiplanner.errors import BackendBusy, BackendError, BackendUnavailable, ConfigError
 from aiplanner.grammar import grammar_alphabet
 
 __all__ = [
@@ -426,7 +427,9 @@ class BatchedEngine:
     Raises :class:`BackendError` if llama.cpp cannot make the context.
     """
 
-    def __init__(self, model: Any, settings: EngineSettings) -> None:
+    def __init__(
+        self, model: Any, settings: EngineSettings, *, abort: AbortFlag | None = None
+    ) -> None:
         import llama_cpp
         import numpy as np
 
@@ -454,6 +457,8 @@ class BatchedEngine:
         if not ctx:
             raise BackendError("llama.cpp could not create the batched context", retryable=False)
         self._ctx = ctx
+        if abort is not None:  # set (at close), it ends the running decode
+            abort.install(llama_cpp, ctx)
         self._adapter: Any = None
         if settings.adapter is not None:
             try:
@@ -897,8 +902,13 @@ class BatchedEngine:
             one_thread_decodes=int(threads == 1),
         )
         if rc != 0:
-            # 1: no KV slot (the reservation should prevent it); others: llama.cpp failed.
-            error = BackendError(f"llama_decode failed ({rc})", retryable=rc == 1)
+            # 1: no KV slot (the reservation should prevent it); 2: aborted (the backend is
+            # closing: the abort flag, abort.py); others: llama.cpp failed.
+            error: BackendError
+            if rc == 2:
+                error = BackendUnavailable("llama_decode aborted: the engine is closing")
+            else:
+                error = BackendError(f"llama_decode failed ({rc})", retryable=rc == 1)
             touched: dict[int, _Active] = {id(g): g for g in feeding}
             for _, _, seqs in rows:
                 for q in seqs:

@@ -324,4 +324,4 @@ class BatchedWorker(_SerialWorker):
         settings = self._engine_settings
         if self.adapter_merged:  # in the weights already: not applied on the context again
             settings = self._engine_settings = dataclasses.replace(settings, adapter=None)
-        return BatchedEngine(llama.model, settings)
+        return BatchedEngine(llama.model, settings, abort=self._abort)

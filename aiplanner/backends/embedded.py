@@ -52,6 +52,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from aiplanner.adapters import resolve_adapter
 from aiplanner.backends import cpu_buffers
+from aiplanner.backends.abort import AbortFlag
 from aiplanner.backends.base import (
     BackendInfo,
     CompletionRequest,
@@ -65,6 +66,7 @@ from aiplanner.backends.base import (
 )
 from aiplanner.backends.decode_threads import DEFAULT_NICE, lower_priority
 from aiplanner.backends.kept_prefixes import KEPT_PREFIXES, KeptPrefixes
+from aiplanner.backends.llama_logs import set_llama_log_level
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.backends.weights import Weights, check_weights, prepare_model, wanted
 from aiplanner.errors import (
@@ -227,6 +229,8 @@ class _SerialWorker:
         self.load_s: float | None = None
         self.loaded_path: Path | None = None  # the weights file loaded (a converted copy?)
         self.adapter_merged = False  # the settings' adapter is in the loaded weights
+        # Set by stop(): ends the decode running then (and any after it) at its next graph node.
+        self._abort = AbortFlag()
 
     @property
     def stats(self) -> EmbeddedStats:
@@ -272,6 +276,7 @@ class _SerialWorker:
         with self._lock:
             if not self._stopping:
                 self._stopping = True
+                self._abort.set()
                 current = self._current
                 if current is not None:
                     current.cancelled.set()
@@ -390,6 +395,10 @@ class _SerialWorker:
                     verbose=s.verbose,
                     n_batch=n_batch,
                 )
+            import llama_cpp
+
+            set_llama_log_level(s.verbose)  # after Llama(), which sets it its own way
+            self._abort.install(llama_cpp, llama.ctx)
             if adapter and lora is not None:
                 apply_adapter(llama.model, llama.ctx, lora, s.adapter_scale)
             engine = build(llama)
@@ -1004,8 +1013,10 @@ class EmbeddedBackend:
 
     async def aclose(self) -> None:
         """Stop the worker thread and free the model; requests in flight or queued fail with
-        :class:`BackendUnavailable`. Returns within about one decode step (or, mid prompt
-        evaluation, once it ends; at most ``5 s``). Idempotent; never raises."""
+        :class:`BackendUnavailable`. Returns once the thread leaves llama.cpp: the decode under
+        way ends at its next graph node (:mod:`aiplanner.backends.abort`; where the platform
+        lacks that callback, when the decode ends), at most ``5 s``. Idempotent; never
+        raises."""
         thread = self._worker.stop()
         if thread is None:
             return

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from aiplanner.backends.gguf_layout import GGML_F16, GGML_F32, TensorInfo, read_layout
+from aiplanner.backends.llama_logs import set_llama_log_level
 from aiplanner.errors import ConfigError
 
 __all__ = [
@@ -168,8 +169,7 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     import llama_cpp
     from llama_cpp import Llama  # noqa: F401  (installs llama-cpp-python's log callback)
 
-    # The callback prints what its logger's level lets through; Llama(verbose=...) sets it too.
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
+    set_llama_log_level(verbose)
 
     ftypes = {
         "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
