@@ -97,6 +97,15 @@ class EngineLoad:
         return wall, last.decode_s - first.decode_s, last.rows - first.rows
 
     @property
+    def totals(self) -> tuple[float, int] | None:
+        """Seconds inside ``llama_decode`` and rows evaluated since the engine started, as
+        last sampled (None before a sample, or where there is no batched engine)."""
+        if not self._samples:
+            return None
+        last = self._samples[-1]
+        return last.decode_s, last.rows
+
+    @property
     def busy(self) -> float | None:
         """Share of the span's wall time spent inside ``llama_decode`` (0 to 1)."""
         d = self._deltas()

@@ -292,15 +292,19 @@ class PlannerPlugin:
         embedded batched engine's load over the last 10 s (``engine_busy``: the share of the time
         inside ``llama_decode``, near 1 when the agents' requests wait for one another;
         ``engine_rows_per_s``: its rate there; None for other backends, or until two calls lie
-        0.5 s apart: each call samples the engine's counters)."""
+        0.5 s apart: each call samples the engine's counters), and its totals since it started
+        (``engine_decode_s``, ``engine_rows``; None likewise), for a load over a whole run."""
         out = self.metrics.stats()
         ps = self.planning_system
         cfg = self._config
         load = self._engine_load
         load.sample()
+        totals = load.totals
         out.update(
             engine_busy=load.busy,
             engine_rows_per_s=load.rows_per_s,
+            engine_decode_s=totals[0] if totals else None,
+            engine_rows=totals[1] if totals else None,
             cache_hit_rate=self.cache.hit_rate,
             cache_hits=self.cache.hits,
             cache_misses=self.cache.misses,

@@ -16,7 +16,9 @@ the requests the engine could not answer in time (:class:`~aiplanner.errors.Back
 ``stale`` the model's answers that no longer fitted the world when they arrived, ``rescued`` those
 replaced by the model's next choice that still fitted (the rest went to the rules),
 ``remembered`` the model's decisions taken from its scores of a situation it had scored before
-(word for word; :attr:`~aiplanner.PlannerConfig.score_memo`), without a call.
+(word for word; :attr:`~aiplanner.PlannerConfig.score_memo`), without a call; ``engine busy``
+the share of the run the batched engine spent inside ``llama_decode``, ``rows/s`` its rate there
+(the run's totals, ``stats()``'s ``engine_decode_s`` and ``engine_rows``).
 ``--weights`` runs each row once per kind of weights (:mod:`aiplanner.backends.weights`; ``auto``:
 the Q8_0 copy of the default model with its adapter merged, ``as-is``: the shipped Q4_1 file),
 taking turns, so a change of the machine's speed falls on both; ``--frame-gc on off`` likewise with
@@ -109,7 +111,8 @@ def main() -> None:
                 f"frame p99={percentile(ms, 99):5.1f} ms max={max(ms):5.1f} ms "
                 f">33ms={sum(1 for m in ms if m > 100.0 / 3.0)} "
                 f"busy={errors.get('BackendBusy', 0)} stale={_stale(stats)} "
-                f"(rescued {stats.get('rescued', 0)}) remembered={stats.get('remembered', 0)}",
+                f"(rescued {stats.get('rescued', 0)}) remembered={stats.get('remembered', 0)}"
+                f"{_engine_load(stats)}",
                 flush=True,
             )
     print(load())
@@ -130,6 +133,21 @@ def _engine_settings(text: str) -> tuple[str, ...]:
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return pairs
+
+
+def _engine_load(stats: dict[str, object]) -> str:
+    """The batched engine's load over the whole run: the share of the frame loop's wall time
+    spent inside ``llama_decode`` and the rows a second there (nothing for the serial engine)."""
+    decode_s, rows, seconds = (
+        stats.get("engine_decode_s"),
+        stats.get("engine_rows"),
+        stats.get("run_seconds"),
+    )
+    if not isinstance(decode_s, float | int) or not isinstance(rows, int):
+        return ""
+    if not isinstance(seconds, float | int) or seconds <= 0 or decode_s <= 0:
+        return ""
+    return f" engine busy={100.0 * decode_s / seconds:3.0f}% rows/s={rows / decode_s:4.0f}"
 
 
 def _s(ms: object) -> str:

@@ -131,6 +131,7 @@ class RunResult:
 
     frames: int = 0
     frame_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the frame loop, waits for the frame rate included
     digest: str = ""
     stats: dict[str, object] = field(default_factory=dict)
     plans_applied: int = 0
@@ -467,7 +468,9 @@ def run(opts: Options, *, log: bool = True) -> RunResult:
         try:
             if collector is not None:
                 collector.start()  # the world is built: freeze it, collect between frames
+            started = time.perf_counter()
             _loop(game, view, frames, opts.fps, result, collector, opts.idle_planning)
+            result.seconds = time.perf_counter() - started
         finally:
             if collector is not None:
                 collector.stop()

@@ -100,6 +100,24 @@ def test_no_engine_or_a_new_one_starts_the_samples_afresh() -> None:
     assert load.busy == pytest.approx(1.0) and load.rows_per_s == pytest.approx(250.0)
 
 
+def test_totals_are_the_engines_counters_as_last_sampled() -> None:
+    e = _Engine()
+    load = EngineLoad(e.read, window_s=10.0, clock=e.clock)
+    assert load.totals is None  # nothing sampled yet
+    e.run(wall_s=20.0, decode_s=12.0, rows=4000)
+    load.sample()
+    e.run(wall_s=20.0, decode_s=3.0, rows=900)  # not sampled yet: not counted
+    assert load.totals == (12.0, 4000)
+    load.sample()
+    assert load.totals == (15.0, 4900)  # the whole run, though the window keeps 10 s
+    e.stats = None
+    load.sample()
+    assert load.totals is None
+    e.stats = EngineStats(decode_s=0.5, rows=100)  # another engine: its own counters
+    load.sample()
+    assert load.totals == (0.5, 100)
+
+
 @pytest.mark.parametrize(("window_s", "min_span_s"), [(0.0, 0.5), (10.0, 0.0), (1.0, 2.0)])
 def test_bad_windows_are_refused(window_s: float, min_span_s: float) -> None:
     with pytest.raises(ConfigError):
@@ -128,6 +146,8 @@ def test_the_plugin_reports_the_engine_load_of_a_backend_that_counts() -> None:
     assert second["engine_rows_per_s"] == pytest.approx(300.0)  # 30 rows in 0.1 s of decoding
     busy = second["engine_busy"]
     assert isinstance(busy, float) and 0.0 < busy <= 0.1 / 0.5
+    assert first["engine_rows"] == 30 and first["engine_decode_s"] == pytest.approx(0.1)
+    assert second["engine_rows"] == 60 and second["engine_decode_s"] == pytest.approx(0.2)
 
 
 def test_other_backends_report_no_engine_load(tmp_path: Path) -> None:
@@ -135,6 +155,7 @@ def test_other_backends_report_no_engine_load(tmp_path: Path) -> None:
     for _ in range(2):
         stats = plugin.stats()
     assert stats["engine_busy"] is None and stats["engine_rows_per_s"] is None
+    assert stats["engine_rows"] is None and stats["engine_decode_s"] is None
     assert PlannerPlugin().stats()["engine_busy"] is None  # rules only
     path = tmp_path / "fake.gguf"
     path.write_bytes(b"GGUF" + bytes(64))

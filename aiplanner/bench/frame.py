@@ -35,7 +35,8 @@ if pairs:
     options["engine_settings"] = EngineSettings.parse(pairs)
 result = run(Options(**options), log=False)
 print()
-print(orjson.dumps({"frame_ms": result.frame_ms, "stats": result.stats}).decode())
+stats = {**result.stats, "run_seconds": result.seconds}
+print(orjson.dumps({"frame_ms": result.frame_ms, "stats": stats}).decode())
 """
 
 
@@ -45,7 +46,8 @@ def demo_frames(
     """Run the demo headless with ``options`` (fields of ``demo_game.app.Options``; the batched
     engine's settings as ``key=value`` strings under ``engine_settings``).
 
-    Returns the frame times (ms) and the planner's stats. Raises BenchError.
+    Returns the frame times (ms) and the planner's stats at the end, with ``run_seconds``, the
+    frame loop's wall time. Raises BenchError.
     """
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"}
     proc = subprocess.run(

@@ -16,6 +16,8 @@ def test_the_demo_runs_in_a_child_and_reports_its_frames() -> None:
     ms, stats = demo_frames({**_QUICK, "engine_settings": ["chunk_tokens=64"]}, timeout_s=120)
     assert len(ms) == 3 and all(m >= 0.0 for m in ms)
     assert isinstance(stats, dict) and "tiers" in stats
+    seconds = stats["run_seconds"]  # the loop's wall time holds every frame's time
+    assert isinstance(seconds, float) and seconds >= sum(ms) / 1000.0
 
 
 def test_engine_settings_are_read_in_the_child() -> None:
