@@ -422,7 +422,9 @@ _Active = _Scoring | _Generating
 
 class BatchedEngine:
     """The engine over one loaded model (``model``: a ``llama_model`` pointer). Not
-    thread-safe: construct, use and :meth:`close` it on one thread.
+    thread-safe: construct, use and :meth:`close` it on one thread; only ``abort``, a flag set
+    from any thread, reaches it from another (it ends the decode under way and every later one:
+    :mod:`aiplanner.backends.abort`).
 
     Raises :class:`BackendError` if llama.cpp cannot make the context.
     """
@@ -457,6 +459,7 @@ class BatchedEngine:
         if not ctx:
             raise BackendError("llama.cpp could not create the batched context", retryable=False)
         self._ctx = ctx
+        self._abort = abort  # kept: llama.cpp holds only the flag's address
         if abort is not None:  # set (at close), it ends the running decode
             abort.install(llama_cpp, ctx)
         self._adapter: Any = None
