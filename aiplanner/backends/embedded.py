@@ -24,9 +24,10 @@ cached prefix like generation does), then each continuation is evaluated as its 
 them and removed again; log-probabilities come straight from llama.cpp's logits. Nothing is
 sampled, so a guided decision costs prompt evaluation only.
 
-Cancellation is noticed between tokens: a cancelled caller, a passed ``timeout_s`` or
-:meth:`EmbeddedBackend.aclose` ends the job after at most one more decode step (a prompt being
-evaluated finishes its evaluation first: a fraction of a second for our prompts).
+Cancellation is noticed between tokens: a cancelled caller or a passed ``timeout_s`` ends the
+job after at most one more decode step (a prompt being evaluated finishes its evaluation first: a
+fraction of a second for our prompts). :meth:`EmbeddedBackend.aclose` ends the decode under way
+itself, at its next graph node (:mod:`aiplanner.backends.abort`).
 """
 
 from __future__ import annotations
