@@ -9,11 +9,12 @@ from typing import Any
 
 import anyio
 import pytest
+from embedded_threads import no_worker_left
 
 from aiplanner.backends.abort import AbortFlag, abort_callback
 from aiplanner.backends.base import Message, ScoreRequest
 from aiplanner.backends.batched import BatchedEngine, EngineSettings, ScoreWork
-from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.errors import BackendUnavailable
 from aiplanner.model_path import resolve_model_path
 
@@ -113,9 +114,7 @@ def test_closing_ends_the_decode_under_way_quietly(
             decodes.release.set()
 
     anyio.run(main)
-    for thread in threading.enumerate():
-        if thread.name == THREAD_NAME:
-            thread.join(HANG_GUARD_S)
+    assert no_worker_left(HANG_GUARD_S)
     assert decodes.codes[-1] == 2, decodes.codes
     assert len(failed) == 4, "every caller hears of the close"
     err = capfd.readouterr().err

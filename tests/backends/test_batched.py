@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from embedded_threads import no_worker_left
 
 from aiplanner.backends import batched as batched_module
 from aiplanner.backends import cpu_buffers
@@ -40,7 +41,7 @@ from aiplanner.backends.batched import (
     ScoreWork,
     WorkCancelled,
 )
-from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.backends.factory import create_backend
 from aiplanner.backends.weights import Weights
 from aiplanner.errors import BackendBusy, BackendTimeout, ConfigError
@@ -75,17 +76,6 @@ def _situation(i: int) -> tuple[Message, ...]:
 def _score_request(i: int, **kw: Any) -> ScoreRequest:
     kw.setdefault("timeout_s", HANG_GUARD_S)
     return ScoreRequest(_situation(i), PHRASES[: 2 + i % 3], lead="I should", **kw)
-
-
-def _worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
-
-
-def _no_worker_left() -> bool:
-    """Whether the worker threads end (a decode under way finishes first; bounded wait)."""
-    for thread in _worker_threads():
-        thread.join(HANG_GUARD_S)
-    return not _worker_threads()
 
 
 # --- engine level ---------------------------------------------------------------------------------
@@ -1185,7 +1175,7 @@ def batched() -> Iterator[EmbeddedBackend]:
         yield b
     finally:
         b.close()
-    assert _no_worker_left()
+    assert no_worker_left(HANG_GUARD_S)
 
 
 def test_batched_backend_says_it_batches_and_scores(tmp_path: Any) -> None:
@@ -1436,4 +1426,4 @@ def test_closing_with_requests_in_flight_fails_them_and_stops_the_thread() -> No
     stats = backend.stats()
     # Some may have finished before the close; the others heard of it.
     assert stats.completed + len(errors) == 5
-    assert _no_worker_left()
+    assert no_worker_left(HANG_GUARD_S)

@@ -20,11 +20,12 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from embedded_threads import worker_threads
 
 from aiplanner.actions import DEFAULT_REGISTRY
 from aiplanner.backends.base import Backend, CompletionRequest, Finished, Message, TextDelta
 from aiplanner.backends.batched import EngineSettings, EngineStats
-from aiplanner.backends.embedded import THREAD_NAME, EmbeddedBackend
+from aiplanner.backends.embedded import EmbeddedBackend
 from aiplanner.components import Battlefield
 from aiplanner.errors import (
     BackendError,
@@ -123,10 +124,6 @@ async def _collect(
     return deltas, finished
 
 
-def _worker_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
-
-
 @pytest.fixture
 def fake_gguf(tmp_path: Path) -> Path:
     """Passes the path check (GGUF magic) but is no model: llama.cpp cannot load it."""
@@ -147,7 +144,7 @@ def backend() -> Iterator[EmbeddedBackend]:
         yield b
     finally:
         b.close()
-    assert not _worker_threads()
+    assert not worker_threads()
 
 
 # --- without the model ----------------------------------------------------------------------------
@@ -199,7 +196,7 @@ def test_construction_loads_nothing_and_starts_no_thread(fake_gguf: Path) -> Non
     batched.close()
     assert backend.info.structured
     assert backend.load_s is None
-    assert not _worker_threads()
+    assert not worker_threads()
     backend.close()
 
 
@@ -241,7 +238,7 @@ def test_bad_or_unused_engine_settings_raise_config_error(
 ) -> None:
     with pytest.raises(ConfigError):
         EmbeddedBackend(fake_gguf, n_threads=1, engine=engine, engine_settings=settings)
-    assert not _worker_threads()
+    assert not worker_threads()
 
 
 def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
@@ -259,7 +256,7 @@ def test_unsupported_schema_fails_before_any_work(fake_gguf: Path) -> None:
                 pass
 
     anyio.run(main)
-    assert not _worker_threads()
+    assert not worker_threads()
     assert backend.stats().completed == 0
 
 
@@ -280,7 +277,7 @@ def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path
     assert all("fake.gguf" in str(e) and not e.retryable for e in errors)
     assert errors[0] is not errors[1]
     assert not isinstance(errors[0], BackendTimeout)
-    assert not _worker_threads()
+    assert not worker_threads()
 
 
 def test_backend_dropped_without_close_stops_its_thread(fake_gguf: Path) -> None:
@@ -288,7 +285,7 @@ def test_backend_dropped_without_close_stops_its_thread(fake_gguf: Path) -> None
     backend = EmbeddedBackend(fake_gguf, n_threads=1, engine="serial")
     with pytest.raises(BackendError):
         backend.load_sync()  # starts the worker thread, which then waits for work
-    (thread,) = _worker_threads()
+    (thread,) = worker_threads()
     del backend
     gc.collect()
     thread.join(HANG_GUARD_S)
@@ -532,7 +529,7 @@ def test_aclose_with_requests_in_flight_returns_and_leaves_no_thread() -> None:
 
     anyio.run(main)
     assert len(errors) == 2, "the running and the queued request both hear of the close"
-    assert not _worker_threads()
+    assert not worker_threads()
     assert backend.stats().completed == 0
 
 
@@ -595,7 +592,7 @@ def test_the_engine_and_llama_cpps_threads_yield_to_the_game(engine: Any, nice: 
         b.load_sync()
         anyio.run(_collect, b, _choice_request())  # a decode: llama.cpp's threads are up
         want = min(19, base + (10 if nice is None else nice))
-        (worker,) = _worker_threads()
+        (worker,) = worker_threads()
         assert worker.native_id is not None
         assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == want
         python_ids = {t.native_id for t in threading.enumerate()}
