@@ -7,8 +7,10 @@ INFO, WARN, ERROR, so at the level ``Llama(verbose=False)`` sets (``logging.ERRO
 warnings are printed and its errors are not: a decode ended at close (:mod:`.abort`) printed a
 warning for every sequence in it. Quiet means quiet here: the logger's level is set above
 everything the table can give (llama.cpp's failures reach the caller as exceptions anyway);
-verbose lets everything through. It is the process's logger, as ``Llama`` itself treats it, so
-this is called after every ``Llama`` this package constructs.
+verbose lets everything through. It is the process's logger, which every ``Llama(...)`` sets
+again, so the backends call this after the ``Llama`` they construct (the engines' model, the
+weights' conversion); the training evaluator and the bench's token counter and server scorer
+construct theirs without it, and a warning of llama.cpp after one of those prints as before.
 """
 
 from __future__ import annotations
