@@ -35,6 +35,7 @@ def test_auto_converts_the_default_model_only() -> None:
     assert wanted("q8_0", default_model=False) == "q8_0"
     assert wanted("f16", default_model=False) == "f16"
     assert wanted("q4_0", default_model=True) == "q4_0"
+    assert wanted("iq4_nl", default_model=False) == "iq4_nl"
 
 
 def test_an_unknown_weights_setting_is_a_config_error() -> None:
@@ -157,12 +158,24 @@ def test_a_copy_is_made_once_and_then_reused(
 
 @pytest.mark.model
 def test_each_kind_is_converted_to_its_own_type(tmp_path: Path) -> None:
+    import llama_cpp
+
     source = default_model_path()  # Q4_1: 20 bytes per 32 weights
-    q4_0 = prepare_weights(source, "q4_0", n_threads=1, folder=tmp_path)
-    q8_0 = prepare_weights(source, "q8_0", n_threads=1, folder=tmp_path)
-    assert q4_0 != source and q8_0 != source  # both made, neither fell back
-    # Q4_0 drops the per-block minimum (18 bytes per 32 weights), Q8_0 takes 34.
-    assert q4_0.stat().st_size < source.stat().st_size < q8_0.stat().st_size
+    made = {
+        kind: prepare_weights(source, kind, n_threads=1, folder=tmp_path)
+        for kind in ("q4_0", "q8_0", "iq4_nl")
+    }
+    assert source not in made.values()  # all made, none fell back
+    # Q4_0 and IQ4_NL drop the per-block minimum (18 bytes per 32 weights), Q8_0 takes 34.
+    assert made["q4_0"].stat().st_size < source.stat().st_size < made["q8_0"].stat().st_size
+    assert made["iq4_nl"].stat().st_size < source.stat().st_size
+    expected = {
+        "q4_0": llama_cpp.GGML_TYPE_Q4_0,
+        "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+        "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
+    }
+    for kind, path in made.items():  # a layer's matrix holds the kind asked for
+        assert read_layout(path).tensors["blk.0.ffn_gate.weight"].ggml_type == expected[kind]
 
 
 @pytest.mark.model
