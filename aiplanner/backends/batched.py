@@ -280,7 +280,8 @@ _SETTING_READERS: dict[str, tuple[Callable[[str], Any], str]] = {
 class EngineStats:
     """Counters since construction. ``rows`` are tokens evaluated (prompt rows and generated
     tokens fed back); ``shared_rows`` those evaluated once for several requests;
-    ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them;
+    ``decodes`` the ``llama_decode`` calls and ``decode_s`` the seconds spent in them (a decode
+    that failed or was aborted counts there only: it evaluated nothing);
     ``passes`` the passes started; ``one_thread_decodes`` the decodes the thread governor ran on
     one thread; ``shed`` the scoring requests ended early because the rows ahead of them
     outlasted their deadline; ``reused_rows`` prompt rows not evaluated because a kept prompt
@@ -883,6 +884,10 @@ class BatchedEngine:
         rc = self._lib.llama_decode(self._ctx, batch)
         spent = time.perf_counter() - started
         self._governor.look()  # before anything is handed over (decode_threads)
+        if rc != 0:  # its time was spent in llama_decode, but it evaluated nothing to count
+            self._stats = _bump(self._stats, decodes=1, decode_s=spent)
+            self._decode_failed(rc, feeding, rows)
+            return
         self._governor.record(n, threads, spent, probe=limit is not None)
         if n >= _RATE_MIN_ROWS and spent > 0.0:
             sample = n / spent
@@ -904,26 +909,6 @@ class BatchedEngine:
             decode_s=spent,
             one_thread_decodes=int(threads == 1),
         )
-        if rc != 0:
-            # 1: no KV slot (the reservation should prevent it); 2: aborted (the backend is
-            # closing: the abort flag, abort.py); others: llama.cpp failed.
-            error: BackendError
-            if rc == 2:
-                error = BackendUnavailable("llama_decode aborted: the engine is closing")
-            else:
-                error = BackendError(f"llama_decode failed ({rc})", retryable=rc == 1)
-            touched: dict[int, _Active] = {id(g): g for g in feeding}
-            for _, _, seqs in rows:
-                for q in seqs:
-                    if q in self._owner:
-                        touched[id(self._owner[q])] = self._owner[q]
-            for failed in touched.values():
-                self._finish(failed, error)
-            if any(_ROOT in seqs for _, _, seqs in rows):
-                self._drop_root()
-            for q in {q for _, _, seqs in rows for q in seqs if q in self._branches}:
-                self._release(q)  # its cells may not hold what it says
-            return
         for g, row in zip(feeding, first, strict=True):
             self._verify(g, row)
         for n_out, (i, entry, _) in enumerate(rows, start=fed):
@@ -950,6 +935,32 @@ class BatchedEngine:
                 active.pending.discard(i)
                 if not active.pending:
                     self._complete_scoring(active)
+
+    def _decode_failed(
+        self,
+        rc: int,
+        feeding: list[_Generating],
+        rows: list[tuple[int, Entry, tuple[int, ...]]],
+    ) -> None:
+        """Fail every request the decode held rows of. ``rc`` 1: no KV slot (the reservation
+        should prevent it); 2: aborted (the backend is closing: the abort flag, abort.py);
+        others: llama.cpp failed."""
+        error: BackendError
+        if rc == 2:
+            error = BackendUnavailable("llama_decode aborted: the engine is closing")
+        else:
+            error = BackendError(f"llama_decode failed ({rc})", retryable=rc == 1)
+        touched: dict[int, _Active] = {id(g): g for g in feeding}
+        for _, _, seqs in rows:
+            for q in seqs:
+                if q in self._owner:
+                    touched[id(self._owner[q])] = self._owner[q]
+        for failed in touched.values():
+            self._finish(failed, error)
+        if any(_ROOT in seqs for _, _, seqs in rows):
+            self._drop_root()
+        for q in {q for _, _, seqs in rows for q in seqs if q in self._branches}:
+            self._release(q)  # its cells may not hold what it says
 
     def _put(self, n: int, token: int, pos: int, seqs: tuple[int, ...], logits: bool) -> None:
         batch = self._batch

@@ -140,9 +140,13 @@ def test_an_engine_whose_flag_is_set_fails_its_work_as_closed_and_still_closes()
             if outcome:
                 break
             engine.step()
+        stats = engine.stats
     finally:
         engine.close()
         llama.close()
+    # The aborted decode took its time in llama_decode but evaluated no row to count.
+    assert (stats.decodes, stats.rows, stats.shared_rows) == (1, 0, 0)
+    assert stats.decode_s > 0.0
     assert len(outcome) == 1
     assert isinstance(outcome[0], BackendUnavailable)
     assert "aborted" in str(outcome[0])
