@@ -230,10 +230,13 @@ def prepare_model(
     that cannot be merged is returned to be applied on the plain ``kind`` copy, with a logged
     warning.
     """
+
+    def plain() -> tuple[Path, Path | None]:  # the kind asked for, the adapter on the context
+        path = prepare_weights(source, kind, n_threads=n_threads, folder=folder, verbose=verbose)
+        return path, adapter
+
     if adapter is None or not merge or kind is None:
-        return prepare_weights(
-            source, kind, n_threads=n_threads, folder=folder, verbose=verbose
-        ), adapter
+        return plain()
     folder = cache_dir() if folder is None else folder
     try:
         target = merged_path(source, adapter, scale, folder, kind)
@@ -261,8 +264,7 @@ def prepare_model(
             _prune(folder, source.stem, _merged_kind(adapter, kind))
     except (OSError, ValueError, ImportError, RuntimeError) as exc:
         _log.warning("applying %s on the context: could not merge it (%s)", adapter.name, exc)
-        path = prepare_weights(source, kind, n_threads=n_threads, folder=folder, verbose=verbose)
-        return path, adapter
+        return plain()
     return target, None
 
 
