@@ -44,7 +44,7 @@ the merged copy's weights are ``W + scale * B @ A`` (as llama.cpp scales: ``alph
 the adapter's scale), computed in float32 and rounded once to F16, so scores move by float noise
 only. It is made once beside the F16 copy, named after the model, the adapter and the scale; an
 adapter that cannot be merged (not a LoRA of plain matrices, shapes that do not fit, numpy
-missing) is applied on the context as before, with a warning. A Q8_0 (or Q4_0) copy with the
+missing) is applied on the context as before, with a warning. A Q8_0 (or 4-bit) copy with the
 adapter merged is quantized by ``llama_model_quantize`` from the merged F16 weights: from the
 cached F16 merge when there is one, else from a temporary one deleted once the copy is made.
 
@@ -203,8 +203,8 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
 
 def merged_path(source: Path, adapter: Path, scale: float, folder: Path, kind: str = "f16") -> Path:
     """The cached copy of ``source`` with ``adapter`` merged in at ``scale``, as ``kind``
-    (``f16``, or ``q8_0`` / ``q4_0`` quantized from the merged F16 weights): a new model,
-    adapter or scale gets a new name."""
+    (``f16``, or ``q8_0`` / ``q4_0`` / ``iq4_nl`` quantized from the merged F16 weights): a new
+    model, adapter or scale gets a new name."""
     key = "|".join([_identity(source), _identity(adapter), repr(scale)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
     return folder / _copy_name(source.stem, digest, _merged_kind(adapter, kind))
