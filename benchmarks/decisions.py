@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
-        "--weights", default="auto", help="embedded: auto, as-is, f16, q8_0, q4_0, iq4_nl"
+        "--weights", default="auto", help="embedded: auto, as-is, f16, q8_0, mixed, q4_0, iq4_nl"
     )
     parser.add_argument("--max-candidates", type=int, default=4)
     parser.add_argument(

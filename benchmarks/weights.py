@@ -3,8 +3,8 @@
 Run (timings go under the bench lock; the load average is printed at the start and end):
 
     flock /tmp/aiplanner-bench.lock .venv/bin/python benchmarks/weights.py
-        [--weights as-is f16 q8_0 q4_0 iq4_nl] [--rows 1 10 32 64 128] [--threads 2] [--repeat 7]
-        [--no-adapter | --no-merge]
+        [--weights as-is f16 q8_0 mixed q4_0 iq4_nl] [--rows 1 10 32 64 128] [--threads 2]
+        [--repeat 7] [--no-adapter | --no-merge]
 
 For each kind of weights (:mod:`aiplanner.backends.weights`: ``as-is`` is the shipped Q4_1 file,
 the others its converted copies in the cache folder, made here if missing, with the shipped LoRA

@@ -739,10 +739,10 @@ class EmbeddedBackend:
     loads a Q8_0 copy of the default model with its adapter merged in, made once into a cache
     folder (prompts evaluate 1.5-1.8x faster than with the shipped Q4_1 here, 10-128 rows in a
     decode, and 1.2-1.3x faster than with the F16 copy) and any other GGUF as given;
-    ``as-is``, ``f16``, ``q8_0``, ``q4_0`` or ``iq4_nl`` choose. ``merge_adapter`` (default
-    True): on a converted copy the adapter is merged into the weights, made once into the same
-    folder (llama.cpp applying it on the context cost 10-12% of the prompt rate here); False
-    applies it on the context as on any other weights. ``nice`` (0..19, default 10): niceness
+    ``as-is``, ``f16``, ``q8_0``, ``mixed``, ``q4_0`` or ``iq4_nl`` choose. ``merge_adapter``
+    (default True): on a converted copy the adapter is merged into the weights, made once into
+    the same folder (llama.cpp applying it on the context cost 10-12% of the prompt rate here);
+    False applies it on the context as on any other weights. ``nice`` (0..19, default 10): niceness
     the worker thread adds to its own, and with it the threads llama.cpp starts from it, so the
     game's frame gets a core first when both want one (Linux only, see
     :mod:`aiplanner.backends.decode_threads`; 0 leaves it). ``engine_settings``: the batched

@@ -36,9 +36,9 @@ def create_backend(
 
     ``model`` is a GGUF path for ``embedded`` and a model name for ``openai``/``ollama``;
     ``engine`` picks the embedded backend's engine (``auto``, ``serial``, ``batched``) and
-    ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``, ``q4_0``,
-    ``iq4_nl``); ``engine_settings`` the batched engine's own knobs (``EngineSettings``; None:
-    defaults).
+    ``weights`` the weights it loads (``auto``, ``as-is``, ``f16``, ``q8_0``, ``mixed``,
+    ``q4_0``, ``iq4_nl``); ``engine_settings`` the batched engine's own knobs
+    (``EngineSettings``; None: defaults).
     ``n_threads`` is the embedded engine's thread count; the other backends ignore it (a
     server's threads are its own).
     Raises ConfigError for an unknown name or for an embedded-only option (``engine``,

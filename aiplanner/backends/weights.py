@@ -28,6 +28,12 @@ is the choice for speed: as fast as Q4_0 here (128 rows in one decode 438 agains
 rows/s, +15%; in the live 10v10 demo 384-410 against 339-358 rows/s) and it decides nearer
 Q8_0 (the scenario suite guided by score 53/66 sensible against 54/66, the model alone 50/66
 against 53/66, where Q4_0 gave 50 and 44; ``benchmarks/RESULTS.md``, "IQ4_NL weights").
+Between the two, ``mixed`` (113 MiB) is Q8_0 but for the feed-forward gate and up matrices
+(:data:`MIXED_OVERRIDES`), which are IQ4_NL: +9% rows/s at 64-128 rows, the scenario suite
+54/66 and 54/66, but it moves a candidate's score from the F16 copy's by 0.82 nats (median;
+Q8_0 0.14), so close calls go the other way more often ("Mixed weights"). It needs a
+llama-cpp-python whose ``llama_model_quantize`` takes tensor overrides (0.3.36 does); with one
+that does not, the file is loaded as given, with a warning.
 
 The copy is written once by llama.cpp's own ``llama_model_quantize`` (with ``allow_requantize``)
 into the cache folder (``$AIPLANNER_CACHE_DIR``, else ``$XDG_CACHE_HOME/aiplanner``, else
@@ -78,6 +84,7 @@ from aiplanner.errors import ConfigError
 __all__ = [
     "CACHE_ENV_VAR",
     "KEEP_COPIES",
+    "MIXED_OVERRIDES",
     "WEIGHTS",
     "Weights",
     "cache_dir",
@@ -88,7 +95,7 @@ __all__ = [
     "prepare_weights",
 ]
 
-Weights = Literal["auto", "as-is", "f16", "q8_0", "q4_0", "iq4_nl"]
+Weights = Literal["auto", "as-is", "f16", "q8_0", "mixed", "q4_0", "iq4_nl"]
 WEIGHTS: Final[tuple[str, ...]] = get_args(Weights)
 CACHE_ENV_VAR: Final = "AIPLANNER_CACHE_DIR"
 
@@ -119,9 +126,14 @@ def check_weights(weights: str) -> Weights:
     raise ConfigError(f"unknown weights {weights!r}; choose {WEIGHTS}")
 
 
+MIXED_OVERRIDES: Final = (("ffn_(gate|up)", "IQ4_NL"),)
+"""The ``mixed`` kind: Q8_0 but for the tensors whose names these patterns match (regular
+expressions, searched as llama.cpp's ``llama_model_quantize`` does), in the type named."""
+
+
 def wanted(weights: Weights, *, default_model: bool) -> str | None:
-    """The type to convert to (``"f16"``, ``"q8_0"``, ``"q4_0"``, ``"iq4_nl"``), or None to load
-    the file as given.
+    """The kind to convert to (``"f16"``, ``"q8_0"``, ``"mixed"``, ``"q4_0"``, ``"iq4_nl"``), or
+    None to load the file as given.
 
     ``auto`` makes a Q8_0 copy of the default model only (its adapter merged in: see
     :func:`prepare_model`): its speed-up and its decisions were measured here; another GGUF is
@@ -130,6 +142,19 @@ def wanted(weights: Weights, *, default_model: bool) -> str | None:
     if weights == "auto":
         return "q8_0" if default_model else None
     return None if weights == "as-is" else weights
+
+
+def _tensor_types_supported() -> bool:
+    """Whether the installed llama-cpp-python lets ``llama_model_quantize`` give chosen tensors
+    their own type (``llama_model_tensor_override``, ``tt_overrides``: 0.3.36 has them), as the
+    ``mixed`` kind needs."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    params = getattr(llama_cpp, "llama_model_quantize_params", None)
+    fields = {name for name, *_ in getattr(params, "_fields_", ())}
+    return hasattr(llama_cpp, "llama_model_tensor_override") and "tt_overrides" in fields
 
 
 def converted_path(source: Path, kind: str, folder: Path) -> Path:
@@ -181,6 +206,7 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     ftypes = {
         "f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16,
         "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "mixed": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
         "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
         "iq4_nl": llama_cpp.LLAMA_FTYPE_MOSTLY_IQ4_NL,
     }
@@ -190,6 +216,16 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     params.ftype = ftypes[kind]
     params.allow_requantize = True
     params.nthread = n_threads
+    overrides = None  # kept alive until llama_model_quantize returns
+    if kind == "mixed":
+        if not _tensor_types_supported():
+            raise RuntimeError("this llama-cpp-python cannot choose a tensor's type")
+        entry = llama_cpp.llama_model_tensor_override
+        overrides = (entry * (len(MIXED_OVERRIDES) + 1))()  # ends with a null pattern
+        for i, (pattern, type_name) in enumerate(MIXED_OVERRIDES):
+            overrides[i].pattern = pattern.encode()
+            overrides[i].type = getattr(llama_cpp, f"GGML_TYPE_{type_name}")
+        params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(entry))
     try:
         code = llama_cpp.llama_model_quantize(
             str(source).encode(), str(partial).encode(), ctypes.byref(params)
@@ -203,8 +239,8 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
 
 def merged_path(source: Path, adapter: Path, scale: float, folder: Path, kind: str = "f16") -> Path:
     """The cached copy of ``source`` with ``adapter`` merged in at ``scale``, as ``kind``
-    (``f16``, or ``q8_0`` / ``q4_0`` / ``iq4_nl`` quantized from the merged F16 weights): a new
-    model, adapter or scale gets a new name."""
+    (``f16``, or a quantized kind made from the merged F16 weights): a new model, adapter or
+    scale gets a new name."""
     key = "|".join([_identity(source), _identity(adapter), repr(scale)])
     digest = hashlib.sha256(key.encode()).hexdigest()[:_DIGEST_CHARS]
     return folder / _copy_name(source.stem, digest, _merged_kind(adapter, kind))

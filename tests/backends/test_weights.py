@@ -38,6 +38,20 @@ def test_auto_converts_the_default_model_only() -> None:
     assert wanted("iq4_nl", default_model=False) == "iq4_nl"
 
 
+def test_a_mixed_copy_needs_a_llama_cpp_python_that_chooses_tensor_types(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import llama_cpp
+
+    monkeypatch.delattr(llama_cpp, "llama_model_tensor_override")  # as before 0.3.36, say
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"GGUF")
+    with caplog.at_level(logging.WARNING, logger=weights.__name__):
+        assert prepare_weights(source, "mixed", folder=tmp_path / "cache") == source
+    assert "cannot choose a tensor's type" in caplog.text  # loaded as given, and said so
+    assert not any((tmp_path / "cache").glob("*.gguf"))
+
+
 def test_an_unknown_weights_setting_is_a_config_error() -> None:
     assert check_weights("f16") == "f16"
     with pytest.raises(ConfigError, match="unknown weights 'q2'"):
@@ -163,7 +177,7 @@ def test_each_kind_is_converted_to_its_own_type(tmp_path: Path) -> None:
     source = default_model_path()  # Q4_1: 20 bytes per 32 weights
     made = {
         kind: prepare_weights(source, kind, n_threads=1, folder=tmp_path)
-        for kind in ("q4_0", "q8_0", "iq4_nl")
+        for kind in ("q4_0", "q8_0", "mixed", "iq4_nl")
     }
     assert source not in made.values()  # all made, none fell back
     # Q4_0 and IQ4_NL drop the per-block minimum (18 bytes per 32 weights), Q8_0 takes 34.
@@ -175,7 +189,17 @@ def test_each_kind_is_converted_to_its_own_type(tmp_path: Path) -> None:
         "iq4_nl": llama_cpp.GGML_TYPE_IQ4_NL,
     }
     for kind, path in made.items():  # a layer's matrix holds the kind asked for
-        assert read_layout(path).tensors["blk.0.ffn_gate.weight"].ggml_type == expected[kind]
+        if kind != "mixed":
+            assert read_layout(path).tensors["blk.0.ffn_gate.weight"].ggml_type == expected[kind]
+    # mixed: Q8_0 but the feed-forward gate and up matrices, which are IQ4_NL
+    tensors = read_layout(made["mixed"]).tensors
+    iq4 = {name for name, t in tensors.items() if t.ggml_type == llama_cpp.GGML_TYPE_IQ4_NL}
+    q8 = {name for name, t in tensors.items() if t.ggml_type == llama_cpp.GGML_TYPE_Q8_0}
+    layers = {name.split(".")[1] for name in tensors if name.startswith("blk.")}
+    assert iq4 == {f"blk.{i}.ffn_{m}.weight" for i in layers for m in ("gate", "up")}
+    assert {f"blk.{i}.{m}.weight" for i in layers for m in ("ffn_down", "attn_q", "attn_v")} <= q8
+    sizes = {kind: path.stat().st_size for kind, path in made.items()}
+    assert sizes["iq4_nl"] < sizes["mixed"] < sizes["q8_0"]
 
 
 @pytest.mark.model
