@@ -144,19 +144,6 @@ def wanted(weights: Weights, *, default_model: bool) -> str | None:
     return None if weights == "as-is" else weights
 
 
-def _tensor_types_supported() -> bool:
-    """Whether the installed llama-cpp-python lets ``llama_model_quantize`` give chosen tensors
-    their own type (``llama_model_tensor_override``, ``tt_overrides``: 0.3.36 has them), as the
-    ``mixed`` kind needs."""
-    try:
-        import llama_cpp
-    except ImportError:
-        return False
-    params = getattr(llama_cpp, "llama_model_quantize_params", None)
-    fields = {name for name, *_ in getattr(params, "_fields_", ())}
-    return hasattr(llama_cpp, "llama_model_tensor_override") and "tt_overrides" in fields
-
-
 def converted_path(source: Path, kind: str, folder: Path) -> Path:
     """The cached copy of ``source`` converted to ``kind``: a new source file (another path,
     size or modification time) gets a new name, so a stale copy is never loaded."""
@@ -218,9 +205,10 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     params.nthread = n_threads
     overrides = None  # kept alive until llama_model_quantize returns
     if kind == "mixed":
-        if not _tensor_types_supported():
+        # Tensor overrides (llama_model_tensor_override, tt_overrides): 0.3.36 has them.
+        entry = getattr(llama_cpp, "llama_model_tensor_override", None)
+        if entry is None or "tt_overrides" not in {f[0] for f in type(params)._fields_}:
             raise RuntimeError("this llama-cpp-python cannot choose a tensor's type")
-        entry = llama_cpp.llama_model_tensor_override
         overrides = (entry * (len(MIXED_OVERRIDES) + 1))()  # ends with a null pattern
         for i, (pattern, type_name) in enumerate(MIXED_OVERRIDES):
             overrides[i].pattern = pattern.encode()
