@@ -67,7 +67,7 @@ from aiplanner.backends.base import (
 )
 from aiplanner.backends.decode_threads import DEFAULT_NICE, lower_priority
 from aiplanner.backends.kept_prefixes import KEPT_PREFIXES, KeptPrefixes
-from aiplanner.backends.llama_logs import set_llama_log_level
+from aiplanner.backends.llama_logs import llama_errors, reason, set_llama_log_level
 from aiplanner.backends.lora import apply_adapter
 from aiplanner.backends.weights import Weights, check_weights, prepare_model, wanted
 from aiplanner.errors import (
@@ -373,37 +373,39 @@ class _SerialWorker:
         s = self._settings
         started = time.perf_counter()
         llama: Llama | None = None
+        errors: list[str] = []  # what llama.cpp logged as errors meanwhile: the reason
         try:
             from llama_cpp import Llama
 
-            path, lora = prepare_model(
-                s.path,
-                s.convert_to,
-                s.adapter,
-                s.adapter_scale,
-                merge=s.merge_adapter,
-                n_threads=s.n_threads,
-                verbose=s.verbose,
-            )
-            self.adapter_merged = s.adapter is not None and lora is None
-            with cpu_buffers.loading():  # no AMX buffers where they crash (cpu_buffers.py)
-                llama = Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
+            with llama_errors() as errors:
+                path, lora = prepare_model(
+                    s.path,
+                    s.convert_to,
+                    s.adapter,
+                    s.adapter_scale,
+                    merge=s.merge_adapter,
                     n_threads=s.n_threads,
-                    n_threads_batch=s.n_threads,
-                    seed=s.seed,
                     verbose=s.verbose,
-                    n_batch=n_batch,
                 )
-            import llama_cpp
+                self.adapter_merged = s.adapter is not None and lora is None
+                with cpu_buffers.loading():  # no AMX buffers where they crash (cpu_buffers.py)
+                    llama = Llama(
+                        model_path=str(path),
+                        n_ctx=n_ctx,
+                        n_threads=s.n_threads,
+                        n_threads_batch=s.n_threads,
+                        seed=s.seed,
+                        verbose=s.verbose,
+                        n_batch=n_batch,
+                    )
+                import llama_cpp
 
-            set_llama_log_level(s.verbose)  # after Llama(), which sets it its own way
-            self._abort.install(llama_cpp, llama.ctx)
-            if adapter and lora is not None:
-                apply_adapter(llama.model, llama.ctx, lora, s.adapter_scale)
-            engine = build(llama)
-            self.loaded_path = path
+                set_llama_log_level(s.verbose)  # after Llama(), which sets it its own way
+                self._abort.install(llama_cpp, llama.ctx)
+                if adapter and lora is not None:
+                    apply_adapter(llama.model, llama.ctx, lora, s.adapter_scale)
+                engine = build(llama)
+                self.loaded_path = path
         except Exception as exc:
             if llama is not None:
                 llama.close()
@@ -412,9 +414,9 @@ class _SerialWorker:
                     "the embedded backend needs llama-cpp-python: pip install 'aiplanner[embedded]'"
                 )
             elif isinstance(exc, BackendError):
-                message = str(exc)
-            else:  # llama.cpp itself says only "Failed to load model from file"
-                message = f"could not load the model {s.path}: {exc}"
+                message = str(exc) + reason(errors)
+            else:  # llama-cpp-python says only "Failed to load model from file"
+                message = f"could not load the model {s.path}: {exc}{reason(errors)}"
             # Remembered: loading again for every request would fail the same way, slowly.
             self._load_error = (message, exc)
             raise BackendError(message, retryable=False) from exc

@@ -275,6 +275,8 @@ def test_unloadable_model_fails_every_request_with_backend_error(fake_gguf: Path
 
     errors = anyio.run(main)
     assert all("fake.gguf" in str(e) and not e.retryable for e in errors)
+    # llama.cpp's own reason, which it logs (quiet or not) and does not return
+    assert all("(llama.cpp: " in str(e) and "bad GGUF version: 0" in str(e) for e in errors)
     assert errors[0] is not errors[1]
     assert not isinstance(errors[0], BackendTimeout)
     assert not worker_threads()
