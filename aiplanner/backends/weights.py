@@ -78,7 +78,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from aiplanner.backends.gguf_layout import GGML_F16, GGML_F32, TensorInfo, read_layout
-from aiplanner.backends.llama_logs import set_llama_log_level
+from aiplanner.backends.llama_logs import llama_errors, reason, set_llama_log_level
 from aiplanner.errors import ConfigError
 
 __all__ = [
@@ -215,11 +215,12 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
             overrides[i].type = getattr(llama_cpp, f"GGML_TYPE_{type_name}")
         params.tt_overrides = ctypes.cast(overrides, ctypes.POINTER(entry))
     try:
-        code = llama_cpp.llama_model_quantize(
-            str(source).encode(), str(partial).encode(), ctypes.byref(params)
-        )
+        with llama_errors() as errors:  # llama.cpp logs why it fails, returns only 1
+            code = llama_cpp.llama_model_quantize(
+                str(source).encode(), str(partial).encode(), ctypes.byref(params)
+            )
         if code != 0 or not partial.is_file():
-            raise RuntimeError(f"llama_model_quantize returned {code}")
+            raise RuntimeError(f"llama_model_quantize returned {code}{reason(errors)}")
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
