@@ -186,7 +186,6 @@ def _convert(source: Path, target: Path, kind: str, n_threads: int, verbose: boo
     import ctypes
 
     import llama_cpp
-    from llama_cpp import Llama  # noqa: F401  (installs llama-cpp-python's log callback)
 
     set_llama_log_level(verbose)
 
